@@ -1,0 +1,3 @@
+from manager_service.cli import main
+
+main()

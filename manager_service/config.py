@@ -1,0 +1,117 @@
+"""The manager's settings: every flag also reads an environment variable (flag > env > default)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from manager_service.orchestrator import OrchestratorSettings
+from manager_service.validation import Limits
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerConfig:
+    listen: str = "127.0.0.1:50051"
+    database_url: str = "sqlite:///dbmaint.db"
+    lease_timeout: float = 30.0
+    heartbeat_interval: float = 5.0
+    max_attempts: int = 3
+    operation_timeout: float = 6 * 3600.0
+    max_targets: int = 1000
+    max_children: int = 10_000
+    shutdown_grace: float = 5.0
+    log_level: str = "INFO"
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(max_targets=self.max_targets, max_children=self.max_children, max_attempts=self.max_attempts)
+
+    @property
+    def orchestrator_settings(self) -> OrchestratorSettings:
+        return OrchestratorSettings(
+            lease_timeout=self.lease_timeout,
+            heartbeat_interval=self.heartbeat_interval,
+            operation_timeout=self.operation_timeout,
+        )
+
+
+# flag, attribute, env var, type, help
+_OPTIONS: list[tuple[str, str, str, type, str]] = [
+    ("--listen", "listen", "DBMAINT_LISTEN", str, "HOST:PORT to serve gRPC on (port 0: any free port)"),
+    ("--database-url", "database_url", "DBMAINT_DATABASE_URL", str, "SQLAlchemy URL of the job store"),
+    (
+        "--lease-timeout",
+        "lease_timeout",
+        "DBMAINT_LEASE_TIMEOUT",
+        float,
+        "seconds without a heartbeat before a worker's running children are re-queued",
+    ),
+    (
+        "--heartbeat-interval",
+        "heartbeat_interval",
+        "DBMAINT_HEARTBEAT_INTERVAL",
+        float,
+        "seconds between worker heartbeats (told to workers in Welcome)",
+    ),
+    ("--max-attempts", "max_attempts", "DBMAINT_MAX_ATTEMPTS", int, "attempts per child before it fails"),
+    (
+        "--operation-timeout",
+        "operation_timeout",
+        "DBMAINT_OPERATION_TIMEOUT",
+        float,
+        "seconds an operation may run before the worker interrupts it",
+    ),
+    ("--max-targets", "max_targets", "DBMAINT_MAX_TARGETS", int, "targets per request"),
+    ("--max-children", "max_children", "DBMAINT_MAX_CHILDREN", int, "children (targets x operations) per request"),
+    (
+        "--shutdown-grace",
+        "shutdown_grace",
+        "DBMAINT_SHUTDOWN_GRACE",
+        float,
+        "seconds in-flight RPCs get to finish on SIGTERM",
+    ),
+    ("--log-level", "log_level", "DBMAINT_LOG_LEVEL", str, "DEBUG, INFO, WARNING or ERROR"),
+]
+
+
+def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> ManagerConfig:
+    environ = os.environ if environ is None else environ
+    defaults = ManagerConfig()
+    parser = argparse.ArgumentParser(
+        prog="dbmaint-manager",
+        description="The dbmaint manager: stores maintenance jobs and dispatches them to workers over gRPC.",
+    )
+    for flag, attribute, env, kind, help_text in _OPTIONS:
+        default = getattr(defaults, attribute)
+        parser.add_argument(
+            flag, dest=attribute, type=kind, default=None, help=f"{help_text} [{env}; default {default}]"
+        )
+    args = parser.parse_args(argv)
+    values = {}
+    for flag, attribute, env, kind, _ in _OPTIONS:
+        value = getattr(args, attribute)
+        if value is None and environ.get(env):
+            try:
+                value = kind(environ[env])
+            except ValueError:
+                parser.error(f"{env}={environ[env]!r} is not a valid {kind.__name__} (for {flag})")
+        values[attribute] = getattr(defaults, attribute) if value is None else value
+    config = ManagerConfig(**values)
+    _check(config, parser)
+    return config
+
+
+def _check(config: ManagerConfig, parser: argparse.ArgumentParser) -> None:
+    host, sep, port = config.listen.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        parser.error(f"--listen must be HOST:PORT, got {config.listen!r}")
+    if config.lease_timeout <= 0 or config.heartbeat_interval <= 0:
+        parser.error("--lease-timeout and --heartbeat-interval must be positive")
+    if config.heartbeat_interval >= config.lease_timeout:
+        parser.error("--heartbeat-interval must be shorter than --lease-timeout")
+    if config.max_attempts < 1 or config.max_targets < 1 or config.max_children < 1:
+        parser.error("--max-attempts, --max-targets and --max-children must be at least 1")
+    if config.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        parser.error(f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {config.log_level!r}")

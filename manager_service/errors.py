@@ -1,0 +1,34 @@
+"""Domain errors. The servicers map each to one gRPC status code; nothing else may escape as INTERNAL."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of the errors a request can legitimately end with."""
+
+
+class InvalidArgument(DomainError):
+    """A request field is wrong. ``field`` names it (e.g. ``targets[2]``)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class NotFound(DomainError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} not found")
+        self.job_id = job_id
+
+
+class FailedPrecondition(DomainError):
+    """The request is valid but the job's state does not allow it (e.g. cancel of a finished job)."""
+
+
+class AlreadyExists(DomainError):
+    """An idempotency key was reused with different parameters."""
+
+
+class Unavailable(DomainError):
+    """The manager is shutting down or otherwise cannot take the request now."""

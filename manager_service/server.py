@@ -1,0 +1,111 @@
+"""The manager's gRPC server: servicers, grpc.health.v1, reflection; ``run`` and an idempotent ``shutdown``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+
+from dbmaint.v1 import maintenance_pb2 as pb
+from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
+from manager_service.config import ManagerConfig
+from manager_service.orchestrator import Orchestrator
+from manager_service.reflection import enable_reflection
+from manager_service.servicers import MaintenanceServicer, WorkerServicer
+from manager_service.store import open_store
+
+log = logging.getLogger(__name__)
+
+MAINTENANCE_SERVICE = pb.DESCRIPTOR.services_by_name["MaintenanceService"].full_name
+WORKER_SERVICE = pb.DESCRIPTOR.services_by_name["WorkerService"].full_name
+HEALTH_SERVICES = ("", MAINTENANCE_SERVICE, WORKER_SERVICE)
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class ManagerServer:
+    def __init__(self, config: ManagerConfig) -> None:
+        self.config = config
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._orchestrator: Orchestrator | None = None
+        self._health = HealthServicer()
+        self._stopped = asyncio.Event()
+        self._shutdown_started = False
+
+    async def start(self) -> int:
+        """Open the store, rebuild the in-flight state, and start serving. Returns the bound port."""
+        store = await asyncio.to_thread(open_store, self.config.database_url)
+        self._orchestrator = Orchestrator(store, self.config.orchestrator_settings)
+        await self._orchestrator.start()
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.keepalive_time_ms", 20_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ]
+        )
+        pb_grpc.add_MaintenanceServiceServicer_to_server(
+            MaintenanceServicer(self._orchestrator, self.config.limits), server
+        )
+        pb_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(self._orchestrator), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        enable_reflection(
+            (MAINTENANCE_SERVICE, WORKER_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
+            server,
+        )
+        self.port = server.add_insecure_port(self.config.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.config.listen}")
+        await server.start()
+        self._server = server
+        for service in HEALTH_SERVICES:
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        host = self.config.listen.rpartition(":")[0]
+        log.info(
+            "dbmaint-manager listening on %s:%d (store %s)", host, self.port, _safe_url(self.config.database_url)
+        )
+        return self.port
+
+    async def wait(self) -> None:
+        """Until shutdown, or until a side task of the orchestrator dies (then raise its error)."""
+        assert self._orchestrator is not None
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(self._stopped.wait())
+        fatal: asyncio.Future[Any] = self._orchestrator.fatal
+        done, _ = await asyncio.wait({stopped, fatal}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if self._orchestrator.fatal in done:
+            await self.shutdown()
+            self._orchestrator.fatal.result()
+
+    async def shutdown(self) -> None:
+        """NOT_SERVING first, then stop dispatching, close worker streams cleanly, stop the server. Idempotent."""
+        if self._shutdown_started:
+            await self._stopped.wait()
+            return
+        self._shutdown_started = True
+        log.info("shutting down: health NOT_SERVING, closing worker streams")
+        await self._health.enter_graceful_shutdown()
+        if self._orchestrator is not None:
+            await self._orchestrator.shutdown()
+        if self._server is not None:
+            await self._server.stop(self.config.shutdown_grace)
+        if self._orchestrator is not None:
+            await asyncio.to_thread(self._orchestrator.close_store)
+        self._stopped.set()
+        log.info("stopped")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable url>"

@@ -1,0 +1,336 @@
+"""gRPC servicers: they subclass the generated bases and only translate between protobuf and the domain.
+
+Every domain error maps to one status code; anything else is a bug, logged with its traceback and answered
+with INTERNAL (never a crash of the process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from dbmaint import wire
+from dbmaint.operations import JOB_TYPES, LEGACY_JOB_TYPE, JobStatus
+from dbmaint.v1 import maintenance_pb2 as pb
+from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
+from manager_service.convert import job_to_proto, worker_to_proto
+from manager_service.domain import ChildOutcome, Job, JobFilter
+from manager_service.errors import (
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from manager_service.events import WatcherDropped
+from manager_service.orchestrator import Orchestrator, Snapshot
+from manager_service.validation import TARGET_NAME, Limits, validate_job_id, validate_maintenance
+from manager_service.workers import AssignCommand, CancelCommand, CloseCommand, Command, HelloInfo, WorkerSession
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+MAX_SLOTS = 1024
+
+_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    WatcherDropped: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def status_code_for(error: DomainError) -> grpc.StatusCode:
+    for kind, code in _STATUS_CODES.items():
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: BaseException, method: str) -> None:
+    if isinstance(error, DomainError):
+        await context.abort(status_code_for(error), str(error))
+    log.exception("%s failed unexpectedly", method, exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL, f"{method} failed unexpectedly; see the manager log")
+
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
+
+
+def translate_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
+        try:
+            return await method(self, request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as error:
+            await _abort(context, error, method.__name__)
+            raise  # unreachable: abort raises
+
+    return wrapper
+
+
+def _operations(values: Any) -> list[Any]:
+    operations = []
+    for index, value in enumerate(values):
+        operation = wire.operation_from_proto(value)
+        if operation is None:
+            known = ", ".join(n for n in pb.Operation.keys() if n != "OPERATION_UNSPECIFIED")  # noqa: SIM118
+            raise InvalidArgument(
+                f"operations[{index}]", f"unknown or unspecified operation {value}; use one of {known}"
+            )
+        operations.append(operation)
+    return operations
+
+
+def _encode_page_token(seq: int | None) -> str:
+    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode() if seq is not None else ""
+
+
+def _decode_page_token(token: str) -> int | None:
+    if not token:
+        return None
+    try:
+        version, _, seq = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if version == "v1" and seq.isdigit():
+            return int(seq)
+    except (binascii.Error, UnicodeError, ValueError):
+        pass
+    raise InvalidArgument("page_token", "not a token returned by ListJobs")
+
+
+class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
+    def __init__(self, orchestrator: Orchestrator, limits: Limits) -> None:
+        self._orchestrator = orchestrator
+        self._limits = limits
+
+    def _job(self, job: Job) -> pb.Job:
+        return job_to_proto(job, self._orchestrator.waiting_reason(job))
+
+    def _snapshot(self, snapshot: Snapshot) -> pb.GetJobResponse:
+        return pb.GetJobResponse(job=self._job(snapshot.job), children=[self._job(c) for c in snapshot.children])
+
+    @translate_errors
+    async def CreateMaintenance(
+        self, request: pb.CreateMaintenanceRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CreateMaintenanceResponse:
+        spec = validate_maintenance(
+            list(request.targets), _operations(request.operations), request.request_id, self._limits
+        )
+        outcome = await self._orchestrator.create(spec)
+        return pb.CreateMaintenanceResponse(
+            parent=self._job(outcome.parent),
+            children=[self._job(c) for c in outcome.children],
+            created=outcome.created,
+        )
+
+    @translate_errors
+    async def GetJob(
+        self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetJobResponse:
+        return self._snapshot(await self._orchestrator.get(validate_job_id(request.id)))
+
+    @translate_errors
+    async def ListJobs(
+        self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListJobsResponse:
+        if request.page_size < 0:
+            raise InvalidArgument("page_size", "must not be negative")
+        if request.type and request.type not in JOB_TYPES:
+            hint = " (the legacy single-job type is no longer used)" if request.type == LEGACY_JOB_TYPE else ""
+            raise InvalidArgument(
+                "type", f"unknown job type {request.type[:80]!r}{hint}; use one of {', '.join(JOB_TYPES)}"
+            )
+        status: JobStatus | None = None
+        if request.status != pb.JOB_STATUS_UNSPECIFIED:
+            status = wire.status_from_proto(request.status)
+            if status is None:
+                raise InvalidArgument("status", f"unknown status {request.status}")
+        if request.parent_id:
+            validate_job_id(request.parent_id, "parent_id")
+        limit = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        page = await self._orchestrator.list_jobs(
+            JobFilter(status=status, type=request.type or None, parent_id=request.parent_id or None),
+            limit,
+            _decode_page_token(request.page_token),
+        )
+        return pb.ListJobsResponse(
+            jobs=[self._job(j) for j in page.jobs], next_page_token=_encode_page_token(page.next_before_seq)
+        )
+
+    async def WatchJob(
+        self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchJobResponse]:
+        try:
+            async for event in self._orchestrator.watch(validate_job_id(request.id)):
+                if isinstance(event, Snapshot):
+                    yield pb.WatchJobResponse(snapshot=self._snapshot(event))
+                else:
+                    yield pb.WatchJobResponse(changed=self._job(event))
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as error:
+            await _abort(context, error, "WatchJob")
+
+    @translate_errors
+    async def CancelJob(
+        self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CancelJobResponse:
+        reason = request.reason.strip()[:500] or "cancelled by request"
+        job = await self._orchestrator.cancel(validate_job_id(request.id), reason)
+        return pb.CancelJobResponse(job=self._job(job))
+
+    @translate_errors
+    async def ListWorkers(
+        self, request: pb.ListWorkersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListWorkersResponse:
+        return pb.ListWorkersResponse(
+            workers=[worker_to_proto(s) for s in self._orchestrator.sessions()],
+            unserved_targets=self._orchestrator.unserved_targets(),
+        )
+
+
+def _hello(message: pb.WorkerMessage, peer: str) -> HelloInfo:
+    if message.WhichOneof("kind") != "hello":
+        raise InvalidArgument("hello", "the first message on the stream must be a Hello")
+    hello = message.hello
+    if not hello.worker_id or len(hello.worker_id) > 255:
+        raise InvalidArgument("hello.worker_id", "1-255 characters required")
+    if not hello.targets:
+        raise InvalidArgument("hello.targets", "a worker must serve at least one target")
+    for index, name in enumerate(hello.targets):
+        if not TARGET_NAME.fullmatch(name):
+            raise InvalidArgument(f"hello.targets[{index}]", f"invalid target name {name[:80]!r}")
+    if not 1 <= hello.slots <= MAX_SLOTS:
+        raise InvalidArgument("hello.slots", f"must be between 1 and {MAX_SLOTS}")
+    return HelloInfo(
+        worker_id=hello.worker_id,
+        targets=frozenset(hello.targets),
+        slots=hello.slots,
+        running=tuple((r.job_id, r.attempt) for r in hello.running),
+        peer=peer,
+        version=hello.version,
+    )
+
+
+def _outcome(session: WorkerSession, result: pb.Result) -> ChildOutcome | None:
+    status = wire.status_from_proto(result.status)
+    if status is None or not status.is_terminal:
+        return None
+    return ChildOutcome(
+        job_id=result.job_id,
+        attempt=result.attempt,
+        worker_id=session.worker_id,
+        status=status,
+        error=result.error[:4000] or None,
+        report=wire.report_from_proto(result.result) if result.HasField("result") else None,
+    )
+
+
+def _command_to_proto(command: AssignCommand | CancelCommand) -> pb.ManagerMessage:
+    if isinstance(command, CancelCommand):
+        return pb.ManagerMessage(
+            cancel=pb.Cancel(job_id=command.job_id, attempt=command.attempt, reason=command.reason)
+        )
+    return pb.ManagerMessage(
+        assignment=pb.Assignment(
+            job_id=command.job_id,
+            attempt=command.attempt,
+            target=command.target,
+            operation=wire.operation_to_proto(command.operation),
+            job_type=command.job_type,
+            config=json.dumps(command.config, separators=(",", ":")),
+            deadline=wire.timestamp(command.deadline),
+            parent_id=command.parent_id,
+        )
+    )
+
+
+class WorkerServicer(pb_grpc.WorkerServiceServicer):
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        self._orchestrator = orchestrator
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[pb.WorkerMessage], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.ManagerMessage]:
+        try:
+            first = await anext(aiter(request_iterator))
+            session = await self._orchestrator.connect_worker(_hello(first, context.peer()))
+        except StopAsyncIteration:
+            return
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as error:
+            await _abort(context, error, "Connect")
+            return
+        settings = self._orchestrator.settings
+        yield pb.ManagerMessage(
+            welcome=pb.Welcome(
+                lease_timeout=wire.duration(settings.lease_timeout),
+                heartbeat_interval=wire.duration(settings.heartbeat_interval),
+                manager_id=self._orchestrator.manager_id,
+            )
+        )
+        reader = asyncio.create_task(self._read(session, request_iterator), name=f"read-{session.worker_id}")
+        why = "stream ended"
+        try:
+            while True:
+                command: Command = await session.outbox.get()
+                if isinstance(command, CloseCommand):
+                    why = command.reason
+                    break
+                yield _command_to_proto(command)
+        except asyncio.CancelledError:
+            why = "stream cancelled"
+            raise
+        finally:
+            reader.cancel()
+            await asyncio.shield(self._orchestrator.disconnect_worker(session, why))
+
+    async def _read(self, session: WorkerSession, request_iterator: AsyncIterator[pb.WorkerMessage]) -> None:
+        """Apply what the worker sends until its stream ends; then end our side too."""
+        why = "worker closed the stream"
+        try:
+            async for message in request_iterator:
+                kind = message.WhichOneof("kind")
+                if kind == "result":
+                    outcome = _outcome(session, message.result)
+                    if outcome is None:
+                        log.warning(
+                            "worker %s sent a result with status %d; ignored",
+                            session.worker_id,
+                            message.result.status,
+                        )
+                    else:
+                        await self._orchestrator.apply_result(session, outcome)
+                elif kind == "heartbeat":
+                    self._orchestrator.heartbeat(
+                        session, [(r.job_id, r.attempt) for r in message.heartbeat.running]
+                    )
+                elif kind == "draining":
+                    self._orchestrator.mark_draining(session, message.draining.reason or "draining")
+                else:
+                    log.warning("worker %s sent an unexpected %s message; ignored", session.worker_id, kind)
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AioRpcError as error:
+            why = f"stream broke: {error.code().name}"
+        except Exception as error:
+            log.exception("stream of worker %s failed", session.worker_id)
+            why = f"stream failed: {error!r}"
+        session.send(CloseCommand(why))

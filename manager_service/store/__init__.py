@@ -1,0 +1,7 @@
+"""The job store: one interface (``JobStore``) and its SQLAlchemy adapter. Every database operation of the
+manager lives in ``sqlalchemy_store.py``."""
+
+from manager_service.store.base import JobStore, Page
+from manager_service.store.sqlalchemy_store import SQLAlchemyJobStore, open_store
+
+__all__ = ["JobStore", "Page", "SQLAlchemyJobStore", "open_store"]

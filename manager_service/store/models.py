@@ -1,0 +1,54 @@
+"""The schema: one ``jobs`` table for parents and children."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("type", String(64), nullable=False),
+    Column("parent_id", String(36), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("target", String(64), nullable=True),
+    Column("operation", String(16), nullable=True),
+    Column("position", Integer, nullable=False, default=0),
+    Column("config", Text, nullable=False),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False, default=0),
+    Column("worker_id", String(255), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("result", Text, nullable=True),
+    Column("request_id", String(128), nullable=True, unique=True),
+    Column("request_fingerprint", Text, nullable=True),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    # Parent counters; they change in the same transaction as the child they count.
+    Column("total", Integer, nullable=False, default=0),
+    Column("pending", Integer, nullable=False, default=0),
+    Column("running", Integer, nullable=False, default=0),
+    Column("succeeded", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("cancelled", Integer, nullable=False, default=0),
+    Column("version", Integer, nullable=False, default=1),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_jobs_parent_position", "parent_id", "position"),
+    Index("ix_jobs_status_seq", "status", "seq"),
+    Index("ix_jobs_type_seq", "type", "seq"),
+)

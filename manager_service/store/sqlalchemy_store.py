@@ -1,0 +1,471 @@
+"""The SQLAlchemy 2 adapter of JobStore: every database operation of the manager is in this module.
+
+Each public method is one transaction. Child changes are guarded by their expected status and attempt (the
+fence), and move the parent's counters in the same transaction, so a crash between two statements can never
+leave a parent that disagrees with its children.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row, create_engine, event, func, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+
+from dbmaint.operations import CHILD_JOB_TYPE, PARENT_JOB_TYPE, JobStatus, Operation, OperationReport
+from manager_service import state_machine
+from manager_service.domain import (
+    CancelOutcome,
+    ChildOutcome,
+    CreateOutcome,
+    Job,
+    JobFilter,
+    MaintenanceSpec,
+    Progress,
+    StartRequest,
+    Transition,
+    utcnow,
+)
+from manager_service.errors import AlreadyExists, FailedPrecondition, NotFound
+from manager_service.store.base import Page
+from manager_service.store.models import jobs, metadata
+
+UNFINISHED = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
+
+
+def open_store(url: str) -> SQLAlchemyJobStore:
+    """Open (and create the schema of) the store at a SQLAlchemy URL."""
+    store = SQLAlchemyJobStore(_make_engine(url))
+    store.create_schema()
+    return store
+
+
+def _make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL (readers never block the writer), a busy timeout, FULL sync (a commit survives a crash), and
+    explicit BEGIN so SQLAlchemy owns the transaction boundaries (the pysqlite recipe)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def _row_to_job(row: Row[Any]) -> Job:
+    m = row._mapping
+    is_parent = m["parent_id"] is None
+    return Job(
+        id=m["id"],
+        seq=m["seq"],
+        type=m["type"],
+        status=JobStatus(m["status"]),
+        config=json.loads(m["config"]),
+        created_at=_aware(m["created_at"]) or utcnow(),
+        version=m["version"],
+        parent_id=m["parent_id"],
+        target=m["target"],
+        operation=Operation(m["operation"]) if m["operation"] else None,
+        position=m["position"],
+        attempt=m["attempt"],
+        max_attempts=m["max_attempts"],
+        worker_id=m["worker_id"],
+        error=m["error"],
+        report=OperationReport.from_dict(json.loads(m["result"])) if m["result"] else None,
+        request_id=m["request_id"],
+        cancel_requested=bool(m["cancel_requested"]),
+        progress=Progress(
+            total=m["total"],
+            pending=m["pending"],
+            running=m["running"],
+            succeeded=m["succeeded"],
+            failed=m["failed"],
+            cancelled=m["cancelled"],
+        )
+        if is_parent
+        else None,
+        started_at=_aware(m["started_at"]),
+        finished_at=_aware(m["finished_at"]),
+    )
+
+
+class SQLAlchemyJobStore:
+    """JobStore on any SQLAlchemy 2 engine (SQLite file by default)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lock_rows = engine.dialect.name != "sqlite"  # SQLite locks the whole file for a writer anyway
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def create_schema(self) -> None:
+        metadata.create_all(self._engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        with self._engine.begin() as conn:
+            yield conn
+
+    # -- reads
+
+    def get_job(self, job_id: str) -> Job | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+            return _row_to_job(row) if row else None
+
+    def get_children(self, parent_id: str) -> list[Job]:
+        with self._engine.connect() as conn:
+            return self._children(conn, parent_id)
+
+    def list_jobs(self, filter: JobFilter, limit: int, before_seq: int | None) -> Page:
+        query = select(jobs).order_by(jobs.c.seq.desc()).limit(limit + 1)
+        if filter.status is not None:
+            query = query.where(jobs.c.status == filter.status.value)
+        if filter.type:
+            query = query.where(jobs.c.type == filter.type)
+        if filter.parent_id:
+            query = query.where(jobs.c.parent_id == filter.parent_id)
+        if before_seq is not None:
+            query = query.where(jobs.c.seq < before_seq)
+        with self._engine.connect() as conn:
+            found = [_row_to_job(r) for r in conn.execute(query)]
+        more = len(found) > limit
+        page = found[:limit]
+        return Page(page, page[-1].seq if more and page else None)
+
+    def unfinished_children(self) -> list[Job]:
+        query = (
+            select(jobs).where(jobs.c.type == CHILD_JOB_TYPE, jobs.c.status.in_(UNFINISHED)).order_by(jobs.c.seq)
+        )
+        with self._engine.connect() as conn:
+            return [_row_to_job(r) for r in conn.execute(query)]
+
+    # -- create
+
+    def create_maintenance(self, spec: MaintenanceSpec) -> CreateOutcome:
+        try:
+            with self._transaction() as conn:
+                if spec.request_id:
+                    existing = self._find_request(conn, spec)
+                    if existing is not None:
+                        return existing
+                return self._insert_maintenance(conn, spec)
+        except IntegrityError:
+            # Another transaction stored the same request_id first: answer with what it stored.
+            with self._transaction() as conn:
+                existing = self._find_request(conn, spec)
+            if existing is None:
+                raise
+            return existing
+
+    def _find_request(self, conn: Connection, spec: MaintenanceSpec) -> CreateOutcome | None:
+        row = conn.execute(select(jobs).where(jobs.c.request_id == spec.request_id)).first()
+        if row is None:
+            return None
+        if row._mapping["request_fingerprint"] != spec.fingerprint:
+            raise AlreadyExists(
+                f"request_id {spec.request_id!r} was already used for other targets or operations "
+                f"(parent {row._mapping['id']})"
+            )
+        parent = _row_to_job(row)
+        return CreateOutcome(parent, self._children(conn, parent.id), created=False)
+
+    def _insert_maintenance(self, conn: Connection, spec: MaintenanceSpec) -> CreateOutcome:
+        now = utcnow()
+        parent_id = str(uuid.uuid4())
+        pairs = list(product(spec.targets, spec.operations))
+        conn.execute(
+            jobs.insert().values(
+                id=parent_id,
+                type=PARENT_JOB_TYPE,
+                parent_id=None,
+                status=JobStatus.PENDING.value,
+                config=json.dumps(
+                    {"targets": list(spec.targets), "operations": [str(o) for o in spec.operations]}
+                ),
+                request_id=spec.request_id,
+                request_fingerprint=spec.fingerprint if spec.request_id else None,
+                total=len(pairs),
+                pending=len(pairs),
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        conn.execute(
+            jobs.insert(),
+            [
+                {
+                    "id": str(uuid.uuid4()),
+                    "type": CHILD_JOB_TYPE,
+                    "parent_id": parent_id,
+                    "status": JobStatus.PENDING.value,
+                    "target": target,
+                    "operation": str(operation),
+                    "position": position,
+                    "config": json.dumps({"operation": str(operation), "target": target}),
+                    "attempt": 1,
+                    "max_attempts": spec.max_attempts,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for position, (target, operation) in enumerate(pairs)
+            ],
+        )
+        parent = self._job(conn, parent_id)
+        return CreateOutcome(parent, self._children(conn, parent_id), created=True)
+
+    # -- child transitions
+
+    def start_children(self, requests: Sequence[StartRequest]) -> list[Transition]:
+        now = utcnow()
+        started: list[str] = []
+        with self._transaction() as conn:
+            for request in requests:
+                moved = conn.execute(
+                    update(jobs)
+                    .where(
+                        jobs.c.id == request.job_id,
+                        jobs.c.status == JobStatus.PENDING.value,
+                        jobs.c.attempt == request.attempt,
+                        jobs.c.cancel_requested.is_(False),
+                    )
+                    .values(
+                        status=JobStatus.RUNNING.value,
+                        worker_id=request.worker_id,
+                        started_at=now,
+                        error=None,
+                        updated_at=now,
+                        version=jobs.c.version + 1,
+                    )
+                ).rowcount
+                if moved == 1:
+                    started.append(request.job_id)
+            return self._settle_all(conn, started, JobStatus.PENDING, JobStatus.RUNNING, now)
+
+    def finish_child(self, outcome: ChildOutcome) -> Transition | None:
+        if outcome.status not in state_machine.RESULT_STATUSES:
+            raise ValueError(f"a result cannot set status {outcome.status}")
+        now = utcnow()
+        with self._transaction() as conn:
+            child = self._find(conn, outcome.job_id, lock=True)
+            if child is None or not state_machine.result_applies(child, outcome.attempt, outcome.worker_id):
+                return None
+            state_machine.check_transition(child.status, outcome.status)
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == child.id, jobs.c.status == child.status.value, jobs.c.attempt == child.attempt)
+                .values(
+                    status=outcome.status.value,
+                    error=outcome.error,
+                    result=json.dumps(outcome.report.to_dict()) if outcome.report else None,
+                    finished_at=now,
+                    updated_at=now,
+                    version=jobs.c.version + 1,
+                )
+            )
+            return self._settle_all(conn, [child.id], child.status, outcome.status, now)[0]
+
+    def release_child(self, job_id: str, attempt: int, why: str) -> Transition | None:
+        now = utcnow()
+        with self._transaction() as conn:
+            child = self._find(conn, job_id, lock=True)
+            if child is None or child.status is not JobStatus.RUNNING or child.attempt != attempt:
+                return None
+            decision = state_machine.after_worker_lost(child, why)
+            state_machine.check_transition(child.status, decision.status)
+            requeued = decision.status is JobStatus.PENDING
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == child.id, jobs.c.status == child.status.value, jobs.c.attempt == attempt)
+                .values(
+                    status=decision.status.value,
+                    attempt=decision.attempt,
+                    error=f"attempt {attempt} lost: {why}; re-queued" if requeued else decision.error,
+                    started_at=None if requeued else child.started_at,
+                    finished_at=None if requeued else now,
+                    updated_at=now,
+                    version=jobs.c.version + 1,
+                )
+            )
+            return self._settle_all(conn, [child.id], child.status, decision.status, now)[0]
+
+    # -- cancel
+
+    def cancel_job(self, job_id: str, reason: str) -> CancelOutcome:
+        now = utcnow()
+        with self._transaction() as conn:
+            job = self._find(conn, job_id, lock=True)
+            if job is None:
+                raise NotFound(job_id)
+            if job.status.is_terminal:
+                raise FailedPrecondition(
+                    f"job {job_id} is already {job.status.value}; only unfinished jobs can be cancelled"
+                )
+            if job.is_parent:
+                return self._cancel_parent(conn, job, reason, now)
+            return self._cancel_child(conn, job, reason, now)
+
+    def _cancel_parent(self, conn: Connection, parent: Job, reason: str, now: datetime) -> CancelOutcome:
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == parent.id)
+            .values(cancel_requested=True, error=reason, updated_at=now, version=jobs.c.version + 1)
+        )
+        children = self._children(conn, parent.id)
+        pending = [c.id for c in children if c.status is JobStatus.PENDING]
+        running = [c.id for c in children if c.status is JobStatus.RUNNING]
+        self._mark_cancel_requested(conn, running, now)
+        changed = self._cancel_pending(conn, pending, reason, now)
+        parent_after = self._settle_parent(conn, parent.id, now)
+        return CancelOutcome(
+            job=parent_after,
+            changed=[parent_after, *changed],
+            to_interrupt=[self._job(conn, job_id) for job_id in running],
+        )
+
+    def _cancel_child(self, conn: Connection, child: Job, reason: str, now: datetime) -> CancelOutcome:
+        assert child.parent_id is not None
+        if child.status is JobStatus.RUNNING:
+            self._mark_cancel_requested(conn, [child.id], now)
+            child_after = self._job(conn, child.id)
+            return CancelOutcome(job=child_after, changed=[child_after], to_interrupt=[child_after])
+        changed = self._cancel_pending(conn, [child.id], reason, now)
+        parent_after = self._settle_parent(conn, child.parent_id, now)
+        return CancelOutcome(job=changed[0], changed=[*changed, parent_after])
+
+    def _mark_cancel_requested(self, conn: Connection, job_ids: list[str], now: datetime) -> None:
+        if job_ids:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(job_ids))
+                .values(cancel_requested=True, updated_at=now, version=jobs.c.version + 1)
+            )
+
+    def _cancel_pending(self, conn: Connection, job_ids: list[str], reason: str, now: datetime) -> list[Job]:
+        """PENDING -> CANCELLED, counted on the parent; the children never run."""
+        if not job_ids:
+            return []
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(job_ids), jobs.c.status == JobStatus.PENDING.value)
+            .values(
+                status=JobStatus.CANCELLED.value,
+                cancel_requested=True,
+                error=reason,
+                finished_at=now,
+                updated_at=now,
+                version=jobs.c.version + 1,
+            )
+        )
+        cancelled = [self._job(conn, job_id) for job_id in job_ids]
+        for child in cancelled:
+            assert child.parent_id is not None
+            self._move_counter(conn, child.parent_id, JobStatus.PENDING, JobStatus.CANCELLED, now)
+        return cancelled
+
+    # -- parent bookkeeping
+
+    def _settle_all(
+        self, conn: Connection, child_ids: list[str], before: JobStatus, after: JobStatus, now: datetime
+    ) -> list[Transition]:
+        """Move each child's parent counter from ``before`` to ``after`` and settle the parents."""
+        transitions = []
+        for child_id in child_ids:
+            child = self._job(conn, child_id)
+            assert child.parent_id is not None
+            self._move_counter(conn, child.parent_id, before, after, now)
+            transitions.append(Transition(child, self._settle_parent(conn, child.parent_id, now)))
+        return transitions
+
+    def _move_counter(
+        self, conn: Connection, parent_id: str, before: JobStatus, after: JobStatus, now: datetime
+    ) -> None:
+        if before is after:
+            return
+        source = jobs.c[state_machine.COUNTER_FOR_STATUS[before]]
+        dest = jobs.c[state_machine.COUNTER_FOR_STATUS[after]]
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == parent_id)
+            .values(
+                {source: source - 1, dest: dest + 1, jobs.c.updated_at: now, jobs.c.version: jobs.c.version + 1}
+            )
+        )
+
+    def _settle_parent(self, conn: Connection, parent_id: str, now: datetime) -> Job:
+        """Recompute the parent's status from its counters; a terminal parent is left alone."""
+        parent = self._job(conn, parent_id, lock=True)
+        assert parent.progress is not None
+        status = state_machine.parent_status(parent.status, parent.progress, parent.cancel_requested)
+        if status is parent.status:
+            return parent
+        values: dict[str, Any] = {"status": status.value, "updated_at": now, "version": jobs.c.version + 1}
+        if status is JobStatus.RUNNING:
+            values["started_at"] = parent.started_at or now
+        if status.is_terminal:
+            values["finished_at"] = now
+            failed = [c for c in self._children(conn, parent_id) if c.status is JobStatus.FAILED]
+            values["error"] = state_machine.parent_error(status, failed, parent.error)
+        conn.execute(
+            update(jobs).where(jobs.c.id == parent_id, jobs.c.status == parent.status.value).values(values)
+        )
+        return self._job(conn, parent_id)
+
+    # -- row helpers
+
+    def _find(self, conn: Connection, job_id: str, *, lock: bool = False) -> Job | None:
+        query = select(jobs).where(jobs.c.id == job_id)
+        if lock and self._lock_rows:
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        return _row_to_job(row) if row else None
+
+    def _job(self, conn: Connection, job_id: str, *, lock: bool = False) -> Job:
+        job = self._find(conn, job_id, lock=lock)
+        if job is None:
+            raise NotFound(job_id)
+        return job
+
+    def _children(self, conn: Connection, parent_id: str) -> list[Job]:
+        query = select(jobs).where(jobs.c.parent_id == parent_id).order_by(jobs.c.position)
+        return [_row_to_job(r) for r in conn.execute(query)]
+
+    def count_jobs(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(jobs)).scalar_one())
