@@ -1,0 +1,262 @@
+"""Real manager and worker processes for end-to-end tests: started as ``python -m ...`` subprocesses on
+free TCP ports, logs to files (shown when a test fails), killed for sure at the end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from dbmaint.v1 import maintenance_pb2 as pb
+from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
+from tests.support.polling import wait_for
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _clean_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DBMAINT_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Proc:
+    """One running service process."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.log_path.parent
+        )
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, signum: int) -> None:
+        assert self.popen is not None
+        self.popen.send_signal(signum)
+
+    def kill9(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.wait(10)
+
+    def terminate_and_wait(self, timeout: float = 30.0) -> int:
+        self.signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float) -> int:
+        assert self.popen is not None
+        return self.popen.wait(timeout)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        if self.alive():
+            self.signal(signal.SIGKILL)
+            self.wait(10)
+
+
+@dataclass
+class Cluster:
+    """A manager and its workers for one test, with stubs to talk to the manager."""
+
+    workdir: Path
+    manager_port: int = field(default_factory=free_port)
+    manager_args: list[str] = field(default_factory=list)
+    processes: list[Proc] = field(default_factory=list)
+    manager: Proc | None = None
+    _channel: grpc.Channel | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.manager_port}"
+
+    @property
+    def store_url(self) -> str:
+        return f"sqlite:///{self.workdir / 'jobs.db'}"
+
+    def start_manager(self, *extra: str, env: dict[str, str] | None = None) -> Proc:
+        args = [
+            sys.executable,
+            "-m",
+            "manager_service",
+            "--listen",
+            self.address,
+            "--database-url",
+            self.store_url,
+            "--lease-timeout",
+            "6",
+            "--heartbeat-interval",
+            "0.5",
+            *extra,
+        ]
+        proc = Proc("manager", args, _clean_env(env or {}), self.workdir / "manager.log").start()
+        self.manager = proc
+        self.processes.append(proc)
+        wait_for(
+            lambda: self.health() == health_pb2.HealthCheckResponse.SERVING or (not proc.alive() and _raise(proc)),
+            timeout=30,
+            message=lambda: f"manager not SERVING; log:\n{proc.log()}",
+        )
+        return proc
+
+    def start_worker(
+        self,
+        worker_id: str,
+        targets: dict[str, Path],
+        *extra: str,
+        faults: str = "",
+        slots: int = 1,
+        wait_connected: bool = True,
+    ) -> Proc:
+        args = [
+            sys.executable,
+            "-m",
+            "worker_service",
+            "--manager",
+            self.address,
+            "--worker-id",
+            worker_id,
+            "--slots",
+            str(slots),
+        ]
+        for name, path in targets.items():
+            args += ["--target", f"{name}=sqlite:///{path}"]
+        args += list(extra)
+        env = {"DBMAINT_FAULTS": faults} if faults else {}
+        proc = Proc(worker_id, args, _clean_env(env), self.workdir / f"{worker_id}.log").start()
+        self.processes.append(proc)
+        if wait_connected:
+            self.wait_worker(worker_id, proc)
+        return proc
+
+    def wait_worker(self, worker_id: str, proc: Proc | None = None) -> None:
+        def connected() -> bool:
+            if proc is not None and not proc.alive():
+                _raise(proc)
+            return worker_id in {
+                w.worker_id for w in self.stub.ListWorkers(pb.ListWorkersRequest(), timeout=5).workers
+            }
+
+        wait_for(
+            connected,
+            timeout=30,
+            message=lambda: f"worker {worker_id} never connected; log:\n{proc.log() if proc else ''}",
+        )
+
+    # -- client side
+
+    @property
+    def channel(self) -> grpc.Channel:
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.address)
+        return self._channel
+
+    @property
+    def stub(self) -> pb_grpc.MaintenanceServiceStub:
+        return pb_grpc.MaintenanceServiceStub(self.channel)
+
+    def health(self, service: str = "") -> int:
+        try:
+            return int(
+                health_pb2_grpc.HealthStub(self.channel)
+                .Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+                .status
+            )
+        except grpc.RpcError:
+            return -1
+
+    def create(
+        self, targets: Sequence[str], operations: Sequence[int] = (), request_id: str = ""
+    ) -> pb.CreateMaintenanceResponse:
+        return self.stub.CreateMaintenance(
+            pb.CreateMaintenanceRequest(targets=list(targets), operations=list(operations), request_id=request_id),
+            timeout=10,
+        )
+
+    def get(self, job_id: str) -> pb.GetJobResponse:
+        return self.stub.GetJob(pb.GetJobRequest(id=job_id), timeout=10)
+
+    def wait_status(self, job_id: str, *statuses: int, timeout: float = 60.0) -> pb.GetJobResponse:
+        return wait_for(
+            lambda: (r := self.get(job_id)).job.status in statuses and r,
+            timeout=timeout,
+            message=lambda: f"job {job_id} not in {statuses}: {self.describe(job_id)}\n{self.logs()}",
+        )
+
+    def wait_child(self, parent_id: str, predicate, timeout: float = 30.0) -> pb.Job:  # type: ignore[no-untyped-def]
+        def probe() -> pb.Job | None:
+            return next((c for c in self.get(parent_id).children if predicate(c)), None)
+
+        return wait_for(probe, timeout=timeout, message=lambda: f"no child matched: {self.describe(parent_id)}")
+
+    def describe(self, job_id: str) -> str:
+        try:
+            reply = self.get(job_id)
+        except grpc.RpcError as error:
+            return f"<GetJob failed: {error.code().name}>"
+        lines = [f"{reply.job.id} {pb.JobStatus.Name(reply.job.status)} {reply.job.error}"]
+        for c in reply.children:
+            lines.append(
+                f"  {c.target}/{pb.Operation.Name(c.operation)} {pb.JobStatus.Name(c.status)} "
+                f"attempt={c.attempt} worker={c.worker_id} error={c.error!r} waiting={c.waiting_reason!r}"
+            )
+        return "\n".join(lines)
+
+    def logs(self) -> str:
+        return "\n".join(f"----- {p.name} ({p.log_path})\n{p.log()[-6000:]}" for p in self.processes)
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        for proc in self.processes:
+            proc.stop()
+
+
+def _raise(proc: Proc) -> bool:
+    raise AssertionError(f"{proc.name} exited with {proc.popen.returncode if proc.popen else '?'}:\n{proc.log()}")
+
+
+@contextmanager
+def cluster(workdir: Path) -> Iterator[Cluster]:
+    running = Cluster(workdir)
+    try:
+        yield running
+    finally:
+        running.close()

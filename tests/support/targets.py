@@ -1,0 +1,56 @@
+"""Make SQLite maintenance targets with real reclaimable space."""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SqliteStats:
+    page_count: int
+    freelist_count: int
+    page_size: int
+
+    @property
+    def size(self) -> int:
+        return self.page_count * self.page_size
+
+
+def make_sqlite_target(path: Path, rows: int = 20_000, blob_bytes: int = 200, seed: int = 7) -> SqliteStats:
+    """A table of ``rows`` rows (16-char text key with an index, a blob), then half of them deleted, so VACUUM
+    has pages to give back."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, key TEXT NOT NULL, payload BLOB NOT NULL)")
+        conn.execute("CREATE INDEX items_key ON items (key)")
+        rng = random.Random(seed)
+        conn.executemany(
+            "INSERT INTO items (key, payload) VALUES (?, ?)",
+            ((f"{rng.getrandbits(64):016x}", os.urandom(blob_bytes)) for _ in range(rows)),
+        )
+        conn.execute("DELETE FROM items WHERE id % 2 = 0")
+    conn.close()
+    return sqlite_stats(path)
+
+
+def sqlite_stats(path: Path) -> SqliteStats:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        (page_count,) = conn.execute("PRAGMA page_count").fetchone()
+        (freelist,) = conn.execute("PRAGMA freelist_count").fetchone()
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+        return SqliteStats(page_count, freelist, page_size)
+    finally:
+        conn.close()
+
+
+def integrity_ok(path: Path) -> bool:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
