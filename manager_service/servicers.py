@@ -107,7 +107,7 @@ def _decode_page_token(token: str) -> int | None:
         return None
     try:
         version, _, seq = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if version == "v1" and seq.isdigit():
+        if version == "v1" and seq.isascii() and seq.isdigit() and int(seq) < 2**63:
             return int(seq)
     except (binascii.Error, UnicodeError, ValueError):
         pass

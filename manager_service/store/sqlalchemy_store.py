@@ -187,6 +187,8 @@ class SQLAlchemyJobStore:
                         return existing
                 return self._insert_maintenance(conn, spec)
         except IntegrityError:
+            if not spec.request_id:
+                raise
             # Another transaction stored the same request_id first: answer with what it stored.
             with self._transaction() as conn:
                 existing = self._find_request(conn, spec)
