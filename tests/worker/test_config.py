@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from worker_service import cli
+from worker_service.config import DEFAULT_MANAGER, ConfigError, WorkerConfig, parse_config
+
+
+def test_flags() -> None:
+    config = parse_config(
+        [
+            "--manager", "manager.example:6000",
+            "--target", "orders=sqlite:////data/orders.db",
+            "--target", "users.v2=postgresql://u:pw@db/users",
+            "--slots", "3",
+            "--worker-id", "w-1",
+            "--grace", "12.5",
+            "--health-listen", "0.0.0.0:8081",
+            "--log-level", "debug",
+        ],
+        environ={},
+    )  # fmt: skip
+    assert config.manager == "manager.example:6000"
+    assert config.target_names == ("orders", "users.v2")
+    assert config.targets[0].url.database == "/data/orders.db"
+    assert config.targets[1].url.get_backend_name() == "postgresql"
+    assert (config.slots, config.worker_id, config.grace) == (3, "w-1", 12.5)
+    assert config.health_listen == "0.0.0.0:8081"
+    assert config.log_level == "DEBUG"
+
+
+def test_environment_variables() -> None:
+    env = {
+        "DBMAINT_MANAGER": "10.0.0.1:7000",
+        "DBMAINT_TARGETS": " a=sqlite:///a.db\n\tb=sqlite:///b.db  ",
+        "DBMAINT_SLOTS": "2",
+        "DBMAINT_WORKER_ID": "from-env",
+        "DBMAINT_GRACE": "0",
+        "DBMAINT_HEALTH_LISTEN": "127.0.0.1:0",
+        "DBMAINT_LOG_LEVEL": "warning",
+    }
+    config = parse_config([], environ=env)
+    assert config.manager == "10.0.0.1:7000"
+    assert config.target_names == ("a", "b")
+    assert (config.slots, config.worker_id, config.grace) == (2, "from-env", 0.0)
+    assert config.health_listen == "127.0.0.1:0"
+    assert config.log_level == "WARNING"
+
+
+def test_flags_win_over_environment_and_target_flags_replace_the_list() -> None:
+    env = {"DBMAINT_TARGETS": "a=sqlite:///a.db b=sqlite:///b.db", "DBMAINT_SLOTS": "4"}
+    config = parse_config(["--target", "c=sqlite:///c.db", "--slots", "1"], environ=env)
+    assert config.target_names == ("c",)
+    assert config.slots == 1
+
+
+def test_defaults() -> None:
+    config = parse_config(["--target", "a=sqlite:///a.db"], environ={})
+    assert config.manager == DEFAULT_MANAGER == "127.0.0.1:50051"
+    assert (config.slots, config.grace, config.health_listen, config.log_level) == (1, 60.0, "", "INFO")
+    assert config.worker_id == f"{socket.gethostname()}-{os.getpid()}"
+
+
+def test_manager_accepts_grpc_target_schemes() -> None:
+    config = parse_config(["--target", "a=sqlite:///a.db", "--manager", "dns:///manager:50051"], environ={})
+    assert config.manager == "dns:///manager:50051"
+    assert parse_config(["--target", "a=sqlite:///a.db", "--manager", "[::1]:50051"], environ={}).manager
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        ([], {}, "no target configured"),
+        (["--target=-bad=sqlite:///x.db"], {}, "target name '-bad' is invalid"),
+        (["--target", "has space=sqlite:///x.db"], {}, "target name 'has space' is invalid"),
+        (["--target", "a" * 65 + "=sqlite:///x.db"], {}, "is invalid"),
+        (["--target", "a/b=sqlite:///x.db"], {}, "target name 'a/b' is invalid"),
+        (["--target", "nourl"], {}, "expected NAME=SQLALCHEMY_URL"),
+        (["--target", "a="], {}, "expected NAME=SQLALCHEMY_URL"),
+        (["--target", "a=sqlite:///x.db", "--target", "a=sqlite:///y.db"], {}, "'a' is configured more than once"),
+        ([], {"DBMAINT_TARGETS": "a=sqlite:///x a=sqlite:///y"}, "more than once"),
+        (["--target", "a=not a url"], {}, "target 'a': the URL is not a valid SQLAlchemy URL"),
+        (["--target", "a=sqlite:///x.db", "--slots", "0"], {}, "--slots: slots must be at least 1"),
+        (["--target", "a=sqlite:///x.db"], {"DBMAINT_SLOTS": "two"}, "DBMAINT_SLOTS: expected a whole number"),
+        (["--target", "a=sqlite:///x.db", "--grace", "-1"], {}, "--grace"),
+        (["--target", "a=sqlite:///x.db"], {"DBMAINT_GRACE": "inf"}, "DBMAINT_GRACE"),
+        (["--target", "a=sqlite:///x.db", "--grace", "soon"], {}, "expected a number of seconds"),
+        (["--target", "a=sqlite:///x.db", "--manager", "nohost"], {}, "--manager: expected HOST:PORT"),
+        (["--target", "a=sqlite:///x.db", "--manager", "h:99999"], {}, "out of range"),
+        (["--target", "a=sqlite:///x.db"], {"DBMAINT_MANAGER": "  "}, "DBMAINT_MANAGER: the manager address"),
+        (["--target", "a=sqlite:///x.db", "--health-listen", "8080"], {}, "--health-listen: expected HOST:PORT"),
+        (["--target", "a=sqlite:///x.db", "--log-level", "loud"], {}, "--log-level: unknown log level"),
+        (["--target", "a=sqlite:///x.db", "--worker-id", "has space"], {}, "--worker-id"),
+    ],
+)
+def test_errors_name_the_problem(argv: list[str], env: dict[str, str], expected: str) -> None:
+    with pytest.raises(ConfigError, match=None) as info:
+        parse_config(argv, environ=env)
+    assert expected in str(info.value)
+
+
+def test_errors_and_repr_never_show_the_url_password() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(["--target", "a=postgresql://user:s3cret@db:notaport/x"], environ={})
+    assert "s3cret" not in str(info.value)
+    config = parse_config(["--target", "a=postgresql://user:s3cret@db/x"], environ={})
+    assert "s3cret" not in repr(config)
+    assert config.targets[0].display_url == "postgresql://user:***@db/x"
+
+
+def test_unknown_flag_exits_2() -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_config(["--nope"], environ={})
+    assert info.value.code == 2
+
+
+def test_cli_exits_2_for_a_target_no_engine_serves(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["--target", "pg=postgresql://admin:hunter22@db/app", "--worker-id", "w1"], environ={})
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "target 'pg'" in err and "no engine for database dialect 'postgresql'" in err
+    assert "hunter22" not in err and "admin:***@db" in err
+
+
+def test_cli_exits_2_for_an_unsupported_sqlite_driver(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["--target", "a=sqlite+pysqlcipher:///x.db"], environ={})
+    assert code == 2
+    assert "driver 'pysqlcipher' is not supported" in capsys.readouterr().err
+
+
+def test_cli_exits_2_for_bad_config_and_bad_faults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([], environ={}) == 2
+    assert "no target configured" in capsys.readouterr().err
+    assert cli.main(["--target", "a=sqlite:///x.db"], environ={"DBMAINT_FAULTS": "slow:vacum=1"}) == 2
+    assert "unknown operation 'vacum'" in capsys.readouterr().err
+
+
+def test_start_line() -> None:
+    config = WorkerConfig(
+        targets=parse_config(["--target", "a=sqlite:///a.db", "--target", "b=sqlite:///b.db"], environ={}).targets,
+        worker_id="w-7",
+    )
+    assert cli.start_line(config) == "dbmaint-worker w-7 serving targets a, b (slots=1) -> manager 127.0.0.1:50051"

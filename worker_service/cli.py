@@ -1,0 +1,92 @@
+"""``dbmaint-worker`` / ``python -m worker_service``: parse the configuration, bind targets, run the worker.
+
+This is the only place that installs signal handlers: SIGTERM and SIGINT start a drain (a second signal is
+logged and otherwise ignored: the grace period bounds the drain).
+
+Exit codes: 0 after a drain, 1 when the worker stopped on an internal error, 2 for a configuration problem
+(invalid flag or variable, a target no engine serves, a bad ``DBMAINT_FAULTS``, a health address that cannot
+be bound).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+
+from worker_service.config import ConfigError, WorkerConfig, parse_config
+from worker_service.engines import EngineUnavailable, default_registry
+from worker_service.faults import FaultPlan, FaultSpecError
+from worker_service.health import HealthServer, HealthServerError
+from worker_service.logs import setup_logging
+from worker_service.targets import BoundTarget, bind_targets
+from worker_service.worker import Worker
+
+log = logging.getLogger("worker_service")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+
+
+def start_line(config: WorkerConfig) -> str:
+    return (
+        f"dbmaint-worker {config.worker_id} serving targets {', '.join(config.target_names)} "
+        f"(slots={config.slots}) -> manager {config.manager}"
+    )
+
+
+async def serve(config: WorkerConfig, targets: Mapping[str, BoundTarget]) -> int:
+    """Run a worker until it drained; SIGTERM/SIGINT start the drain."""
+    health: HealthServer | None = None
+    if config.health_listen:
+        health = HealthServer(config.health_listen)
+        try:
+            await health.start()
+        except HealthServerError as exc:
+            log.error("%s", exc)
+            return EXIT_CONFIG
+    worker = Worker(config, targets, health=health)
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, worker.request_drain, sig.name)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or a platform without it
+            log.debug("cannot install a handler for %s", sig.name)
+    log.info("%s", start_line(config))
+    try:
+        return await worker.run()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        if health is not None:
+            await health.stop()
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    env = os.environ if environ is None else environ
+    try:
+        config = parse_config(argv, env)
+    except ConfigError as exc:
+        print(f"dbmaint-worker: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(config.worker_id, config.log_level)
+    try:
+        faults = FaultPlan.from_env(env)
+        targets = bind_targets(config.targets, default_registry(faults))
+    except (FaultSpecError, EngineUnavailable) as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    if not faults.empty:
+        log.warning("fault injection active: %s", dict(faults.slow))
+    for target in targets.values():
+        log.info("target %s: %s (engine %s)", target.name, target.display_url, target.engine.name)
+    try:
+        return asyncio.run(serve(config, targets))
+    except KeyboardInterrupt:  # a signal before the handlers were installed
+        return EXIT_ERROR

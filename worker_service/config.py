@@ -1,0 +1,234 @@
+"""The worker's configuration: flags, each with an environment variable as its default.
+
+=====================  ========================  ===========================================================
+flag                   environment variable      meaning (default)
+=====================  ========================  ===========================================================
+``--manager``          ``DBMAINT_MANAGER``       manager address HOST:PORT (``127.0.0.1:50051``)
+``--target``           ``DBMAINT_TARGETS``       NAME=SQLALCHEMY_URL; the flag repeats, the variable is a
+                                                 whitespace-separated list; flags replace the variable
+``--slots``            ``DBMAINT_SLOTS``         operations run at once (1)
+``--worker-id``        ``DBMAINT_WORKER_ID``     stable id (``<hostname>-<pid>``)
+``--grace``            ``DBMAINT_GRACE``         seconds a drain waits for running operations (60)
+``--health-listen``    ``DBMAINT_HEALTH_LISTEN`` HOST:PORT of the grpc.health.v1 server (empty: off)
+``--log-level``        ``DBMAINT_LOG_LEVEL``     DEBUG, INFO, WARNING, ERROR (INFO)
+=====================  ========================  ===========================================================
+
+Target URLs carry credentials: they are kept out of ``repr`` and only ever shown through ``display_url``
+(password masked). They never leave the worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+ENV_MANAGER = "DBMAINT_MANAGER"
+ENV_TARGETS = "DBMAINT_TARGETS"
+ENV_SLOTS = "DBMAINT_SLOTS"
+ENV_WORKER_ID = "DBMAINT_WORKER_ID"
+ENV_GRACE = "DBMAINT_GRACE"
+ENV_HEALTH_LISTEN = "DBMAINT_HEALTH_LISTEN"
+ENV_LOG_LEVEL = "DBMAINT_LOG_LEVEL"
+
+DEFAULT_MANAGER = "127.0.0.1:50051"
+DEFAULT_SLOTS = 1
+DEFAULT_GRACE = 60.0
+DEFAULT_LOG_LEVEL = "INFO"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+TARGET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_HOST_PORT_RE = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:\[\]/]+):(?P<port>[0-9]{1,5})$")
+# gRPC name-resolver schemes accepted as-is for --manager (dns:///host:port, unix:/path, ...).
+_GRPC_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message says which setting and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    """A target as configured: its name and SQLAlchemy URL (kept out of repr: it may hold a password)."""
+
+    name: str
+    url: URL = field(repr=False)
+
+    @property
+    def display_url(self) -> str:
+        return mask_url(self.url)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """Everything the worker needs to start, validated."""
+
+    targets: tuple[TargetSpec, ...]
+    manager: str = DEFAULT_MANAGER
+    slots: int = DEFAULT_SLOTS
+    worker_id: str = field(default_factory=lambda: default_worker_id())
+    grace: float = DEFAULT_GRACE
+    health_listen: str = ""
+    log_level: str = DEFAULT_LOG_LEVEL
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.targets)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def mask_url(url: URL | str) -> str:
+    """The URL with its password replaced by ``***``; safe to log."""
+    parsed = url if isinstance(url, URL) else make_url(url)
+    return parsed.render_as_string(hide_password=True)
+
+
+def parse_target(text: str) -> TargetSpec:
+    """``NAME=SQLALCHEMY_URL`` -> TargetSpec; the error never contains the URL (it may hold a password)."""
+    name, sep, url_text = text.partition("=")
+    name = name.strip()
+    if not sep or not url_text.strip():
+        raise ConfigError(f"target {name or text[:64]!r}: expected NAME=SQLALCHEMY_URL")
+    if not TARGET_NAME_RE.match(name):
+        raise ConfigError(
+            f"target name {name!r} is invalid: it must match {TARGET_NAME_RE.pattern} "
+            "(a letter or digit, then up to 63 letters, digits, '_', '.' or '-')"
+        )
+    try:
+        url = make_url(url_text.strip())
+    except (ArgumentError, ValueError) as exc:
+        # SQLAlchemy's message quotes the URL; keep it out.
+        raise ConfigError(
+            f"target {name!r}: the URL is not a valid SQLAlchemy URL ({type(exc).__name__})"
+        ) from None
+    return TargetSpec(name=name, url=url)
+
+
+def parse_targets(entries: Sequence[str]) -> tuple[TargetSpec, ...]:
+    targets = tuple(parse_target(entry) for entry in entries)
+    if not targets:
+        raise ConfigError(f"no target configured: pass --target NAME=SQLALCHEMY_URL or set {ENV_TARGETS}")
+    seen: set[str] = set()
+    for target in targets:
+        if target.name in seen:
+            raise ConfigError(f"target {target.name!r} is configured more than once")
+        seen.add(target.name)
+    return targets
+
+
+def _parse_slots(text: str, source: str) -> int:
+    try:
+        slots = int(text)
+    except ValueError:
+        raise ConfigError(f"{source}: expected a whole number of slots, got {text!r}") from None
+    if slots < 1:
+        raise ConfigError(f"{source}: slots must be at least 1, got {slots}")
+    return slots
+
+
+def _parse_grace(text: str, source: str) -> float:
+    try:
+        grace = float(text)
+    except ValueError:
+        raise ConfigError(f"{source}: expected a number of seconds, got {text!r}") from None
+    if not grace >= 0 or grace == float("inf"):
+        raise ConfigError(f"{source}: the grace period must be a finite number of seconds >= 0, got {text!r}")
+    return grace
+
+
+def _check_host_port(value: str, source: str, *, allow_port_zero: bool) -> str:
+    match = _HOST_PORT_RE.match(value)
+    if not match:
+        raise ConfigError(f"{source}: expected HOST:PORT, got {value!r}")
+    port = int(match["port"])
+    if port > 65535 or (port == 0 and not allow_port_zero):
+        raise ConfigError(f"{source}: port {port} is out of range")
+    return value
+
+
+def _check_manager(value: str, source: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ConfigError(f"{source}: the manager address is empty")
+    if value.startswith(_GRPC_SCHEMES):
+        return value
+    return _check_host_port(value, source, allow_port_zero=False)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dbmaint-worker",
+        description="Run database maintenance operations (VACUUM, ANALYZE, REINDEX, optimize) for a dbmaint "
+        "manager. Every flag defaults to its DBMAINT_* environment variable.",
+    )
+    parser.add_argument(
+        "--manager", metavar="HOST:PORT", help=f"manager address (${ENV_MANAGER}; {DEFAULT_MANAGER})"
+    )
+    parser.add_argument(
+        "--target",
+        metavar="NAME=SQLALCHEMY_URL",
+        action="append",
+        default=None,
+        help=f"a database this worker serves; repeat for more (${ENV_TARGETS}: whitespace-separated list)",
+    )
+    parser.add_argument("--slots", metavar="N", help=f"operations run at once (${ENV_SLOTS}; {DEFAULT_SLOTS})")
+    parser.add_argument("--worker-id", metavar="ID", help=f"worker id (${ENV_WORKER_ID}; <hostname>-<pid>)")
+    parser.add_argument("--grace", metavar="SECONDS", help=f"drain grace period (${ENV_GRACE}; {DEFAULT_GRACE:g})")
+    parser.add_argument(
+        "--health-listen", metavar="HOST:PORT", help=f"grpc.health.v1 address (${ENV_HEALTH_LISTEN}; off)"
+    )
+    parser.add_argument(
+        "--log-level", metavar="LEVEL", help=f"{', '.join(LOG_LEVELS)} (${ENV_LOG_LEVEL}; {DEFAULT_LOG_LEVEL})"
+    )
+    return parser
+
+
+def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> WorkerConfig:
+    """Parse flags with environment defaults. Raises ConfigError (argparse itself exits 2 on unknown flags)."""
+    env = os.environ if environ is None else environ
+    args = _build_parser().parse_args(argv)
+
+    def pick(flag_value: str | None, env_name: str) -> tuple[str | None, str]:
+        if flag_value is not None:
+            return flag_value, "--" + env_name.removeprefix("DBMAINT_").lower().replace("_", "-")
+        return env.get(env_name), env_name
+
+    manager, manager_src = pick(args.manager, ENV_MANAGER)
+    slots_text, slots_src = pick(args.slots, ENV_SLOTS)
+    worker_id, worker_id_src = pick(args.worker_id, ENV_WORKER_ID)
+    grace_text, grace_src = pick(args.grace, ENV_GRACE)
+    health, health_src = pick(args.health_listen, ENV_HEALTH_LISTEN)
+    level, level_src = pick(args.log_level, ENV_LOG_LEVEL)
+
+    target_entries: list[str] = args.target if args.target else env.get(ENV_TARGETS, "").split()
+
+    worker_id = (worker_id or "").strip() or default_worker_id()
+    if any(ch.isspace() for ch in worker_id) or len(worker_id) > 200:
+        raise ConfigError(f"{worker_id_src}: the worker id must be 1-200 characters without spaces")
+
+    log_level = (level or DEFAULT_LOG_LEVEL).strip().upper()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"{level_src}: unknown log level {level!r} (expected one of {', '.join(LOG_LEVELS)})")
+
+    health_listen = (health or "").strip()
+    if health_listen:
+        _check_host_port(health_listen, health_src, allow_port_zero=True)
+
+    return WorkerConfig(
+        targets=parse_targets(target_entries),
+        manager=_check_manager(manager if manager is not None else DEFAULT_MANAGER, manager_src),
+        slots=_parse_slots(slots_text, slots_src) if slots_text else DEFAULT_SLOTS,
+        worker_id=worker_id,
+        grace=_parse_grace(grace_text, grace_src) if grace_text else DEFAULT_GRACE,
+        health_listen=health_listen,
+        log_level=log_level,
+    )

@@ -1,0 +1,223 @@
+"""SQLite: VACUUM, ANALYZE, REINDEX and PRAGMA optimize on a database file.
+
+Each operation runs on its own autocommit connection (``isolation_level=None``) opened with ``mode=rw``, so a
+missing file fails instead of being created empty. Sizes come from ``PRAGMA page_count``, ``freelist_count``
+and ``page_size`` before and after (bytes = page_count * page_size).
+
+The statement is interrupted two ways, whichever comes first: ``Connection.interrupt()`` called from the
+cancelling thread (or the deadline timer), and a progress handler that returns non-zero once the token is
+cancelled or the deadline passed (it also covers a cancel that arrives before the statement started). The
+progress handler is also where ``DBMAINT_FAULTS`` slows a statement down (see ``worker_service.faults``).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+import urllib.parse
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.engine import URL
+
+from dbmaint.operations import Operation, OperationReport
+from worker_service.cancel import CancelToken, check, interrupting, interruption
+from worker_service.engines.base import EngineUnavailable, OperationFailed
+from worker_service.faults import NO_FAULTS, FaultPlan
+
+STATEMENTS: dict[Operation, str] = {
+    Operation.VACUUM: "VACUUM",
+    Operation.ANALYZE: "ANALYZE",
+    Operation.REINDEX: "REINDEX",
+    Operation.OPTIMIZE: "PRAGMA optimize",
+}
+SUPPORTED_DRIVERS = frozenset({"pysqlite"})
+DEFAULT_BUSY_TIMEOUT = 5.0
+# VM instructions between progress-handler calls: often enough to stop within microseconds, rare enough to cost
+# nothing. With a slow fault it is called on every instruction, so even a tiny statement gets slowed.
+PROGRESS_INTERVAL = 1000
+FAULT_STEP_SECONDS = 0.01
+# A slow fault sleeps one step per VM instruction for this many instructions, then the rest of the time at once.
+# VACUUM: far enough in that it holds its write lock (after ~42 steps), yet below the ~70 steps VACUUM takes even
+# on a database without tables, so the full time is always reached. Other statements can be as short as 6 steps
+# (PRAGMA optimize with nothing to do): they sleep the whole time on their first step.
+FAULT_SPREAD_CALLS: dict[Operation, int] = {Operation.VACUUM: 48}
+DEFAULT_FAULT_SPREAD_CALLS = 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Size:
+    page_count: int
+    freelist_count: int
+    page_size: int
+
+    @property
+    def bytes(self) -> int:
+        return self.page_count * self.page_size
+
+
+class _Progress:
+    """The progress handler: stop when cancelled or past the deadline; sleep while a slow fault applies."""
+
+    def __init__(
+        self, cancel: CancelToken, deadline: datetime | None, slow_seconds: float, spread_calls: int = 1
+    ) -> None:
+        self._cancel = cancel
+        self._deadline_ts = None if deadline is None else deadline.timestamp()
+        self._slow_seconds = slow_seconds
+        self._spread_calls = spread_calls
+        self._slow_until = 0.0
+        self.calls = 0
+
+    def start(self) -> None:
+        self._slow_until = time.monotonic() + self._slow_seconds
+        self.calls = 0
+
+    def _must_stop(self) -> bool:
+        return self._cancel.cancelled or (self._deadline_ts is not None and time.time() >= self._deadline_ts)
+
+    def __call__(self) -> int:
+        self.calls += 1
+        if self._must_stop():
+            return 1
+        # One step per call while spreading, then every step left: never past slow_until, stop checks in between.
+        steps = 1 if self.calls < self._spread_calls else None
+        while (left := self._slow_until - time.monotonic()) > 0 and steps != 0:
+            time.sleep(min(FAULT_STEP_SECONDS, left))
+            if self._must_stop():
+                return 1
+            steps = None if steps is None else steps - 1
+        return 0
+
+
+def database_path(url: URL) -> str:
+    """The absolute path of the database file a sqlite URL names."""
+    return os.path.abspath(url.database or "")
+
+
+def _read_size(conn: sqlite3.Connection) -> _Size:
+    def pragma(name: str) -> int:
+        row = conn.execute(f"PRAGMA {name}").fetchone()
+        return int(row[0]) if row else 0
+
+    return _Size(pragma("page_count"), pragma("freelist_count"), pragma("page_size"))
+
+
+def _count_objects(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(tables, indexes), not counting SQLite's own (sqlite_*: stat tables, autoindexes)."""
+    rows = conn.execute(
+        "SELECT type, count(*) FROM sqlite_master WHERE type IN ('table', 'index') "
+        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' GROUP BY type"
+    ).fetchall()
+    counts = {str(kind): int(n) for kind, n in rows}
+    return counts.get("table", 0), counts.get("index", 0)
+
+
+class SqliteEngine:
+    """The SQLite engine (stdlib ``sqlite3``, SQLAlchemy URLs ``sqlite:///path`` / ``sqlite+pysqlite:///path``)."""
+
+    name = "sqlite"
+    dialect = "sqlite"
+
+    def __init__(self, faults: FaultPlan = NO_FAULTS) -> None:
+        self._faults = faults
+
+    def check_url(self, url: URL) -> None:
+        driver = url.get_driver_name()
+        if driver not in SUPPORTED_DRIVERS:
+            raise EngineUnavailable(
+                f"sqlite driver {driver!r} is not supported (supported: {', '.join(sorted(SUPPORTED_DRIVERS))})"
+            )
+        database = url.database or ""
+        if database in ("", ":memory:") or database.startswith("file:") or url.query.get("uri"):
+            raise EngineUnavailable(
+                "sqlite target must name a database file (sqlite:///relative/path.db or sqlite:////absolute/path.db);"
+                " in-memory databases and URI filenames are not supported"
+            )
+        timeout = url.query.get("timeout")
+        if timeout is not None:
+            try:
+                float(str(timeout))
+            except ValueError:
+                raise EngineUnavailable(f"sqlite timeout={timeout!r} is not a number of seconds") from None
+
+    def _connect(self, path: str, url: URL) -> sqlite3.Connection:
+        timeout = url.query.get("timeout")
+        busy_timeout = float(str(timeout)) if timeout is not None else DEFAULT_BUSY_TIMEOUT
+        # mode=rw: never create the file. isolation_level=None: autocommit (VACUUM refuses a transaction).
+        uri = f"file:{urllib.parse.quote(path)}?mode=rw"
+        return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout)
+
+    def run(
+        self, operation: Operation, url: URL, cancel: CancelToken, deadline: datetime | None
+    ) -> OperationReport:
+        operation = Operation(operation)
+        statement = STATEMENTS[operation]
+        path = database_path(url)
+        check(cancel, deadline)
+        if not os.path.exists(path):
+            raise OperationFailed(f"sqlite database file does not exist: {path}")
+        if not os.path.isfile(path):
+            raise OperationFailed(f"sqlite database path is not a file: {path}")
+
+        started = time.monotonic()
+        try:
+            conn = self._connect(path, url)
+        except sqlite3.Error as exc:
+            raise OperationFailed(f"cannot open sqlite database {path}: {exc}") from None
+        try:
+            try:
+                before = _read_size(conn)
+                tables, indexes = _count_objects(conn)
+            except sqlite3.Error as exc:
+                raise OperationFailed(f"cannot read sqlite database {path}: {exc}") from None
+
+            slow = self._faults.slow_seconds(operation)
+            spread = FAULT_SPREAD_CALLS.get(operation, DEFAULT_FAULT_SPREAD_CALLS)
+            progress = _Progress(cancel, deadline, slow, spread)
+            conn.set_progress_handler(progress, 1 if slow > 0 else PROGRESS_INTERVAL)
+            try:
+                with interrupting(conn.interrupt, cancel, deadline) as interrupts:
+                    progress.start()
+                    try:
+                        conn.execute(statement).fetchall()
+                    except sqlite3.Error as exc:
+                        # An interrupt does not always say "interrupted" (VACUUM interrupted while attaching its
+                        # scratch database reports "unable to open database"): the token and clock decide.
+                        stopped = interruption(cancel, deadline, deadline_reached=interrupts.deadline_reached)
+                        if stopped is not None:
+                            raise stopped from None
+                        raise OperationFailed(f"{statement} failed on {path}: {exc}") from None
+            finally:
+                conn.set_progress_handler(None, 0)
+
+            try:
+                after = _read_size(conn)
+            except sqlite3.Error as exc:
+                raise OperationFailed(f"{statement} ran, but reading the size of {path} failed: {exc}") from None
+        finally:
+            conn.close()
+
+        notes = [
+            f"statement: {statement}",
+            f"page_size: {before.page_size} -> {after.page_size} bytes",
+            f"page_count: {before.page_count} -> {after.page_count}",
+            f"freelist_count: {before.freelist_count} -> {after.freelist_count}",
+        ]
+        if operation in (Operation.ANALYZE, Operation.REINDEX):
+            objects = tables + indexes
+            notes.append(f"tables: {tables}, indexes: {indexes}")
+        else:
+            objects = 1
+        if slow > 0:
+            notes.append(f"fault injected: slow:{operation.value}={slow:g} ({progress.calls} progress calls)")
+        return OperationReport(
+            engine=self.name,
+            duration_seconds=time.monotonic() - started,
+            bytes_before=before.bytes,
+            bytes_after=after.bytes,
+            objects_processed=objects,
+            objects_skipped=0,
+            notes=tuple(notes),
+        )

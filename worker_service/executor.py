@@ -1,0 +1,215 @@
+"""Assignments in, outcomes out: validation and running exactly one operation per slot thread.
+
+Plain types only. ``validate_assignment`` and ``run_assignment`` are pure functions of their arguments (plus
+the engine's side effects); ``Executor`` adds the slots: a thread pool of ``slots`` threads and the cancel
+token of every running child. Nothing here raises for a bad assignment or a failing engine: every path ends in
+an ``Outcome`` (COMPLETED, FAILED or CANCELLED) whose error names the problem, with URLs and passwords masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from dbmaint.operations import CHILD_JOB_TYPE, LEGACY_JOB_TYPE, JobStatus, Operation, OperationReport
+from worker_service.cancel import CancelToken, DeadlineExceeded, OperationCancelled, deadline_passed
+from worker_service.engines.base import OperationFailed
+from worker_service.logs import job_context, redact
+from worker_service.targets import BoundTarget
+
+log = logging.getLogger(__name__)
+
+RunKey = tuple[str, int]
+"""A child attempt: (job_id, attempt)."""
+
+NO_FREE_SLOT = "no free slot on this worker"
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """One child attempt to run, as the manager assigned it (plain form of ``dbmaint.v1.Assignment``).
+
+    ``operation`` is the operation's name ("vacuum"), empty when unspecified; ``config`` is the child's JSON
+    config decoded, or None when it was not a JSON object.
+    """
+
+    job_id: str
+    attempt: int
+    target: str
+    operation: str
+    job_type: str
+    config: Mapping[str, Any] | None
+    deadline: datetime | None = None
+    parent_id: str = ""
+
+    @property
+    def key(self) -> RunKey:
+        return (self.job_id, self.attempt)
+
+    @property
+    def log_extra(self) -> dict[str, Any]:
+        return job_context(self.job_id, self.attempt, self.target)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The end of one child attempt: what goes back to the manager as a ``Result``."""
+
+    job_id: str
+    attempt: int
+    status: JobStatus
+    error: str = ""
+    report: OperationReport | None = None
+
+    @property
+    def key(self) -> RunKey:
+        return (self.job_id, self.attempt)
+
+
+def failed(assignment: Assignment, error: str, report: OperationReport | None = None) -> Outcome:
+    return Outcome(assignment.job_id, assignment.attempt, JobStatus.FAILED, error, report)
+
+
+def validate_assignment(assignment: Assignment, served_targets: Collection[str]) -> str | None:
+    """None if the worker can run it, else a message naming the problem (the child's FAILED error)."""
+    job_type = assignment.job_type
+    if job_type == LEGACY_JOB_TYPE:
+        return (
+            f"refusing job type {job_type!r}: it is the legacy single-process job type; "
+            f"this worker only runs {CHILD_JOB_TYPE!r}"
+        )
+    if job_type != CHILD_JOB_TYPE:
+        return f"refusing job type {job_type!r}: this worker only runs {CHILD_JOB_TYPE!r}"
+    if not assignment.job_id:
+        return "assignment has no job_id"
+    if assignment.attempt < 1:
+        return f"assignment has an invalid attempt {assignment.attempt} (expected >= 1)"
+    if not assignment.operation:
+        return "assignment has no operation"
+    if assignment.operation not in {op.value for op in Operation}:
+        return (
+            f"unknown operation {assignment.operation!r} "
+            f"(this worker knows {', '.join(op.value for op in Operation)})"
+        )
+    if not assignment.target:
+        return "assignment has no target"
+    config = assignment.config
+    if config is None:
+        return "assignment config is not a JSON object"
+    for key, expected in (("operation", assignment.operation), ("target", assignment.target)):
+        if key in config and config[key] != expected:
+            return f"assignment config {key} {config[key]!r} does not match the assignment's {key} {expected!r}"
+    if assignment.target not in served_targets:
+        served = ", ".join(sorted(served_targets)) or "none"
+        return f"target {assignment.target!r} is not served by this worker (it serves: {served})"
+    return None
+
+
+def run_assignment(assignment: Assignment, target: BoundTarget, cancel: CancelToken) -> Outcome:
+    """Run a validated assignment on the calling thread. Never raises: every failure is a FAILED outcome."""
+    operation = Operation(assignment.operation)
+    deadline = assignment.deadline
+    if cancel.cancelled:
+        return Outcome(assignment.job_id, assignment.attempt, JobStatus.CANCELLED, cancel.reason)
+    if deadline_passed(deadline):
+        assert deadline is not None
+        return failed(assignment, f"deadline exceeded before the operation started ({deadline.isoformat()})")
+    started = time.monotonic()
+    try:
+        report = target.engine.run(operation, target.url, cancel, deadline)
+    except OperationCancelled as exc:
+        return Outcome(assignment.job_id, assignment.attempt, JobStatus.CANCELLED, exc.reason)
+    except DeadlineExceeded as exc:
+        elapsed = time.monotonic() - started
+        return failed(assignment, f"{operation.value} on {target.name}: {exc}, interrupted after {elapsed:.1f}s")
+    except OperationFailed as exc:
+        return failed(assignment, redact(str(exc), [target.url]), exc.report)
+    except Exception as exc:
+        detail = redact(f"{type(exc).__name__}: {exc}", [target.url])
+        log.error(
+            "engine %s raised an unexpected error:\n%s",
+            target.engine.name,
+            redact("".join(traceback.format_exception(exc)), [target.url]),
+            extra=assignment.log_extra,
+        )
+        return failed(assignment, f"{target.engine.name} {operation.value} on {target.name} failed: {detail}")
+    return Outcome(assignment.job_id, assignment.attempt, JobStatus.COMPLETED, "", report)
+
+
+class Executor:
+    """Runs at most ``slots`` assignments at once, each on its own pool thread, and can cancel them."""
+
+    def __init__(
+        self,
+        targets: Mapping[str, BoundTarget],
+        slots: int,
+        run: Callable[[Assignment, BoundTarget, CancelToken], Outcome] = run_assignment,
+    ) -> None:
+        if slots < 1:
+            raise ValueError("slots must be at least 1")
+        self._targets = dict(targets)
+        self._slots = slots
+        self._run = run
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="dbmaint-op")
+        self._running: dict[RunKey, CancelToken] = {}
+
+    @property
+    def slots(self) -> int:
+        return self._slots
+
+    @property
+    def free_slots(self) -> int:
+        return self._slots - len(self._running)
+
+    @property
+    def served_targets(self) -> tuple[str, ...]:
+        return tuple(self._targets)
+
+    def running(self) -> list[RunKey]:
+        """The attempts running now, oldest first."""
+        return list(self._running)
+
+    def is_running(self, key: RunKey) -> bool:
+        return key in self._running
+
+    def start(self, assignment: Assignment) -> asyncio.Future[Outcome]:
+        """Validate and start (call on the event loop). The slot is taken before this returns.
+
+        An invalid assignment, or one with no free slot, gets an already-resolved FAILED outcome. Starting an
+        attempt that already runs is a caller bug (ValueError): a FAILED result would end the running attempt.
+        """
+        loop = asyncio.get_running_loop()
+        if assignment.key in self._running:
+            raise ValueError(f"attempt {assignment.attempt} of job {assignment.job_id} is already running")
+        problem = validate_assignment(assignment, self._targets.keys())
+        if problem is None and self.free_slots < 1:
+            problem = NO_FREE_SLOT
+        if problem is not None:
+            done: asyncio.Future[Outcome] = loop.create_future()
+            done.set_result(failed(assignment, problem))
+            return done
+        key = assignment.key
+        token = CancelToken()
+        self._running[key] = token
+        future = loop.run_in_executor(self._pool, self._run, assignment, self._targets[assignment.target], token)
+        future.add_done_callback(lambda _: self._running.pop(key, None))
+        return future
+
+    def cancel(self, key: RunKey, reason: str) -> bool:
+        """Cancel a running attempt; False if it is not running here (finished, or another attempt)."""
+        token = self._running.get(key)
+        return token is not None and token.cancel(reason)
+
+    def cancel_all(self, reason: str) -> int:
+        return sum(token.cancel(reason) for token in list(self._running.values()))
+
+    def close(self) -> None:
+        """Stop the pool (does not wait: cancel running operations first)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,75 @@
+"""Logging: human-readable lines with the worker id, and the job's id, attempt and target on lines about a job.
+
+    2025-01-01 12:00:00,000 INFO    worker_service.worker [worker=w1 job=3f2a attempt=1 target=db] started vacuum
+
+Pass ``extra=job_context(...)`` on lines about a job. URLs only ever appear masked (``mask_url``); free text
+that may quote a URL or password (a driver's error message) goes through ``redact`` first.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import urllib.parse
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+from sqlalchemy.engine import URL
+
+FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(context)s] %(message)s"
+JOB_FIELDS = ("job_id", "attempt", "target")
+
+
+def job_context(job_id: str, attempt: int, target: str) -> dict[str, Any]:
+    """The ``extra`` of a log line about a job."""
+    return {"job_id": job_id, "attempt": attempt, "target": target}
+
+
+class ContextFilter(logging.Filter):
+    """Adds ``record.context``: ``worker=<id>`` plus the job fields the record carries."""
+
+    def __init__(self, worker_id: str) -> None:
+        super().__init__()
+        self.worker_id = worker_id
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        parts = [f"worker={self.worker_id}"]
+        job_id = getattr(record, "job_id", None)
+        if job_id is not None:
+            parts.append(f"job={job_id}")
+            parts.append(f"attempt={getattr(record, 'attempt', '?')}")
+            target = getattr(record, "target", None)
+            if target:
+                parts.append(f"target={target}")
+        record.context = " ".join(parts)
+        return True
+
+
+def setup_logging(worker_id: str, level: str, stream: TextIO | None = None) -> logging.Handler:
+    """Log to stderr (or ``stream``) with the worker context; returns the installed handler."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.addFilter(ContextFilter(worker_id))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # gRPC's and SQLAlchemy's own chatter stays at WARNING unless asked for with DEBUG.
+    for noisy in ("grpc", "sqlalchemy"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    return handler
+
+
+def redact(text: str, urls: Iterable[URL]) -> str:
+    """``text`` with every known URL rendered masked and every known password replaced by ``***``."""
+    for url in urls:
+        masked = url.render_as_string(hide_password=True)
+        text = text.replace(url.render_as_string(hide_password=False), masked)
+        password = url.password
+        if password:
+            secret = str(password)
+            for form in {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}:
+                if form:
+                    text = text.replace(form, "***")
+    return text

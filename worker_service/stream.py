@@ -1,0 +1,294 @@
+"""The gRPC edge: one ``WorkerService.Connect`` stream, and the protobuf <-> plain conversions it needs.
+
+This is the only module of the worker that touches protobuf messages. Up the stream go ``Hello`` (first),
+``Result``, ``Heartbeat`` and ``Draining``; down come ``Welcome`` (first), ``Assignment`` and ``Cancel``, which
+``receive`` turns into the plain ``Welcome``, ``executor.Assignment`` and ``CancelRequest``.
+
+Every way a stream can end -- the manager closing it, an RPC error, a write that does not complete -- surfaces
+as ``StreamClosed``, which the worker treats as "reconnect".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from dbmaint import wire
+from dbmaint.v1 import maintenance_pb2 as pb
+from worker_service.executor import Assignment, Outcome, RunKey
+
+log = logging.getLogger(__name__)
+
+CONNECT_METHOD = "/dbmaint.v1.WorkerService/Connect"
+DEFAULT_HEARTBEAT_INTERVAL = 5.0
+WELCOME_TIMEOUT = 10.0
+WRITE_TIMEOUT = 30.0
+CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+)
+_EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
+_STREAM_ERRORS = (grpc.RpcError, grpc.aio.BaseError, asyncio.InvalidStateError)
+
+
+class StreamClosed(Exception):
+    """The stream ended or broke; the message says how (status code and details, or 'closed by the manager')."""
+
+
+def _locally_cancelled() -> StreamClosed:
+    """For an ``asyncio.CancelledError`` out of a read or write: grpc.aio raises it when the *call* was cancelled
+    on this side (``close``, a write timeout). That is the end of the stream, not of the task -- unless the task
+    itself is being cancelled, in which case the caller re-raises."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+    return StreamClosed("stream cancelled on the worker side")
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    worker_id: str
+    targets: tuple[str, ...]
+    slots: int
+    running: tuple[RunKey, ...]
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    lease_timeout: float
+    heartbeat_interval: float
+    manager_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    job_id: str
+    attempt: int
+    reason: str
+
+    @property
+    def key(self) -> RunKey:
+        return (self.job_id, self.attempt)
+
+
+ManagerEvent = Welcome | Assignment | CancelRequest
+
+
+# -- plain -> protobuf ------------------------------------------------------------------------------------------
+
+
+def _running(keys: Iterable[RunKey]) -> list[pb.RunningChild]:
+    return [pb.RunningChild(job_id=job_id, attempt=attempt) for job_id, attempt in keys]
+
+
+def hello_message(hello: Hello) -> pb.WorkerMessage:
+    return pb.WorkerMessage(
+        hello=pb.Hello(
+            worker_id=hello.worker_id,
+            targets=list(hello.targets),
+            slots=hello.slots,
+            running=_running(hello.running),
+            version=hello.version,
+        )
+    )
+
+
+def result_message(outcome: Outcome) -> pb.WorkerMessage:
+    result = pb.Result(
+        job_id=outcome.job_id,
+        attempt=outcome.attempt,
+        status=wire.status_to_proto(outcome.status),
+        error=outcome.error,
+    )
+    if outcome.report is not None:
+        result.result.CopyFrom(wire.report_to_proto(outcome.report))
+    return pb.WorkerMessage(result=result)
+
+
+def heartbeat_message(running: Iterable[RunKey]) -> pb.WorkerMessage:
+    return pb.WorkerMessage(heartbeat=pb.Heartbeat(running=_running(running)))
+
+
+def draining_message(reason: str) -> pb.WorkerMessage:
+    return pb.WorkerMessage(draining=pb.Draining(reason=reason))
+
+
+# -- protobuf -> plain ------------------------------------------------------------------------------------------
+
+
+def decode_config(text: str) -> dict[str, Any] | None:
+    """The child's JSON config as a dict; ``{}`` when empty; None when it is not a JSON object."""
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _deadline(message: pb.Assignment) -> datetime | None:
+    """The deadline; None when unset. A timestamp out of datetime's range is far future (none) or far past."""
+    stamp = message.deadline
+    if not message.HasField("deadline") or (stamp.seconds == 0 and stamp.nanos == 0):
+        return None
+    try:
+        return wire.from_timestamp(stamp)
+    except (ValueError, OverflowError):
+        return None if stamp.seconds > 0 else datetime(1, 1, 1, tzinfo=UTC)
+
+
+def assignment_from_proto(message: pb.Assignment) -> Assignment:
+    operation = wire.operation_from_proto(message.operation)
+    if operation is not None:
+        operation_name = operation.value
+    else:
+        operation_name = "" if message.operation == pb.OPERATION_UNSPECIFIED else f"#{int(message.operation)}"
+    return Assignment(
+        job_id=message.job_id,
+        attempt=message.attempt,
+        target=message.target,
+        operation=operation_name,
+        job_type=message.job_type,
+        config=decode_config(message.config),
+        deadline=_deadline(message),
+        parent_id=message.parent_id,
+    )
+
+
+def welcome_from_proto(message: pb.Welcome) -> Welcome:
+    lease = message.lease_timeout.ToNanoseconds() / 1e9
+    interval = message.heartbeat_interval.ToNanoseconds() / 1e9
+    if interval <= 0:
+        interval = lease / 3 if lease > 0 else DEFAULT_HEARTBEAT_INTERVAL
+    return Welcome(lease_timeout=lease, heartbeat_interval=interval, manager_id=message.manager_id)
+
+
+def event_from_proto(message: pb.ManagerMessage) -> ManagerEvent | None:
+    """The plain event for a manager message; None for a kind this version does not know."""
+    kind = message.WhichOneof("kind")
+    if kind == "welcome":
+        return welcome_from_proto(message.welcome)
+    if kind == "assignment":
+        return assignment_from_proto(message.assignment)
+    if kind == "cancel":
+        return CancelRequest(message.cancel.job_id, message.cancel.attempt, message.cancel.reason)
+    return None
+
+
+# -- the stream -------------------------------------------------------------------------------------------------
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class ManagerStream:
+    """One open ``Connect`` call on its own channel. Writes are serialized; ``close`` is idempotent."""
+
+    def __init__(self, address: str, *, write_timeout: float = WRITE_TIMEOUT) -> None:
+        self.address = address
+        self._write_timeout = write_timeout
+        self._channel = grpc.aio.insecure_channel(address, options=list(CHANNEL_OPTIONS))
+        connect = self._channel.stream_stream(
+            CONNECT_METHOD,
+            request_serializer=pb.WorkerMessage.SerializeToString,
+            response_deserializer=pb.ManagerMessage.FromString,
+        )
+        self._call: grpc.aio.StreamStreamCall[pb.WorkerMessage, pb.ManagerMessage] = connect(None)
+        self._write_lock = asyncio.Lock()
+        self._half_closed = False
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls, address: str, hello: Hello, *, welcome_timeout: float = WELCOME_TIMEOUT
+    ) -> tuple[ManagerStream, Welcome]:
+        """Open a stream, send Hello, and wait for Welcome. Raises StreamClosed (the stream is then closed)."""
+        stream = cls(address)
+        try:
+            await stream.send(hello_message(hello))
+            try:
+                event = await asyncio.wait_for(stream.receive(), welcome_timeout)
+            except TimeoutError:
+                raise StreamClosed(f"no Welcome within {welcome_timeout:g}s") from None
+            if not isinstance(event, Welcome):
+                raise StreamClosed(f"expected Welcome first, got {type(event).__name__}")
+        except BaseException:
+            await stream.close()
+            raise
+        return stream, event
+
+    async def send(self, message: pb.WorkerMessage) -> None:
+        """Write one message; returns once gRPC accepted it. Raises StreamClosed."""
+        async with self._write_lock:
+            if self._half_closed or self._closed:
+                raise StreamClosed("stream already closed for writing")
+            try:
+                await asyncio.wait_for(self._call.write(message), self._write_timeout)
+            except TimeoutError:
+                self._call.cancel()
+                raise StreamClosed(f"a write did not complete within {self._write_timeout:g}s") from None
+            except _STREAM_ERRORS as exc:
+                raise StreamClosed(await self._status(exc)) from None
+            except asyncio.CancelledError:
+                raise _locally_cancelled() from None
+
+    async def receive(self) -> ManagerEvent | None:
+        """The next event (None for an unknown message kind). Raises StreamClosed when the stream ends."""
+        try:
+            message = await self._call.read()
+        except _STREAM_ERRORS as exc:
+            raise StreamClosed(await self._status(exc)) from None
+        except asyncio.CancelledError:
+            raise _locally_cancelled() from None
+        if message is _EOF:
+            raise StreamClosed(await self._status(None))
+        assert isinstance(message, pb.ManagerMessage)
+        return event_from_proto(message)
+
+    async def half_close(self) -> None:
+        """Tell the manager this worker sends nothing more (the end of a drain)."""
+        async with self._write_lock:
+            if self._half_closed or self._closed:
+                return
+            self._half_closed = True
+            try:
+                await asyncio.wait_for(self._call.done_writing(), self._write_timeout)
+            except (TimeoutError, *_STREAM_ERRORS) as exc:
+                log.debug("half-close failed: %s", _describe(exc))
+            except asyncio.CancelledError:
+                log.debug("half-close failed: %s", _locally_cancelled())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._call.cancel()
+        await self._channel.close(None)
+
+    async def _status(self, exc: BaseException | None) -> str:
+        if isinstance(exc, grpc.aio.AioRpcError):
+            return _describe(exc)
+        if self._call.cancelled():
+            return "stream cancelled on the worker side"
+        try:
+            code = await asyncio.wait_for(self._call.code(), 1.0)
+            details = await asyncio.wait_for(self._call.details(), 1.0)
+        except (TimeoutError, *_STREAM_ERRORS):
+            return _describe(exc) if exc is not None else "stream ended"
+        if code == grpc.StatusCode.OK:
+            return "stream closed by the manager"
+        return f"{code.name}: {details}"
