@@ -1,0 +1,105 @@
+"""Unit tests of manager_service.validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from dbmaint.operations import Operation
+from manager_service.errors import InvalidArgument
+from manager_service.validation import Limits, validate_job_id, validate_maintenance
+
+LIMITS = Limits(max_targets=5, max_children=6, max_attempts=4)
+
+
+def invalid(targets, operations=(), request_id="", limits=LIMITS) -> InvalidArgument:
+    with pytest.raises(InvalidArgument) as info:
+        validate_maintenance(list(targets), list(operations), request_id, limits)
+    assert str(info.value).startswith(info.value.field + ":")
+    return info.value
+
+
+def test_no_targets() -> None:
+    assert invalid([]).field == "targets"
+
+
+def test_too_many_targets() -> None:
+    error = invalid([f"db{i}" for i in range(6)])
+    assert error.field == "targets"
+    assert "5" in error.problem and "6" in error.problem
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("a" * 65, id="too-long"),
+        pytest.param("bad name", id="space"),
+        pytest.param("db/1", id="slash"),
+        pytest.param("db;drop", id="semicolon"),
+        pytest.param(".hidden", id="leading-dot"),
+        pytest.param("-dash", id="leading-dash"),
+        pytest.param("_under", id="leading-underscore"),
+        pytest.param("dé", id="non-ascii"),
+        pytest.param("db\n", id="trailing-newline"),
+    ],
+)
+def test_invalid_target_name_names_its_index(name: str) -> None:
+    error = invalid(["good", name])
+    assert error.field == "targets[1]"
+
+
+@pytest.mark.parametrize("name", ["a", "A" * 64, "db_1.main-2", "9lives"])
+def test_valid_target_names(name: str) -> None:
+    assert validate_maintenance([name], [], "", LIMITS).targets == (name,)
+
+
+def test_duplicate_target() -> None:
+    error = invalid(["db1", "db2", "db1"])
+    assert error.field == "targets[2]"
+    assert "duplicate" in error.problem and "db1" in error.problem
+
+
+def test_too_many_children() -> None:
+    error = invalid(["a", "b", "c"], [Operation.VACUUM, Operation.ANALYZE, Operation.REINDEX])
+    assert error.field == "operations"
+    assert "9" in error.problem and "6" in error.problem
+    # default operations count too: 3 targets x 3 defaults = 9 > 6
+    assert invalid(["a", "b", "c"]).field == "operations"
+
+
+@pytest.mark.parametrize("request_id", ["has space", "x" * 129, "é", "a/b", "a\n"])
+def test_malformed_request_id(request_id: str) -> None:
+    assert invalid(["db1"], request_id=request_id).field == "request_id"
+
+
+def test_defaults_for_empty_operations() -> None:
+    spec = validate_maintenance(["db1"], [], "", LIMITS)
+    assert spec.operations == (Operation.VACUUM, Operation.ANALYZE, Operation.REINDEX)
+    assert spec.request_id is None
+    assert spec.max_attempts == 4
+
+
+def test_valid_request_keeps_order_and_key() -> None:
+    spec = validate_maintenance(
+        ["b", "a"], [Operation.OPTIMIZE, Operation.VACUUM], "req:1-2.x_" + "y" * 100, LIMITS
+    )
+    assert spec.targets == ("b", "a")
+    assert spec.operations == (Operation.OPTIMIZE, Operation.VACUUM)
+    assert spec.request_id == "req:1-2.x_" + "y" * 100
+
+
+def test_fingerprint_differs_with_operations_and_targets() -> None:
+    one = validate_maintenance(["a"], [Operation.VACUUM], "k", LIMITS)
+    other_ops = validate_maintenance(["a"], [Operation.ANALYZE], "k", LIMITS)
+    other_targets = validate_maintenance(["b"], [Operation.VACUUM], "k", LIMITS)
+    assert len({one.fingerprint, other_ops.fingerprint, other_targets.fingerprint}) == 3
+
+
+def test_job_id() -> None:
+    assert validate_job_id("abc") == "abc"
+    with pytest.raises(InvalidArgument) as info:
+        validate_job_id("")
+    assert info.value.field == "id"
+    with pytest.raises(InvalidArgument) as info:
+        validate_job_id("x" * 65, "parent_id")
+    assert info.value.field == "parent_id"
