@@ -1,0 +1,154 @@
+"""The channel to the manager, its stub, the health probe, and gRPC errors translated into one-line messages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from dbmaint.v1 import maintenance_pb2 as pb
+from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
+
+DEFAULT_MANAGER = "127.0.0.1:50051"
+DEFAULT_TIMEOUT = 10.0
+MANAGER = "the dbmaint manager"
+
+# Exit codes. 1 is "it ran, but the job did not complete" (or "not SERVING"); argparse uses 2 for bad usage.
+EXIT_OK = 0
+EXIT_NOT_COMPLETED = 1
+EXIT_REJECTED = 2
+EXIT_UNREACHABLE = 3
+EXIT_NOT_FOUND = 4
+EXIT_FAILURE = 5  # any other failure: a server error, a local file that cannot be written, a demo process
+EXIT_INTERRUPTED = 130
+
+_REJECTED = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+    }
+)
+
+
+class CliError(Exception):
+    """A failure the CLI reports as one line on stderr and an exit code, without a traceback."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+def rpc_code(error: grpc.RpcError) -> grpc.StatusCode:
+    return error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _connection_reason(details: str) -> str:
+    """The useful end of a connection failure ("...; last error: UNKNOWN: ipv4:...: Connection refused")."""
+    _, found, last = details.rpartition("last error: ")
+    if found:
+        details = re.sub(r"^([A-Z_]+: )?(ipv[46]:\S+: )?", "", last)
+    return _one_line(details) or "unavailable"
+
+
+def translate(error: grpc.RpcError, address: str, timeout: float | None, what: str = MANAGER) -> CliError:
+    """A gRPC error as the one-line message and exit code the user sees."""
+    code = rpc_code(error)
+    details = _one_line((error.details() if isinstance(error, grpc.Call) else None) or "")
+    if code is grpc.StatusCode.UNAVAILABLE:
+        return CliError(f"cannot reach {what} at {address}: {_connection_reason(details)}", EXIT_UNREACHABLE)
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        within = f" within {timeout:g}s" if timeout else ""
+        return CliError(f"{what} at {address} did not answer{within} (deadline exceeded)", EXIT_UNREACHABLE)
+    if code is grpc.StatusCode.NOT_FOUND:
+        message = details if "not found" in details.lower() else f"not found: {details or 'no such job'}"
+        return CliError(message, EXIT_NOT_FOUND)
+    if code in _REJECTED:
+        return CliError(f"request rejected ({code.name}): {details}", EXIT_REJECTED)
+    return CliError(f"{what} at {address} failed ({code.name}): {details}", EXIT_FAILURE)
+
+
+class ManagerClient:
+    """One channel to the manager; every call translates gRPC errors into :class:`CliError`."""
+
+    def __init__(self, address: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(address)
+        # The generated stub is untyped: each method below states the type of what its RPC returns.
+        self._stub: Any = pb_grpc.MaintenanceServiceStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def __enter__(self) -> ManagerClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def error(self, error: grpc.RpcError) -> CliError:
+        return translate(error, self.address, self.timeout)
+
+    def _call(self, method: Any, request: Message) -> Any:
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise self.error(error) from None
+
+    def create(self, request: pb.CreateMaintenanceRequest) -> pb.CreateMaintenanceResponse:
+        response: pb.CreateMaintenanceResponse = self._call(self._stub.CreateMaintenance, request)
+        return response
+
+    def get(self, job_id: str) -> pb.GetJobResponse:
+        response: pb.GetJobResponse = self._call(self._stub.GetJob, pb.GetJobRequest(id=job_id))
+        return response
+
+    def list(self, request: pb.ListJobsRequest) -> pb.ListJobsResponse:
+        response: pb.ListJobsResponse = self._call(self._stub.ListJobs, request)
+        return response
+
+    def cancel(self, job_id: str, reason: str = "") -> pb.CancelJobResponse:
+        request = pb.CancelJobRequest(id=job_id, reason=reason)
+        response: pb.CancelJobResponse = self._call(self._stub.CancelJob, request)
+        return response
+
+    def workers(self) -> pb.ListWorkersResponse:
+        response: pb.ListWorkersResponse = self._call(self._stub.ListWorkers, pb.ListWorkersRequest())
+        return response
+
+    def watch(self, job_id: str) -> Iterator[pb.WatchJobResponse]:
+        """The raw WatchJob stream (no deadline: it lasts until the job is terminal). Raises grpc.RpcError."""
+        stream: Iterator[pb.WatchJobResponse] = self._stub.WatchJob(pb.WatchJobRequest(id=job_id))
+        return stream
+
+
+def health_status(
+    address: str, service: str = "", timeout: float = DEFAULT_TIMEOUT, what: str = "the health endpoint"
+) -> str:
+    """The grpc.health.v1 status name ("SERVING", "NOT_SERVING", ...) of ``service`` at ``address``."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.RpcError as error:
+            if rpc_code(error) is grpc.StatusCode.NOT_FOUND:
+                raise CliError(f"{address} has no health status for service {service!r}", EXIT_NOT_FOUND) from None
+            raise translate(error, address, timeout, what) from None
+    name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    return name

@@ -1,0 +1,335 @@
+"""``dbmaint``: the command-line client of the dbmaint manager.
+
+Exit codes: 0 success; 1 the job did not complete (or the health status is not SERVING); 2 bad usage or a
+request the manager rejected; 3 the manager (or health endpoint) cannot be reached; 4 no such job; 5 any other
+failure (a server error, a file that cannot be written, a demo process that died); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from google.protobuf.json_format import MessageToJson
+from google.protobuf.message import Message
+from rich.console import Console
+from rich.text import Text
+
+from dbmaint import __version__
+from dbmaint.cli.client import (
+    DEFAULT_MANAGER,
+    DEFAULT_TIMEOUT,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_COMPLETED,
+    EXIT_OK,
+    MANAGER,
+    CliError,
+    ManagerClient,
+    health_status,
+)
+from dbmaint.cli.demo import DEFAULT_ROWS, describe_demo_db, make_demo_db, run_demo
+from dbmaint.cli.render import (
+    children_table,
+    job_details,
+    jobs_table,
+    make_console,
+    print_outcome,
+    result_details,
+    short_type,
+    watch_view,
+    workers_table,
+)
+from dbmaint.cli.watch import follow, is_parent
+from dbmaint.operations import CHILD_JOB_TYPE, JOB_TYPES, PARENT_JOB_TYPE, JobStatus, Operation
+from dbmaint.v1 import maintenance_pb2 as pb
+from dbmaint.wire import operation_to_proto, status_from_proto, status_label, status_to_proto
+
+Handler = Callable[[argparse.Namespace, Console], int]
+N = TypeVar("N", int, float)
+_TYPE_ALIASES = {"parent": PARENT_JOB_TYPE, "child": CHILD_JOB_TYPE} | {name: name for name in JOB_TYPES}
+
+
+def _ranged(kind: Callable[[str], N], low: N, high: N | None = None) -> Callable[[str], N]:
+    """An argparse type: ``kind(text)`` within [low, high]."""
+
+    def parse(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            within = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {within}: {text!r}")
+        return value
+
+    return parse
+
+
+def print_json(console: Console, message: Message) -> None:
+    text = MessageToJson(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    print(text, file=console.file, flush=True)
+
+
+def watch_until_terminal(client: ManagerClient, job_id: str, console: Console) -> int:
+    """The live view, then the results table and a summary; 0 iff the job ended COMPLETED."""
+    try:
+        state = follow(client, job_id, watch_view(console))
+    except KeyboardInterrupt:
+        raise CliError(
+            f"stopped watching; the job goes on (`dbmaint watch {job_id}` to follow it again, "
+            f"`dbmaint cancel {job_id}` to stop it)",
+            EXIT_INTERRUPTED,
+        ) from None
+    print_outcome(console, state)
+    return EXIT_OK if state.completed else EXIT_NOT_COMPLETED
+
+
+# -- commands ---------------------------------------------------------------------------------------------------
+
+
+def cmd_create(args: argparse.Namespace, console: Console) -> int:
+    operations = [operation_to_proto(Operation(name)) for name in args.operation or ()]
+    request = pb.CreateMaintenanceRequest(targets=args.targets, operations=operations, request_id=args.request_id)
+    with ManagerClient(args.manager, args.timeout) as client:
+        response = client.create(request)
+        if args.json:
+            print_json(console, response)
+            return EXIT_OK
+        parent = response.parent
+        if response.created:
+            console.print(Text(f"created parent {parent.id} with {len(response.children)} children"))
+        else:
+            console.print(
+                Text(
+                    f"request id {parent.request_id} matches existing parent {parent.id} "
+                    f"({status_label(parent.status)}); nothing new was created"
+                )
+            )
+        if not args.watch:
+            console.print(children_table(list(response.children)))
+            return EXIT_OK
+        return watch_until_terminal(client, parent.id, console)
+
+
+def cmd_get(args: argparse.Namespace, console: Console) -> int:
+    with ManagerClient(args.manager, args.timeout) as client:
+        response = client.get(args.id)
+    if args.json:
+        print_json(console, response)
+        return EXIT_OK
+    job = response.job
+    console.print(job_details(job))
+    if is_parent(job):
+        console.print(children_table(sorted(response.children, key=lambda child: child.position)))
+    elif job.HasField("result"):
+        console.print(Text("result", style="bold underline"))
+        console.print(result_details(job.result))
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    request = pb.ListJobsRequest(
+        status=status_to_proto(JobStatus(args.status)) if args.status else pb.JOB_STATUS_UNSPECIFIED,
+        type=_TYPE_ALIASES[args.type] if args.type else "",
+        parent_id=args.parent or "",
+        page_size=args.limit or 0,
+        page_token=args.page_token or "",
+    )
+    with ManagerClient(args.manager, args.timeout) as client:
+        response = client.list(request)
+    if args.json:
+        print_json(console, response)
+        return EXIT_OK
+    if response.jobs:
+        console.print(jobs_table(list(response.jobs)))
+    else:
+        console.print("no jobs")
+    if response.next_page_token:
+        console.print(Text(f"more jobs: --page-token {response.next_page_token}"))
+    return EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace, console: Console) -> int:
+    with ManagerClient(args.manager, args.timeout) as client:
+        return watch_until_terminal(client, args.id, console)
+
+
+def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
+    with ManagerClient(args.manager, args.timeout) as client:
+        job = client.cancel(args.id, args.reason or "").job
+    kind, status = short_type(job.type), status_from_proto(job.status)
+    if status is JobStatus.CANCELLED:
+        line = f"cancelled {kind} {job.id}"
+    elif status is not None and status.is_terminal:
+        line = f"{kind} {job.id} had already {status.value}; nothing to cancel"
+    else:
+        line = (
+            f"cancel requested for {kind} {job.id}: its running work is being interrupted "
+            f"({status_label(job.status)} for now)"
+        )
+    console.print(Text(line))
+    return EXIT_OK
+
+
+def cmd_workers(args: argparse.Namespace, console: Console) -> int:
+    with ManagerClient(args.manager, args.timeout) as client:
+        response = client.workers()
+    if args.json:
+        print_json(console, response)
+        return EXIT_OK
+    if response.workers:
+        console.print(workers_table(list(response.workers)))
+    else:
+        console.print("no workers connected")
+    if response.unserved_targets:
+        console.print(Text(f"unserved targets: {', '.join(response.unserved_targets)}", style="yellow"))
+    return EXIT_OK
+
+
+def cmd_health(args: argparse.Namespace, console: Console) -> int:
+    if args.address is None:
+        status = health_status(args.manager, args.service, args.timeout, MANAGER)
+    else:
+        status = health_status(args.address, args.service, args.timeout)
+    console.print(Text(status, style="green" if status == "SERVING" else "red"))
+    return EXIT_OK if status == "SERVING" else EXIT_NOT_COMPLETED
+
+
+def cmd_make_demo_db(args: argparse.Namespace, console: Console) -> int:
+    path = Path(args.path)
+    stats, created = make_demo_db(
+        path, args.rows, if_exists="replace" if args.force else "keep" if args.exist_ok else "fail"
+    )
+    console.print(Text(f"{'created' if created else 'kept the existing'} {describe_demo_db(path, stats)}"))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    workdir = Path(args.workdir) if args.workdir else None
+    return run_demo(console, workdir, args.keep, args.rows, args.timeout)
+
+
+# -- parser -----------------------------------------------------------------------------------------------------
+
+
+def _connection_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """--manager and --timeout, accepted before and after the command (after: only when given)."""
+    manager = os.environ.get("DBMAINT_MANAGER") or DEFAULT_MANAGER
+    parser.add_argument(
+        "--manager",
+        metavar="HOST:PORT",
+        default=manager if defaults else argparse.SUPPRESS,
+        help=f"the manager's address (env DBMAINT_MANAGER; default {manager})",
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_ranged(float, 0.01),
+        default=DEFAULT_TIMEOUT if defaults else argparse.SUPPRESS,
+        help=f"deadline of each request, and how long a broken watch is retried (default {DEFAULT_TIMEOUT:g})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dbmaint",
+        description="Client of the dbmaint manager: create, follow and cancel database maintenance.",
+        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+    )
+    parser.add_argument("--version", action="version", version=f"dbmaint {__version__}")
+    _connection_options(parser, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _connection_options(common, defaults=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    def json_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--json", action="store_true", help="print the response as JSON")
+
+    create = command("create", cmd_create, "maintain one or more targets: one child per (target, operation)")
+    create.add_argument("targets", nargs="+", metavar="TARGET", help="database names, as the workers know them")
+    create.add_argument(
+        "--operation",
+        "-o",
+        action="append",
+        choices=[op.value for op in Operation],
+        help="run this operation (repeat, in order; default: vacuum, analyze, reindex)",
+    )
+    create.add_argument("--request-id", default="", metavar="ID", help="idempotency key")
+    mode = create.add_mutually_exclusive_group()
+    mode.add_argument("--watch", "-w", action="store_true", help="follow the job live; exit 0 iff it completed")
+    mode.add_argument("--json", action="store_true", help="print the response as JSON")
+
+    get = command("get", cmd_get, "show a parent with its children, or a child with its result")
+    get.add_argument("id", metavar="ID")
+    json_option(get)
+
+    listing = command("list", cmd_list, "list jobs, newest first")
+    listing.add_argument("--status", choices=[status.value for status in JobStatus])
+    listing.add_argument("--type", choices=sorted(_TYPE_ALIASES), help="parent or child (or the full type name)")
+    listing.add_argument("--parent", metavar="ID", help="only the children of this parent")
+    listing.add_argument("--limit", type=_ranged(int, 1, 1000), metavar="N", help="page size (1-1000; default 50)")
+    listing.add_argument("--page-token", metavar="TOKEN", help="the token printed after the previous page")
+    json_option(listing)
+
+    watch = command("watch", cmd_watch, "follow a job live until it ends; exit 0 iff it completed")
+    watch.add_argument("id", metavar="ID")
+
+    cancel = command("cancel", cmd_cancel, "cancel a parent (all its unfinished children) or one child")
+    cancel.add_argument("id", metavar="ID")
+    cancel.add_argument("--reason", metavar="TEXT", help="stored as the cancelled jobs' error")
+
+    workers = command("workers", cmd_workers, "list the connected workers and the targets nobody serves")
+    json_option(workers)
+
+    health = command("health", cmd_health, "grpc.health.v1 check; exit 0 iff SERVING")
+    health.add_argument("address", nargs="?", metavar="HOST:PORT", help="what to check (default: --manager)")
+    health.add_argument("--service", default="", help="service name to check (default: the server as a whole)")
+
+    demo_db = command("make-demo-db", cmd_make_demo_db, "create a SQLite database with reclaimable space")
+    demo_db.add_argument("path", metavar="PATH")
+    demo_db.add_argument("--rows", type=_ranged(int, 2), default=DEFAULT_ROWS, help=f"default {DEFAULT_ROWS}")
+    existing = demo_db.add_mutually_exclusive_group()
+    existing.add_argument("--force", action="store_true", help="replace PATH if it exists")
+    existing.add_argument("--exist-ok", action="store_true", help="leave PATH alone if it exists (exit 0)")
+
+    demo = command("demo", cmd_demo, "run a manager and two workers over two demo databases, end to end")
+    demo.add_argument("--workdir", metavar="DIR", help="where the databases and logs go (default: a temp dir)")
+    demo.add_argument("--keep", action="store_true", help="keep the temporary workdir")
+    demo.add_argument(
+        "--rows",
+        type=_ranged(int, 2),
+        default=DEFAULT_ROWS,
+        help=f"rows of the first database (default {DEFAULT_ROWS})",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = make_console()
+    handler: Handler = args.handler
+    try:
+        return handler(args, console)
+    except CliError as error:
+        print(f"dbmaint: error: {error.message}", file=sys.stderr, flush=True)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("dbmaint: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`dbmaint list | head`): stop quietly, and keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_NOT_COMPLETED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,360 @@
+"""An in-process fake of the manager's MaintenanceService (and grpc.health.v1) for the CLI tests.
+
+It keeps jobs in memory, validates requests the way the real manager does (same status codes, similar
+messages) and, when asked, plays each parent's children through PENDING → RUNNING → terminal in a thread, so
+that WatchJob streams real changes. The outcome of a child is chosen by its target's name:
+
+* ``broken*``: the child FAILS with an error;
+* ``flaky*``: the first attempt's worker is lost (back to PENDING, attempt 2), then it COMPLETES;
+* anything else COMPLETES. VACUUM reports 4 MiB → 2.5 MiB; other operations leave the size alone.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent import futures
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from dbmaint import wire
+from dbmaint.operations import CHILD_JOB_TYPE, DEFAULT_OPERATIONS, JOB_TYPES, PARENT_JOB_TYPE, Operation
+from dbmaint.v1 import maintenance_pb2 as pb
+from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
+
+TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+TERMINAL = (pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_FAILED, pb.JOB_STATUS_CANCELLED)
+MIB = 1024 * 1024
+
+
+def _now() -> Any:
+    return wire.timestamp(datetime.now(UTC))
+
+
+class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.jobs: dict[str, pb.Job] = {}
+        self.order: list[str] = []  # creation order
+        self.children: dict[str, list[str]] = {}
+        self.events: list[pb.Job] = []  # every change, in order
+        self.requests: list[Any] = []
+        self.autorun = False
+        self.step = 0.03  # seconds between the steps of a played child
+        self.workers: list[pb.WorkerInfo] = []
+        self.unserved_targets: list[str] = []
+        self.drop_watches = 0  # this many WatchJob streams end with UNAVAILABLE right after their snapshot
+        self.hang = 0.0  # GetJob sleeps this long first (to exceed the client's deadline)
+
+    # -- state ----------------------------------------------------------------------------------------------
+
+    def _publish(self, job: pb.Job) -> None:
+        """Stores a copy of ``job`` and appends it to the event log. Caller holds ``cond``."""
+        stored = pb.Job()
+        stored.CopyFrom(job)
+        self.jobs[job.id] = stored
+        self.events.append(stored)
+        self.cond.notify_all()
+
+    def _refresh_parent(self, parent_id: str) -> None:
+        parent = pb.Job()
+        parent.CopyFrom(self.jobs[parent_id])
+        if parent.status in TERMINAL:
+            return
+        kids = [self.jobs[child_id] for child_id in self.children[parent_id]]
+        statuses = [kid.status for kid in kids]
+        progress = parent.progress
+        progress.total = len(kids)
+        progress.pending = statuses.count(pb.JOB_STATUS_PENDING)
+        progress.running = statuses.count(pb.JOB_STATUS_RUNNING)
+        progress.succeeded = statuses.count(pb.JOB_STATUS_COMPLETED)
+        progress.failed = statuses.count(pb.JOB_STATUS_FAILED)
+        progress.cancelled = statuses.count(pb.JOB_STATUS_CANCELLED)
+        if all(status in TERMINAL for status in statuses):
+            failed = [
+                f"{kid.target}/{wire.operation_label(kid.operation)}"
+                for kid in kids
+                if kid.status == pb.JOB_STATUS_FAILED
+            ]
+            if parent.cancel_requested:
+                parent.status = pb.JOB_STATUS_CANCELLED
+            elif failed:
+                parent.status = pb.JOB_STATUS_FAILED
+                parent.error = f"{len(failed)} child job(s) failed: {', '.join(failed)}"
+            elif progress.cancelled:
+                parent.status = pb.JOB_STATUS_CANCELLED
+            else:
+                parent.status = pb.JOB_STATUS_COMPLETED
+            parent.finished_at.CopyFrom(_now())
+        elif progress.running or progress.succeeded or progress.failed:
+            if parent.status == pb.JOB_STATUS_PENDING:
+                parent.started_at.CopyFrom(_now())
+            parent.status = pb.JOB_STATUS_RUNNING
+        self._publish(parent)
+
+    def _set_child(self, child_id: str, **changes: Any) -> bool:
+        """Applies ``changes`` to a non-terminal child, refreshes its parent; False if the child was terminal."""
+        with self.cond:
+            child = pb.Job()
+            child.CopyFrom(self.jobs[child_id])
+            if child.status in TERMINAL:
+                return False
+            for name, value in changes.items():
+                if isinstance(value, pb.OperationResult):
+                    child.result.CopyFrom(value)
+                elif name in ("started_at", "finished_at"):
+                    getattr(child, name).CopyFrom(value)
+                else:
+                    setattr(child, name, value)
+            if "status" in changes and changes["status"] in TERMINAL:
+                child.finished_at.CopyFrom(_now())
+            self._publish(child)
+            self._refresh_parent(child.parent_id)
+            return True
+
+    def play(self, parent_id: str) -> None:
+        """Plays the parent's children in a background thread (one target at a time, like the real dispatch)."""
+        threading.Thread(target=self._play, args=(parent_id,), daemon=True).start()
+
+    def _play(self, parent_id: str) -> None:
+        for child_id in list(self.children[parent_id]):
+            child = self.jobs[child_id]
+            time.sleep(self.step)
+            if child.target.startswith("flaky"):
+                first = {
+                    "status": pb.JOB_STATUS_RUNNING,
+                    "worker_id": "fake-worker-1",
+                    "attempt": 1,
+                    "waiting_reason": "",
+                }
+                if not self._set_child(child_id, **first):
+                    continue
+                time.sleep(self.step)
+                self._set_child(child_id, status=pb.JOB_STATUS_PENDING, attempt=2, waiting_reason="worker lost")
+                time.sleep(self.step)
+            attempt = 2 if child.target.startswith("flaky") else 1
+            worker = "fake-worker-2" if attempt == 2 else "fake-worker-1"
+            if not self._set_child(
+                child_id,
+                status=pb.JOB_STATUS_RUNNING,
+                worker_id=worker,
+                attempt=attempt,
+                waiting_reason="",
+                started_at=_now(),
+            ):
+                continue
+            time.sleep(self.step)
+            vacuum = child.operation == pb.OPERATION_VACUUM
+            result = pb.OperationResult(
+                duration=wire.duration(0.25),
+                bytes_before=4 * MIB,
+                bytes_after=(5 * MIB) // 2 if vacuum else 4 * MIB,
+                objects_processed=3,
+                engine="sqlite",
+                notes=[f"{wire.operation_label(child.operation).upper()}", "page_count 1024 -> 640"],
+            )
+            if child.target.startswith("broken"):
+                self._set_child(child_id, status=pb.JOB_STATUS_FAILED, error="database disk image is malformed")
+            else:
+                self._set_child(child_id, status=pb.JOB_STATUS_COMPLETED, result=result)
+
+    # -- MaintenanceService ---------------------------------------------------------------------------------
+
+    def CreateMaintenance(
+        self, request: pb.CreateMaintenanceRequest, context: Any
+    ) -> pb.CreateMaintenanceResponse:
+        self.requests.append(request)
+        if not request.targets:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "targets: at least one target is required")
+        for index, name in enumerate(request.targets):
+            if not TARGET_NAME.fullmatch(name):
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"targets[{index}]: invalid target name {name!r}: use 1-64 characters [A-Za-z0-9_.-]",
+                )
+        operations = []
+        for index, value in enumerate(request.operations):
+            operation = wire.operation_from_proto(value)
+            if operation is None:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"operations[{index}]: unknown operation {value}")
+            operations.append(operation)
+        with self.cond:
+            if request.request_id:
+                for job in self.jobs.values():
+                    if job.type == PARENT_JOB_TYPE and job.request_id == request.request_id:
+                        kids = [self.jobs[child_id] for child_id in self.children[job.id]]
+                        return pb.CreateMaintenanceResponse(parent=job, children=kids, created=False)
+            chosen: tuple[Operation, ...] = tuple(operations) or DEFAULT_OPERATIONS
+            parent = pb.Job(
+                id=str(uuid.uuid4()),
+                type=PARENT_JOB_TYPE,
+                status=pb.JOB_STATUS_PENDING,
+                request_id=request.request_id,
+                created_at=_now(),
+                progress=pb.Progress(total=len(request.targets) * len(chosen)),
+            )
+            parent.progress.pending = parent.progress.total
+            self.order.append(parent.id)
+            self._publish(parent)
+            self.children[parent.id] = []
+            for target in request.targets:
+                for operation in chosen:
+                    child = pb.Job(
+                        id=str(uuid.uuid4()),
+                        type=CHILD_JOB_TYPE,
+                        parent_id=parent.id,
+                        status=pb.JOB_STATUS_PENDING,
+                        target=target,
+                        operation=wire.operation_to_proto(operation),
+                        max_attempts=3,
+                        position=len(self.children[parent.id]),
+                        created_at=_now(),
+                        waiting_reason=f"no connected worker serves target {target!r}",
+                    )
+                    self.order.append(child.id)
+                    self.children[parent.id].append(child.id)
+                    self._publish(child)
+            kids = [self.jobs[child_id] for child_id in self.children[parent.id]]
+        if self.autorun:
+            self.play(parent.id)
+        return pb.CreateMaintenanceResponse(parent=parent, children=kids, created=True)
+
+    def _get(self, job_id: str, context: Any) -> pb.GetJobResponse:
+        with self.cond:
+            job = self.jobs.get(job_id)
+            if job is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"job {job_id!r} not found")
+            kids = [self.jobs[child_id] for child_id in self.children.get(job_id, [])]
+            return pb.GetJobResponse(job=job, children=kids)
+
+    def GetJob(self, request: pb.GetJobRequest, context: Any) -> pb.GetJobResponse:
+        self.requests.append(request)
+        time.sleep(self.hang)
+        return self._get(request.id, context)
+
+    def ListJobs(self, request: pb.ListJobsRequest, context: Any) -> pb.ListJobsResponse:
+        self.requests.append(request)
+        if request.type and request.type not in JOB_TYPES:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"type: unknown job type {request.type!r}")
+        with self.cond:
+            jobs = [self.jobs[job_id] for job_id in reversed(self.order)]
+        jobs = [
+            job
+            for job in jobs
+            if (not request.status or job.status == request.status)
+            and (not request.type or job.type == request.type)
+            and (not request.parent_id or job.parent_id == request.parent_id)
+        ]
+        start = int(request.page_token) if request.page_token else 0
+        size = request.page_size or 50
+        page = jobs[start : start + size]
+        more = start + size < len(jobs)
+        return pb.ListJobsResponse(jobs=page, next_page_token=str(start + size) if more else "")
+
+    def WatchJob(self, request: pb.WatchJobRequest, context: Any) -> Iterator[pb.WatchJobResponse]:
+        self.requests.append(request)
+        with self.cond:
+            snapshot = self._get(request.id, context)
+            seen = len(self.events)
+        yield pb.WatchJobResponse(snapshot=snapshot)
+        if self.drop_watches > 0:
+            self.drop_watches -= 1
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the fake dropped this stream")
+        watched = {request.id, *self.children.get(request.id, [])}
+        if snapshot.job.status in TERMINAL:
+            return
+        while context.is_active():
+            with self.cond:
+                self.cond.wait_for(lambda seen=seen: len(self.events) > seen, timeout=0.2)  # type: ignore[misc]
+                fresh, seen = self.events[seen:], len(self.events)
+            for job in fresh:
+                if job.id in watched:
+                    yield pb.WatchJobResponse(changed=job)
+                    if job.id == request.id and job.status in TERMINAL:
+                        return
+
+    def CancelJob(self, request: pb.CancelJobRequest, context: Any) -> pb.CancelJobResponse:
+        self.requests.append(request)
+        reason = request.reason or "cancelled by request"
+        with self.cond:
+            job = self.jobs.get(request.id)
+            if job is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.id!r} not found")
+            if job.status in TERMINAL:
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"job {job.id!r} is already {wire.status_label(job.status)}",
+                )
+            parent_id = job.id if job.type == PARENT_JOB_TYPE else job.parent_id
+            if job.type == PARENT_JOB_TYPE:
+                marked = pb.Job()
+                marked.CopyFrom(job)
+                marked.cancel_requested = True
+                self._publish(marked)
+            targets = self.children[job.id] if job.type == PARENT_JOB_TYPE else [job.id]
+            for child_id in targets:
+                child = pb.Job()
+                child.CopyFrom(self.jobs[child_id])
+                if child.status in TERMINAL:
+                    continue
+                child.cancel_requested = True
+                if child.status == pb.JOB_STATUS_RUNNING:  # its worker is asked to stop; it reports later
+                    self._publish(child)
+                    continue
+                child.status = pb.JOB_STATUS_CANCELLED
+                child.error = reason
+                child.waiting_reason = ""
+                child.finished_at.CopyFrom(_now())
+                self._publish(child)
+            self._refresh_parent(parent_id)
+            return pb.CancelJobResponse(job=self.jobs[job.id])
+
+    def ListWorkers(self, request: pb.ListWorkersRequest, context: Any) -> pb.ListWorkersResponse:
+        self.requests.append(request)
+        return pb.ListWorkersResponse(workers=self.workers, unserved_targets=self.unserved_targets)
+
+
+class FakeManager:
+    """A gRPC server on 127.0.0.1:<free port> with the fake MaintenanceService and a health service."""
+
+    def __init__(self) -> None:
+        self.service = FakeMaintenance()
+        self.health = health.HealthServicer()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+        pb_grpc.add_MaintenanceServiceServicer_to_server(self.service, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.address = f"127.0.0.1:{self.port}"
+
+    def start(self) -> FakeManager:
+        self.server.start()
+        for service in ("", "dbmaint.v1.MaintenanceService"):
+            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        return self
+
+    def stop(self) -> None:
+        self.server.stop(grace=None)
+
+    def create(self, *targets: str, autorun: bool = False) -> pb.CreateMaintenanceResponse:
+        """Creates a parent directly (as another client would)."""
+        previous, self.service.autorun = self.service.autorun, autorun
+        try:
+            return self.service.CreateMaintenance(pb.CreateMaintenanceRequest(targets=list(targets)), _NoContext())
+        finally:
+            self.service.autorun = previous
+
+    def wait_terminal(self, job_id: str, timeout: float = 10.0) -> pb.Job:
+        with self.service.cond:
+            self.service.cond.wait_for(lambda: self.service.jobs[job_id].status in TERMINAL, timeout=timeout)
+            return self.service.jobs[job_id]
+
+
+class _NoContext:
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise AssertionError(f"{code}: {details}")
