@@ -8,10 +8,8 @@ the only fixed pauses are the polling interval itself.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,55 +25,11 @@ from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 from manager_service.config import ManagerConfig
 from manager_service.domain import Job, Progress
 from manager_service.server import ManagerServer
+from tests.support.polling import assert_eventually as assert_eventually  # re-exported for the tests
+from tests.support.polling import eventually as eventually
+from tests.support.polling import run_async as run_async
 
 T = TypeVar("T")
-
-# --------------------------------------------------------------------------------------------------- polling
-
-
-def assert_eventually(
-    predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02, message: str = ""
-) -> Any:
-    """Poll ``predicate`` (blocking) until it returns something truthy; return that value or fail."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not true within {timeout}s: {message or predicate!r} (last value {last!r})")
-        time.sleep(interval)
-
-
-async def eventually(
-    predicate: Callable[[], Any | Awaitable[Any]],
-    timeout: float = 5.0,
-    interval: float = 0.02,
-    message: str = "",
-) -> Any:
-    """The asyncio twin of ``assert_eventually``: ``predicate`` may be sync or return an awaitable."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = predicate()
-        if inspect.isawaitable(last):
-            last = await last
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not true within {timeout}s: {message or predicate!r} (last value {last!r})")
-        await asyncio.sleep(interval)
-
-
-def run_async(coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
-    """Run one test body on a fresh event loop, bounded so a hang fails instead of blocking the suite."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(bounded())
-
 
 # --------------------------------------------------------------------------------------------------- domain
 

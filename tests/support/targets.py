@@ -20,9 +20,11 @@ class SqliteStats:
         return self.page_count * self.page_size
 
 
-def make_sqlite_target(path: Path, rows: int = 20_000, blob_bytes: int = 200, seed: int = 7) -> SqliteStats:
-    """A table of ``rows`` rows (16-char text key with an index, a blob), then half of them deleted, so VACUUM
-    has pages to give back."""
+def make_sqlite_target(
+    path: Path, rows: int = 20_000, blob_bytes: int = 200, seed: int = 7, delete_half: bool = True
+) -> SqliteStats:
+    """A table ``items`` of ``rows`` rows (16-char text key with index ``items_key``, a blob), then (by
+    default) half of them deleted, so VACUUM has pages to give back."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, key TEXT NOT NULL, payload BLOB NOT NULL)")
@@ -32,7 +34,8 @@ def make_sqlite_target(path: Path, rows: int = 20_000, blob_bytes: int = 200, se
             "INSERT INTO items (key, payload) VALUES (?, ?)",
             ((f"{rng.getrandbits(64):016x}", os.urandom(blob_bytes)) for _ in range(rows)),
         )
-        conn.execute("DELETE FROM items WHERE id % 2 = 0")
+        if delete_half:
+            conn.execute("DELETE FROM items WHERE id % 2 = 0")
     conn.close()
     return sqlite_stats(path)
 

@@ -1,77 +1,27 @@
-"""Helpers for the worker tests: polling with a deadline, running coroutines, sample SQLite databases."""
+"""Helpers for the worker tests: sample SQLite databases and a worker factory; polling comes from
+tests.support.polling."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import time
-from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
+
+from tests.support.polling import eventually as eventually  # re-exported for the tests
+from tests.support.polling import run_async, wait_for
+from tests.support.polling import within as within
+from tests.support.targets import make_sqlite_target
+
+# The names these tests use for the shared polling helpers.
+run = run_async
+wait_until = wait_for
 
 T = TypeVar("T")
 
 
-def run(coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
-    """Run a test scenario on a fresh event loop, bounded by ``timeout``."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(bounded())
-
-
-async def eventually(
-    predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.02, message: str = ""
-) -> T:
-    """Poll ``predicate`` until it returns something truthy (returned), or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout}s: {message or predicate}")
-        await asyncio.sleep(interval)
-
-
-async def within(awaitable: Awaitable[T], timeout: float, what: str) -> T:
-    try:
-        return await asyncio.wait_for(awaitable, timeout)
-    except TimeoutError:
-        raise AssertionError(f"{what} did not happen within {timeout}s") from None
-
-
-def wait_until(
-    predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01, message: str = ""
-) -> Any:
-    """The blocking version of ``eventually`` for thread-based tests."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout}s: {message or predicate}")
-        time.sleep(interval)
-
-
 def make_db(path: Path, rows: int = 20_000, delete_half: bool = True) -> Path:
     """A database with a table of ``rows`` rows and an index on it; by default half the rows deleted."""
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, payload BLOB NOT NULL)")
-        conn.execute("CREATE INDEX items_name ON items (name)")
-        conn.executemany(
-            "INSERT INTO items (name, payload) VALUES (?, ?)",
-            ((f"item-{i:08d}", bytes(i % 251 for i in range(120))) for i in range(rows)),
-        )
-        conn.commit()
-        if delete_half:
-            conn.execute("DELETE FROM items WHERE id % 2 = 0")
-            conn.commit()
-    finally:
-        conn.close()
+    make_sqlite_target(path, rows=rows, blob_bytes=120, delete_half=delete_half)
     return path
 
 

@@ -76,7 +76,7 @@ def test_analyze_creates_sqlite_stat1(sample_db: Path) -> None:
         stats = conn.execute("SELECT tbl, idx FROM sqlite_stat1 ORDER BY idx").fetchall()
     finally:
         conn.close()
-    assert ("items", "items_name") in stats
+    assert ("items", "items_key") in stats
     assert report.objects_processed == 2  # one table, one index
     assert "statement: ANALYZE" in report.notes and "tables: 1, indexes: 1" in report.notes
 
