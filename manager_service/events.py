@@ -76,7 +76,3 @@ class EventBus:
         for watchers in self._subscribers.values():
             for subscription in watchers:
                 subscription.close(reason)
-
-    @property
-    def watcher_count(self) -> int:
-        return sum(len(w) for w in self._subscribers.values())

@@ -146,10 +146,6 @@ class Orchestrator:
         self._readers.shutdown(wait=True)
         self._store.close()
 
-    @property
-    def closing(self) -> bool:
-        return self._closing
-
     # -- store access off the loop
 
     async def _write(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
@@ -259,10 +255,6 @@ class Orchestrator:
         if head is not None and head.job_id != child.id:
             return f"queued behind job {head.job_id} on target {child.target!r}"
         return f"waiting for a free slot on a worker serving {child.target!r}"
-
-    @property
-    def watcher_count(self) -> int:
-        return self._events.watcher_count
 
     # -- worker stream events
 
