@@ -7,6 +7,7 @@ translated at the edges (``dbmaint.wire``).
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,3 +86,45 @@ class OperationReport:
             objects_skipped=int(data.get("objects_skipped", 0)),
             notes=tuple(str(n) for n in data.get("notes", ())),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TableScope:
+    """Which tables an operation covers: all user tables (empty), or those of some schemas, or named tables.
+
+    Travels in the child's config as ``"schemas"`` and ``"tables"``; names are matched against the target's
+    catalog on the worker, never spliced into SQL.
+    """
+
+    schemas: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()
+
+    @property
+    def everything(self) -> bool:
+        return not self.schemas and not self.tables
+
+    def to_config(self) -> dict[str, list[str]]:
+        config: dict[str, list[str]] = {}
+        if self.schemas:
+            config["schemas"] = list(self.schemas)
+        if self.tables:
+            config["tables"] = list(self.tables)
+        return config
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> TableScope:
+        """The scope in a child's config; ValueError if ``schemas``/``tables`` are not lists of strings."""
+        return cls(schemas=_names(config, "schemas"), tables=_names(config, "tables"))
+
+    @staticmethod
+    def split_table(name: str) -> tuple[str | None, str]:
+        """``"schema.table"`` -> ("schema", "table"); ``"table"`` -> (None, "table"). The first dot splits."""
+        schema, dot, table = name.partition(".")
+        return (schema, table) if dot else (None, name)
+
+
+def _names(config: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = config.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ValueError(f"config {key!r} must be a list of non-empty strings")
+    return tuple(value)

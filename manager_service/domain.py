@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dbmaint.operations import JobStatus, Operation, OperationReport
+from dbmaint.operations import JobStatus, Operation, OperationReport, TableScope
 
 
 def utcnow() -> datetime:
@@ -68,11 +69,14 @@ class MaintenanceSpec:
     operations: tuple[Operation, ...]
     request_id: str | None = None
     max_attempts: int = 3
+    scope: TableScope = field(default_factory=TableScope)
 
     @property
     def fingerprint(self) -> str:
         """What must match when an idempotency key is reused."""
-        return "targets=" + ",".join(self.targets) + ";operations=" + ",".join(self.operations)
+        return json.dumps(
+            {"targets": self.targets, "operations": self.operations, **self.scope.to_config()}, sort_keys=True
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,7 +130,12 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
         self, request: pb.CreateMaintenanceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CreateMaintenanceResponse:
         spec = validate_maintenance(
-            list(request.targets), _operations(request.operations), request.request_id, self._limits
+            list(request.targets),
+            _operations(request.operations),
+            request.request_id,
+            self._limits,
+            schemas=list(request.schemas),
+            tables=list(request.tables),
         )
         outcome = await self._orchestrator.create(spec)
         return pb.CreateMaintenanceResponse(

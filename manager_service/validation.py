@@ -6,13 +6,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dbmaint.operations import DEFAULT_OPERATIONS, Operation
+from dbmaint.operations import DEFAULT_OPERATIONS, Operation, TableScope
 from manager_service.domain import MaintenanceSpec
 from manager_service.errors import InvalidArgument
 
 TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 JOB_ID_MAX_LENGTH = 64
+# "schema.table" of two 63-byte PostgreSQL (64-character MariaDB) identifiers.
+CATALOG_NAME_MAX_LENGTH = 129
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +22,7 @@ class Limits:
     max_targets: int = 1000
     max_children: int = 10_000
     max_attempts: int = 3
+    max_scope_names: int = 100
 
 
 def validate_maintenance(
@@ -27,6 +30,8 @@ def validate_maintenance(
     operations: Sequence[Operation],
     request_id: str,
     limits: Limits,
+    schemas: Sequence[str] = (),
+    tables: Sequence[str] = (),
 ) -> MaintenanceSpec:
     """A MaintenanceSpec from raw request values, or InvalidArgument naming the first wrong field."""
     if not targets:
@@ -59,7 +64,26 @@ def validate_maintenance(
         operations=chosen,
         request_id=request_id or None,
         max_attempts=limits.max_attempts,
+        scope=TableScope(_catalog_names("schemas", schemas, limits), _catalog_names("tables", tables, limits)),
     )
+
+
+def _catalog_names(field: str, names: Sequence[str], limits: Limits) -> tuple[str, ...]:
+    """Schema or table names: checked for shape only here; the worker matches them against the catalog (they
+    are never spliced into SQL)."""
+    if len(names) > limits.max_scope_names:
+        raise InvalidArgument(field, f"{len(names)} names given; the limit is {limits.max_scope_names}")
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if not name or len(name) > CATALOG_NAME_MAX_LENGTH or not name.isprintable():
+            raise InvalidArgument(
+                f"{field}[{index}]",
+                f"a name has 1-{CATALOG_NAME_MAX_LENGTH} printable characters, got {name[:80]!r}",
+            )
+        if name in seen:
+            raise InvalidArgument(f"{field}[{index}]", f"duplicate name {name!r}")
+        seen.add(name)
+    return tuple(names)
 
 
 def validate_job_id(job_id: str, field: str = "id") -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dbmaint.operations import CHILD_JOB_TYPE, LEGACY_JOB_TYPE, JobStatus, Operation, OperationReport
+from dbmaint.operations import CHILD_JOB_TYPE, LEGACY_JOB_TYPE, JobStatus, Operation, OperationReport, TableScope
 from worker_service.cancel import CancelToken, DeadlineExceeded, OperationCancelled, deadline_passed
 from worker_service.engines.base import OperationFailed
 from worker_service.logs import job_context, redact
@@ -106,6 +106,10 @@ def validate_assignment(assignment: Assignment, served_targets: Collection[str])
     for key, expected in (("operation", assignment.operation), ("target", assignment.target)):
         if key in config and config[key] != expected:
             return f"assignment config {key} {config[key]!r} does not match the assignment's {key} {expected!r}"
+    try:
+        TableScope.from_config(config)
+    except ValueError as exc:
+        return f"assignment config is invalid: {exc}"
     if assignment.target not in served_targets:
         served = ", ".join(sorted(served_targets)) or "none"
         return f"target {assignment.target!r} is not served by this worker (it serves: {served})"
@@ -123,7 +127,8 @@ def run_assignment(assignment: Assignment, target: BoundTarget, cancel: CancelTo
         return failed(assignment, f"deadline exceeded before the operation started ({deadline.isoformat()})")
     started = time.monotonic()
     try:
-        report = target.engine.run(operation, target.url, cancel, deadline)
+        scope = TableScope.from_config(assignment.config or {})
+        report = target.engine.run(operation, target.url, cancel, deadline, scope)
     except OperationCancelled as exc:
         return Outcome(assignment.job_id, assignment.attempt, JobStatus.CANCELLED, exc.reason)
     except DeadlineExceeded as exc:

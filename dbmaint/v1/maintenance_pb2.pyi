@@ -118,14 +118,18 @@ class Job(_message.Message):
     def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., parent_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., target: _Optional[str] = ..., operation: _Optional[_Union[Operation, str]] = ..., config: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., worker_id: _Optional[str] = ..., error: _Optional[str] = ..., result: _Optional[_Union[OperationResult, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., position: _Optional[int] = ..., waiting_reason: _Optional[str] = ...) -> None: ...
 
 class CreateMaintenanceRequest(_message.Message):
-    __slots__ = ("targets", "operations", "request_id")
+    __slots__ = ("targets", "operations", "request_id", "schemas", "tables")
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     OPERATIONS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SCHEMAS_FIELD_NUMBER: _ClassVar[int]
+    TABLES_FIELD_NUMBER: _ClassVar[int]
     targets: _containers.RepeatedScalarFieldContainer[str]
     operations: _containers.RepeatedScalarFieldContainer[Operation]
     request_id: str
-    def __init__(self, targets: _Optional[_Iterable[str]] = ..., operations: _Optional[_Iterable[_Union[Operation, str]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    schemas: _containers.RepeatedScalarFieldContainer[str]
+    tables: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, targets: _Optional[_Iterable[str]] = ..., operations: _Optional[_Iterable[_Union[Operation, str]]] = ..., request_id: _Optional[str] = ..., schemas: _Optional[_Iterable[str]] = ..., tables: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateMaintenanceResponse(_message.Message):
     __slots__ = ("parent", "children", "created")

@@ -212,6 +212,7 @@ class SQLAlchemyJobStore:
         now = utcnow()
         parent_id = str(uuid.uuid4())
         pairs = list(product(spec.targets, spec.operations))
+        scope = spec.scope.to_config()
         conn.execute(
             jobs.insert().values(
                 id=parent_id,
@@ -219,7 +220,11 @@ class SQLAlchemyJobStore:
                 parent_id=None,
                 status=JobStatus.PENDING.value,
                 config=json.dumps(
-                    {"targets": list(spec.targets), "operations": [str(o) for o in spec.operations]}
+                    {
+                        "targets": list(spec.targets),
+                        "operations": [str(o) for o in spec.operations],
+                        **spec.scope.to_config(),
+                    }
                 ),
                 request_id=spec.request_id,
                 request_fingerprint=spec.fingerprint if spec.request_id else None,
@@ -240,7 +245,7 @@ class SQLAlchemyJobStore:
                     "target": target,
                     "operation": str(operation),
                     "position": position,
-                    "config": json.dumps({"operation": str(operation), "target": target}),
+                    "config": json.dumps({"operation": str(operation), "target": target, **scope}),
                     "attempt": 1,
                     "max_attempts": spec.max_attempts,
                     "created_at": now,

@@ -528,3 +528,21 @@ def test_request_id_race_answers_with_the_stored_parent(
         assert store.count_jobs() == count
     finally:
         loser.close()
+
+
+def test_the_scope_travels_in_every_child_config(tmp_path) -> None:
+    from manager_service.store import open_store
+    from manager_service.validation import Limits, validate_maintenance
+
+    store = open_store(f"sqlite:///{tmp_path}/scope.db")
+    spec = validate_maintenance(["db1", "db2"], [], "", Limits(), schemas=["sales"], tables=["sales.orders"])
+    outcome = store.create_maintenance(spec)
+    assert outcome.parent.config["schemas"] == ["sales"] and outcome.parent.config["tables"] == ["sales.orders"]
+    for child in outcome.children:
+        assert child.config == {
+            "operation": str(child.operation),
+            "target": child.target,
+            "schemas": ["sales"],
+            "tables": ["sales.orders"],
+        }
+    store.close()

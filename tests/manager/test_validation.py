@@ -103,3 +103,43 @@ def test_job_id() -> None:
     with pytest.raises(InvalidArgument) as info:
         validate_job_id("x" * 65, "parent_id")
     assert info.value.field == "parent_id"
+
+
+def scope_error(schemas=(), tables=(), limits=LIMITS) -> InvalidArgument:
+    with pytest.raises(InvalidArgument) as info:
+        validate_maintenance(["db"], [], "", limits, schemas=list(schemas), tables=list(tables))
+    return info.value
+
+
+def test_schemas_and_tables_narrow_the_scope() -> None:
+    spec = validate_maintenance(["db"], [], "", LIMITS, schemas=["sales"], tables=["sales.orders", "users"])
+    assert spec.scope.schemas == ("sales",)
+    assert spec.scope.tables == ("sales.orders", "users")
+    assert spec.scope.to_config() == {"schemas": ["sales"], "tables": ["sales.orders", "users"]}
+
+
+@pytest.mark.parametrize(
+    ("schemas", "tables", "field"),
+    [
+        ([""], [], "schemas[0]"),
+        (["ok", "x" * 130], [], "schemas[1]"),
+        ([], ["orders", "orders"], "tables[1]"),
+        ([], ["bad\x00name"], "tables[0]"),
+        ([], ["line\nbreak"], "tables[0]"),
+        ([f"s{i}" for i in range(101)], [], "schemas"),
+    ],
+)
+def test_bad_scope_names_are_refused_with_the_field_named(schemas, tables, field) -> None:
+    assert scope_error(schemas, tables).field == field
+
+
+def test_names_that_look_like_sql_are_shape_checked_only() -> None:
+    """The worker matches names against the catalog; here they are only data."""
+    spec = validate_maintenance(["db"], [], "", LIMITS, tables=['x"; DROP TABLE users; --'])
+    assert spec.scope.tables == ('x"; DROP TABLE users; --',)
+
+
+def test_fingerprint_covers_the_scope() -> None:
+    plain = validate_maintenance(["db"], [], "k", LIMITS)
+    narrowed = validate_maintenance(["db"], [], "k", LIMITS, tables=["orders"])
+    assert plain.fingerprint != narrowed.fingerprint

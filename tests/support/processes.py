@@ -8,19 +8,29 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy.engine import URL
 
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 from tests.support.polling import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def target_url(where: Path | str | URL) -> str:
+    """A worker's target URL: a Path is a SQLite file; a URL (or its string) is used as it is."""
+    if isinstance(where, Path):
+        return f"sqlite:///{where}"
+    if isinstance(where, URL):
+        return where.render_as_string(hide_password=False)
+    return where
 
 
 def free_port() -> int:
@@ -138,7 +148,7 @@ class Cluster:
     def start_worker(
         self,
         worker_id: str,
-        targets: dict[str, Path],
+        targets: Mapping[str, Path | str | URL],
         *extra: str,
         faults: str = "",
         slots: int = 1,
@@ -155,8 +165,8 @@ class Cluster:
             "--slots",
             str(slots),
         ]
-        for name, path in targets.items():
-            args += ["--target", f"{name}=sqlite:///{path}"]
+        for name, where in targets.items():
+            args += ["--target", f"{name}={target_url(where)}"]
         args += list(extra)
         env = {"DBMAINT_FAULTS": faults} if faults else {}
         proc = Proc(worker_id, args, _clean_env(env), self.workdir / f"{worker_id}.log").start()

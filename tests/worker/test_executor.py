@@ -15,6 +15,7 @@ from dbmaint.operations import (
     JobStatus,
     Operation,
     OperationReport,
+    TableScope,
 )
 from dbmaint.v1 import maintenance_pb2 as pb
 from worker_service.cancel import CancelToken, OperationCancelled
@@ -112,14 +113,21 @@ class FakeEngine:
         self.behaviour = behaviour
         self.started = threading.Event()
         self.release = threading.Event()
+        self.scopes: list[TableScope] = []
 
     def check_url(self, url: URL) -> None:
         pass
 
     def run(
-        self, operation: Operation, url: URL, cancel: CancelToken, deadline: datetime | None
+        self,
+        operation: Operation,
+        url: URL,
+        cancel: CancelToken,
+        deadline: datetime | None,
+        scope: TableScope = TableScope(),  # noqa: B008 - immutable
     ) -> OperationReport:
         self.started.set()
+        self.scopes.append(scope)
         return self.behaviour(operation, url, cancel, deadline, self)  # type: ignore[no-any-return]
 
 
@@ -136,6 +144,21 @@ def test_an_engine_exception_is_a_failure_with_the_url_masked() -> None:
     assert "fake vacuum on orders failed: ConnectionError" in outcome.error
     assert "Sup3rSecret" not in outcome.error
     assert "postgresql://admin:***@db.internal:5432/app" in outcome.error
+
+
+def test_the_scope_in_the_config_reaches_the_engine() -> None:
+    target = target_with(lambda *_: OperationReport(engine="fake"))
+    config = {"operation": "vacuum", "target": "orders", "schemas": ["sales"], "tables": ["sales.orders"]}
+    outcome = run_assignment(make(config=config), target, CancelToken())
+    assert outcome.status is JobStatus.COMPLETED
+    assert isinstance(target.engine, FakeEngine)
+    assert target.engine.scopes == [TableScope(schemas=("sales",), tables=("sales.orders",))]
+
+
+@pytest.mark.parametrize("bad", [{"tables": "orders"}, {"schemas": [1]}, {"tables": [""]}])
+def test_a_malformed_scope_is_refused(bad: dict[str, Any]) -> None:
+    problem = validate_assignment(make(config={"operation": "vacuum", **bad}), SERVED)
+    assert problem is not None and "must be a list of non-empty strings" in problem
 
 
 def test_operation_failed_keeps_its_message_and_report() -> None:

@@ -17,8 +17,10 @@ from typing import Protocol
 
 from sqlalchemy.engine import URL
 
-from dbmaint.operations import Operation, OperationReport
+from dbmaint.operations import Operation, OperationReport, TableScope
 from worker_service.cancel import CancelToken
+
+EVERYTHING = TableScope()
 
 
 class EngineUnavailable(Exception):
@@ -51,7 +53,14 @@ class Engine(Protocol):
         ...
 
     def run(
-        self, operation: Operation, url: URL, cancel: CancelToken, deadline: datetime | None
+        self,
+        operation: Operation,
+        url: URL,
+        cancel: CancelToken,
+        deadline: datetime | None,
+        scope: TableScope = EVERYTHING,
     ) -> OperationReport:
-        """Run ``operation`` on the database at ``url``; blocks the calling thread until done or interrupted."""
+        """Run ``operation`` on the tables of ``scope`` in the database at ``url``; blocks the calling thread
+        until done or interrupted. Scope names are matched against the catalog: one that does not exist raises
+        OperationFailed naming it."""
         ...

@@ -21,9 +21,9 @@ from datetime import datetime
 
 from sqlalchemy.engine import URL
 
-from dbmaint.operations import Operation, OperationReport
+from dbmaint.operations import Operation, OperationReport, TableScope
 from worker_service.cancel import CancelToken, check, interrupting, interruption
-from worker_service.engines.base import EngineUnavailable, OperationFailed
+from worker_service.engines.base import EVERYTHING, EngineUnavailable, OperationFailed
 from worker_service.faults import NO_FAULTS, FaultPlan
 
 STATEMENTS: dict[Operation, str] = {
@@ -114,6 +114,51 @@ def _count_objects(conn: sqlite3.Connection) -> tuple[int, int]:
     return counts.get("table", 0), counts.get("index", 0)
 
 
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _scoped_statements(
+    conn: sqlite3.Connection, operation: Operation, scope: TableScope
+) -> tuple[list[str], str | None]:
+    """The statements that cover ``scope``, with names taken from the catalog, and a note when SQLite cannot
+    narrow the operation (VACUUM and PRAGMA optimize work on the whole file). OperationFailed names an unknown
+    schema or table."""
+    whole = [STATEMENTS[operation]]
+    if scope.everything:
+        return whole, None
+    schemas = {str(row[1]) for row in conn.execute("PRAGMA database_list")} - {"temp"}
+    for schema in scope.schemas:
+        if schema not in schemas:
+            raise OperationFailed(
+                f"schema {schema!r} does not exist (this SQLite database has: {', '.join(sorted(schemas))})"
+            )
+    tables: list[tuple[str, str]] = []
+    for name in scope.tables:
+        named_schema, table = TableScope.split_table(name)
+        schema = named_schema or "main"
+        if schema not in schemas:
+            raise OperationFailed(f"table {name!r}: schema {schema!r} does not exist")
+        found = conn.execute(
+            f"SELECT name FROM {quote_identifier(schema)}.sqlite_master WHERE type = 'table' AND name = ?",
+            (table,),
+        ).fetchone()
+        if found is None:
+            raise OperationFailed(f"table {name!r} does not exist in schema {schema!r}")
+        tables.append((schema, str(found[0])))
+    if operation in (Operation.VACUUM, Operation.OPTIMIZE):
+        return whole, f"scope: SQLite runs {STATEMENTS[operation]} on the whole file; the names requested exist"
+    if not scope.tables:
+        for schema in scope.schemas:
+            rows = conn.execute(
+                f"SELECT name FROM {quote_identifier(schema)}.sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
+            )
+            tables.extend((schema, str(row[0])) for row in rows)
+    keyword = STATEMENTS[operation]
+    return [f"{keyword} {quote_identifier(s)}.{quote_identifier(t)}" for s, t in tables], None
+
+
 class SqliteEngine:
     """The SQLite engine (stdlib ``sqlite3``, SQLAlchemy URLs ``sqlite:///path`` / ``sqlite+pysqlite:///path``)."""
 
@@ -150,7 +195,12 @@ class SqliteEngine:
         return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout)
 
     def run(
-        self, operation: Operation, url: URL, cancel: CancelToken, deadline: datetime | None
+        self,
+        operation: Operation,
+        url: URL,
+        cancel: CancelToken,
+        deadline: datetime | None,
+        scope: TableScope = EVERYTHING,
     ) -> OperationReport:
         operation = Operation(operation)
         statement = STATEMENTS[operation]
@@ -170,6 +220,7 @@ class SqliteEngine:
             try:
                 before = _read_size(conn)
                 tables, indexes = _count_objects(conn)
+                statements, scope_note = _scoped_statements(conn, operation, scope)
             except sqlite3.Error as exc:
                 raise OperationFailed(f"cannot read sqlite database {path}: {exc}") from None
 
@@ -181,7 +232,8 @@ class SqliteEngine:
                 with interrupting(conn.interrupt, cancel, deadline) as interrupts:
                     progress.start()
                     try:
-                        conn.execute(statement).fetchall()
+                        for statement in statements:
+                            conn.execute(statement).fetchall()
                     except sqlite3.Error as exc:
                         # An interrupt does not always say "interrupted" (VACUUM interrupted while attaching its
                         # scratch database reports "unable to open database"): the token and clock decide.
@@ -200,12 +252,15 @@ class SqliteEngine:
             conn.close()
 
         notes = [
-            f"statement: {statement}",
+            *(f"statement: {statement}" for statement in statements),
+            *([scope_note] if scope_note else []),
             f"page_size: {before.page_size} -> {after.page_size} bytes",
             f"page_count: {before.page_count} -> {after.page_count}",
             f"freelist_count: {before.freelist_count} -> {after.freelist_count}",
         ]
-        if operation in (Operation.ANALYZE, Operation.REINDEX):
+        if operation in (Operation.ANALYZE, Operation.REINDEX) and not scope.everything:
+            objects = len(statements)
+        elif operation in (Operation.ANALYZE, Operation.REINDEX):
             objects = tables + indexes
             notes.append(f"tables: {tables}, indexes: {indexes}")
         else:
