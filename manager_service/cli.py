@@ -1,4 +1,5 @@
-"""Entry point of ``dbmaint-manager`` / ``python -m manager_service``. Signals are handled here only."""
+"""Entry point of ``dbmaint-manager [serve|migrate]`` / ``python -m manager_service``. Signals are handled
+here only."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ from collections.abc import Sequence
 
 from manager_service.config import ManagerConfig, parse_config
 from manager_service.server import ManagerServer
+from manager_service.store import migrations
+from manager_service.store.sqlalchemy_store import make_engine
 
 log = logging.getLogger("manager_service")
+
+# `dbmaint-manager [serve]` runs the server (migrating the store first); `dbmaint-manager migrate` only migrates.
+COMMANDS = ("serve", "migrate")
 
 
 async def run(config: ManagerConfig) -> int:
@@ -43,11 +49,34 @@ def _on_signal(server: ManagerServer, signum: int) -> None:
     task.add_done_callback(_background.discard)
 
 
+def migrate(config: ManagerConfig) -> int:
+    """``dbmaint-manager migrate``: bring the job store's schema to the newest revision, then exit."""
+    engine = make_engine(config.database_url)
+    try:
+        before, after = migrations.upgrade(engine)
+    except Exception as error:
+        log.error("migration failed: %s", str(error).splitlines()[0])
+        return 1
+    finally:
+        engine.dispose()
+    if before == after:
+        log.info("job store schema already at revision %s", after)
+    else:
+        log.info("job store schema migrated from revision %s to %s", before or "(empty)", after)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    config = parse_config(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args.pop(0) if args and args[0] in COMMANDS else "serve"
+    config = parse_config(args, prog=f"dbmaint-manager {command}" if command != "serve" else "dbmaint-manager")
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if config.log_level.upper() != "DEBUG":
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step is noise
+    if command == "migrate":
+        sys.exit(migrate(config))
     sys.exit(asyncio.run(run(config)))

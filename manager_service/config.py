@@ -76,12 +76,15 @@ _OPTIONS: list[tuple[str, str, str, type, str]] = [
 ]
 
 
-def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> ManagerConfig:
+def parse_config(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None, prog: str = "dbmaint-manager"
+) -> ManagerConfig:
     environ = os.environ if environ is None else environ
     defaults = ManagerConfig()
     parser = argparse.ArgumentParser(
-        prog="dbmaint-manager",
-        description="The dbmaint manager: stores maintenance jobs and dispatches them to workers over gRPC.",
+        prog=prog,
+        description="The dbmaint manager: stores maintenance jobs and dispatches them to workers over gRPC. "
+        "`dbmaint-manager migrate` only brings the job store's schema up to date (serving does that too).",
     )
     for flag, attribute, env, kind, help_text in _OPTIONS:
         default = getattr(defaults, attribute)

@@ -1,4 +1,5 @@
-"""The schema: one ``jobs`` table for parents and children."""
+"""The schema: one ``jobs`` table for parents and children. Changes here need a migration in
+``migrations/versions`` (a test fails when the two drift)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,16 @@ from sqlalchemy import (
     Text,
 )
 
-metadata = MetaData()
+# Deterministic constraint names, so migrations can name what they alter on every engine.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
 
 jobs = Table(
     "jobs",

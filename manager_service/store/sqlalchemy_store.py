@@ -35,20 +35,30 @@ from manager_service.domain import (
     utcnow,
 )
 from manager_service.errors import AlreadyExists, FailedPrecondition, NotFound
+from manager_service.store import migrations
 from manager_service.store.base import Page
-from manager_service.store.models import jobs, metadata
+from manager_service.store.models import jobs
 
 UNFINISHED = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
 
 
-def open_store(url: str) -> SQLAlchemyJobStore:
-    """Open (and create the schema of) the store at a SQLAlchemy URL."""
-    store = SQLAlchemyJobStore(_make_engine(url))
-    store.create_schema()
-    return store
+def open_store(url: str, *, migrate: bool = True) -> SQLAlchemyJobStore:
+    """Open the store at a SQLAlchemy URL, bringing its schema to the newest migration first (unless
+    ``migrate`` is False: then a schema that is not current is an error)."""
+    engine = make_engine(url)
+    if migrate:
+        migrations.upgrade(engine)
+    else:
+        current, head = migrations.current_revision(engine), migrations.head_revision()
+        if current != head:
+            engine.dispose()
+            raise RuntimeError(
+                f"the job store schema is at revision {current}, not {head}: run dbmaint-manager migrate"
+            )
+    return SQLAlchemyJobStore(engine)
 
 
-def _make_engine(url: str) -> Engine:
+def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
@@ -130,9 +140,6 @@ class SQLAlchemyJobStore:
     @property
     def engine(self) -> Engine:
         return self._engine
-
-    def create_schema(self) -> None:
-        metadata.create_all(self._engine)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -263,6 +270,7 @@ class SQLAlchemyJobStore:
         now = utcnow()
         started: list[str] = []
         with self._transaction() as conn:
+            self._lock_parents_of(conn, [r.job_id for r in requests])
             for request in requests:
                 moved = conn.execute(
                     update(jobs)
@@ -290,7 +298,7 @@ class SQLAlchemyJobStore:
             raise ValueError(f"a result cannot set status {outcome.status}")
         now = utcnow()
         with self._transaction() as conn:
-            child = self._find(conn, outcome.job_id, lock=True)
+            child = self._lock_family(conn, outcome.job_id)
             if child is None or not state_machine.result_applies(child, outcome.attempt, outcome.worker_id):
                 return None
             state_machine.check_transition(child.status, outcome.status)
@@ -311,7 +319,7 @@ class SQLAlchemyJobStore:
     def release_child(self, job_id: str, attempt: int, why: str) -> Transition | None:
         now = utcnow()
         with self._transaction() as conn:
-            child = self._find(conn, job_id, lock=True)
+            child = self._lock_family(conn, job_id)
             if child is None or child.status is not JobStatus.RUNNING or child.attempt != attempt:
                 return None
             decision = state_machine.after_worker_lost(child, why)
@@ -337,7 +345,7 @@ class SQLAlchemyJobStore:
     def cancel_job(self, job_id: str, reason: str) -> CancelOutcome:
         now = utcnow()
         with self._transaction() as conn:
-            job = self._find(conn, job_id, lock=True)
+            job = self._lock_family(conn, job_id)
             if job is None:
                 raise NotFound(job_id)
             if job.status.is_terminal:
@@ -455,6 +463,30 @@ class SQLAlchemyJobStore:
         return self._job(conn, parent_id)
 
     # -- row helpers
+
+    # -- row locks (PostgreSQL; SQLite serializes writers on the whole file)
+    #
+    # Lock order is always parent, then child, so two transactions on one family (a result and a cancel, say)
+    # queue behind each other instead of deadlocking.
+
+    def _lock_family(self, conn: Connection, job_id: str) -> Job | None:
+        """Lock the job's parent (or the job, if it is a parent), then return the job read under its lock."""
+        job = self._find(conn, job_id)
+        if job is None or not self._lock_rows:
+            return job
+        self._lock_ids(conn, [job.parent_id or job.id])
+        return self._find(conn, job_id, lock=True)
+
+    def _lock_parents_of(self, conn: Connection, child_ids: Sequence[str]) -> None:
+        if not self._lock_rows or not child_ids:
+            return
+        parents = conn.execute(select(jobs.c.parent_id).where(jobs.c.id.in_(child_ids)).distinct()).scalars()
+        self._lock_ids(conn, [p for p in parents if p is not None])
+
+    def _lock_ids(self, conn: Connection, job_ids: Sequence[str]) -> None:
+        conn.execute(
+            select(jobs.c.seq).where(jobs.c.id.in_(sorted(job_ids))).order_by(jobs.c.id).with_for_update()
+        )
 
     def _find(self, conn: Connection, job_id: str, *, lock: bool = False) -> Job | None:
         query = select(jobs).where(jobs.c.id == job_id)
