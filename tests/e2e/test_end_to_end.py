@@ -12,7 +12,8 @@ from dbmaint.v1 import maintenance_pb2 as pb
 from tests.support.processes import Cluster
 from tests.support.targets import integrity_ok, make_sqlite_target, sqlite_stats
 
-pytestmark = pytest.mark.e2e
+# The whole suite runs with the job store on SQLite and on PostgreSQL.
+pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("store_backend", ["sqlite", "postgresql"], indirect=True)]
 
 ALL_OPERATIONS = [pb.OPERATION_VACUUM, pb.OPERATION_ANALYZE, pb.OPERATION_REINDEX, pb.OPERATION_OPTIMIZE]
 COMPLETED = pb.JOB_STATUS_COMPLETED

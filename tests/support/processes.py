@@ -116,9 +116,11 @@ class Cluster:
     def address(self) -> str:
         return f"127.0.0.1:{self.manager_port}"
 
+    store: str | None = None  # the job store's URL; default: a SQLite file in workdir
+
     @property
     def store_url(self) -> str:
-        return f"sqlite:///{self.workdir / 'jobs.db'}"
+        return self.store or f"sqlite:///{self.workdir / 'jobs.db'}"
 
     def start_manager(self, *extra: str, env: dict[str, str] | None = None) -> Proc:
         args = [
@@ -264,8 +266,8 @@ def _raise(proc: Proc) -> bool:
 
 
 @contextmanager
-def cluster(workdir: Path) -> Iterator[Cluster]:
-    running = Cluster(workdir)
+def cluster(workdir: Path, store: str | None = None) -> Iterator[Cluster]:
+    running = Cluster(workdir, store=store)
     try:
         yield running
     finally:
