@@ -11,10 +11,15 @@ flag                   environment variable      meaning (default)
 ``--grace``            ``DBMAINT_GRACE``         seconds a drain waits for running operations (60)
 ``--health-listen``    ``DBMAINT_HEALTH_LISTEN`` HOST:PORT of the grpc.health.v1 server (empty: off)
 ``--log-level``        ``DBMAINT_LOG_LEVEL``     DEBUG, INFO, WARNING, ERROR (INFO)
+``--targets-file``     ``DBMAINT_TARGETS_FILE``  a file of NAME=SQLALCHEMY_URL lines (``#`` comments), added to
+                                                 the targets above
 =====================  ========================  ===========================================================
 
 Target URLs carry credentials: they are kept out of ``repr`` and only ever shown through ``display_url``
-(password masked). They never leave the worker.
+(password masked). They never leave the worker. A command line shows in ``ps``, so keep passwords out of it:
+put the URLs in ``--targets-file`` (or ``DBMAINT_TARGETS``), or give a URL without a password and set
+``DBMAINT_TARGET_PASSWORD_<NAME>`` or ``DBMAINT_TARGET_PASSWORD_FILE_<NAME>`` (``<NAME>``: the target name
+upper-cased, every other character than A-Z and 0-9 turned into ``_``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -36,6 +42,9 @@ ENV_WORKER_ID = "DBMAINT_WORKER_ID"
 ENV_GRACE = "DBMAINT_GRACE"
 ENV_HEALTH_LISTEN = "DBMAINT_HEALTH_LISTEN"
 ENV_LOG_LEVEL = "DBMAINT_LOG_LEVEL"
+ENV_TARGETS_FILE = "DBMAINT_TARGETS_FILE"
+ENV_TARGET_PASSWORD = "DBMAINT_TARGET_PASSWORD_"
+ENV_TARGET_PASSWORD_FILE = "DBMAINT_TARGET_PASSWORD_FILE_"
 
 DEFAULT_MANAGER = "127.0.0.1:50051"
 DEFAULT_SLOTS = 1
@@ -113,6 +122,42 @@ def parse_target(text: str) -> TargetSpec:
     return TargetSpec(name=name, url=url)
 
 
+def secret_key(name: str) -> str:
+    """The suffix of the password variables of target ``name``: ``orders-db`` -> ``ORDERS_DB``."""
+    return re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+def with_password(target: TargetSpec, env: Mapping[str, str]) -> TargetSpec:
+    """Fill in the target's password from its environment variable or file, if its URL has none."""
+    key = secret_key(target.name)
+    password = env.get(ENV_TARGET_PASSWORD + key)
+    password_file = env.get(ENV_TARGET_PASSWORD_FILE + key)
+    if password is None and password_file:
+        try:
+            password = Path(password_file).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"target {target.name!r}: cannot read {ENV_TARGET_PASSWORD_FILE + key}={password_file}: "
+                f"{exc.strerror}"
+            ) from None
+    if password is None:
+        return target
+    if target.url.password is not None:
+        raise ConfigError(
+            f"target {target.name!r}: the URL has a password and {ENV_TARGET_PASSWORD}{key}* sets one"
+        )
+    return TargetSpec(target.name, target.url.set(password=password))
+
+
+def read_targets_file(path: str, source: str) -> list[str]:
+    """NAME=URL entries of a targets file: one a line; blank lines and ``#`` comments are skipped."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read {path}: {exc.strerror}") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
 def parse_targets(entries: Sequence[str]) -> tuple[TargetSpec, ...]:
     targets = tuple(parse_target(entry) for entry in entries)
     if not targets:
@@ -180,6 +225,11 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"a database this worker serves; repeat for more (${ENV_TARGETS}: whitespace-separated list)",
     )
+    parser.add_argument(
+        "--targets-file",
+        metavar="PATH",
+        help=f"a file of NAME=SQLALCHEMY_URL lines, added to the targets (${ENV_TARGETS_FILE})",
+    )
     parser.add_argument("--slots", metavar="N", help=f"operations run at once (${ENV_SLOTS}; {DEFAULT_SLOTS})")
     parser.add_argument("--worker-id", metavar="ID", help=f"worker id (${ENV_WORKER_ID}; <hostname>-<pid>)")
     parser.add_argument("--grace", metavar="SECONDS", help=f"drain grace period (${ENV_GRACE}; {DEFAULT_GRACE:g})")
@@ -210,6 +260,9 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     level, level_src = pick(args.log_level, ENV_LOG_LEVEL)
 
     target_entries: list[str] = args.target if args.target else env.get(ENV_TARGETS, "").split()
+    targets_file, targets_file_src = pick(args.targets_file, ENV_TARGETS_FILE)
+    if targets_file:
+        target_entries += read_targets_file(targets_file, targets_file_src)
 
     worker_id = (worker_id or "").strip() or default_worker_id()
     if any(ch.isspace() for ch in worker_id) or len(worker_id) > 200:
@@ -224,7 +277,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         _check_host_port(health_listen, health_src, allow_port_zero=True)
 
     return WorkerConfig(
-        targets=parse_targets(target_entries),
+        targets=tuple(with_password(t, env) for t in parse_targets(target_entries)),
         manager=_check_manager(manager if manager is not None else DEFAULT_MANAGER, manager_src),
         slots=_parse_slots(slots_text, slots_src) if slots_text else DEFAULT_SLOTS,
         worker_id=worker_id,

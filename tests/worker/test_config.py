@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +145,40 @@ def test_start_line() -> None:
         worker_id="w-7",
     )
     assert cli.start_line(config) == "dbmaint-worker w-7 serving targets a, b (slots=1) -> manager 127.0.0.1:50051"
+
+
+def test_targets_file_adds_targets_and_keeps_urls_off_the_command_line(tmp_path: Path) -> None:
+    secrets = tmp_path / "targets"
+    secrets.write_text(
+        "# name=url, one a line\n\norders=postgresql+psycopg://app:Sup3r@db:5432/orders\n  users=sqlite:///u.db\n"
+    )
+    config = parse_config(["--target", "a=sqlite:///a.db", "--targets-file", str(secrets)], {})
+    assert config.target_names == ("a", "orders", "users")
+    assert config.targets[1].url.password == "Sup3r"
+    from_env = parse_config([], {"DBMAINT_TARGETS_FILE": str(secrets)})
+    assert from_env.target_names == ("orders", "users")
+
+
+def test_passwords_come_from_variables_or_files(tmp_path: Path) -> None:
+    password_file = tmp_path / "pw"
+    password_file.write_text("fr0m-file\n")
+    env = {
+        "DBMAINT_TARGETS": "orders-db=postgresql+psycopg://app@db/orders users=mysql+pymysql://root@db/users",
+        "DBMAINT_TARGET_PASSWORD_ORDERS_DB": "fr0m-env",
+        "DBMAINT_TARGET_PASSWORD_FILE_USERS": str(password_file),
+    }
+    config = parse_config([], env)
+    assert [t.url.password for t in config.targets] == ["fr0m-env", "fr0m-file"]
+    assert "fr0m" not in repr(config) and "fr0m" not in config.targets[0].display_url
+
+
+def test_password_errors_name_the_variable_but_not_the_secret(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read DBMAINT_TARGET_PASSWORD_FILE_ORDERS"):
+        parse_config(
+            ["--target", "orders=postgresql://app@db/o"], {"DBMAINT_TARGET_PASSWORD_FILE_ORDERS": "/nope"}
+        )
+    with pytest.raises(ConfigError, match="has a password") as both:
+        parse_config(["--target", "orders=postgresql://app:inurl@db/o"], {"DBMAINT_TARGET_PASSWORD_ORDERS": "x"})
+    assert "inurl" not in str(both.value)
+    with pytest.raises(ConfigError, match="cannot read"):
+        parse_config(["--targets-file", str(tmp_path / "missing")], {})
