@@ -32,3 +32,8 @@ class AlreadyExists(DomainError):
 
 class Unavailable(DomainError):
     """The manager is shutting down or otherwise cannot take the request now."""
+
+
+class StoreUnavailable(Unavailable):
+    """The job store cannot be reached (a lost connection, a database restarting). Nothing was changed; the
+    request can be retried."""

@@ -30,12 +30,15 @@ from manager_service.domain import (
     Transition,
     utcnow,
 )
-from manager_service.errors import AlreadyExists, NotFound, Unavailable
+from manager_service.errors import AlreadyExists, NotFound, StoreUnavailable, Unavailable
 from manager_service.events import EventBus
 from manager_service.store.base import JobStore, Page
 from manager_service.workers import AssignCommand, CancelCommand, CloseCommand, HelloInfo, WorkerSession
 
 log = logging.getLogger(__name__)
+
+# How long the dispatcher waits before trying again when the job store is unavailable.
+STORE_RETRY_SECONDS = 1.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -300,8 +303,13 @@ class Orchestrator:
             if self._closing:
                 return  # a restart adopts them: the workers keep running and report to the next manager
             held = [lease for lease in self._leases.values() if lease.worker_id == session.worker_id]
-            for lease in held:
-                await self._release_lease(lease, f"worker {session.worker_id} disconnected: {why}")
+            try:
+                for lease in held:
+                    await self._release_lease(lease, f"worker {session.worker_id} disconnected: {why}")
+            except StoreUnavailable as error:
+                log.warning(
+                    "worker %s disconnected but %s; its leases lapse and re-queue later", session.worker_id, error
+                )
         log.info("worker %s disconnected (%s); re-queued %d running children", session.worker_id, why, len(held))
         self._wake.set()
 
@@ -327,10 +335,10 @@ class Orchestrator:
         """Apply a worker's result at most once: stale attempts and other workers' children are ignored."""
         session.touch()
         async with self._lock:
+            transition = await self._write(self._store.finish_child, outcome)
             session.foreign.discard((outcome.job_id, outcome.attempt))
             if session.assigned.get(outcome.job_id) == outcome.attempt:
                 del session.assigned[outcome.job_id]
-            transition = await self._write(self._store.finish_child, outcome)
             if transition is not None:
                 lease = self._leases.pop(outcome.job_id, None)
                 if lease is not None:
@@ -367,8 +375,14 @@ class Orchestrator:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            async with self._lock:
-                await self._dispatch_once()
+            try:
+                async with self._lock:
+                    await self._dispatch_once()
+            except StoreUnavailable as error:
+                # Nothing was changed (memory moves only after the store did): try again shortly.
+                log.warning("dispatch paused: %s; retrying in %.0fs", error, STORE_RETRY_SECONDS)
+                await asyncio.sleep(STORE_RETRY_SECONDS)
+                self._wake.set()
 
     async def _dispatch_once(self) -> None:
         planned = self._queue.plan(s.capacity() for s in self._workers.values())
@@ -422,19 +436,25 @@ class Orchestrator:
             expired = [lease for lease in self._leases.values() if lease.expires_at <= now]
             if not expired:
                 continue
-            async with self._lock:
-                for lease in expired:
-                    if self._leases.get(lease.job_id) is lease and lease.expires_at <= time.monotonic():
-                        await self._release_lease(
-                            lease,
-                            f"no heartbeat from worker {lease.worker_id or '?'} for "
-                            f"{self.settings.lease_timeout:g}s",
-                        )
+            try:
+                await self._release_expired(expired)
+            except StoreUnavailable as error:
+                log.warning("lease check paused: %s; retrying", error)
             self._wake.set()
+
+    async def _release_expired(self, expired: list[Lease]) -> None:
+        async with self._lock:
+            for lease in expired:
+                if self._leases.get(lease.job_id) is lease and lease.expires_at <= time.monotonic():
+                    await self._release_lease(
+                        lease,
+                        f"no heartbeat from worker {lease.worker_id or '?'} for {self.settings.lease_timeout:g}s",
+                    )
 
     async def _release_lease(self, lease: Lease, why: str) -> None:
         """The worker holding ``lease`` is lost: re-queue the child (or fail/cancel it), free its target.
-        Caller holds ``_lock``."""
+        Caller holds ``_lock``. The store changes first: if it is unavailable, memory is left as it was."""
+        transition = await self._write(self._store.release_child, lease.job_id, lease.attempt, why)
         self._leases.pop(lease.job_id, None)
         self._queue.release(lease.target, lease.job_id)
         session = self._workers.get(lease.worker_id)
@@ -442,7 +462,6 @@ class Orchestrator:
             # Still connected but silent: ask it to stop; the slot stays taken until it says it has.
             session.foreign.add((lease.job_id, lease.attempt))
             session.send(CancelCommand(lease.job_id, lease.attempt, f"lease lapsed: {why}"))
-        transition = await self._write(self._store.release_child, lease.job_id, lease.attempt, why)
         if transition is None:
             return
         child = transition.child

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, create_engine, event, func, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from dbmaint.operations import CHILD_JOB_TYPE, PARENT_JOB_TYPE, JobStatus, Operation, OperationReport
 from manager_service import state_machine
@@ -34,7 +34,7 @@ from manager_service.domain import (
     Transition,
     utcnow,
 )
-from manager_service.errors import AlreadyExists, FailedPrecondition, NotFound
+from manager_service.errors import AlreadyExists, FailedPrecondition, NotFound, StoreUnavailable
 from manager_service.store import migrations
 from manager_service.store.base import Page
 from manager_service.store.models import jobs
@@ -130,6 +130,17 @@ def _row_to_job(row: Row[Any]) -> Job:
     )
 
 
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """A lost or refused connection is the store being unavailable (the request may be retried); any other
+    database error is a bug and stays what it is."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as error:
+        first_line = str(error.orig or error).splitlines()[0] if str(error.orig or error) else type(error).__name__
+        raise StoreUnavailable(f"the job store is unavailable: {first_line}") from error
+
+
 class SQLAlchemyJobStore:
     """JobStore on any SQLAlchemy 2 engine (SQLite file by default)."""
 
@@ -146,18 +157,23 @@ class SQLAlchemyJobStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
-        with self._engine.begin() as conn:
+        with _store_errors(), self._engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        with _store_errors(), self._engine.connect() as conn:
             yield conn
 
     # -- reads
 
     def get_job(self, job_id: str) -> Job | None:
-        with self._engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
             return _row_to_job(row) if row else None
 
     def get_children(self, parent_id: str) -> list[Job]:
-        with self._engine.connect() as conn:
+        with self._connect() as conn:
             return self._children(conn, parent_id)
 
     def list_jobs(self, filter: JobFilter, limit: int, before_seq: int | None) -> Page:
@@ -170,7 +186,7 @@ class SQLAlchemyJobStore:
             query = query.where(jobs.c.parent_id == filter.parent_id)
         if before_seq is not None:
             query = query.where(jobs.c.seq < before_seq)
-        with self._engine.connect() as conn:
+        with self._connect() as conn:
             found = [_row_to_job(r) for r in conn.execute(query)]
         more = len(found) > limit
         page = found[:limit]
@@ -180,7 +196,7 @@ class SQLAlchemyJobStore:
         query = (
             select(jobs).where(jobs.c.type == CHILD_JOB_TYPE, jobs.c.status.in_(UNFINISHED)).order_by(jobs.c.seq)
         )
-        with self._engine.connect() as conn:
+        with self._connect() as conn:
             return [_row_to_job(r) for r in conn.execute(query)]
 
     # -- create
@@ -506,5 +522,5 @@ class SQLAlchemyJobStore:
         return [_row_to_job(r) for r in conn.execute(query)]
 
     def count_jobs(self) -> int:
-        with self._engine.connect() as conn:
+        with self._connect() as conn:
             return int(conn.execute(select(func.count()).select_from(jobs)).scalar_one())
