@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from google.protobuf.json_format import MessageToJson
 from google.protobuf.message import Message
@@ -32,6 +32,7 @@ from dbmaint.cli.client import (
     health_status,
 )
 from dbmaint.cli.demo import DEFAULT_ROWS, describe_demo_db, make_demo_db, run_demo
+from dbmaint.cli.demo_postgres import DEMO_TABLE, describe_demo_table, make_demo_postgres, parse_database_url
 from dbmaint.cli.render import (
     children_table,
     job_details,
@@ -93,7 +94,13 @@ def watch_until_terminal(client: ManagerClient, job_id: str, console: Console) -
 
 def cmd_create(args: argparse.Namespace, console: Console) -> int:
     operations = [operation_to_proto(Operation(name)) for name in args.operation or ()]
-    request = pb.CreateMaintenanceRequest(targets=args.targets, operations=operations, request_id=args.request_id)
+    request = pb.CreateMaintenanceRequest(
+        targets=args.targets,
+        operations=operations,
+        request_id=args.request_id,
+        schemas=args.schemas,
+        tables=args.tables,
+    )
     with ManagerClient(args.manager, args.timeout) as client:
         response = client.create(request)
         if args.json:
@@ -200,10 +207,20 @@ def cmd_health(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_make_demo_db(args: argparse.Namespace, console: Console) -> int:
-    path = Path(args.path)
-    stats, created = make_demo_db(
-        path, args.rows, if_exists="replace" if args.force else "keep" if args.exist_ok else "fail"
+    if_exists: Literal["fail", "replace", "keep"] = (
+        "replace" if args.force else "keep" if args.exist_ok else "fail"
     )
+    where: str = args.where
+    if "://" in where:
+        url = parse_database_url(where)
+        if url.get_backend_name() == "postgresql":
+            table, made = make_demo_postgres(url, args.rows, if_exists=if_exists)
+            console.print(Text(f"{'created' if made else 'kept the existing'} {describe_demo_table(url, table)}"))
+            return EXIT_OK
+        assert url.database is not None  # parse_database_url: a SQLite URL names a file
+        where = url.database
+    path = Path(where)
+    stats, created = make_demo_db(path, args.rows, if_exists=if_exists)
     console.print(Text(f"{'created' if created else 'kept the existing'} {describe_demo_db(path, stats)}"))
     return EXIT_OK
 
@@ -264,6 +281,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="run this operation (repeat, in order; default: vacuum, analyze, reindex)",
     )
     create.add_argument("--request-id", default="", metavar="ID", help="idempotency key")
+    create.add_argument(
+        "--schema",
+        dest="schemas",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only tables of this schema (PostgreSQL schema, MariaDB database); repeat for more",
+    )
+    create.add_argument(
+        "--table",
+        dest="tables",
+        action="append",
+        default=[],
+        metavar="[SCHEMA.]TABLE",
+        help="only this table; repeat for more (default: all user tables)",
+    )
     mode = create.add_mutually_exclusive_group()
     mode.add_argument("--watch", "-w", action="store_true", help="follow the job live; exit 0 iff it completed")
     mode.add_argument("--json", action="store_true", help="print the response as JSON")
@@ -294,12 +327,24 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("address", nargs="?", metavar="HOST:PORT", help="what to check (default: --manager)")
     health.add_argument("--service", default="", help="service name to check (default: the server as a whole)")
 
-    demo_db = command("make-demo-db", cmd_make_demo_db, "create a SQLite database with reclaimable space")
-    demo_db.add_argument("path", metavar="PATH")
+    demo_db = command(
+        "make-demo-db",
+        cmd_make_demo_db,
+        "create a demo database with space to reclaim: a SQLite file, or a table in a PostgreSQL database",
+    )
+    demo_db.add_argument(
+        "where",
+        metavar="PATH|URL",
+        help=f"a SQLite file (or sqlite:///PATH), or postgresql+psycopg://USER@HOST:PORT/DB: the table "
+        f"{DEMO_TABLE} (autovacuum off, half its rows deleted) in that existing database; give the password "
+        "in PGPASSWORD or ~/.pgpass, not in the URL (a command line shows in ps)",
+    )
     demo_db.add_argument("--rows", type=_ranged(int, 2), default=DEFAULT_ROWS, help=f"default {DEFAULT_ROWS}")
     existing = demo_db.add_mutually_exclusive_group()
-    existing.add_argument("--force", action="store_true", help="replace PATH if it exists")
-    existing.add_argument("--exist-ok", action="store_true", help="leave PATH alone if it exists (exit 0)")
+    existing.add_argument("--force", action="store_true", help="replace the file (or table) if it exists")
+    existing.add_argument(
+        "--exist-ok", action="store_true", help="leave an existing file (or table) alone and exit 0"
+    )
 
     demo = command("demo", cmd_demo, "run a manager and two workers over two demo databases, end to end")
     demo.add_argument("--workdir", metavar="DIR", help="where the databases and logs go (default: a temp dir)")

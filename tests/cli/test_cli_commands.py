@@ -55,6 +55,16 @@ def test_create_without_operations_sends_none_and_the_manager_picks_the_defaults
     assert "with 3 children" in result.out
 
 
+def test_create_narrows_to_schemas_and_tables(cli: Cli, fake: FakeManager) -> None:
+    result = cli("create", "alpha", "--schema", "sales", "--table", "sales.orders", "--table", "users")
+
+    assert result.code == 0, result.err
+    request = last_request(fake, pb.CreateMaintenanceRequest)
+    assert isinstance(request, pb.CreateMaintenanceRequest)
+    assert list(request.schemas) == ["sales"]
+    assert list(request.tables) == ["sales.orders", "users"]
+
+
 def test_a_repeated_request_id_reports_the_existing_parent(cli: Cli, fake: FakeManager) -> None:
     first = cli("create", "alpha", "--request-id", "same")
     second = cli("create", "alpha", "--request-id", "same")
