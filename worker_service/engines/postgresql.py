@@ -1,0 +1,762 @@
+"""PostgreSQL: VACUUM, ANALYZE, REINDEX CONCURRENTLY and a targeted VACUUM (ANALYZE), table by table.
+
+Driver: psycopg 3 (SQLAlchemy URLs ``postgresql+psycopg://...``, or ``postgresql://...`` without a driver); any
+other driver is refused at start (``check_url``, which needs no server: the worker starts while the database is
+down). The URL's query items are passed to libpq as connection options (``sslmode``, ``connect_timeout``, ...),
+except ``dbmaint_lock_timeout`` (seconds, default ``DEFAULT_LOCK_TIMEOUT``).
+
+Each operation runs on its own **autocommit** connection (the maintenance commands refuse a transaction block),
+one table per statement, largest first (``pg_total_relation_size`` descending, then schema and name):
+
+=========  ============================================================================================
+vacuum     ``VACUUM (SKIP_LOCKED) <table>``
+analyze    ``ANALYZE (SKIP_LOCKED) <table>``
+reindex    ``REINDEX TABLE CONCURRENTLY <table>``; afterwards the INVALID indexes named ``*_ccnew[N]`` or
+           ``*_ccold[N]`` on those tables (and their TOAST tables) -- what a failed concurrent reindex leaves --
+           are dropped with ``DROP INDEX CONCURRENTLY IF EXISTS`` and reported. An index of that name that a
+           REINDEX/CREATE INDEX CONCURRENTLY is building right now is safe: that command holds the table's
+           SHARE UPDATE EXCLUSIVE lock, so the drop runs into ``lock_timeout`` and is reported as not dropped.
+optimize   ``VACUUM (ANALYZE, SKIP_LOCKED) <table>`` for the tables over an autovacuum threshold only:
+           ``n_dead_tup > threshold + scale_factor * reltuples`` (autovacuum_vacuum_*) or
+           ``n_mod_since_analyze > threshold + scale_factor * reltuples`` (autovacuum_analyze_*), with the
+           server's settings and the table's own reloptions, as autovacuum computes them (50 + 0.2 * reltuples
+           and 50 + 0.1 * reltuples by default; reltuples < 0, never counted, is 0). The notes say which
+           tables were over and why (the figures), and which were below.
+=========  ============================================================================================
+
+Names come from the catalog, never from the request: the ``TableScope`` is matched against ``pg_class`` /
+``pg_namespace`` exactly (case-sensitive; a name is a catalog name, not SQL), and statements quote the catalog's
+names with ``psycopg.sql.Identifier``. The default scope is every ordinary table and materialized view outside
+``pg_catalog``, ``information_schema`` and the ``pg_toast``/``pg_temp`` schemas, partitions included one by one,
+partitioned parents not (like vacuumdb); a partitioned table may be named explicitly. A scope table without a
+schema is looked up in the scope's schemas if given, else in the connection's ``search_path``, first match
+wins. An unknown name fails the operation (``OperationFailed`` naming every unknown name) before anything runs.
+
+Session settings: ``lock_timeout`` (so no statement waits long behind another session's lock),
+``statement_timeout`` = the time left to the deadline plus ``STATEMENT_TIMEOUT_MARGIN`` (0, none, without a
+deadline: the job's deadline is the limit, not a role default), and, on servers >= 14,
+``client_connection_check_interval`` so the server stops a statement whose worker died.
+
+Skipped tables and the status:
+
+* ``SKIP_LOCKED`` makes VACUUM/ANALYZE skip a table they cannot lock at once; PostgreSQL says so only with a
+  WARNING ("skipping vacuum of "t" --- lock not available", SQLSTATE 55P03). The notices of each statement are
+  captured: a skip warning naming the table (lock not available, relation gone, permission) marks it skipped.
+* A statement that fails with ``lock_not_available`` (55P03, ``lock_timeout``: REINDEX CONCURRENTLY has no
+  SKIP_LOCKED), ``deadlock_detected`` (40P01) or ``undefined_table`` (42P01, dropped since the catalog was
+  read) skips that table with a note and the operation goes on.
+* The child is COMPLETED when every table was processed or skipped: ``objects_processed`` and
+  ``objects_skipped`` count tables, the notes say which and why (like vacuumdb --skip-locked, which exits 0).
+  Optimize's below-threshold tables are neither processed nor skipped: the notes list them.
+* Any other error (connection refused or lost, a statement failing for another reason, a server-side cancel the
+  worker did not ask for) stops the operation there: FAILED (``OperationFailed``), the message naming the table
+  and the SQLSTATE, the report carrying the figures gathered so far.
+
+Sizes: ``bytes_before``/``bytes_after`` are ``pg_database_size(current_database())``; per table, the notes give
+``pg_total_relation_size`` and ``n_dead_tup`` before and after (``pg_stat_get_dead_tuples``, what
+``pg_stat_user_tables`` shows). Cumulative statistics may lag: another backend's counts reach shared memory when
+it goes idle (at most about once a second, PostgreSQL 15) -- VACUUM and ANALYZE report theirs at once. Reading a
+table's size takes ACCESS SHARE locks, so it is not attempted on a table (or its index or TOAST table) that
+another session holds or awaits ACCESS EXCLUSIVE on: its size is "unknown" instead of a wait.
+
+Cancellation and deadline: ``interrupting`` sends a PostgreSQL cancel request (libpq ``PQcancel`` on a cancel
+object taken in the running thread, sent from a helper thread so the cancelling thread never blocks on the
+network), repeated every ``CANCEL_RESEND_SECONDS`` until the statement stops (a request that arrives between two
+statements is ignored by the server). The statement ends with SQLSTATE 57014 and the operation raises
+``OperationCancelled`` or ``DeadlineExceeded``; the token and the deadline are also checked between tables.
+
+Fault injection: ``slow:<op>=N`` runs ``SELECT pg_sleep(N)`` on the maintenance connection right before the
+first table's statement: a real statement on the server for N seconds, interrupted by the same cancel path (the
+report notes the fault).
+
+Passwords never reach messages: errors name the database, host and port (no URL), and driver messages go
+through ``worker_service.logs.redact`` (and a ``password=`` mask) first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from sqlalchemy.engine import URL
+
+from dbmaint.operations import Operation, OperationReport, TableScope
+from worker_service.cancel import CancelToken, check, interrupting, interruption, seconds_left
+from worker_service.engines.base import EVERYTHING, EngineUnavailable, OperationFailed
+from worker_service.faults import NO_FAULTS, FaultPlan
+from worker_service.logs import redact
+
+SUPPORTED_DRIVERNAMES = frozenset({"postgresql", "postgresql+psycopg"})
+LOCK_TIMEOUT_PARAM = "dbmaint_lock_timeout"
+DEFAULT_LOCK_TIMEOUT = 5.0
+DEFAULT_CONNECT_TIMEOUT = 10
+APPLICATION_NAME = "dbmaint-worker"
+# The server-side statement_timeout backs up the worker's own deadline timer (which fires first): it stops the
+# statement even if the worker is gone.
+STATEMENT_TIMEOUT_MARGIN = 1.0
+CLIENT_CHECK_INTERVAL_MS = 2000
+CANCEL_RESEND_SECONDS = 0.5
+CANCEL_JOIN_SECONDS = 5.0
+# A report travels in one gRPC message: per-table notes beyond this many are counted, not listed (skipped tables
+# are kept first), and so are optimize's below-threshold tables.
+MAX_TABLE_NOTES = 500
+MAX_LISTED_BELOW = 100
+SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
+# VACUUM/ANALYZE (SKIP_LOCKED) skip warnings: lock not available, relation gone, permission (PostgreSQL >= 16).
+SKIP_SQLSTATES = frozenset({"55P03", "42P01", "42501"})
+# Statement errors that skip the table instead of failing the operation.
+SKIP_ERRORS: tuple[type[psycopg.Error], ...] = (
+    pg_errors.LockNotAvailable,
+    pg_errors.DeadlockDetected,
+    pg_errors.UndefinedTable,
+)
+
+STATEMENTS: dict[Operation, str] = {
+    Operation.VACUUM: "VACUUM (SKIP_LOCKED) {}",
+    Operation.ANALYZE: "ANALYZE (SKIP_LOCKED) {}",
+    Operation.REINDEX: "REINDEX TABLE CONCURRENTLY {}",
+    Operation.OPTIMIZE: "VACUUM (ANALYZE, SKIP_LOCKED) {}",
+}
+
+_USER_RELATIONS = """
+    c.relkind IN ('r', 'm', 'p') AND c.relpersistence <> 't'
+    AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'
+"""
+CATALOG_SQL = f"""
+SELECT c.oid::int8, n.nspname, c.relname, c.relkind::text
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE {_USER_RELATIONS}
+"""
+# Figures of some tables. The size is only read when no other session holds or awaits ACCESS EXCLUSIVE on the
+# table, one of its indexes or its TOAST table (pg_total_relation_size would wait for that lock).
+FIGURES_SQL = """
+WITH locked AS (
+    SELECT l.relation FROM pg_catalog.pg_locks l
+    WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' AND l.pid <> pg_catalog.pg_backend_pid()
+      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+)
+SELECT c.oid::int8,
+       CASE WHEN NOT %(sizes)s OR c.oid IN (SELECT relation FROM locked)
+                 OR c.reltoastrelid IN (SELECT relation FROM locked)
+                 OR EXISTS (SELECT 1 FROM pg_catalog.pg_index x
+                            WHERE x.indrelid = c.oid AND x.indexrelid IN (SELECT relation FROM locked))
+            THEN NULL ELSE pg_catalog.pg_total_relation_size(c.oid) END,
+       pg_catalog.pg_stat_get_dead_tuples(c.oid), pg_catalog.pg_stat_get_mod_since_analyze(c.oid),
+       c.reltuples::float8, coalesce(c.reloptions, '{}'::text[]),
+       (SELECT count(*) FROM pg_catalog.pg_index x WHERE x.indrelid = c.oid)
+FROM pg_catalog.pg_class c
+WHERE c.oid = ANY(%(oids)s::oid[])
+"""
+LEFTOVER_INDEXES_SQL = """
+SELECT n.nspname, i.relname, tn.nspname || '.' || t.relname
+FROM pg_catalog.pg_index x
+JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = i.relnamespace
+JOIN pg_catalog.pg_class t ON t.oid = x.indrelid
+JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
+WHERE NOT x.indisvalid AND i.relname ~ '_cc(new|old)[0-9]*$'
+  AND (x.indrelid = ANY(%(oids)s::oid[])
+       OR x.indrelid IN (SELECT c.reltoastrelid FROM pg_catalog.pg_class c WHERE c.oid = ANY(%(oids)s::oid[])))
+ORDER BY 1, 2
+"""
+THRESHOLD_SETTINGS = (
+    "autovacuum_vacuum_threshold",
+    "autovacuum_vacuum_scale_factor",
+    "autovacuum_analyze_threshold",
+    "autovacuum_analyze_scale_factor",
+)
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Relation:
+    """A maintainable relation from the catalog."""
+
+    oid: int
+    schema: str
+    name: str
+    relkind: str
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def identifier(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class _Figures:
+    """A table's figures at one moment (``size`` None: not read, the table was locked)."""
+
+    size: int | None
+    dead_tuples: int
+    mod_since_analyze: int
+    reltuples: float
+    reloptions: tuple[str, ...]
+    indexes: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Notice:
+    severity: str
+    sqlstate: str
+    message: str
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What the operation did so far: the report's figures and notes."""
+
+    engine: str
+    started: float
+    bytes_before: int = 0
+    processed: int = 0
+    skipped: int = 0
+    below_threshold: int | None = None
+    notes: list[str] = field(default_factory=list)
+    table_notes: list[str] = field(default_factory=list)
+    tail_notes: list[str] = field(default_factory=list)
+
+    def report(self, bytes_after: int | None) -> OperationReport:
+        summary = [
+            f"database size: {self.bytes_before} -> "
+            + (f"{bytes_after} bytes" if bytes_after is not None else "unknown (not read after the failure)"),
+            f"tables: {self.processed} processed, {self.skipped} skipped"
+            + ("" if self.below_threshold is None else f", {self.below_threshold} below the thresholds"),
+        ]
+        return OperationReport(
+            engine=self.engine,
+            duration_seconds=time.monotonic() - self.started,
+            bytes_before=self.bytes_before,
+            bytes_after=self.bytes_before if bytes_after is None else bytes_after,
+            objects_processed=self.processed,
+            objects_skipped=self.skipped,
+            notes=(*summary, *self.notes, *_trimmed(self.table_notes), *self.tail_notes),
+        )
+
+
+def _trimmed(table_notes: list[str]) -> list[str]:
+    """At most MAX_TABLE_NOTES per-table notes, in processing order, the skipped tables' first."""
+    if len(table_notes) <= MAX_TABLE_NOTES:
+        return table_notes
+    skipped = [i for i, note in enumerate(table_notes) if note.startswith("skipped ")][:MAX_TABLE_NOTES]
+    room = MAX_TABLE_NOTES - len(skipped)
+    processed = [i for i, note in enumerate(table_notes) if not note.startswith("skipped ")][:room]
+    kept = sorted(skipped + processed)
+    left_out = len(table_notes) - len(kept)
+    return [table_notes[i] for i in kept] + [f"{left_out} more table notes left out (limit {MAX_TABLE_NOTES})"]
+
+
+class _BackendCanceller:
+    """The interrupt for ``interrupting``: sends cancel requests for the connection's backend from a helper
+    thread, every ``CANCEL_RESEND_SECONDS`` until stopped (a request that lands between two statements is
+    dropped by the server, the next one catches the statement). The libpq cancel object is taken up front, in
+    the thread that owns the connection; ``PQcancel`` is thread-safe."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._pgcancel = conn.pgconn.get_cancel()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._stopped.is_set():
+                return
+            self._thread = threading.Thread(target=self._send, name="dbmaint-pg-cancel", daemon=True)
+            self._thread.start()
+
+    def _send(self) -> None:
+        while not self._stopped.is_set():
+            with contextlib.suppress(Exception):
+                self._pgcancel.cancel()
+            self._stopped.wait(CANCEL_RESEND_SECONDS)
+
+    def stop(self) -> None:
+        """No more requests from now on; waits for one in flight, so none reaches a later statement."""
+        with self._lock:
+            self._stopped.set()
+            thread = self._thread
+        if thread is not None:
+            thread.join(CANCEL_JOIN_SECONDS)
+
+
+def sanitize(text: str, url: URL) -> str:
+    """A driver message fit for a job's error: one line, no URL, no password."""
+    text = redact(text, [url])
+    text = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", text, flags=re.IGNORECASE)
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def describe_target(url: URL) -> str:
+    """The database, host and port a URL names (no user, no password), for messages."""
+    host = url.host or str(url.query.get("host", "")) or "the default host"
+    port = f":{url.port}" if url.port else ""
+    return f"database {url.database or str(url.query.get('dbname', ''))!r} on {host}{port}"
+
+
+def lock_timeout_of(url: URL) -> float:
+    """Seconds of ``lock_timeout``: ``?dbmaint_lock_timeout=`` or the default. ValueError if unusable."""
+    value = url.query.get(LOCK_TIMEOUT_PARAM)
+    if value is None:
+        return DEFAULT_LOCK_TIMEOUT
+    if not isinstance(value, str):
+        raise ValueError(f"{LOCK_TIMEOUT_PARAM} is given more than once")
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{LOCK_TIMEOUT_PARAM}={value!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{LOCK_TIMEOUT_PARAM}={value!r} must be a positive number of seconds")
+    return seconds
+
+
+def connection_params(url: URL, deadline: datetime | None = None) -> dict[str, str]:
+    """libpq connection options for ``url`` (its query items pass through, ``dbmaint_*`` ones excepted)."""
+    params: dict[str, str] = {}
+    if url.host:
+        params["host"] = url.host
+    if url.port:
+        params["port"] = str(url.port)
+    if url.username:
+        params["user"] = url.username
+    if url.password is not None:
+        params["password"] = str(url.password)
+    if url.database:
+        params["dbname"] = url.database
+    for key, value in url.query.items():
+        if key.startswith("dbmaint_"):
+            continue
+        if not isinstance(value, str):
+            raise ValueError(f"URL query option {key!r} is given more than once")
+        params[key] = value
+    if "connect_timeout" not in params:
+        timeout = float(DEFAULT_CONNECT_TIMEOUT)
+        left = seconds_left(deadline)
+        if left is not None:
+            timeout = min(timeout, max(left, 2.0))  # libpq's minimum is 2 s
+        params["connect_timeout"] = str(math.ceil(timeout))
+    params.setdefault("application_name", APPLICATION_NAME)
+    return params
+
+
+def _milliseconds(seconds: float) -> str:
+    return f"{max(1, math.ceil(seconds * 1000))}ms"
+
+
+def _reloption(options: Iterable[str], name: str) -> float | None:
+    for option in options:
+        key, _, value = option.partition("=")
+        if key == name:
+            with contextlib.suppress(ValueError):
+                return float(value)
+    return None
+
+
+def _select(
+    catalog: Sequence[_Relation], schemas: set[str], search_path: Sequence[str], scope: TableScope
+) -> list[_Relation]:
+    """The relations ``scope`` names, matched against the catalog. OperationFailed names every unknown name."""
+    problems: list[str] = []
+    for schema in scope.schemas:
+        if schema in SYSTEM_SCHEMAS or re.match(r"pg_(toast|temp_)", schema):
+            problems.append(f"schema {schema!r} is a system schema (not maintained)")
+        elif schema not in schemas:
+            problems.append(f"schema {schema!r} does not exist")
+    by_name = {(rel.schema, rel.name): rel for rel in catalog}
+    chosen: dict[int, _Relation] = {}
+    for name in scope.tables:
+        named_schema, table = TableScope.split_table(name)
+        look_in = [named_schema] if named_schema is not None else list(scope.schemas or search_path)
+        found = next((by_name[(s, table)] for s in look_in if (s, table) in by_name), None)
+        if found is None:
+            where = ", ".join(look_in) or "no schema (empty search_path)"
+            problems.append(f"table {name!r} does not exist (looked in: {where})")
+        else:
+            chosen.setdefault(found.oid, found)
+    if problems:
+        raise OperationFailed("; ".join(problems))
+    if scope.tables:
+        return list(chosen.values())
+    return [
+        rel for rel in catalog if rel.relkind in ("r", "m") and (not scope.schemas or rel.schema in scope.schemas)
+    ]
+
+
+class _Session:
+    """One operation on one open autocommit connection."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        url: URL,
+        operation: Operation,
+        cancel: CancelToken,
+        deadline: datetime | None,
+        progress: _Progress,
+    ) -> None:
+        self.conn = conn
+        self.url = url
+        self.operation = operation
+        self.cancel = cancel
+        self.deadline = deadline
+        self.progress = progress
+        self.notices: list[_Notice] = []
+        self.current = "reading the catalog"
+        conn.add_notice_handler(self._notice)
+
+    def _notice(self, diag: psycopg.errors.Diagnostic) -> None:
+        # A Diagnostic is only valid during the call: keep its fields.
+        severity = diag.severity_nonlocalized or diag.severity or ""
+        self.notices.append(_Notice(severity, diag.sqlstate or "", diag.message_primary or ""))
+
+    # -- reading
+
+    def rows(self, query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return self.conn.execute(query, params).fetchall()
+
+    def setting(self, name: str, value: str) -> None:
+        self.conn.execute("SELECT pg_catalog.set_config(%s, %s, false)", (name, value))
+
+    def figures(self, relations: Sequence[_Relation]) -> dict[int, _Figures]:
+        """Current figures; sizes left out (None) where reading them would wait for a lock."""
+        self.conn.execute("SELECT pg_catalog.pg_stat_clear_snapshot()")
+        params = {"oids": [rel.oid for rel in relations], "sizes": True}
+        try:
+            rows = self.rows(FIGURES_SQL, params)
+        except pg_errors.LockNotAvailable:  # a lock taken since the guard looked: figures without sizes
+            rows = self.rows(FIGURES_SQL, {**params, "sizes": False})
+        return {
+            int(oid): _Figures(
+                None if size is None else int(size),
+                int(dead),
+                int(mod),
+                float(reltuples),
+                tuple(str(o) for o in options),
+                int(indexes),
+            )
+            for oid, size, dead, mod, reltuples, options, indexes in rows
+        }
+
+    def database_size(self) -> int:
+        row = self.conn.execute("SELECT pg_catalog.pg_database_size(pg_catalog.current_database())").fetchone()
+        return int(row[0]) if row else 0
+
+    def relations(self, scope: TableScope) -> list[_Relation]:
+        catalog = [_Relation(int(o), str(s), str(n), str(k)) for o, s, n, k in self.rows(CATALOG_SQL)]
+        schemas = {str(row[0]) for row in self.rows("SELECT nspname FROM pg_catalog.pg_namespace")}
+        row = self.conn.execute("SELECT pg_catalog.current_schemas(false)").fetchone()
+        search_path = [str(s) for s in (row[0] if row else [])]
+        return _select(catalog, schemas, search_path, scope)
+
+    # -- running
+
+    def prepare(self, lock_timeout: float) -> str:
+        """Session settings; returns the note that says what they are."""
+        self.setting("lock_timeout", _milliseconds(lock_timeout))
+        self.setting("statement_timeout", "0")
+        if self.conn.info.server_version >= 140000:
+            self.setting("client_connection_check_interval", str(CLIENT_CHECK_INTERVAL_MS))
+        limit = "the deadline + 1s" if self.deadline is not None else "none (no deadline)"
+        return f"session: autocommit, lock_timeout {lock_timeout:g}s, statement_timeout {limit}"
+
+    def execute(self, statement: sql.Composed) -> None:
+        """Run one statement under the deadline's statement_timeout; its notices are in ``self.notices``."""
+        check(self.cancel, self.deadline)
+        left = seconds_left(self.deadline)
+        if left is not None:
+            self.setting("statement_timeout", _milliseconds(left + STATEMENT_TIMEOUT_MARGIN))
+        self.notices.clear()
+        self.conn.execute(statement)
+
+    def text(self, statement: sql.Composed) -> str:
+        return statement.as_string(self.conn)
+
+    def server_said(self) -> str:
+        said = [f"{notice.severity}: {notice.message}" for notice in self.notices]
+        return "; server said: " + " | ".join(said) if said else ""
+
+    def skip_warning(self, relation: _Relation) -> str | None:
+        """The warning with which VACUUM/ANALYZE (SKIP_LOCKED) skipped this table, if it did."""
+        quoted = f'"{relation.name}"'
+        for notice in self.notices:
+            if notice.severity != "WARNING" or quoted not in notice.message:
+                continue
+            if notice.sqlstate in SKIP_SQLSTATES or "skipping" in notice.message:
+                return notice.message
+        return None
+
+    def process(self, relation: _Relation, before: _Figures, why: str = "") -> None:
+        """Run the operation's statement on one table and record the outcome (processed or skipped)."""
+        statement = sql.SQL(STATEMENTS[self.operation]).format(relation.identifier)
+        text = self.text(statement)
+        started = time.monotonic()
+        try:
+            self.execute(statement)
+        except SKIP_ERRORS as exc:
+            self.progress.skipped += 1
+            reason = sanitize(str(exc), self.url)
+            self.progress.table_notes.append(
+                f"skipped table {relation.qualified}: {text} -- {reason} (SQLSTATE {exc.sqlstate})"
+            )
+            return
+        elapsed = time.monotonic() - started
+        warning = self.skip_warning(relation) if self.operation != Operation.REINDEX else None
+        if warning is not None:
+            self.progress.skipped += 1
+            self.progress.table_notes.append(f"skipped table {relation.qualified}: {text} -- {warning}")
+            return
+        after = self.figures([relation]).get(relation.oid)
+        self.progress.processed += 1
+        self.progress.table_notes.append(
+            f"table {relation.qualified}: {text}{why} -- "
+            + _changes(before, after)
+            + (f", indexes {before.indexes}" if self.operation == Operation.REINDEX else "")
+            + f", {elapsed:.3f}s"
+            + self.server_said()
+        )
+
+    def run_tables(self, relations: Sequence[_Relation], before: dict[int, _Figures]) -> None:
+        """The operation's statement on each table in turn (optimize: only those over a threshold)."""
+        reasons: dict[int, str] = {}
+        if self.operation == Operation.OPTIMIZE:
+            thresholds = self.thresholds()
+            chosen: list[_Relation] = []
+            below: list[str] = []
+            for relation in relations:
+                over, figures_text = _optimize_reason(before[relation.oid], thresholds)
+                if over:
+                    chosen.append(relation)
+                    reasons[relation.oid] = f" (over a threshold: {figures_text})"
+                else:
+                    below.append(f"{relation.qualified} ({figures_text})")
+            self.progress.below_threshold = len(below)
+            listed = "; ".join(below[:MAX_LISTED_BELOW])
+            if len(below) > MAX_LISTED_BELOW:
+                listed += f"; and {len(below) - MAX_LISTED_BELOW} more"
+            self.progress.tail_notes.append(
+                f"below the autovacuum thresholds, not vacuumed: {listed}"
+                if below
+                else "below the autovacuum thresholds: no table"
+            )
+            if not chosen:
+                self.progress.tail_notes.append("no table over the autovacuum thresholds: nothing to do")
+            relations = chosen
+        for relation in relations:
+            self.current = f"processing table {relation.qualified}"
+            self.process(relation, before[relation.oid], reasons.get(relation.oid, ""))
+        if not relations and self.operation != Operation.OPTIMIZE:
+            self.progress.tail_notes.append("no table in scope: nothing to do")
+
+    def thresholds(self) -> _Thresholds:
+        row = self.conn.execute(
+            "SELECT " + ", ".join(f"pg_catalog.current_setting('{name}')::float8" for name in THRESHOLD_SETTINGS)
+        ).fetchone()
+        assert row is not None
+        return _Thresholds(*(float(value) for value in row))
+
+    def failure(self, exc: psycopg.Error) -> OperationFailed:
+        """The OperationFailed for an error that is not an interruption, with the figures gathered so far."""
+        bytes_after: int | None = None
+        if not self.conn.broken:
+            with contextlib.suppress(psycopg.Error):
+                bytes_after = self.database_size()
+        code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
+        return OperationFailed(
+            f"postgresql {self.operation.value} failed while {self.current}: {sanitize(str(exc), self.url)}{code}",
+            self.progress.report(bytes_after),
+        )
+
+    def drop_leftover_indexes(self, relations: Sequence[_Relation]) -> None:
+        """Drop the invalid ``*_ccnew``/``*_ccold`` indexes a failed REINDEX CONCURRENTLY left on these tables."""
+        leftovers = self.rows(LEFTOVER_INDEXES_SQL, {"oids": [rel.oid for rel in relations]})
+        for schema, index, table in leftovers:
+            statement = sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, index))
+            try:
+                self.execute(statement)
+            except psycopg.Error as exc:
+                # Interrupted or disconnected: the operation stops. Anything else (a lock, a permission, a TOAST
+                # index the server will not drop): the reindex itself is done, the note says what is left.
+                if isinstance(exc, pg_errors.QueryCanceled) or self.conn.broken:
+                    raise
+                self.progress.tail_notes.append(
+                    f"invalid index {schema}.{index} on {table} (left by a failed REINDEX CONCURRENTLY) "
+                    f"not dropped: {sanitize(str(exc), self.url)} (SQLSTATE {exc.sqlstate})"
+                )
+                continue
+            self.progress.tail_notes.append(
+                f"dropped invalid index {schema}.{index} on {table} (left by a failed REINDEX CONCURRENTLY): "
+                f"{self.text(statement)}"
+            )
+        if not leftovers:
+            self.progress.tail_notes.append("no invalid *_ccnew/*_ccold index left on these tables")
+
+
+def _size(value: int | None) -> str:
+    return "unknown (locked)" if value is None else str(value)
+
+
+def _changes(before: _Figures, after: _Figures | None) -> str:
+    if after is None:
+        return f"dead tuples {before.dead_tuples} -> ?, size {_size(before.size)} -> ? bytes (table gone)"
+    return (
+        f"dead tuples {before.dead_tuples} -> {after.dead_tuples}, "
+        f"size {_size(before.size)} -> {_size(after.size)} bytes"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Thresholds:
+    vacuum_base: float
+    vacuum_scale: float
+    analyze_base: float
+    analyze_scale: float
+
+    def for_table(self, figures: _Figures) -> tuple[float, float]:
+        """(dead tuples threshold, changes-since-analyze threshold), as autovacuum computes them."""
+        reltuples = max(figures.reltuples, 0.0)
+
+        def pick(name: str, default: float) -> float:
+            value = _reloption(figures.reloptions, name)
+            return default if value is None or value < 0 else value
+
+        vacuum = (
+            pick("autovacuum_vacuum_threshold", self.vacuum_base)
+            + pick("autovacuum_vacuum_scale_factor", self.vacuum_scale) * reltuples
+        )
+        analyze = (
+            pick("autovacuum_analyze_threshold", self.analyze_base)
+            + pick("autovacuum_analyze_scale_factor", self.analyze_scale) * reltuples
+        )
+        return vacuum, analyze
+
+
+def _optimize_reason(figures: _Figures, thresholds: _Thresholds) -> tuple[bool, str]:
+    vacuum, analyze = thresholds.for_table(figures)
+    dead, changed = figures.dead_tuples, figures.mod_since_analyze
+    over_dead, over_changed = dead > vacuum, changed > analyze
+    figures_text = (
+        f"dead tuples {dead} {'>' if over_dead else '<='} {vacuum:g}, "
+        f"changed since analyze {changed} {'>' if over_changed else '<='} {analyze:g} "
+        f"(reltuples {max(figures.reltuples, 0.0):g})"
+    )
+    return over_dead or over_changed, figures_text
+
+
+class PostgresqlEngine:
+    """The PostgreSQL engine (psycopg 3)."""
+
+    name = "postgresql"
+    dialect = "postgresql"
+
+    def __init__(self, faults: FaultPlan = NO_FAULTS) -> None:
+        self._faults = faults
+
+    def check_url(self, url: URL) -> None:
+        if url.drivername not in SUPPORTED_DRIVERNAMES:
+            raise EngineUnavailable(
+                f"postgresql driver {url.get_driver_name()!r} is not supported: this worker uses psycopg 3 "
+                "(write postgresql+psycopg://user@host:port/database or postgresql://...)"
+            )
+        if not url.database and not url.query.get("dbname"):
+            raise EngineUnavailable("postgresql target must name a database (postgresql+psycopg://host/database)")
+        try:
+            lock_timeout_of(url)
+            make_conninfo("", **connection_params(url))
+        except (ValueError, psycopg.Error) as exc:
+            raise EngineUnavailable(f"postgresql target URL is not usable: {sanitize(str(exc), url)}") from None
+
+    def _connect(self, url: URL, deadline: datetime | None) -> Connection:
+        try:
+            return psycopg.connect(make_conninfo("", **connection_params(url, deadline)), autocommit=True)
+        except (psycopg.Error, ValueError) as exc:
+            raise OperationFailed(
+                f"cannot connect to PostgreSQL {describe_target(url)}: {sanitize(str(exc), url)}"
+            ) from None
+
+    def run(
+        self,
+        operation: Operation,
+        url: URL,
+        cancel: CancelToken,
+        deadline: datetime | None,
+        scope: TableScope = EVERYTHING,
+    ) -> OperationReport:
+        operation = Operation(operation)
+        check(cancel, deadline)
+        try:
+            lock_timeout = lock_timeout_of(url)
+        except ValueError as exc:
+            raise OperationFailed(f"postgresql target URL is not usable: {exc}") from None
+        progress = _Progress(self.name, time.monotonic())
+        conn = self._connect(url, deadline)
+        try:
+            return self._run(conn, operation, url, cancel, deadline, scope, lock_timeout, progress)
+        finally:
+            conn.close()
+
+    def _run(
+        self,
+        conn: Connection,
+        operation: Operation,
+        url: URL,
+        cancel: CancelToken,
+        deadline: datetime | None,
+        scope: TableScope,
+        lock_timeout: float,
+        progress: _Progress,
+    ) -> OperationReport:
+        session = _Session(conn, url, operation, cancel, deadline, progress)
+        canceller = _BackendCanceller(conn)
+        slow = self._faults.slow_seconds(operation)
+
+        with interrupting(canceller, cancel, deadline) as interrupts:
+            try:
+                progress.notes.append(session.prepare(lock_timeout))
+                progress.bytes_before = session.database_size()
+                relations = session.relations(scope)
+                before = session.figures(relations)
+                relations = [rel for rel in relations if rel.oid in before]  # dropped since the catalog read
+                relations.sort(key=lambda rel: (-(before[rel.oid].size or 0), rel.schema, rel.name))
+                if slow > 0:
+                    session.current = f"running the injected fault pg_sleep({slow:g})"
+                    session.execute(sql.SQL("SELECT pg_catalog.pg_sleep({})").format(sql.Literal(slow)))
+                    progress.notes.append(
+                        f"fault injected: slow:{operation.value}={slow:g} "
+                        "(SELECT pg_sleep on the maintenance connection before the first statement)"
+                    )
+                session.run_tables(relations, before)
+                if operation == Operation.REINDEX:
+                    session.current = "dropping invalid indexes left by REINDEX CONCURRENTLY"
+                    session.drop_leftover_indexes(relations)
+            except psycopg.Error as exc:
+                stopped = interruption(cancel, deadline, deadline_reached=interrupts.deadline_reached)
+                if stopped is not None:
+                    raise stopped from None
+                raise session.failure(exc) from None
+            finally:
+                canceller.stop()
+
+        try:
+            bytes_after = session.database_size()
+        except psycopg.Error as exc:
+            reason = sanitize(str(exc), url)
+            raise OperationFailed(
+                f"postgresql {operation.value} ran, but reading the database size failed: {reason}",
+                progress.report(None),
+            ) from None
+        return progress.report(bytes_after)
