@@ -119,10 +119,10 @@ def test_unknown_flag_exits_2() -> None:
 
 
 def test_cli_exits_2_for_a_target_no_engine_serves(capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.main(["--target", "pg=postgresql://admin:hunter22@db/app", "--worker-id", "w1"], environ={})
+    code = cli.main(["--target", "ora=oracle://admin:hunter22@db/app", "--worker-id", "w1"], environ={})
     err = capsys.readouterr().err
     assert code == 2
-    assert "target 'pg'" in err and "no engine for database dialect 'postgresql'" in err
+    assert "target 'ora'" in err and "no engine for database dialect 'oracle'" in err
     assert "hunter22" not in err and "admin:***@db" in err
 
 

@@ -62,11 +62,11 @@ def test_sigterm_drains_finishes_the_running_vacuum_and_exits_0(sample_db: Path)
 
 def test_a_target_without_engine_exits_2_with_the_password_masked(tmp_path: Path) -> None:
     async def scenario() -> None:
-        process = await spawn(env={"DBMAINT_TARGETS": "pg=postgresql://app:t0psecret@db/app"})
+        process = await spawn(env={"DBMAINT_TARGETS": "ora=oracle://app:t0psecret@db/app"})
         assert await within(process.wait(), 10, "the worker exiting") == 2
         assert process.stderr is not None
         err = (await process.stderr.read()).decode()
-        assert "no engine for database dialect 'postgresql'" in err
+        assert "no engine for database dialect 'oracle'" in err
         assert "t0psecret" not in err and "app:***@db" in err
 
     run(scenario())

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from sqlalchemy.engine import URL
 
 from worker_service.engines.base import Engine, EngineUnavailable
+from worker_service.engines.mariadb import MariadbEngine
+from worker_service.engines.postgresql import PostgresqlEngine
 from worker_service.engines.sqlite import SqliteEngine
 from worker_service.faults import NO_FAULTS, FaultPlan
 
@@ -44,4 +46,6 @@ class EngineRegistry:
 
 def default_registry(faults: FaultPlan = NO_FAULTS) -> EngineRegistry:
     """The engines this worker ships with."""
-    return EngineRegistry([SqliteEngine(faults=faults)])
+    return EngineRegistry(
+        [SqliteEngine(faults=faults), PostgresqlEngine(faults=faults), *MariadbEngine.per_dialect(faults)]
+    )

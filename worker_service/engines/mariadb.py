@@ -1,0 +1,745 @@
+"""MariaDB: OPTIMIZE, ANALYZE and an online rebuild, table by table, over PyMySQL.
+
+URLs: ``mariadb+pymysql://user:pw@host:3306/db`` and ``mysql+pymysql://...`` (SQLAlchemy backend names
+``mariadb`` and ``mysql``; the registry holds one ``MariadbEngine`` per dialect). Other drivers are refused at
+start. The URL query may carry ``lock_wait_timeout=<seconds>`` (default 5) besides PyMySQL's own connection
+options (``connect_timeout``, ``ssl_ca``, ``unix_socket``, ...), which are passed on through SQLAlchemy's
+``create_connect_args``.
+
+=============  ==========================================================
+operation      statement, once per table
+=============  ==========================================================
+``vacuum``     ``OPTIMIZE NO_WRITE_TO_BINLOG TABLE `db`.`t```
+``analyze``    ``ANALYZE NO_WRITE_TO_BINLOG TABLE `db`.`t```
+``reindex``    ``ALTER TABLE `db`.`t` FORCE, ALGORITHM=INPLACE, LOCK=NONE``
+``optimize``   ``OPTIMIZE NO_WRITE_TO_BINLOG TABLE `db`.`t```
+=============  ==========================================================
+
+Session. Each operation opens one autocommit connection (never a transaction), remembers its
+``CONNECTION_ID()`` and sets ``lock_wait_timeout`` (metadata locks: a table another session holds is given up
+after that many seconds instead of queueing the application's queries behind the maintenance statement) and
+``lc_messages = 'en_US'`` (the ``Msg_text`` rows are matched in English). With a deadline, every statement runs
+under ``max_statement_time`` = seconds left + 1: the server stops it on its own even if the worker is gone.
+
+Tables. Names come from the catalog (``information_schema.TABLES``, ``TABLE_TYPE = 'BASE TABLE'``, system
+databases excluded) and are quoted with backticks (backticks doubled). The ``TableScope`` is matched against it:
+schemas are MariaDB databases; a table is ``"table"`` (in the URL's database, or in the only scope schema when
+the URL names none) or ``"db.table"``; without a scope, all base tables of the URL's database. A URL without a
+database is accepted (a server-wide target), but then the request must name its databases: an operation with
+no scope fails rather than touching every database. A name that is not in the catalog fails the operation
+(``OperationFailed`` naming it) before any statement runs.
+
+Results. OPTIMIZE and ANALYZE answer with (Table, Op, Msg_type, Msg_text) rows: all are read and quoted in the
+notes (InnoDB's "Table does not support optimize, doing recreate + analyze instead" followed by status OK is a
+success). Each table ends one of three ways:
+
+* processed -- no ``error`` row (and no exception);
+* skipped -- the table could not be had or rebuilt without blocking: lock wait timeout or deadlock (another
+  session holds a metadata lock), ALTER's "ALGORITHM=INPLACE / LOCK=NONE is not supported" (MyISAM, Aria,
+  FULLTEXT indexes, ...), or the table was dropped meanwhile. The next table is tried;
+* failed -- any other error (e.g. a MERGE table whose underlying table is gone). The next table is tried too;
+  a lost connection stops the loop.
+
+The child is COMPLETED when no table failed (``objects_skipped`` counts the skipped ones, each with a note
+saying why), and FAILED when at least one failed: the error names every failed table with the server's
+message, and the report (figures, notes) is attached. Cancel -> CANCELLED and deadline -> "deadline exceeded"
+win over both.
+
+Sizes (``bytes_before``/``bytes_after``) are the sum of ``DATA_LENGTH + INDEX_LENGTH`` of the tables in scope
+from ``information_schema.TABLES``; ``DATA_FREE`` (reclaimable) is noted per table and in total. For InnoDB
+these figures come from its persistent statistics, refreshed by ANALYZE, by a rebuild and in the background
+after 10% of the rows changed: a "before" figure can lag behind recent writes (``DATA_FREE`` is always
+current). When ``mysql.innodb_table_stats.last_update`` is older than the table's ``UPDATE_TIME`` the notes say
+so. ``objects_processed`` / ``objects_skipped`` count tables; a failed table counts as skipped.
+
+Cancel and deadline. The running statement is stopped on the server with ``KILL QUERY <connection id>`` from a
+second connection (``worker_service.cancel.interrupting``). The kill is sent from a thread of its own (the
+cancel arrives on the worker's event loop, which must not wait for a connection) and repeated every 0.1 s while
+the statement is still running, so a statement that had not reached the server yet is caught too. An
+interrupted OPTIMIZE answers with an ``error`` row "Query execution was interrupted" (ALTER raises 1317); the
+cancel token and the clock decide what it was: ``OperationCancelled`` or ``DeadlineExceeded``. InnoDB rolls an
+interrupted rebuild back: the table is left as it was.
+
+Faults. ``DBMAINT_FAULTS`` ``slow:<op>=N`` runs ``SELECT SLEEP(N)`` on the work connection right before the
+first table's statement: a real server statement, interrupted by ``KILL QUERY`` like any other (SLEEP then
+returns 1 or raises 1317). It is noted in the report.
+
+Secrets. Errors and notes never carry the URL or its password (server and driver messages go through
+``worker_service.logs.redact``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pymysql
+from sqlalchemy.engine import URL
+
+from dbmaint.operations import Operation, OperationReport, TableScope
+from worker_service.cancel import (
+    CancelToken,
+    DeadlineExceeded,
+    OperationCancelled,
+    check,
+    interrupting,
+    interruption,
+    seconds_left,
+)
+from worker_service.engines.base import EVERYTHING, EngineUnavailable, OperationFailed
+from worker_service.faults import NO_FAULTS, FaultPlan
+from worker_service.logs import redact
+
+log = logging.getLogger(__name__)
+
+STATEMENTS: dict[Operation, str] = {
+    Operation.VACUUM: "OPTIMIZE NO_WRITE_TO_BINLOG TABLE {table}",
+    Operation.ANALYZE: "ANALYZE NO_WRITE_TO_BINLOG TABLE {table}",
+    Operation.REINDEX: "ALTER TABLE {table} FORCE, ALGORITHM=INPLACE, LOCK=NONE",
+    Operation.OPTIMIZE: "OPTIMIZE NO_WRITE_TO_BINLOG TABLE {table}",
+}
+DIALECTS = ("mariadb", "mysql")
+SUPPORTED_DRIVERS = frozenset({"pymysql"})
+SYSTEM_SCHEMAS = frozenset({"information_schema", "mysql", "performance_schema", "sys"})
+
+LOCK_WAIT_OPTION = "lock_wait_timeout"
+DEFAULT_LOCK_WAIT_TIMEOUT = 5
+MAX_LOCK_WAIT_TIMEOUT = 31_536_000  # the server's maximum (one year)
+DEFAULT_CONNECT_TIMEOUT = 10.0
+KILL_CONNECT_TIMEOUT = 5.0
+KILL_REPEAT_SECONDS = 0.1
+# max_statement_time = seconds left + this: the worker's own KILL normally comes first (and is recognised as the
+# deadline); the server's limit is the safety net when the worker is gone.
+STATEMENT_TIME_MARGIN = 1.0
+# With a deadline, the socket read timeout is the seconds left + this: a server that stops answering cannot
+# hold the slot thread forever.
+READ_TIMEOUT_MARGIN = 30.0
+# Processed tables beyond this many get no notes of their own (skipped and failed tables always do).
+MAX_TABLE_NOTES = 100
+
+ER_LOCK_WAIT_TIMEOUT = 1205
+ER_LOCK_DEADLOCK = 1213
+ER_NO_SUCH_TABLE = 1146
+ER_BAD_DB_ERROR = 1049
+ER_QUERY_INTERRUPTED = 1317
+ER_ALTER_OPERATION_NOT_SUPPORTED = 1845
+ER_ALTER_OPERATION_NOT_SUPPORTED_REASON = 1846
+ER_STATEMENT_TIMEOUT = 1969
+CR_SERVER_GONE_ERROR = 2006
+CR_SERVER_LOST = 2013
+LOCK_ERRORS = frozenset({ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK})
+NOT_ONLINE_ERRORS = frozenset({ER_ALTER_OPERATION_NOT_SUPPORTED, ER_ALTER_OPERATION_NOT_SUPPORTED_REASON})
+CONNECTION_ERRORS = frozenset({CR_SERVER_GONE_ERROR, CR_SERVER_LOST})
+
+_LOCK_TEXT = re.compile(r"^(Lock wait timeout exceeded|Deadlock found)", re.IGNORECASE)
+_INTERRUPTED_TEXT = re.compile(r"^Query execution was interrupted", re.IGNORECASE)
+_PYMYSQL_OPTIONS = frozenset(inspect.signature(pymysql.connections.Connection.__init__).parameters) - {"self"}
+
+PROCESSED, SKIPPED, FAILED = "processed", "skipped", "failed"
+INTERRUPTED_ELSEWHERE = "interrupted on the server by another session"
+
+
+def quote_identifier(name: str) -> str:
+    """A MariaDB identifier in backticks, backticks doubled."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class _Table:
+    schema: str
+    name: str
+
+    @property
+    def quoted(self) -> str:
+        return f"{quote_identifier(self.schema)}.{quote_identifier(self.name)}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Size:
+    data_length: int = 0
+    index_length: int = 0
+    data_free: int = 0
+    update_time: datetime | None = None  # the table's last write, as InnoDB knows it (not kept over a restart)
+
+    @property
+    def bytes(self) -> int:
+        return self.data_length + self.index_length
+
+
+@dataclass(slots=True)
+class _TableResult:
+    table: _Table
+    statement: str
+    status: str = PROCESSED
+    reason: str = ""
+    messages: list[str] = field(default_factory=list)
+
+
+def _lock_wait_timeout(url: URL) -> int:
+    raw = url.query.get(LOCK_WAIT_OPTION)
+    if raw is None:
+        return DEFAULT_LOCK_WAIT_TIMEOUT
+    text = raw if isinstance(raw, str) else (raw[-1] if raw else "")
+    try:
+        value = int(text)
+    except ValueError:
+        raise EngineUnavailable(f"{LOCK_WAIT_OPTION}={text!r} is not a whole number of seconds") from None
+    if not 0 <= value <= MAX_LOCK_WAIT_TIMEOUT:
+        raise EngineUnavailable(f"{LOCK_WAIT_OPTION}={value} is out of range (0 to {MAX_LOCK_WAIT_TIMEOUT})")
+    return value
+
+
+def _connect_args(url: URL) -> dict[str, Any]:
+    """PyMySQL's keyword arguments for ``url`` (SQLAlchemy's own translation), without our options."""
+    driver_url = url.difference_update_query([LOCK_WAIT_OPTION])
+    dialect = driver_url.get_dialect()()
+    try:
+        args, kwargs = dialect.create_connect_args(driver_url)
+    except Exception as exc:
+        detail = redact(f"{type(exc).__name__}: {exc}", [url])
+        raise EngineUnavailable(f"unusable connection options: {detail}") from None
+    if args:
+        raise EngineUnavailable("unexpected positional connection arguments")
+    unknown = sorted(set(kwargs) - _PYMYSQL_OPTIONS)
+    if unknown:
+        raise EngineUnavailable(
+            f"unknown connection option(s) in the URL query: {', '.join(unknown)} "
+            f"(PyMySQL options and {LOCK_WAIT_OPTION} are accepted)"
+        )
+    return dict(kwargs)
+
+
+def _server_error(exc: BaseException, url: URL) -> tuple[int | None, str]:
+    """(error code, message) of a driver exception, the message free of URL and password."""
+    args: tuple[Any, ...] = tuple(getattr(exc, "args", ()))
+    if len(args) >= 2 and isinstance(args[0], int):
+        return args[0], redact(str(args[1]), [url])
+    return None, redact(f"{type(exc).__name__}: {exc}", [url])
+
+
+def _close(conn: Any) -> None:
+    """Close a connection that may already be broken (pymysql raises on a connection the server dropped)."""
+    with contextlib.suppress(Exception):
+        conn.close()
+
+
+def _describe_error(code: int | None, message: str) -> str:
+    return f"({code}) {message}" if code is not None else message
+
+
+class _Killer:
+    """Stops the work connection's running statement with ``KILL QUERY`` from a connection of its own.
+
+    ``interrupt`` never blocks (it is called on the worker's event loop): it starts a thread that connects and
+    sends ``KILL QUERY`` every ``KILL_REPEAT_SECONDS`` while a statement runs (``statement()``), until
+    ``close``. A KILL that lands between statements does nothing (MariaDB clears it when the next one starts);
+    one that would land after the last statement cannot happen, as ``close`` waits for the thread first.
+    """
+
+    def __init__(self, connect_kwargs: Mapping[str, Any], connection_id: int, url: URL) -> None:
+        self._kwargs = dict(connect_kwargs)
+        self._kwargs.pop("database", None)
+        self._kwargs["connect_timeout"] = min(
+            float(self._kwargs.get("connect_timeout") or KILL_CONNECT_TIMEOUT), KILL_CONNECT_TIMEOUT
+        )
+        self._kwargs.pop("read_timeout", None)
+        self._connection_id = int(connection_id)
+        self._url = url
+        self._busy = threading.Event()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.kills = 0
+
+    def interrupt(self) -> None:
+        with self._lock:
+            if self._closed.is_set() or self._thread is not None:
+                return
+            self._thread = threading.Thread(
+                target=self._run, name=f"dbmaint-kill-{self._connection_id}", daemon=True
+            )
+            self._thread.start()
+
+    @contextmanager
+    def statement(self) -> Iterator[None]:
+        self._busy.set()
+        try:
+            yield
+        finally:
+            self._busy.clear()
+
+    def _run(self) -> None:
+        try:
+            conn = pymysql.connect(autocommit=True, **self._kwargs)
+        except Exception as exc:
+            code, message = _server_error(exc, self._url)
+            log.warning(
+                "cannot stop MariaDB connection %s: connecting for KILL QUERY failed: %s",
+                self._connection_id,
+                _describe_error(code, message),
+            )
+            return
+        try:
+            with conn.cursor() as cursor:
+                while not self._closed.is_set():
+                    if self._busy.is_set():
+                        cursor.execute(f"KILL QUERY {self._connection_id}")
+                        self.kills += 1
+                    self._closed.wait(KILL_REPEAT_SECONDS)
+        except Exception as exc:
+            code, message = _server_error(exc, self._url)
+            log.warning("KILL QUERY %s failed: %s", self._connection_id, _describe_error(code, message))
+        finally:
+            _close(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed.set()
+            thread = self._thread
+        if thread is not None:
+            thread.join(KILL_CONNECT_TIMEOUT + 1.0)
+
+
+class MariadbEngine:
+    """The MariaDB engine (PyMySQL). One instance serves one SQLAlchemy dialect: ``mariadb`` or ``mysql``."""
+
+    name = "mariadb"
+
+    def __init__(self, faults: FaultPlan = NO_FAULTS, dialect: str = "mariadb") -> None:
+        if dialect not in DIALECTS:
+            raise ValueError(f"MariadbEngine serves dialects {DIALECTS}, not {dialect!r}")
+        self._faults = faults
+        self._dialect = dialect
+
+    @property
+    def dialect(self) -> str:
+        return self._dialect
+
+    @classmethod
+    def per_dialect(cls, faults: FaultPlan = NO_FAULTS) -> tuple[MariadbEngine, ...]:
+        """One engine per dialect it serves (``mariadb+pymysql://`` and ``mysql+pymysql://``): the registry
+        holds one engine per dialect."""
+        return tuple(cls(faults, dialect) for dialect in DIALECTS)
+
+    def check_url(self, url: URL) -> None:
+        """Driver, options and ``lock_wait_timeout``; never connects (the server may be down at start)."""
+        driver = url.get_driver_name()
+        if driver not in SUPPORTED_DRIVERS:
+            raise EngineUnavailable(
+                f"{url.get_backend_name()} driver {driver!r} is not supported: use "
+                f"{self._dialect}+pymysql://user:password@host:3306/database"
+            )
+        _lock_wait_timeout(url)
+        _connect_args(url)
+
+    # -- connection and catalog
+
+    def _connect(self, url: URL, deadline: datetime | None) -> tuple[Any, dict[str, Any]]:
+        try:
+            kwargs = _connect_args(url)
+        except EngineUnavailable as exc:
+            raise OperationFailed(f"unusable MariaDB URL: {exc}") from None
+        kwargs.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        left = seconds_left(deadline)
+        if left is not None:
+            kwargs["connect_timeout"] = max(0.5, min(float(kwargs["connect_timeout"]), left))
+            kwargs.setdefault("read_timeout", left + READ_TIMEOUT_MARGIN)
+        where = f"{url.host or 'localhost'}:{url.port or 3306}"
+        try:
+            conn = pymysql.connect(autocommit=True, **kwargs)
+        except Exception as exc:
+            code, message = _server_error(exc, url)
+            if code == ER_BAD_DB_ERROR:
+                raise OperationFailed(f"MariaDB database {url.database!r} does not exist on {where}") from None
+            raise OperationFailed(
+                f"cannot connect to MariaDB at {where} as {url.username or ''!r}: {_describe_error(code, message)}"
+            ) from None
+        return conn, kwargs
+
+    def _catalog(self, cursor: Any, schemas: Sequence[str]) -> dict[_Table, _Size]:
+        """The base tables of ``schemas`` and their sizes, from information_schema.TABLES."""
+        if not schemas:
+            return {}
+        marks = ", ".join(["%s"] * len(schemas))
+        cursor.execute(
+            "SELECT TABLE_SCHEMA, TABLE_NAME, DATA_LENGTH, INDEX_LENGTH, DATA_FREE, UPDATE_TIME"
+            f" FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA IN ({marks})",
+            list(schemas),
+        )
+        wanted = set(schemas)
+        found: dict[_Table, _Size] = {}
+        for schema, name, data_length, index_length, data_free, update_time in cursor.fetchall():
+            if str(schema) in wanted:  # exact: the server may compare case-insensitively
+                found[_Table(str(schema), str(name))] = _Size(
+                    int(data_length or 0),
+                    int(index_length or 0),
+                    int(data_free or 0),
+                    update_time if isinstance(update_time, datetime) else None,
+                )
+        return found
+
+    def _stale_statistics(
+        self, cursor: Any, tables: Sequence[_Table], sizes: Mapping[_Table, _Size]
+    ) -> set[_Table]:
+        """The InnoDB tables whose persistent statistics (where DATA_LENGTH and INDEX_LENGTH come from) are older
+        than their last write: their size before may be out of date. Empty when the user may not read
+        mysql.innodb_table_stats."""
+        schemas = sorted({t.schema for t in tables})
+        if not schemas:
+            return set()
+        marks = ", ".join(["%s"] * len(schemas))
+        try:
+            cursor.execute(
+                "SELECT database_name, table_name, last_update FROM mysql.innodb_table_stats"
+                f" WHERE database_name IN ({marks})",
+                schemas,
+            )
+            computed = {_Table(str(s), str(n)): when for s, n, when in cursor.fetchall()}
+        except pymysql.MySQLError:
+            return set()
+        stale: set[_Table] = set()
+        for table in tables:
+            written, analysed = sizes[table].update_time, computed.get(table)
+            if isinstance(written, datetime) and isinstance(analysed, datetime) and written > analysed:
+                stale.add(table)
+        return stale
+
+    def _resolve(self, cursor: Any, url: URL, scope: TableScope) -> tuple[list[_Table], dict[_Table, _Size]]:
+        """The tables ``scope`` covers, taken from the catalog, with their sizes. OperationFailed names a
+        database or table that does not exist (or a system database)."""
+        url_database = url.database or None
+        if scope.everything:
+            if url_database is None:
+                raise OperationFailed(
+                    "the target URL names no database: the request must name the databases (schemas) or "
+                    "tables (as database.table) to maintain"
+                )
+            wanted_schemas: list[str] = [url_database]
+        else:
+            wanted_schemas = list(scope.schemas)
+        default_schema = url_database or (scope.schemas[0] if len(scope.schemas) == 1 else None)
+        named: list[tuple[str, str, str]] = []  # (requested name, schema, table)
+        for name in scope.tables:
+            schema, table = TableScope.split_table(name)
+            if schema is None:
+                if default_schema is None:
+                    raise OperationFailed(
+                        f"table {name!r}: the target URL names no database; name it as database.table"
+                    )
+                schema = default_schema
+            named.append((name, schema, table))
+            wanted_schemas.append(schema)
+        schemas = list(dict.fromkeys(wanted_schemas))
+        for schema in schemas:
+            if schema.lower() in SYSTEM_SCHEMAS:
+                raise OperationFailed(f"database {schema!r} is a system database: it is not maintained")
+        cursor.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA")
+        existing = {str(row[0]) for row in cursor.fetchall()}
+        for schema in schemas:
+            if schema not in existing:
+                raise OperationFailed(f"database {schema!r} does not exist (or this user cannot see it)")
+        catalog = self._catalog(cursor, schemas)
+        if named:
+            tables: list[_Table] = []
+            for name, schema, table in named:
+                wanted = _Table(schema, table)
+                if wanted not in catalog:
+                    raise OperationFailed(f"table {name!r} does not exist: no base table {table!r} in {schema!r}")
+                tables.append(wanted)
+            tables = list(dict.fromkeys(tables))
+        else:
+            tables = sorted(t for t in catalog if t.schema in schemas)
+        return tables, catalog
+
+    # -- statements
+
+    def _set_statement_time(self, cursor: Any, deadline: datetime | None, mariadb: bool) -> None:
+        left = seconds_left(deadline)
+        if left is None or not mariadb:
+            return
+        cursor.execute(f"SET SESSION max_statement_time = {max(left, 0.0) + STATEMENT_TIME_MARGIN:.3f}")
+
+    def _sleep_fault(
+        self, cursor: Any, killer: _Killer, seconds: float, stopped: Callable[[], Exception | None], url: URL
+    ) -> None:
+        with killer.statement():
+            try:
+                cursor.execute(f"SELECT SLEEP({seconds:.3f})")
+                row = cursor.fetchone()
+                error: str | None = "SLEEP was interrupted" if row is not None and row[0] == 1 else None
+            except pymysql.MySQLError as exc:
+                error = _describe_error(*_server_error(exc, url))
+        if error is not None:
+            stop = stopped()
+            if stop is not None:
+                raise stop
+            raise OperationFailed(f"the injected slow fault was interrupted on the server: {error}")
+
+    def _run_table(
+        self,
+        cursor: Any,
+        killer: _Killer,
+        operation: Operation,
+        table: _Table,
+        lock_wait: int,
+        stopped: Callable[[], Exception | None],
+        url: URL,
+    ) -> _TableResult:
+        statement = STATEMENTS[operation].format(table=table.quoted)
+        result = _TableResult(table, statement)
+        error: tuple[int | None, str] | None = None
+        with killer.statement():
+            try:
+                cursor.execute(statement)
+                rows = cursor.fetchall() or ()
+            except pymysql.MySQLError as exc:
+                error = _server_error(exc, url)
+                rows = ()
+        errors: list[tuple[int | None, str]] = []
+        for row in rows:
+            msg_type, msg_text = str(row[2]).lower(), redact(str(row[3]), [url])
+            result.messages.append(f"{msg_type}: {msg_text}")
+            # An error row fails (or skips) the table; a lone "Operation failed" status too.
+            failed_status = msg_type == "status" and msg_text.lower() == "operation failed" and not errors
+            if msg_type == "error" or failed_status:
+                errors.append((None, msg_text))
+        if error is not None:
+            errors.append(error)
+        if not errors:
+            return result
+        stop = stopped()
+        if stop is not None:
+            raise stop
+        reasons = [self._skip_reason(code, text, table, lock_wait) for code, text in errors]
+        if all(reason is not None for reason in reasons):
+            result.status, result.reason = SKIPPED, "; ".join(dict.fromkeys(r for r in reasons if r))
+            return result
+        result.status = FAILED
+        failures = [
+            self._failure(code, text) for (code, text), reason in zip(errors, reasons, strict=True) if not reason
+        ]
+        # An OPTIMIZE interrupted by another session adds an "error: Corrupt" row that says nothing more.
+        interrupted = [f for f in failures if f.startswith(INTERRUPTED_ELSEWHERE)]
+        result.reason = "; ".join(dict.fromkeys(interrupted or failures))
+        if error is not None and error[0] in CONNECTION_ERRORS:
+            raise _ConnectionLost(result)
+        return result
+
+    @staticmethod
+    def _skip_reason(code: int | None, text: str, table: _Table, lock_wait: int) -> str | None:
+        """Why a table is skipped rather than failed, or None when the error is a failure."""
+        if code in LOCK_ERRORS or (code is None and _LOCK_TEXT.match(text)):
+            return (
+                f"another session holds a lock on the table ({text}; gave up after lock_wait_timeout="
+                f"{lock_wait} s)"
+            )
+        if code in NOT_ONLINE_ERRORS:
+            return f"cannot be rebuilt online, without blocking writes ({text})"
+        if code == ER_NO_SUCH_TABLE or text == f"Table '{table.schema}.{table.name}' doesn't exist":
+            return "the table was dropped meanwhile"
+        return None
+
+    @staticmethod
+    def _failure(code: int | None, text: str) -> str:
+        if code == ER_QUERY_INTERRUPTED or (code is None and _INTERRUPTED_TEXT.match(text)):
+            return f"{INTERRUPTED_ELSEWHERE} ({text})"
+        if code == ER_STATEMENT_TIMEOUT:
+            return f"stopped by the server's max_statement_time ({text})"
+        return _describe_error(code, text)
+
+    # -- the operation
+
+    def run(
+        self,
+        operation: Operation,
+        url: URL,
+        cancel: CancelToken,
+        deadline: datetime | None,
+        scope: TableScope = EVERYTHING,
+    ) -> OperationReport:
+        operation = Operation(operation)
+        check(cancel, deadline)
+        try:
+            lock_wait = _lock_wait_timeout(url)
+        except EngineUnavailable as exc:
+            raise OperationFailed(f"unusable MariaDB URL: {exc}") from None
+        started = time.monotonic()
+        conn, connect_kwargs = self._connect(url, deadline)
+        results: list[_TableResult] = []
+        slow = self._faults.slow_seconds(operation)
+        session_notes: list[str] = []
+        try:
+            cursor = conn.cursor()
+            try:
+                cursor.execute("SELECT CONNECTION_ID(), VERSION()")
+                connection_id, version = cursor.fetchone()
+                mariadb = "mariadb" in str(version).lower()
+                cursor.execute(f"SET SESSION lock_wait_timeout = {lock_wait}")
+                cursor.execute("SET SESSION lc_messages = 'en_US'")
+                tables, before = self._resolve(cursor, url, scope)
+                stale = self._stale_statistics(cursor, tables, before)
+            except pymysql.MySQLError as exc:
+                raise OperationFailed(
+                    f"reading the MariaDB catalog failed: {_describe_error(*_server_error(exc, url))}"
+                ) from None
+            session_notes.append(f"server: {version}; lock_wait_timeout={lock_wait} s")
+            if deadline is not None:
+                session_notes.append(
+                    "max_statement_time: seconds left to the deadline + 1"
+                    if mariadb
+                    else "max_statement_time: not set (the server is not MariaDB)"
+                )
+
+            killer = _Killer(connect_kwargs, int(connection_id), url)
+            lost: _ConnectionLost | None = None
+            try:
+                with interrupting(killer.interrupt, cancel, deadline) as interrupts:
+
+                    def stopped() -> OperationCancelled | DeadlineExceeded | None:
+                        return interruption(cancel, deadline, deadline_reached=interrupts.deadline_reached)
+
+                    try:
+                        if slow > 0:
+                            self._set_statement_time(cursor, deadline, mariadb)
+                            self._sleep_fault(cursor, killer, slow, stopped, url)
+                        for table in tables:
+                            stop = stopped()
+                            if stop is not None:
+                                raise stop
+                            self._set_statement_time(cursor, deadline, mariadb)
+                            results.append(
+                                self._run_table(cursor, killer, operation, table, lock_wait, stopped, url)
+                            )
+                    except _ConnectionLost as exc:
+                        results.append(exc.result)
+                        lost = exc
+                    except pymysql.MySQLError as exc:  # a SET between statements
+                        stop = stopped()
+                        if stop is not None:
+                            raise stop from None
+                        raise OperationFailed(
+                            f"{operation.value}: {_describe_error(*_server_error(exc, url))}"
+                        ) from None
+            finally:
+                killer.close()
+
+            after: dict[_Table, _Size] | None = None
+            if lost is None:
+                try:
+                    after = self._catalog(cursor, sorted({t.schema for t in tables}))
+                except pymysql.MySQLError as exc:
+                    session_notes.append(
+                        f"reading the sizes after failed: {_describe_error(*_server_error(exc, url))}"
+                    )
+        finally:
+            _close(conn)
+
+        report = self._report(
+            operation, tables, results, before, after, stale, session_notes, slow, killer.kills, started
+        )
+        failures = [r for r in results if r.status == FAILED]
+        if failures:
+            named = "; ".join(f"{r.table.quoted}: {r.reason}" for r in failures)
+            raise OperationFailed(
+                f"{operation.value} failed on {len(failures)} of {len(tables)} table(s): {named}"
+                + (" (connection lost: the remaining tables were not processed)" if lost is not None else ""),
+                report,
+            )
+        return report
+
+    def _report(
+        self,
+        operation: Operation,
+        tables: Sequence[_Table],
+        results: Sequence[_TableResult],
+        before: Mapping[_Table, _Size],
+        after: Mapping[_Table, _Size] | None,
+        stale: set[_Table],
+        session_notes: Sequence[str],
+        slow: float,
+        kills: int,
+        started: float,
+    ) -> OperationReport:
+        after_sizes = after if after is not None else before
+        bytes_before = sum(before[t].bytes for t in tables)
+        bytes_after = sum(after_sizes.get(t, _Size()).bytes for t in tables)
+        free_before = sum(before[t].data_free for t in tables)
+        free_after = sum(after_sizes.get(t, _Size()).data_free for t in tables)
+        counts = {status: sum(r.status == status for r in results) for status in (PROCESSED, SKIPPED, FAILED)}
+        notes: list[str] = [*session_notes]
+        if slow > 0:
+            notes.append(
+                f"fault injected: slow:{operation.value}={slow:g} "
+                f"(SELECT SLEEP({slow:g}) on the work connection before the first statement)"
+            )
+        if not tables:
+            notes.append("no tables in scope: nothing to do")
+        detailed = 0
+        for result in results:
+            if result.status == PROCESSED:
+                detailed += 1
+                if detailed > MAX_TABLE_NOTES:
+                    continue
+            t = result.table
+            size_before, size_after = before[t], after_sizes.get(t, _Size())
+            notes.append(f"statement: {result.statement}")
+            outcome = result.status if not result.reason else f"{result.status}: {result.reason}"
+            parts = [
+                f"{t.quoted}: {outcome}",
+                *(["messages: " + " | ".join(result.messages)] if result.messages else []),
+                f"size {size_before.bytes} -> {size_after.bytes} bytes"
+                + (
+                    " (size before from statistics older than the last write: may be out of date)"
+                    if t in stale
+                    else ""
+                ),
+                f"data_free {size_before.data_free} -> {size_after.data_free} bytes",
+            ]
+            notes.append("; ".join(parts))
+        if detailed > MAX_TABLE_NOTES:
+            notes.append(f"notes of {detailed - MAX_TABLE_NOTES} more processed tables left out")
+        not_run = len(tables) - len(results)
+        notes.append(
+            f"tables: {counts[PROCESSED]} processed, {counts[SKIPPED]} skipped, {counts[FAILED]} failed"
+            + (f", {not_run} not run" if not_run else "")
+        )
+        notes.append(
+            f"size (data + index): {bytes_before} -> {bytes_after} bytes"
+            + (
+                f" (the statistics of {len(stale)} table(s) predate their last write: the size before may be out"
+                " of date)"
+                if stale
+                else ""
+            )
+        )
+        notes.append(f"data_free (reclaimable): {free_before} -> {free_after} bytes")
+        if after is None:
+            notes.append("sizes after: not read; the figures after are those before")
+        if kills:
+            notes.append(f"KILL QUERY sent {kills} time(s)")
+        return OperationReport(
+            engine=self.name,
+            duration_seconds=time.monotonic() - started,
+            bytes_before=bytes_before,
+            bytes_after=bytes_after,
+            objects_processed=counts[PROCESSED],
+            objects_skipped=counts[SKIPPED] + counts[FAILED] + not_run,
+            notes=tuple(notes),
+        )
+
+
+class _ConnectionLost(Exception):
+    """The work connection died during a table's statement (not by our interrupt): stop the loop."""
+
+    def __init__(self, result: _TableResult) -> None:
+        super().__init__(result.reason)
+        self.result = result
