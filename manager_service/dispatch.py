@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 
@@ -100,13 +100,18 @@ class DispatchQueue:
 
     # -- planning
 
-    def plan(self, workers: Iterable[WorkerCapacity]) -> list[PlannedAssignment]:
-        """Assignments that respect every rule above. Does not change the queue: the caller pops what the
-        store accepted with ``take``."""
+    def plan(self, workers: Iterable[WorkerCapacity], released: Collection[str] = ()) -> list[PlannedAssignment]:
+        """Assignments that respect every rule above, counting ``released`` targets as free (their running
+        child is being finished in the same commit). Does not change the queue: the caller pops what the store
+        accepted with ``take``."""
         capacities = [w for w in workers if w.free_slots > 0 and not w.draining]
         if not capacities:
             return []
-        ready = [child for t in list(self._pending) if t not in self._busy and (child := self.head(t)) is not None]
+        ready = [
+            child
+            for t in list(self._pending)
+            if (t not in self._busy or t in released) and (child := self.head(t)) is not None
+        ]
         ready.sort(key=lambda c: c.seq)
         planned: list[PlannedAssignment] = []
         for child in ready:

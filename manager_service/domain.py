@@ -95,6 +95,14 @@ class Transition:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What one group commit changed: results applied and children started (the others were stale)."""
+
+    finished: list[Transition]
+    started: list[Transition]
+
+
+@dataclass(frozen=True, slots=True)
 class CancelOutcome:
     """What a cancel request changed: the job itself, children cancelled without running, and running
     children that now carry a cancel request and must be interrupted on their worker."""

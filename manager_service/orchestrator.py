@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from datetime import timedelta
 from typing import ParamSpec, TypeVar
 
 from dbmaint.operations import JobStatus
-from manager_service.dispatch import DispatchQueue, QueuedChild
+from manager_service.dispatch import DispatchQueue, PlannedAssignment, QueuedChild
 from manager_service.domain import (
     ChildOutcome,
     CreateOutcome,
@@ -87,6 +88,8 @@ class Orchestrator:
         self._workers: dict[str, WorkerSession] = {}
         self._events = EventBus(settings.max_watch_backlog)
         self._wake = asyncio.Event()
+        # Results received and not yet applied: the committer takes them all on its next turn.
+        self._inbox: list[tuple[WorkerSession, ChildOutcome]] = []
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._shutdown_done = False
@@ -97,7 +100,7 @@ class Orchestrator:
 
     async def start(self) -> None:
         await self._rebuild()
-        for name, factory in (("dispatcher", self._dispatch_loop), ("lease-checker", self._lease_loop)):
+        for name, factory in (("committer", self._commit_loop), ("lease-checker", self._lease_loop)):
             task = asyncio.create_task(factory(), name=name)
             task.add_done_callback(self._on_side_task_done)
             self._tasks.append(task)
@@ -331,65 +334,98 @@ class Orchestrator:
         session.draining = True
         log.info("worker %s is draining (%s); no new work goes to it", session.worker_id, reason)
 
-    async def apply_result(self, session: WorkerSession, outcome: ChildOutcome) -> Transition | None:
-        """Apply a worker's result at most once: stale attempts and other workers' children are ignored."""
+    def submit_result(self, session: WorkerSession, outcome: ChildOutcome) -> None:
+        """Queue a worker's result for the next group commit, where it is applied at most once: stale attempts
+        and other workers' children are ignored there."""
         session.touch()
-        async with self._lock:
-            transition = await self._write(self._store.finish_child, outcome)
-            session.foreign.discard((outcome.job_id, outcome.attempt))
-            if session.assigned.get(outcome.job_id) == outcome.attempt:
-                del session.assigned[outcome.job_id]
-            if transition is not None:
-                lease = self._leases.pop(outcome.job_id, None)
-                if lease is not None:
-                    self._queue.release(lease.target, lease.job_id)
+        self._inbox.append((session, outcome))
         self._wake.set()
-        if transition is None:
-            log.info(
-                "ignored a result for job %s attempt %d from worker %s: not the running attempt it holds",
-                outcome.job_id,
-                outcome.attempt,
-                session.worker_id,
-            )
-            return None
-        self._events.publish([transition.child, transition.parent])
-        child = transition.child
-        log.info(
-            "job %s (parent %s, %s/%s) attempt %d on worker %s: %s%s",
-            child.id,
-            child.parent_id,
-            child.target,
-            child.operation,
-            child.attempt,
-            session.worker_id,
-            child.status.value,
-            f": {child.error}" if child.error else "",
-        )
-        if transition.parent.status.is_terminal:
-            log.info("parent %s finished: %s", transition.parent.id, transition.parent.status.value)
-        return transition
 
     # -- side tasks
 
-    async def _dispatch_loop(self) -> None:
+    async def _commit_loop(self) -> None:
+        """Group commit: each turn applies every result that arrived and starts every child that can start, in
+        one store transaction, then sends the assignments. Results arriving meanwhile wait for the next turn."""
         while True:
             await self._wake.wait()
             self._wake.clear()
             try:
                 async with self._lock:
-                    await self._dispatch_once()
+                    await self._commit_once()
             except StoreUnavailable as error:
                 # Nothing was changed (memory moves only after the store did): try again shortly.
                 log.warning("dispatch paused: %s; retrying in %.0fs", error, STORE_RETRY_SECONDS)
                 await asyncio.sleep(STORE_RETRY_SECONDS)
                 self._wake.set()
 
-    async def _dispatch_once(self) -> None:
-        planned = self._queue.plan(s.capacity() for s in self._workers.values())
-        if not planned:
+    async def _commit_once(self) -> None:
+        results, self._inbox = self._inbox, []
+        planned = self._plan_after(results)
+        if not results and not planned:
             return
-        requests = [StartRequest(p.child.job_id, p.child.attempt, p.worker_id) for p in planned]
-        transitions = {t.child.id: t for t in await self._write(self._store.start_children, requests)}
+        starts = [StartRequest(p.child.job_id, p.child.attempt, p.worker_id) for p in planned]
+        try:
+            batch = await self._write(self._store.apply_batch, [outcome for _, outcome in results], starts)
+        except BaseException:
+            self._inbox[:0] = results  # retried on the next turn
+            raise
+        self._record_results(results, batch.finished)
+        self._record_starts(planned, batch.started)
+        self._events.publish(j for t in (*batch.finished, *batch.started) for j in (t.child, t.parent))
+
+    def _plan_after(self, results: list[tuple[WorkerSession, ChildOutcome]]) -> list[PlannedAssignment]:
+        """The dispatch plan as it will stand once ``results`` are applied: their targets and slots are free."""
+        released: set[str] = set()
+        freed: Counter[str] = Counter()
+        for session, outcome in results:
+            lease = self._leases.get(outcome.job_id)
+            if lease is not None and lease.attempt == outcome.attempt and lease.worker_id == session.worker_id:
+                released.add(lease.target)
+            if session.holds(outcome.job_id, outcome.attempt):
+                freed[session.worker_id] += 1
+        capacities = []
+        for session in self._workers.values():
+            capacity = session.capacity()
+            capacity.free_slots += freed[session.worker_id]
+            capacities.append(capacity)
+        return self._queue.plan(capacities, released=released)
+
+    def _record_results(
+        self, results: list[tuple[WorkerSession, ChildOutcome]], applied: list[Transition]
+    ) -> None:
+        by_id = {t.child.id: t for t in applied}
+        for session, outcome in results:
+            session.forget(outcome.job_id, outcome.attempt)
+            transition = by_id.get(outcome.job_id)
+            if transition is None or transition.child.attempt != outcome.attempt:
+                log.info(
+                    "ignored a result for job %s attempt %d from worker %s: not the running attempt it holds",
+                    outcome.job_id,
+                    outcome.attempt,
+                    session.worker_id,
+                )
+                continue
+            lease = self._leases.pop(outcome.job_id, None)
+            if lease is not None:
+                self._queue.release(lease.target, lease.job_id)
+            if log.isEnabledFor(logging.INFO):
+                child = transition.child
+                log.info(
+                    "job %s (parent %s, %s/%s) attempt %d on worker %s: %s%s",
+                    child.id,
+                    child.parent_id,
+                    child.target,
+                    child.operation,
+                    child.attempt,
+                    session.worker_id,
+                    child.status.value,
+                    f": {child.error}" if child.error else "",
+                )
+                if transition.parent.status.is_terminal:
+                    log.info("parent %s finished: %s", transition.parent.id, transition.parent.status.value)
+
+    def _record_starts(self, planned: list[PlannedAssignment], started: list[Transition]) -> None:
+        transitions = {t.child.id: t for t in started}
         deadline = utcnow() + timedelta(seconds=self.settings.operation_timeout)
         expires = time.monotonic() + self.settings.lease_timeout
         for plan in planned:
@@ -418,15 +454,6 @@ class Orchestrator:
                     parent_id=job.parent_id,
                 )
             )
-            log.debug(
-                "assigned job %s (%s/%s) attempt %d to %s",
-                job.id,
-                job.target,
-                job.operation,
-                job.attempt,
-                plan.worker_id,
-            )
-        self._events.publish(j for t in transitions.values() for j in (t.child, t.parent))
 
     async def _lease_loop(self) -> None:
         tick = max(0.05, min(1.0, self.settings.lease_timeout / 4))

@@ -322,7 +322,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                             message.result.status,
                         )
                     else:
-                        await self._orchestrator.apply_result(session, outcome)
+                        self._orchestrator.submit_result(session, outcome)
                 elif kind == "heartbeat":
                     self._orchestrator.heartbeat(
                         session, [(r.job_id, r.attempt) for r in message.heartbeat.running]

@@ -76,6 +76,16 @@ class WorkerSession:
     def capacity(self) -> WorkerCapacity:
         return WorkerCapacity(self.worker_id, self.targets, self.free_slots, self.draining)
 
+    def holds(self, job_id: str, attempt: int) -> bool:
+        """Does this child attempt take one of the worker's slots?"""
+        return self.assigned.get(job_id) == attempt or (job_id, attempt) in self.foreign
+
+    def forget(self, job_id: str, attempt: int) -> None:
+        """The worker reported this attempt finished: its slot is free."""
+        self.foreign.discard((job_id, attempt))
+        if self.assigned.get(job_id) == attempt:
+            del self.assigned[job_id]
+
     def send(self, command: Command) -> None:
         self.outbox.put_nowait(command)
 

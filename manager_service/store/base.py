@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from manager_service.domain import (
+    BatchOutcome,
     CancelOutcome,
     ChildOutcome,
     CreateOutcome,
@@ -42,6 +43,9 @@ class JobStore(Protocol):
     def start_children(self, requests: Sequence[StartRequest]) -> list[Transition]:
         """PENDING -> RUNNING for each request whose attempt still matches (one transaction); the others are
         left out of the answer."""
+
+    def apply_batch(self, outcomes: Sequence[ChildOutcome], starts: Sequence[StartRequest]) -> BatchOutcome:
+        """Results, then starts, fenced like finish_child/start_children, in ONE transaction (group commit)."""
 
     def finish_child(self, outcome: ChildOutcome) -> Transition | None:
         """RUNNING -> COMPLETED/FAILED/CANCELLED if the attempt and worker match; None if stale."""

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import product
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, create_engine, event, func, select, update
+from sqlalchemy import Connection, Engine, Row, bindparam, create_engine, event, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from dbmaint.operations import CHILD_JOB_TYPE, PARENT_JOB_TYPE, JobStatus, Operation, OperationReport
 from manager_service import state_machine
 from manager_service.domain import (
+    BatchOutcome,
     CancelOutcome,
     ChildOutcome,
     CreateOutcome,
@@ -40,6 +43,7 @@ from manager_service.store.base import Page
 from manager_service.store.models import jobs
 
 UNFINISHED = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
+PROGRESS_COUNTERS = ("pending", "running", "succeeded", "failed", "cancelled")
 
 
 def open_store(url: str, *, migrate: bool = True) -> SQLAlchemyJobStore:
@@ -283,54 +287,177 @@ class SQLAlchemyJobStore:
     # -- child transitions
 
     def start_children(self, requests: Sequence[StartRequest]) -> list[Transition]:
-        now = utcnow()
-        started: list[str] = []
-        with self._transaction() as conn:
-            self._lock_parents_of(conn, [r.job_id for r in requests])
-            for request in requests:
-                moved = conn.execute(
-                    update(jobs)
-                    .where(
-                        jobs.c.id == request.job_id,
-                        jobs.c.status == JobStatus.PENDING.value,
-                        jobs.c.attempt == request.attempt,
-                        jobs.c.cancel_requested.is_(False),
-                    )
-                    .values(
-                        status=JobStatus.RUNNING.value,
-                        worker_id=request.worker_id,
-                        started_at=now,
-                        error=None,
-                        updated_at=now,
-                        version=jobs.c.version + 1,
-                    )
-                ).rowcount
-                if moved == 1:
-                    started.append(request.job_id)
-            return self._settle_all(conn, started, JobStatus.PENDING, JobStatus.RUNNING, now)
+        return self.apply_batch((), requests).started
 
     def finish_child(self, outcome: ChildOutcome) -> Transition | None:
-        if outcome.status not in state_machine.RESULT_STATUSES:
-            raise ValueError(f"a result cannot set status {outcome.status}")
+        finished = self.apply_batch([outcome], ()).finished
+        return finished[0] if finished else None
+
+    def apply_batch(self, outcomes: Sequence[ChildOutcome], starts: Sequence[StartRequest]) -> BatchOutcome:
+        """Results first, then starts, in ONE transaction (group commit): each fenced like its single form,
+        every parent's counters moved once. The rows are read once and the answer is built from them."""
+        for outcome in outcomes:
+            if outcome.status not in state_machine.RESULT_STATUSES:
+                raise ValueError(f"a result cannot set status {outcome.status}")
+        if not outcomes and not starts:
+            return BatchOutcome([], [])
         now = utcnow()
         with self._transaction() as conn:
-            child = self._lock_family(conn, outcome.job_id)
+            ids = [o.job_id for o in outcomes] + [r.job_id for r in starts]
+            self._lock_parents_of(conn, ids)
+            rows = self._find_many(conn, ids, lock=True)
+            finished = self._finish_rows(conn, rows, outcomes, now)
+            started = self._start_rows(conn, rows, starts, now)
+            parents = self._settle_parents(conn, [*finished, *started], now)
+        return BatchOutcome(
+            finished=[Transition(child, parents[child.parent_id or ""]) for _, child in finished],
+            started=[Transition(child, parents[child.parent_id or ""]) for _, child in started],
+        )
+
+    def _finish_rows(
+        self, conn: Connection, rows: dict[str, Job], outcomes: Sequence[ChildOutcome], now: datetime
+    ) -> list[tuple[Job, Job]]:
+        """(before, after) of the children whose result applies; ``rows`` is updated to the new state."""
+        changed: list[tuple[Job, Job]] = []
+        params: list[dict[str, Any]] = []
+        for outcome in outcomes:
+            child = rows.get(outcome.job_id)
             if child is None or not state_machine.result_applies(child, outcome.attempt, outcome.worker_id):
-                return None
+                continue  # stale, someone else's, or already applied earlier in this batch
             state_machine.check_transition(child.status, outcome.status)
+            after = replace(
+                child,
+                status=outcome.status,
+                error=outcome.error,
+                report=outcome.report,
+                finished_at=now,
+                version=child.version + 1,
+            )
+            rows[child.id] = after
+            changed.append((child, after))
+            params.append(
+                {
+                    "b_id": child.id,
+                    "b_attempt": child.attempt,
+                    "b_status": outcome.status.value,
+                    "b_error": outcome.error,
+                    "b_result": json.dumps(outcome.report.to_dict()) if outcome.report else None,
+                }
+            )
+        if params:
             conn.execute(
                 update(jobs)
-                .where(jobs.c.id == child.id, jobs.c.status == child.status.value, jobs.c.attempt == child.attempt)
+                .where(
+                    jobs.c.id == bindparam("b_id"),
+                    jobs.c.status == JobStatus.RUNNING.value,
+                    jobs.c.attempt == bindparam("b_attempt"),
+                )
                 .values(
-                    status=outcome.status.value,
-                    error=outcome.error,
-                    result=json.dumps(outcome.report.to_dict()) if outcome.report else None,
+                    status=bindparam("b_status"),
+                    error=bindparam("b_error"),
+                    result=bindparam("b_result"),
                     finished_at=now,
                     updated_at=now,
                     version=jobs.c.version + 1,
-                )
+                ),
+                params,
             )
-            return self._settle_all(conn, [child.id], child.status, outcome.status, now)[0]
+        return changed
+
+    def _start_rows(
+        self, conn: Connection, rows: dict[str, Job], starts: Sequence[StartRequest], now: datetime
+    ) -> list[tuple[Job, Job]]:
+        changed: list[tuple[Job, Job]] = []
+        params: list[dict[str, Any]] = []
+        for request in starts:
+            child = rows.get(request.job_id)
+            if child is None or not state_machine.start_applies(child, request.attempt):
+                continue  # cancelled or changed since it was queued
+            after = replace(
+                child,
+                status=JobStatus.RUNNING,
+                worker_id=request.worker_id,
+                started_at=now,
+                error=None,
+                version=child.version + 1,
+            )
+            rows[child.id] = after
+            changed.append((child, after))
+            params.append({"b_id": child.id, "b_attempt": child.attempt, "b_worker": request.worker_id})
+        if params:
+            conn.execute(
+                update(jobs)
+                .where(
+                    jobs.c.id == bindparam("b_id"),
+                    jobs.c.status == JobStatus.PENDING.value,
+                    jobs.c.attempt == bindparam("b_attempt"),
+                )
+                .values(
+                    status=JobStatus.RUNNING.value,
+                    worker_id=bindparam("b_worker"),
+                    started_at=now,
+                    error=None,
+                    updated_at=now,
+                    version=jobs.c.version + 1,
+                ),
+                params,
+            )
+        return changed
+
+    def _settle_parents(
+        self, conn: Connection, changes: Sequence[tuple[Job, Job]], now: datetime
+    ) -> dict[str, Job]:
+        """Move each parent's counters by all its children's changes at once, then settle its status."""
+        deltas: dict[str, Counter[str]] = {}
+        for before, after in changes:
+            assert before.parent_id is not None
+            delta = deltas.setdefault(before.parent_id, Counter())
+            delta[state_machine.COUNTER_FOR_STATUS[before.status]] -= 1
+            delta[state_machine.COUNTER_FOR_STATUS[after.status]] += 1
+        settled: dict[str, Job] = {}
+        params: list[dict[str, Any]] = []
+        for parent in self._find_many(conn, list(deltas)).values():
+            assert parent.progress is not None
+            delta = deltas[parent.id]
+            progress = Progress(
+                total=parent.progress.total,
+                **{name: getattr(parent.progress, name) + delta[name] for name in PROGRESS_COUNTERS},
+            )
+            status = state_machine.parent_status(parent.status, progress, parent.cancel_requested)
+            after = replace(parent, progress=progress, status=status, version=parent.version + 1)
+            if status is JobStatus.RUNNING and parent.started_at is None:
+                after = replace(after, started_at=now)
+            if status.is_terminal and not parent.status.is_terminal:
+                failed = [c for c in self._children(conn, parent.id) if c.status is JobStatus.FAILED]
+                error = state_machine.parent_error(status, failed, parent.error)
+                after = replace(after, finished_at=now, error=error)
+            settled[parent.id] = after
+            params.append(
+                {
+                    "b_id": parent.id,
+                    "b_status": after.status.value,
+                    "b_started": after.started_at,
+                    "b_finished": after.finished_at,
+                    "b_error": after.error,
+                    **{f"b_{name}": getattr(progress, name) for name in PROGRESS_COUNTERS},
+                }
+            )
+        if params:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == bindparam("b_id"))
+                .values(
+                    status=bindparam("b_status"),
+                    started_at=bindparam("b_started"),
+                    finished_at=bindparam("b_finished"),
+                    error=bindparam("b_error"),
+                    updated_at=now,
+                    version=jobs.c.version + 1,
+                    **{name: bindparam(f"b_{name}") for name in PROGRESS_COUNTERS},
+                ),
+                params,
+            )
+        return settled
 
     def release_child(self, job_id: str, attempt: int, why: str) -> Transition | None:
         now = utcnow()
@@ -510,6 +637,16 @@ class SQLAlchemyJobStore:
             query = query.with_for_update()
         row = conn.execute(query).first()
         return _row_to_job(row) if row else None
+
+    def _find_many(self, conn: Connection, job_ids: Sequence[str], *, lock: bool = False) -> dict[str, Job]:
+        found: dict[str, Job] = {}
+        unique = sorted(set(job_ids))
+        for chunk in range(0, len(unique), 500):  # stay under bind-parameter limits
+            query = select(jobs).where(jobs.c.id.in_(unique[chunk : chunk + 500]))
+            if lock and self._lock_rows:
+                query = query.order_by(jobs.c.id).with_for_update()
+            found.update((job.id, job) for job in map(_row_to_job, conn.execute(query)))
+        return found
 
     def _job(self, conn: Connection, job_id: str, *, lock: bool = False) -> Job:
         job = self._find(conn, job_id, lock=lock)
