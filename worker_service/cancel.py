@@ -2,9 +2,10 @@
 
 A ``CancelToken`` is set from the event loop (a ``Cancel`` from the manager, or a drain past its grace) and read
 from the operation's thread. Engines turn it into an interrupt of the running statement with ``interrupting``:
-the token's callbacks and a deadline timer call the engine's interrupt function (``sqlite3.Connection.interrupt``
-for SQLite, a backend cancel for servers), and engines also poll ``check`` where they can (SQLite's progress
-handler). After an interrupt, ``interruption`` tells which of the two happened:
+the token's callbacks and a deadline alarm (one thread for all, ``ALARMS``) call the engine's interrupt
+function (``sqlite3.Connection.interrupt`` for SQLite, a backend cancel for servers), and engines also poll
+``check`` where they can (SQLite's progress handler). After an interrupt, ``interruption`` tells which of the
+two happened:
 
 * cancelled -> ``OperationCancelled`` -> the child ends CANCELLED with the reason;
 * past the deadline -> ``DeadlineExceeded`` -> the child ends FAILED "deadline exceeded".
@@ -13,10 +14,13 @@ handler). After an interrupt, ``interruption`` tells which of the two happened:
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Any
 
 
 class OperationCancelled(Exception):
@@ -130,6 +134,65 @@ class Interrupts:
         return self._deadline_reached.is_set()
 
 
+class Alarms:
+    """Callbacks at deadlines, all on ONE daemon thread: a ``threading.Timer`` per operation would start (and
+    tear down) a thread for every child, which costs more than a small maintenance operation itself."""
+
+    def __init__(self) -> None:
+        self._wakeup = threading.Condition()
+        self._heap: list[list[Any]] = []  # [due (monotonic), sequence, callback, armed]
+        self._armed = 0
+        self._sequence = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, delay: float, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` on the alarm thread after ``delay`` seconds; returns a function that disarms it."""
+        entry = [time.monotonic() + delay, next(self._sequence), callback, True]
+        with self._wakeup:
+            heapq.heappush(self._heap, entry)
+            self._armed += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="deadline-alarms", daemon=True)
+                self._thread.start()
+            self._wakeup.notify()
+
+        def disarm() -> None:
+            with self._wakeup:
+                if entry[3]:
+                    entry[3] = False
+                    self._armed -= 1
+                    if len(self._heap) > 64 and self._armed < len(self._heap) // 2:
+                        self._heap = [e for e in self._heap if e[3]]  # far-off disarmed alarms pile up otherwise
+                        heapq.heapify(self._heap)
+
+        return disarm
+
+    def _run(self) -> None:
+        with self._wakeup:
+            while True:
+                while self._heap and not self._heap[0][3]:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._wakeup.wait()
+                    continue
+                due = self._heap[0][0] - time.monotonic()
+                if due > 0:
+                    self._wakeup.wait(due)
+                    continue
+                entry = heapq.heappop(self._heap)
+                entry[3] = False
+                self._armed -= 1
+                self._wakeup.release()
+                try:
+                    with contextlib.suppress(Exception):
+                        entry[2]()
+                finally:
+                    self._wakeup.acquire()
+
+
+ALARMS = Alarms()
+
+
 @contextlib.contextmanager
 def interrupting(
     interrupt: Callable[[], None], cancel: CancelToken, deadline: datetime | None
@@ -147,15 +210,11 @@ def interrupting(
             interrupt()
 
     unregister = cancel.on_cancel(interrupt)
-    timer: threading.Timer | None = None
     left = seconds_left(deadline)
-    if left is not None:
-        timer = threading.Timer(max(left, 0.0), on_deadline)
-        timer.daemon = True
-        timer.start()
+    disarm = ALARMS.schedule(max(left, 0.0), on_deadline) if left is not None else None
     try:
         yield state
     finally:
         unregister()
-        if timer is not None:
-            timer.cancel()
+        if disarm is not None:
+            disarm()
