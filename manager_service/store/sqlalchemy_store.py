@@ -308,7 +308,7 @@ class SQLAlchemyJobStore:
             rows = self._find_many(conn, ids, lock=True)
             finished = self._finish_rows(conn, rows, outcomes, now)
             started = self._start_rows(conn, rows, starts, now)
-            parents = self._settle_parents(conn, [*finished, *started], now)
+            parents = self._settle_parents(conn, [(b.status, a) for b, a in (*finished, *started)], now)
         return BatchOutcome(
             finished=[Transition(child, parents[child.parent_id or ""]) for _, child in finished],
             started=[Transition(child, parents[child.parent_id or ""]) for _, child in started],
@@ -404,15 +404,23 @@ class SQLAlchemyJobStore:
             )
         return changed
 
+    # -- parent bookkeeping
+
     def _settle_parents(
-        self, conn: Connection, changes: Sequence[tuple[Job, Job]], now: datetime
+        self,
+        conn: Connection,
+        changes: Sequence[tuple[JobStatus, Job]],
+        now: datetime,
+        also: Sequence[str] = (),
     ) -> dict[str, Job]:
-        """Move each parent's counters by all its children's changes at once, then settle its status."""
-        deltas: dict[str, Counter[str]] = {}
+        """Move each parent's counters by all its children's changes (status before, child after) at once, then
+        settle its status; the parents in ``also`` are settled even if none of their children changed. This is
+        the one place parent counters and statuses are written."""
+        deltas: dict[str, Counter[str]] = {parent_id: Counter() for parent_id in also}
         for before, after in changes:
-            assert before.parent_id is not None
-            delta = deltas.setdefault(before.parent_id, Counter())
-            delta[state_machine.COUNTER_FOR_STATUS[before.status]] -= 1
+            assert after.parent_id is not None
+            delta = deltas.setdefault(after.parent_id, Counter())
+            delta[state_machine.COUNTER_FOR_STATUS[before]] -= 1
             delta[state_machine.COUNTER_FOR_STATUS[after.status]] += 1
         settled: dict[str, Job] = {}
         params: list[dict[str, Any]] = []
@@ -424,6 +432,9 @@ class SQLAlchemyJobStore:
                 **{name: getattr(parent.progress, name) + delta[name] for name in PROGRESS_COUNTERS},
             )
             status = state_machine.parent_status(parent.status, progress, parent.cancel_requested)
+            if progress == parent.progress and status is parent.status:
+                settled[parent.id] = parent
+                continue
             after = replace(parent, progress=progress, status=status, version=parent.version + 1)
             if status is JobStatus.RUNNING and parent.started_at is None:
                 after = replace(after, started_at=now)
@@ -481,7 +492,9 @@ class SQLAlchemyJobStore:
                     version=jobs.c.version + 1,
                 )
             )
-            return self._settle_all(conn, [child.id], child.status, decision.status, now)[0]
+            after = self._job(conn, child.id)
+            parents = self._settle_parents(conn, [(child.status, after)], now)
+            return Transition(after, parents[child.parent_id or ""])
 
     # -- cancel
 
@@ -510,7 +523,8 @@ class SQLAlchemyJobStore:
         running = [c.id for c in children if c.status is JobStatus.RUNNING]
         self._mark_cancel_requested(conn, running, now)
         changed = self._cancel_pending(conn, pending, reason, now)
-        parent_after = self._settle_parent(conn, parent.id, now)
+        cancelled = [(JobStatus.PENDING, child) for child in changed]
+        parent_after = self._settle_parents(conn, cancelled, now, also=[parent.id])[parent.id]
         return CancelOutcome(
             job=parent_after,
             changed=[parent_after, *changed],
@@ -524,7 +538,7 @@ class SQLAlchemyJobStore:
             child_after = self._job(conn, child.id)
             return CancelOutcome(job=child_after, changed=[child_after], to_interrupt=[child_after])
         changed = self._cancel_pending(conn, [child.id], reason, now)
-        parent_after = self._settle_parent(conn, child.parent_id, now)
+        parent_after = self._settle_parents(conn, [(JobStatus.PENDING, c) for c in changed], now)[child.parent_id]
         return CancelOutcome(job=changed[0], changed=[*changed, parent_after])
 
     def _mark_cancel_requested(self, conn: Connection, job_ids: list[str], now: datetime) -> None:
@@ -536,7 +550,7 @@ class SQLAlchemyJobStore:
             )
 
     def _cancel_pending(self, conn: Connection, job_ids: list[str], reason: str, now: datetime) -> list[Job]:
-        """PENDING -> CANCELLED, counted on the parent; the children never run."""
+        """PENDING -> CANCELLED (the caller moves the parent's counters); the children never run."""
         if not job_ids:
             return []
         conn.execute(
@@ -551,61 +565,8 @@ class SQLAlchemyJobStore:
                 version=jobs.c.version + 1,
             )
         )
-        cancelled = [self._job(conn, job_id) for job_id in job_ids]
-        for child in cancelled:
-            assert child.parent_id is not None
-            self._move_counter(conn, child.parent_id, JobStatus.PENDING, JobStatus.CANCELLED, now)
-        return cancelled
-
-    # -- parent bookkeeping
-
-    def _settle_all(
-        self, conn: Connection, child_ids: list[str], before: JobStatus, after: JobStatus, now: datetime
-    ) -> list[Transition]:
-        """Move each child's parent counter from ``before`` to ``after`` and settle the parents."""
-        transitions = []
-        for child_id in child_ids:
-            child = self._job(conn, child_id)
-            assert child.parent_id is not None
-            self._move_counter(conn, child.parent_id, before, after, now)
-            transitions.append(Transition(child, self._settle_parent(conn, child.parent_id, now)))
-        return transitions
-
-    def _move_counter(
-        self, conn: Connection, parent_id: str, before: JobStatus, after: JobStatus, now: datetime
-    ) -> None:
-        if before is after:
-            return
-        source = jobs.c[state_machine.COUNTER_FOR_STATUS[before]]
-        dest = jobs.c[state_machine.COUNTER_FOR_STATUS[after]]
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id == parent_id)
-            .values(
-                {source: source - 1, dest: dest + 1, jobs.c.updated_at: now, jobs.c.version: jobs.c.version + 1}
-            )
-        )
-
-    def _settle_parent(self, conn: Connection, parent_id: str, now: datetime) -> Job:
-        """Recompute the parent's status from its counters; a terminal parent is left alone."""
-        parent = self._job(conn, parent_id, lock=True)
-        assert parent.progress is not None
-        status = state_machine.parent_status(parent.status, parent.progress, parent.cancel_requested)
-        if status is parent.status:
-            return parent
-        values: dict[str, Any] = {"status": status.value, "updated_at": now, "version": jobs.c.version + 1}
-        if status is JobStatus.RUNNING:
-            values["started_at"] = parent.started_at or now
-        if status.is_terminal:
-            values["finished_at"] = now
-            failed = [c for c in self._children(conn, parent_id) if c.status is JobStatus.FAILED]
-            values["error"] = state_machine.parent_error(status, failed, parent.error)
-        conn.execute(
-            update(jobs).where(jobs.c.id == parent_id, jobs.c.status == parent.status.value).values(values)
-        )
-        return self._job(conn, parent_id)
-
-    # -- row helpers
+        cancelled = self._find_many(conn, job_ids)
+        return [cancelled[job_id] for job_id in job_ids]
 
     # -- row locks (PostgreSQL; SQLite serializes writers on the whole file)
     #
@@ -630,6 +591,8 @@ class SQLAlchemyJobStore:
         conn.execute(
             select(jobs.c.seq).where(jobs.c.id.in_(sorted(job_ids))).order_by(jobs.c.id).with_for_update()
         )
+
+    # -- row helpers
 
     def _find(self, conn: Connection, job_id: str, *, lock: bool = False) -> Job | None:
         query = select(jobs).where(jobs.c.id == job_id)
