@@ -1,0 +1,101 @@
+"""The benchmark suite end to end, tiny: ``python -m bench`` on 4 targets of 50 rows, one run of each runner
+(direct P=1, P=2, dbmaint; no Celery, no scale), then the JSON's structure and the dbmaint run's outcome."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.scale import ChildTimes, assignment_latency
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TARGETS, ROWS, OPERATIONS = 4, 50, 4
+
+
+@pytest.mark.e2e
+def test_tiny_benchmark_writes_the_expected_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    began = time.monotonic()
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--size",
+            "small",
+            "--targets",
+            str(TARGETS),
+            "--rows",
+            str(ROWS),
+            "--runs",
+            "1",
+            "--seed",
+            "7",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    elapsed = time.monotonic() - began
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert elapsed < 60, f"the smoke run took {elapsed:.1f}s"
+    assert "targets from the issue" in completed.stdout
+
+    data = json.loads(out.read_text())
+    assert data["schema"] == "dbmaint-bench/1"
+    assert {"cpu_model", "cores", "python", "sqlite", "date"} <= set(data["machine"])
+    assert list(data["sizes"]) == ["small"]
+    small = data["sizes"]["small"]
+    children = TARGETS * OPERATIONS
+    assert (
+        small["workload"] | {"targets": TARGETS, "rows": ROWS, "seed": 7, "children": children}
+        == small["workload"]
+    )
+
+    runs = {run["runner"]: run for run in small["runs"]}
+    assert set(runs) == {"direct-p1", "direct-p2", "dbmaint"}
+    for run in runs.values():
+        assert run["ok"], run
+        assert run["children"] == run["completed"] == children
+        assert run["wall_seconds"] > 0
+        assert run["cpu_ms_per_child"] > 0
+        # The same work: every runner vacuumed the same restored files from the same size to the same size.
+        assert run["vacuum_bytes_before"] == runs["dbmaint"]["vacuum_bytes_before"]
+        assert run["vacuum_bytes_after"] == runs["dbmaint"]["vacuum_bytes_after"] < run["vacuum_bytes_before"]
+
+    dbmaint = runs["dbmaint"]
+    assert dbmaint["details"]["parent_status"] == "JOB_STATUS_COMPLETED"
+    assert dbmaint["details"]["children_reported"] == children
+    assert {"manager", "worker-1", "worker-2", "client"} <= set(dbmaint["cpu_seconds"])
+    assert dbmaint["details"]["setup"]["workers"] == 2
+
+    assert set(small["summary"]) == {"direct-p1", "direct-p2", "dbmaint"}
+    assert small["summary"]["dbmaint"]["median_seconds"] == dbmaint["wall_seconds"]
+    assert small["ratios"]["dbmaint/direct-p2"]["ratio_of_medians"] > 0
+    assert small["ratios"]["dbmaint/celery"] is None
+    assert [t["name"] for t in small["targets"]] == ["small: dbmaint / direct(P=2)", "small: dbmaint / Celery"]
+    assert small["targets"][1]["met"] is None  # no Celery run: not measured
+
+
+def test_assignment_latency_from_job_records() -> None:
+    # One worker with one slot, two targets: a0 runs 0.0-1.0, b0 waits for the slot and starts at 1.1,
+    # a1 waits for its target (a0, finished at 1.0) and for the slot (b0 finishes at 2.0), starts at 2.05.
+    times = [
+        ChildTimes("a", 0, "w", created=0.0, started=0.0, finished=1.0, received=0.004),
+        ChildTimes("b", 0, "w", created=0.0, started=1.1, finished=2.0, received=1.103),
+        ChildTimes("a", 1, "w", created=0.0, started=2.05, finished=3.0),
+    ]
+    latency = assignment_latency(times, {"w": 1})
+    assert latency["target_ready"] == pytest.approx([0.0, 1.1, 1.05])
+    assert latency["target_and_slot_ready"] == pytest.approx([0.0, 0.1, 0.05])
+    assert latency["worker_log"] == pytest.approx([0.004, 0.103])
