@@ -145,6 +145,15 @@ def _store_errors() -> Iterator[None]:
         raise StoreUnavailable(f"the job store is unavailable: {first_line}") from error
 
 
+def _round_robin(pairs: list[tuple[str, Operation]], per_target: int) -> list[tuple[int, tuple[str, Operation]]]:
+    """(position, pair) in insertion order: every target's first operation, then every second one, and so on.
+    ``seq`` follows insertion, and dispatch serves the oldest ``seq`` first, so a large parent spreads over its
+    targets instead of running one target's operations before the next target starts. Positions (display and
+    per-target order) stay target by target."""
+    positioned = list(enumerate(pairs))
+    return sorted(positioned, key=lambda item: (item[0] % per_target, item[0] // per_target))
+
+
 class SQLAlchemyJobStore:
     """JobStore on any SQLAlchemy 2 engine (SQLite file by default)."""
 
@@ -278,7 +287,7 @@ class SQLAlchemyJobStore:
                     "created_at": now,
                     "updated_at": now,
                 }
-                for position, (target, operation) in enumerate(pairs)
+                for position, (target, operation) in _round_robin(pairs, len(spec.operations))
             ],
         )
         parent = self._job(conn, parent_id)

@@ -88,7 +88,10 @@ def test_create_stores_parent_and_children(store: SQLAlchemyJobStore) -> None:
     assert [(c.target, c.operation) for c in outcome.children] == expected
     assert [c.position for c in outcome.children] == list(range(6))
     seqs = [c.seq for c in outcome.children]
-    assert seqs == sorted(seqs) and min(seqs) > p.seq
+    assert len(set(seqs)) == len(seqs) and min(seqs) > p.seq
+    for target in {c.target for c in outcome.children}:  # each target's operations queue in the requested order
+        mine = [c.seq for c in outcome.children if c.target == target]
+        assert mine == sorted(mine)
     for c, (target, operation) in zip(outcome.children, expected, strict=True):
         assert c.type == CHILD_JOB_TYPE
         assert c.parent_id == p.id
@@ -546,3 +549,16 @@ def test_the_scope_travels_in_every_child_config(tmp_path) -> None:
             "tables": ["sales.orders"],
         }
     store.close()
+
+
+def test_children_are_queued_round_robin_over_targets(store: SQLAlchemyJobStore) -> None:
+    """seq order (the dispatch order) takes every target's first operation before any target's second; positions
+    and each target's own order stay as requested."""
+    created = store.create_maintenance(spec(targets=("t1", "t2", "t3"), operations=(V, A, RI)))
+    by_seq = sorted(created.children, key=lambda c: c.seq)
+    assert [(c.target, c.operation) for c in by_seq[:3]] == [("t1", V), ("t2", V), ("t3", V)]
+    assert [(c.target, c.operation) for c in by_seq[3:6]] == [("t1", A), ("t2", A), ("t3", A)]
+    assert [c.position for c in created.children] == list(range(9))
+    for target in ("t1", "t2", "t3"):
+        mine = [c for c in by_seq if c.target == target]
+        assert [c.operation for c in mine] == [V, A, RI]
