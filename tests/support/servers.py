@@ -6,6 +6,7 @@ with a reason that says how to enable them. Each test gets a database of its own
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -61,32 +62,29 @@ def _unique(prefix: str) -> str:
 
 
 @contextmanager
-def fresh_postgres_database(prefix: str = "dbmaint_t") -> Iterator[URL]:
+def _fresh_database(admin: URL, name: str, create: str, drop: str) -> Iterator[URL]:
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(create))
+    try:
+        yield admin.set(database=name)
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(drop))
+        engine.dispose()
+
+
+def fresh_postgres_database(prefix: str = "dbmaint_t") -> contextlib.AbstractContextManager[URL]:
     """A new, empty PostgreSQL database; dropped (connections terminated) afterwards."""
-    admin = require_postgres()
     name = _unique(prefix)
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.set(database=name)
-    finally:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
+    return _fresh_database(
+        require_postgres(), name, f'CREATE DATABASE "{name}"', f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    )
 
 
-@contextmanager
-def fresh_mariadb_database(prefix: str = "dbmaint_t") -> Iterator[URL]:
+def fresh_mariadb_database(prefix: str = "dbmaint_t") -> contextlib.AbstractContextManager[URL]:
     """A new, empty MariaDB database; dropped afterwards."""
-    admin = require_mariadb()
     name = _unique(prefix)
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE `{name}`"))
-    try:
-        yield admin.set(database=name)
-    finally:
-        with engine.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-        engine.dispose()
+    return _fresh_database(
+        require_mariadb(), name, f"CREATE DATABASE `{name}`", f"DROP DATABASE IF EXISTS `{name}`"
+    )
