@@ -305,8 +305,10 @@ class Orchestrator:
                 del self._workers[session.worker_id]
             if self._closing:
                 return  # a restart adopts them: the workers keep running and report to the next manager
-            held = [lease for lease in self._leases.values() if lease.worker_id == session.worker_id]
+            held: list[Lease] = []
             try:
+                await self._apply_waiting_results()
+                held = [lease for lease in self._leases.values() if lease.worker_id == session.worker_id]
                 for lease in held:
                     await self._release_lease(lease, f"worker {session.worker_id} disconnected: {why}")
             except StoreUnavailable as error:
@@ -469,8 +471,15 @@ class Orchestrator:
                 log.warning("lease check paused: %s; retrying", error)
             self._wake.set()
 
+    async def _apply_waiting_results(self) -> None:
+        """Before taking leases back, apply the results that already arrived and wait for the committer: a
+        delivered result must count, not have its child re-queued and run again. Caller holds ``_lock``."""
+        if self._inbox:
+            await self._commit_once()
+
     async def _release_expired(self, expired: list[Lease]) -> None:
         async with self._lock:
+            await self._apply_waiting_results()
             for lease in expired:
                 if self._leases.get(lease.job_id) is lease and lease.expires_at <= time.monotonic():
                     await self._release_lease(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import grpc
@@ -237,6 +238,41 @@ def test_closing_the_stream_requeues_at_once(tmp_path: Path, how: str) -> None:
             assert (a2.job_id, a2.attempt) == (a1.job_id, 2)
             await second.complete(a2)
             await eventually(lambda: _status_is(m, created.parent.id, pb.JOB_STATUS_COMPLETED))
+
+    run_async(body())
+
+
+def test_a_result_sent_just_before_the_stream_ends_is_applied_not_rerun(tmp_path: Path) -> None:
+    """The result was delivered: closing the stream right after it must not re-queue the child, even when it
+    arrives while the committer is busy writing another result (the disconnect then waits for the lock)."""
+
+    async def body() -> None:
+        async with running_manager(tmp_path, lease_timeout=30.0, heartbeat_interval=5.0) as m:
+            store = m.server._orchestrator._store  # type: ignore[union-attr]
+            apply_batch = store.apply_batch
+
+            def slow_apply_batch(outcomes, starts):  # type: ignore[no-untyped-def]
+                time.sleep(0.3)  # a busy store: the next result lands while this write runs
+                return apply_batch(outcomes, starts)
+
+            a = await m.connected_worker("a", ["t1"])
+            b = await m.connected_worker("b", ["t2"])
+            await m.create(["t1", "t2"], [VACUUM])
+            (job_a,) = await a.wait_assignments(1)
+            (job_b,) = await b.wait_assignments(1)
+            store.apply_batch = slow_apply_batch
+            await b.send_result(job_b.job_id, job_b.attempt)
+            await asyncio.sleep(0.1)  # b's result is being written now
+            await a.send_result(job_a.job_id, job_a.attempt)
+            await a.half_close()
+            await eventually(lambda: a.ended, timeout=5, message="a's stream ended")
+
+            async def a_done() -> bool:
+                return (await m.job(job_a.job_id)).status != pb.JOB_STATUS_RUNNING
+
+            await eventually(a_done, timeout=5)
+            job = await m.job(job_a.job_id)
+            assert (job.status, job.attempt) == (pb.JOB_STATUS_COMPLETED, 1), "a delivered result was re-queued"
 
     run_async(body())
 
