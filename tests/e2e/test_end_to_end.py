@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from dbmaint.v1 import maintenance_pb2 as pb
+from tests.support.polling import wait_for
 from tests.support.processes import Cluster
 from tests.support.targets import integrity_ok, make_sqlite_target, sqlite_stats
 
@@ -68,6 +69,7 @@ def test_worker_killed_mid_vacuum_child_reruns_elsewhere(fleet: Cluster, tmp_pat
     vacuum_id = created.children[0].id
     running = fleet.wait_child(created.parent.id, lambda c: c.id == vacuum_id and c.status == RUNNING)
     assert running.worker_id == "w1"
+    wait_for(lambda: "started vacuum" in first.log(), timeout=20, message=lambda: first.log())  # mid-VACUUM
     fleet.start_worker("w2", targets)  # no fault: it finishes the re-run quickly
 
     first.kill9()
@@ -83,10 +85,10 @@ def test_worker_killed_mid_vacuum_child_reruns_elsewhere(fleet: Cluster, tmp_pat
 def test_manager_killed_mid_run_restarts_and_loses_nothing(fleet: Cluster, tmp_path: Path) -> None:
     targets = _targets(tmp_path, "delta", "epsilon")
     manager = fleet.start_manager()
-    fleet.start_worker("w1", targets, faults="slow:vacuum=3")
-    fleet.start_worker("w2", targets, faults="slow:vacuum=3")
+    workers = [fleet.start_worker(w, targets, faults="slow:vacuum=3") for w in ("w1", "w2")]
     created = fleet.create(list(targets), ALL_OPERATIONS)
-    fleet.wait_child(created.parent.id, lambda c: c.status == RUNNING)
+    # Kill while both slow VACUUMs really run on the workers (RUNNING is stored before the assignment is sent).
+    wait_for(lambda: all("started vacuum" in w.log() for w in workers), timeout=20, message=fleet.logs)
 
     manager.kill9()
     fleet.start_manager("--lease-timeout", "15")
@@ -128,6 +130,9 @@ def test_worker_sigterm_drains_its_running_child(fleet: Cluster, tmp_path: Path)
     worker = fleet.start_worker("w1", targets, faults="slow:vacuum=3")
     created = fleet.create(["eta"], [pb.OPERATION_VACUUM, pb.OPERATION_ANALYZE])
     fleet.wait_child(created.parent.id, lambda c: c.status == RUNNING)
+    # RUNNING is stored before the assignment is sent: wait until the worker really runs it (an assignment
+    # that crosses the drain notice is re-queued instead, which is another test's subject).
+    wait_for(lambda: "started vacuum" in worker.log(), timeout=20, message=lambda: worker.log())
 
     assert worker.terminate_and_wait(timeout=30) == 0, worker.log()
 
