@@ -448,7 +448,8 @@ class SQLAlchemyJobStore:
             if status is JobStatus.RUNNING and parent.started_at is None:
                 after = replace(after, started_at=now)
             if status.is_terminal and not parent.status.is_terminal:
-                failed = [c for c in self._children(conn, parent.id) if c.status is JobStatus.FAILED]
+                # Only the failed ones: reading every child of a 10,000-child parent here stalled its last turn.
+                failed = self._children(conn, parent.id, status=JobStatus.FAILED)
                 error = state_machine.parent_error(status, failed, parent.error)
                 after = replace(after, finished_at=now, error=error)
             settled[parent.id] = after
@@ -626,8 +627,10 @@ class SQLAlchemyJobStore:
             raise NotFound(job_id)
         return job
 
-    def _children(self, conn: Connection, parent_id: str) -> list[Job]:
+    def _children(self, conn: Connection, parent_id: str, status: JobStatus | None = None) -> list[Job]:
         query = select(jobs).where(jobs.c.parent_id == parent_id).order_by(jobs.c.position)
+        if status is not None:
+            query = query.where(jobs.c.status == status.value)
         return [_row_to_job(r) for r in conn.execute(query)]
 
     def count_jobs(self) -> int:
