@@ -156,7 +156,7 @@ def create(
 
 def watch_until_terminal(stub: pb_grpc.MaintenanceServiceStub, job_id: str, timeout: float) -> tuple[int, float]:
     """Follow ``WatchJob`` until the job is terminal; returns (status, time.perf_counter() when seen)."""
-    stream = stub.WatchJob(pb.WatchJobRequest(id=job_id), timeout=timeout)
+    stream = stub.WatchJob(pb.WatchJobRequest(id=job_id, job_only=True), timeout=timeout)
     try:
         for message in stream:
             if message.HasField("snapshot"):

@@ -19,8 +19,10 @@ _CLOSED = object()
 
 
 class Subscription:
-    def __init__(self, job_id: str, max_pending: int) -> None:
+    def __init__(self, job_id: str, max_pending: int, with_children: bool = True) -> None:
         self.job_id = job_id
+        # False: only the job's own changes (a client that waits for the end need not pay for every child's).
+        self.with_children = with_children
         self._queue: asyncio.Queue[object] = asyncio.Queue(max_pending + 1)
         self._max_pending = max_pending
         self._closed_reason: str | None = None
@@ -51,8 +53,8 @@ class EventBus:
         self._subscribers: dict[str, set[Subscription]] = {}
         self._max_pending = max_pending
 
-    def subscribe(self, job_id: str) -> Subscription:
-        subscription = Subscription(job_id, self._max_pending)
+    def subscribe(self, job_id: str, with_children: bool = True) -> Subscription:
+        subscription = Subscription(job_id, self._max_pending, with_children)
         self._subscribers.setdefault(job_id, set()).add(subscription)
         return subscription
 
@@ -67,9 +69,11 @@ class EventBus:
         if not self._subscribers:
             return
         for job in changed:
-            for key in (job.id, job.parent_id):
-                if key is not None:
-                    for subscription in self._subscribers.get(key, ()):
+            for subscription in self._subscribers.get(job.id, ()):
+                subscription.offer(job)
+            if job.parent_id is not None:
+                for subscription in self._subscribers.get(job.parent_id, ()):
+                    if subscription.with_children:
                         subscription.offer(job)
 
     def close_all(self, reason: str) -> None:

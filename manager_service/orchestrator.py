@@ -180,11 +180,11 @@ class Orchestrator:
             )
         return outcome
 
-    async def get(self, job_id: str) -> Snapshot:
+    async def get(self, job_id: str, with_children: bool = True) -> Snapshot:
         job = await self._read(self._store.get_job, job_id)
         if job is None:
             raise NotFound(job_id)
-        children = await self._read(self._store.get_children, job.id) if job.is_parent else []
+        children = await self._read(self._store.get_children, job.id) if job.is_parent and with_children else []
         return Snapshot(job, children)
 
     async def list_jobs(self, filter: JobFilter, limit: int, before_seq: int | None) -> Page:
@@ -211,12 +211,13 @@ class Orchestrator:
         if session is not None:
             session.send(CancelCommand(job_id, attempt, reason))
 
-    async def watch(self, job_id: str) -> AsyncIterator[Snapshot | Job]:
-        """A snapshot, then every change of the job or its children, until the job is terminal."""
+    async def watch(self, job_id: str, with_children: bool = True) -> AsyncIterator[Snapshot | Job]:
+        """A snapshot, then every change of the job (and of its children, unless ``with_children`` is False),
+        until the job is terminal."""
         self._refuse_if_closing()
-        subscription = self._events.subscribe(job_id)
+        subscription = self._events.subscribe(job_id, with_children)
         try:
-            snapshot = await self.get(job_id)
+            snapshot = await self.get(job_id, with_children)
             yield snapshot
             if snapshot.job.status.is_terminal:
                 return
@@ -269,7 +270,9 @@ class Orchestrator:
         async with self._lock:
             if hello.worker_id in self._workers:
                 raise AlreadyExists(f"worker {hello.worker_id!r} is already connected; worker ids must be unique")
-            session = WorkerSession(hello.worker_id, hello.targets, hello.slots, peer=hello.peer)
+            session = WorkerSession(
+                hello.worker_id, hello.targets, hello.slots, peer=hello.peer, accepts_batches=hello.accepts_batches
+            )
             listed = dict(hello.running)
             now = time.monotonic()
             for lease in self._leases.values():

@@ -12,7 +12,7 @@ import binascii
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
@@ -34,13 +34,15 @@ from manager_service.errors import (
 from manager_service.events import WatcherDropped
 from manager_service.orchestrator import Orchestrator, Snapshot
 from manager_service.validation import TARGET_NAME, Limits, validate_job_id, validate_maintenance
-from manager_service.workers import AssignCommand, CancelCommand, CloseCommand, Command, HelloInfo, WorkerSession
+from manager_service.workers import AssignCommand, CancelCommand, CloseCommand, HelloInfo, WorkerSession
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MAX_SLOTS = 1024
+# Most commands one ManagerMessage carries (assignments are ~200 bytes: far below the message size limit).
+MAX_BATCH = 256
 
 _STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -182,7 +184,8 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchJobResponse]:
         try:
-            async for event in self._orchestrator.watch(validate_job_id(request.id)):
+            events = self._orchestrator.watch(validate_job_id(request.id), with_children=not request.job_only)
+            async for event in events:
                 if isinstance(event, Snapshot):
                     yield pb.WatchJobResponse(snapshot=self._snapshot(event))
                 else:
@@ -230,6 +233,7 @@ def _hello(message: pb.WorkerMessage, peer: str) -> HelloInfo:
         running=tuple((r.job_id, r.attempt) for r in hello.running),
         peer=peer,
         version=hello.version,
+        accepts_batches=hello.accepts_batches,
     )
 
 
@@ -247,23 +251,42 @@ def _outcome(session: WorkerSession, result: pb.Result) -> ChildOutcome | None:
     )
 
 
-def _command_to_proto(command: AssignCommand | CancelCommand) -> pb.ManagerMessage:
-    if isinstance(command, CancelCommand):
-        return pb.ManagerMessage(
-            cancel=pb.Cancel(job_id=command.job_id, attempt=command.attempt, reason=command.reason)
-        )
-    return pb.ManagerMessage(
-        assignment=pb.Assignment(
-            job_id=command.job_id,
-            attempt=command.attempt,
-            target=command.target,
-            operation=wire.operation_to_proto(command.operation),
-            job_type=command.job_type,
-            config=json.dumps(command.config, separators=(",", ":")),
-            deadline=wire.timestamp(command.deadline),
-            parent_id=command.parent_id,
-        )
+def _assignment_to_proto(command: AssignCommand) -> pb.Assignment:
+    return pb.Assignment(
+        job_id=command.job_id,
+        attempt=command.attempt,
+        target=command.target,
+        operation=wire.operation_to_proto(command.operation),
+        job_type=command.job_type,
+        config=json.dumps(command.config, separators=(",", ":")),
+        deadline=wire.timestamp(command.deadline),
+        parent_id=command.parent_id,
     )
+
+
+def _commands_to_proto(commands: list[AssignCommand | CancelCommand], batches: bool) -> list[pb.ManagerMessage]:
+    """The messages for ``commands``, in order; with ``batches``, consecutive assignments share one message."""
+    messages: list[pb.ManagerMessage] = []
+    batch: list[pb.Assignment] = []
+
+    def flush() -> None:
+        if len(batch) == 1:
+            messages.append(pb.ManagerMessage(assignment=batch[0]))
+        elif batch:
+            messages.append(pb.ManagerMessage(assignments=pb.AssignmentBatch(assignments=batch)))
+        batch.clear()
+
+    for command in commands:
+        if isinstance(command, CancelCommand):
+            flush()
+            cancel = pb.Cancel(job_id=command.job_id, attempt=command.attempt, reason=command.reason)
+            messages.append(pb.ManagerMessage(cancel=cancel))
+        else:
+            batch.append(_assignment_to_proto(command))
+            if not batches:
+                flush()
+    flush()
+    return messages
 
 
 class WorkerServicer(pb_grpc.WorkerServiceServicer):
@@ -295,11 +318,17 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         why = "stream ended"
         try:
             while True:
-                command: Command = await session.outbox.get()
-                if isinstance(command, CloseCommand):
-                    why = command.reason
+                # Everything queued goes out at once: one message for the assignments of a dispatch turn.
+                commands = await session.next_commands(MAX_BATCH)
+                close = next((c for c in commands if isinstance(c, CloseCommand)), None)
+                if close is not None:
+                    commands = commands[: commands.index(close)]
+                sendable = [c for c in commands if not isinstance(c, CloseCommand)]
+                for message in _commands_to_proto(sendable, session.accepts_batches):
+                    yield message
+                if close is not None:
+                    why = close.reason
                     break
-                yield _command_to_proto(command)
         except asyncio.CancelledError:
             why = "stream cancelled"
             raise
@@ -314,15 +343,9 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             async for message in request_iterator:
                 kind = message.WhichOneof("kind")
                 if kind == "result":
-                    outcome = _outcome(session, message.result)
-                    if outcome is None:
-                        log.warning(
-                            "worker %s sent a result with status %d; ignored",
-                            session.worker_id,
-                            message.result.status,
-                        )
-                    else:
-                        self._orchestrator.submit_result(session, outcome)
+                    self._submit(session, [message.result])
+                elif kind == "results":
+                    self._submit(session, message.results.results)
                 elif kind == "heartbeat":
                     self._orchestrator.heartbeat(
                         session, [(r.job_id, r.attempt) for r in message.heartbeat.running]
@@ -339,3 +362,11 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             log.exception("stream of worker %s failed", session.worker_id)
             why = f"stream failed: {error!r}"
         session.send(CloseCommand(why))
+
+    def _submit(self, session: WorkerSession, results: Iterable[pb.Result]) -> None:
+        for result in results:
+            outcome = _outcome(session, result)
+            if outcome is None:
+                log.warning("worker %s sent a result with status %d; ignored", session.worker_id, result.status)
+            else:
+                self._orchestrator.submit_result(session, outcome)

@@ -49,6 +49,7 @@ class HelloInfo:
     running: tuple[tuple[str, int], ...] = ()
     peer: str = ""
     version: str = ""
+    accepts_batches: bool = False
 
 
 @dataclass(eq=False)
@@ -59,6 +60,8 @@ class WorkerSession:
     targets: frozenset[str]
     slots: int
     peer: str = ""
+    # The worker reads AssignmentBatch: several assignments go out as one message.
+    accepts_batches: bool = False
     connected_at: datetime = field(default_factory=utcnow)
     last_seen_at: datetime = field(default_factory=utcnow)
     last_seen_monotonic: float = field(default_factory=time.monotonic)
@@ -88,6 +91,13 @@ class WorkerSession:
 
     def send(self, command: Command) -> None:
         self.outbox.put_nowait(command)
+
+    async def next_commands(self, limit: int) -> list[Command]:
+        """Wait for a command, then take (up to ``limit``) all that are queued behind it."""
+        commands = [await self.outbox.get()]
+        while len(commands) < limit and not self.outbox.empty():
+            commands.append(self.outbox.get_nowait())
+        return commands
 
     def touch(self) -> None:
         self.last_seen_at = utcnow()

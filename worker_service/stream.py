@@ -99,11 +99,12 @@ def hello_message(hello: Hello) -> pb.WorkerMessage:
             slots=hello.slots,
             running=_running(hello.running),
             version=hello.version,
+            accepts_batches=True,
         )
     )
 
 
-def result_message(outcome: Outcome) -> pb.WorkerMessage:
+def _result(outcome: Outcome) -> pb.Result:
     result = pb.Result(
         job_id=outcome.job_id,
         attempt=outcome.attempt,
@@ -112,7 +113,14 @@ def result_message(outcome: Outcome) -> pb.WorkerMessage:
     )
     if outcome.report is not None:
         result.result.CopyFrom(wire.report_to_proto(outcome.report))
-    return pb.WorkerMessage(result=result)
+    return result
+
+
+def results_message(outcomes: Sequence[Outcome]) -> pb.WorkerMessage:
+    """One message for one or more results (a ResultBatch when there are several)."""
+    if len(outcomes) == 1:
+        return pb.WorkerMessage(result=_result(outcomes[0]))
+    return pb.WorkerMessage(results=pb.ResultBatch(results=[_result(o) for o in outcomes]))
 
 
 def heartbeat_message(running: Iterable[RunKey]) -> pb.WorkerMessage:
@@ -174,16 +182,19 @@ def welcome_from_proto(message: pb.Welcome) -> Welcome:
     return Welcome(lease_timeout=lease, heartbeat_interval=interval, manager_id=message.manager_id)
 
 
-def event_from_proto(message: pb.ManagerMessage) -> ManagerEvent | None:
-    """The plain event for a manager message; None for a kind this version does not know."""
+def events_from_proto(message: pb.ManagerMessage) -> list[ManagerEvent]:
+    """The plain events a manager message carries (several for a batch; none for a kind this version does not
+    know)."""
     kind = message.WhichOneof("kind")
     if kind == "welcome":
-        return welcome_from_proto(message.welcome)
+        return [welcome_from_proto(message.welcome)]
     if kind == "assignment":
-        return assignment_from_proto(message.assignment)
+        return [assignment_from_proto(message.assignment)]
+    if kind == "assignments":
+        return [assignment_from_proto(a) for a in message.assignments.assignments]
     if kind == "cancel":
-        return CancelRequest(message.cancel.job_id, message.cancel.attempt, message.cancel.reason)
-    return None
+        return [CancelRequest(message.cancel.job_id, message.cancel.attempt, message.cancel.reason)]
+    return []
 
 
 # -- the stream -------------------------------------------------------------------------------------------------
@@ -221,11 +232,13 @@ class ManagerStream:
         try:
             await stream.send(hello_message(hello))
             try:
-                event = await asyncio.wait_for(stream.receive(), welcome_timeout)
+                events = await asyncio.wait_for(stream.receive(), welcome_timeout)
             except TimeoutError:
                 raise StreamClosed(f"no Welcome within {welcome_timeout:g}s") from None
+            event = events[0] if len(events) == 1 else None
             if not isinstance(event, Welcome):
-                raise StreamClosed(f"expected Welcome first, got {type(event).__name__}")
+                got = type(event).__name__ if event is not None else f"{len(events)} events"
+                raise StreamClosed(f"expected Welcome first, got {got}")
         except BaseException:
             await stream.close()
             raise
@@ -246,8 +259,8 @@ class ManagerStream:
             except asyncio.CancelledError:
                 raise _locally_cancelled() from None
 
-    async def receive(self) -> ManagerEvent | None:
-        """The next event (None for an unknown message kind). Raises StreamClosed when the stream ends."""
+    async def receive(self) -> list[ManagerEvent]:
+        """The events of the next message (none for an unknown kind). Raises StreamClosed when the stream ends."""
         try:
             message = await self._call.read()
         except _STREAM_ERRORS as exc:
@@ -257,7 +270,7 @@ class ManagerStream:
         if message is _EOF:
             raise StreamClosed(await self._status(None))
         assert isinstance(message, pb.ManagerMessage)
-        return event_from_proto(message)
+        return events_from_proto(message)
 
     async def half_close(self) -> None:
         """Tell the manager this worker sends nothing more (the end of a drain)."""

@@ -43,13 +43,15 @@ from worker_service.stream import (
     Welcome,
     draining_message,
     heartbeat_message,
-    result_message,
+    results_message,
 )
 from worker_service.targets import BoundTarget
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_REASON = "worker shutting down"
+# Most results one WorkerMessage carries (a result is a few hundred bytes: far below the message size limit).
+RESULTS_PER_MESSAGE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,8 +283,8 @@ class Worker:
         await self._set_stream(stream, welcome)
         await self._announce_drain(stream)
         while True:
-            event = await stream.receive()
-            self._handle(event)
+            for event in await stream.receive():
+                self._handle(event)
 
     async def _announce_drain(self, stream: ManagerStream) -> None:
         if not self._draining or self._drain_announced_on is stream:
@@ -293,7 +295,7 @@ class Worker:
         except StreamClosed as exc:
             log.debug("could not send Draining: %s", exc)
 
-    def _handle(self, event: ManagerEvent | None) -> None:
+    def _handle(self, event: ManagerEvent) -> None:
         if isinstance(event, Assignment):
             self._on_assignment(event)
         elif isinstance(event, CancelRequest):
@@ -367,15 +369,17 @@ class Worker:
     # -- results and heartbeats -------------------------------------------------------------------------------
 
     async def _flush(self, stream: ManagerStream) -> None:
-        """Write every outcome in the outbox to ``stream``, oldest first, removing each once written."""
-        for outcome in self._outbox.pending():
-            await stream.send(result_message(outcome))
-            self._outbox.remove(outcome.key)
-            log.debug(
-                "result %s delivered",
-                outcome.status.value,
-                extra={"job_id": outcome.job_id, "attempt": outcome.attempt},
-            )
+        """Write every outcome in the outbox to ``stream``, oldest first, removing each once written. What
+        finished meanwhile goes in one message: fewer, larger writes when many children end close together."""
+        while pending := self._outbox.pending()[:RESULTS_PER_MESSAGE]:
+            await stream.send(results_message(pending))
+            for outcome in pending:
+                self._outbox.remove(outcome.key)
+                log.debug(
+                    "result %s delivered",
+                    outcome.status.value,
+                    extra={"job_id": outcome.job_id, "attempt": outcome.attempt},
+                )
 
     async def _send_loop(self) -> None:
         while True:

@@ -26,17 +26,17 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64\x62maint/v1/maintenance.proto\x12\ndbmaint.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x01\n\x0fOperationResult\x12+\n\x08\x64uration\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x62ytes_before\x18\x02 \x01(\x03\x12\x13\n\x0b\x62ytes_after\x18\x03 \x01(\x03\x12\x19\n\x11objects_processed\x18\x04 \x01(\x05\x12\x17\n\x0fobjects_skipped\x18\x05 \x01(\x05\x12\x0e\n\x06\x65ngine\x18\x06 \x01(\t\x12\r\n\x05notes\x18\x07 \x03(\t\"q\n\x08Progress\x12\r\n\x05total\x18\x01 \x01(\x05\x12\x0f\n\x07pending\x18\x02 \x01(\x05\x12\x0f\n\x07running\x18\x03 \x01(\x05\x12\x11\n\tsucceeded\x18\x04 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x05\x12\x11\n\tcancelled\x18\x06 \x01(\x05\"\xaa\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x11\n\tparent_id\x18\x03 \x01(\t\x12%\n\x06status\x18\x04 \x01(\x0e\x32\x15.dbmaint.v1.JobStatus\x12\x0e\n\x06target\x18\x05 \x01(\t\x12(\n\toperation\x18\x06 \x01(\x0e\x32\x15.dbmaint.v1.Operation\x12\x0e\n\x06\x63onfig\x18\x07 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\t \x01(\x05\x12\x11\n\tworker_id\x18\n \x01(\t\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12+\n\x06result\x18\x0c \x01(\x0b\x32\x1b.dbmaint.v1.OperationResult\x12&\n\x08progress\x18\r \x01(\x0b\x32\x14.dbmaint.v1.Progress\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x11 \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x12 \x01(\x08\x12\x10\n\x08position\x18\x13 \x01(\x05\x12\x16\n\x0ewaiting_reason\x18\x14 \x01(\t\"\x8b\x01\n\x18\x43reateMaintenanceRequest\x12\x0f\n\x07targets\x18\x01 \x03(\t\x12)\n\noperations\x18\x02 \x03(\x0e\x32\x15.dbmaint.v1.Operation\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0f\n\x07schemas\x18\x04 \x03(\t\x12\x0e\n\x06tables\x18\x05 \x03(\t\"p\n\x19\x43reateMaintenanceResponse\x12\x1f\n\x06parent\x18\x01 \x01(\x0b\x32\x0f.dbmaint.v1.Job\x12!\n\x08\x63hildren\x18\x02 \x03(\x0b\x32\x0f.dbmaint.v1.Job\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"Q\n\x0eGetJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.dbmaint.v1.Job\x12!\n\x08\x63hildren\x18\x02 \x03(\x0b\x32\x0f.dbmaint.v1.Job\"\x80\x01\n\x0fListJobsRequest\x12%\n\x06status\x18\x01 \x01(\x0e\x32\x15.dbmaint.v1.JobStatus\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x11\n\tparent_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"J\n\x10ListJobsResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.dbmaint.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1d\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"o\n\x10WatchJobResponse\x12.\n\x08snapshot\x18\x01 \x01(\x0b\x32\x1a.dbmaint.v1.GetJobResponseH\x00\x12\"\n\x07\x63hanged\x18\x02 \x01(\x0b\x32\x0f.dbmaint.v1.JobH\x00\x42\x07\n\x05\x65vent\".\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"1\n\x11\x43\x61ncelJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.dbmaint.v1.Job\"\x14\n\x12ListWorkersRequest\"\xde\x01\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x17\n\x0frunning_job_ids\x18\x04 \x03(\t\x12\x32\n\x0elast_heartbeat\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\x12\x30\n\x0c\x63onnected_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04peer\x18\x08 \x01(\t\"X\n\x13ListWorkersResponse\x12\'\n\x07workers\x18\x01 \x03(\x0b\x32\x16.dbmaint.v1.WorkerInfo\x12\x18\n\x10unserved_targets\x18\x02 \x03(\t\"/\n\x0cRunningChild\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"v\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12)\n\x07running\x18\x04 \x03(\x0b\x32\x18.dbmaint.v1.RunningChild\x12\x0f\n\x07version\x18\x05 \x01(\t\"\x8c\x01\n\x06Result\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.dbmaint.v1.JobStatus\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12+\n\x06result\x18\x05 \x01(\x0b\x32\x1b.dbmaint.v1.OperationResult\"6\n\tHeartbeat\x12)\n\x07running\x18\x01 \x03(\x0b\x32\x18.dbmaint.v1.RunningChild\"\x1a\n\x08\x44raining\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xb7\x01\n\rWorkerMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.dbmaint.v1.HelloH\x00\x12$\n\x06result\x18\x02 \x01(\x0b\x32\x12.dbmaint.v1.ResultH\x00\x12*\n\theartbeat\x18\x03 \x01(\x0b\x32\x15.dbmaint.v1.HeartbeatH\x00\x12(\n\x08\x64raining\x18\x04 \x01(\x0b\x32\x14.dbmaint.v1.DrainingH\x00\x42\x06\n\x04kind\"\x86\x01\n\x07Welcome\x12\x30\n\rlease_timeout\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nmanager_id\x18\x03 \x01(\t\"\xca\x01\n\nAssignment\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06target\x18\x03 \x01(\t\x12(\n\toperation\x18\x04 \x01(\x0e\x32\x15.dbmaint.v1.Operation\x12\x10\n\x08job_type\x18\x05 \x01(\t\x12\x0e\n\x06\x63onfig\x18\x06 \x01(\t\x12,\n\x08\x64\x65\x61\x64line\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tparent_id\x18\x08 \x01(\t\"9\n\x06\x43\x61ncel\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x94\x01\n\x0eManagerMessage\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.dbmaint.v1.WelcomeH\x00\x12,\n\nassignment\x18\x02 \x01(\x0b\x32\x16.dbmaint.v1.AssignmentH\x00\x12$\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x12.dbmaint.v1.CancelH\x00\x42\x06\n\x04kind*\x82\x01\n\tOperation\x12\x19\n\x15OPERATION_UNSPECIFIED\x10\x00\x12\x14\n\x10OPERATION_VACUUM\x10\x01\x12\x15\n\x11OPERATION_ANALYZE\x10\x02\x12\x15\n\x11OPERATION_REINDEX\x10\x03\x12\x16\n\x12OPERATION_OPTIMIZE\x10\x04*\xa2\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATUS_PENDING\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\x05\x32\xe1\x03\n\x12MaintenanceService\x12`\n\x11\x43reateMaintenance\x12$.dbmaint.v1.CreateMaintenanceRequest\x1a%.dbmaint.v1.CreateMaintenanceResponse\x12?\n\x06GetJob\x12\x19.dbmaint.v1.GetJobRequest\x1a\x1a.dbmaint.v1.GetJobResponse\x12\x45\n\x08ListJobs\x12\x1b.dbmaint.v1.ListJobsRequest\x1a\x1c.dbmaint.v1.ListJobsResponse\x12G\n\x08WatchJob\x12\x1b.dbmaint.v1.WatchJobRequest\x1a\x1c.dbmaint.v1.WatchJobResponse0\x01\x12H\n\tCancelJob\x12\x1c.dbmaint.v1.CancelJobRequest\x1a\x1d.dbmaint.v1.CancelJobResponse\x12N\n\x0bListWorkers\x12\x1e.dbmaint.v1.ListWorkersRequest\x1a\x1f.dbmaint.v1.ListWorkersResponse2U\n\rWorkerService\x12\x44\n\x07\x43onnect\x12\x19.dbmaint.v1.WorkerMessage\x1a\x1a.dbmaint.v1.ManagerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64\x62maint/v1/maintenance.proto\x12\ndbmaint.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x01\n\x0fOperationResult\x12+\n\x08\x64uration\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x62ytes_before\x18\x02 \x01(\x03\x12\x13\n\x0b\x62ytes_after\x18\x03 \x01(\x03\x12\x19\n\x11objects_processed\x18\x04 \x01(\x05\x12\x17\n\x0fobjects_skipped\x18\x05 \x01(\x05\x12\x0e\n\x06\x65ngine\x18\x06 \x01(\t\x12\r\n\x05notes\x18\x07 \x03(\t\"q\n\x08Progress\x12\r\n\x05total\x18\x01 \x01(\x05\x12\x0f\n\x07pending\x18\x02 \x01(\x05\x12\x0f\n\x07running\x18\x03 \x01(\x05\x12\x11\n\tsucceeded\x18\x04 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x05\x12\x11\n\tcancelled\x18\x06 \x01(\x05\"\xaa\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x11\n\tparent_id\x18\x03 \x01(\t\x12%\n\x06status\x18\x04 \x01(\x0e\x32\x15.dbmaint.v1.JobStatus\x12\x0e\n\x06target\x18\x05 \x01(\t\x12(\n\toperation\x18\x06 \x01(\x0e\x32\x15.dbmaint.v1.Operation\x12\x0e\n\x06\x63onfig\x18\x07 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\t \x01(\x05\x12\x11\n\tworker_id\x18\n \x01(\t\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12+\n\x06result\x18\x0c \x01(\x0b\x32\x1b.dbmaint.v1.OperationResult\x12&\n\x08progress\x18\r \x01(\x0b\x32\x14.dbmaint.v1.Progress\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x11 \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x12 \x01(\x08\x12\x10\n\x08position\x18\x13 \x01(\x05\x12\x16\n\x0ewaiting_reason\x18\x14 \x01(\t\"\x8b\x01\n\x18\x43reateMaintenanceRequest\x12\x0f\n\x07targets\x18\x01 \x03(\t\x12)\n\noperations\x18\x02 \x03(\x0e\x32\x15.dbmaint.v1.Operation\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0f\n\x07schemas\x18\x04 \x03(\t\x12\x0e\n\x06tables\x18\x05 \x03(\t\"p\n\x19\x43reateMaintenanceResponse\x12\x1f\n\x06parent\x18\x01 \x01(\x0b\x32\x0f.dbmaint.v1.Job\x12!\n\x08\x63hildren\x18\x02 \x03(\x0b\x32\x0f.dbmaint.v1.Job\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"Q\n\x0eGetJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.dbmaint.v1.Job\x12!\n\x08\x63hildren\x18\x02 \x03(\x0b\x32\x0f.dbmaint.v1.Job\"\x80\x01\n\x0fListJobsRequest\x12%\n\x06status\x18\x01 \x01(\x0e\x32\x15.dbmaint.v1.JobStatus\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x11\n\tparent_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"J\n\x10ListJobsResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.dbmaint.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08job_only\x18\x02 \x01(\x08\"o\n\x10WatchJobResponse\x12.\n\x08snapshot\x18\x01 \x01(\x0b\x32\x1a.dbmaint.v1.GetJobResponseH\x00\x12\"\n\x07\x63hanged\x18\x02 \x01(\x0b\x32\x0f.dbmaint.v1.JobH\x00\x42\x07\n\x05\x65vent\".\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"1\n\x11\x43\x61ncelJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.dbmaint.v1.Job\"\x14\n\x12ListWorkersRequest\"\xde\x01\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x17\n\x0frunning_job_ids\x18\x04 \x03(\t\x12\x32\n\x0elast_heartbeat\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\x12\x30\n\x0c\x63onnected_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04peer\x18\x08 \x01(\t\"X\n\x13ListWorkersResponse\x12\'\n\x07workers\x18\x01 \x03(\x0b\x32\x16.dbmaint.v1.WorkerInfo\x12\x18\n\x10unserved_targets\x18\x02 \x03(\t\"/\n\x0cRunningChild\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"\x8f\x01\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12)\n\x07running\x18\x04 \x03(\x0b\x32\x18.dbmaint.v1.RunningChild\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x17\n\x0f\x61\x63\x63\x65pts_batches\x18\x06 \x01(\x08\"\x8c\x01\n\x06Result\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.dbmaint.v1.JobStatus\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12+\n\x06result\x18\x05 \x01(\x0b\x32\x1b.dbmaint.v1.OperationResult\"2\n\x0bResultBatch\x12#\n\x07results\x18\x01 \x03(\x0b\x32\x12.dbmaint.v1.Result\"6\n\tHeartbeat\x12)\n\x07running\x18\x01 \x03(\x0b\x32\x18.dbmaint.v1.RunningChild\"\x1a\n\x08\x44raining\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xe3\x01\n\rWorkerMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.dbmaint.v1.HelloH\x00\x12$\n\x06result\x18\x02 \x01(\x0b\x32\x12.dbmaint.v1.ResultH\x00\x12*\n\theartbeat\x18\x03 \x01(\x0b\x32\x15.dbmaint.v1.HeartbeatH\x00\x12(\n\x08\x64raining\x18\x04 \x01(\x0b\x32\x14.dbmaint.v1.DrainingH\x00\x12*\n\x07results\x18\x05 \x01(\x0b\x32\x17.dbmaint.v1.ResultBatchH\x00\x42\x06\n\x04kind\"\x86\x01\n\x07Welcome\x12\x30\n\rlease_timeout\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nmanager_id\x18\x03 \x01(\t\"\xca\x01\n\nAssignment\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06target\x18\x03 \x01(\t\x12(\n\toperation\x18\x04 \x01(\x0e\x32\x15.dbmaint.v1.Operation\x12\x10\n\x08job_type\x18\x05 \x01(\t\x12\x0e\n\x06\x63onfig\x18\x06 \x01(\t\x12,\n\x08\x64\x65\x61\x64line\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tparent_id\x18\x08 \x01(\t\">\n\x0f\x41ssignmentBatch\x12+\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x16.dbmaint.v1.Assignment\"9\n\x06\x43\x61ncel\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xc8\x01\n\x0eManagerMessage\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.dbmaint.v1.WelcomeH\x00\x12,\n\nassignment\x18\x02 \x01(\x0b\x32\x16.dbmaint.v1.AssignmentH\x00\x12$\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x12.dbmaint.v1.CancelH\x00\x12\x32\n\x0b\x61ssignments\x18\x04 \x01(\x0b\x32\x1b.dbmaint.v1.AssignmentBatchH\x00\x42\x06\n\x04kind*\x82\x01\n\tOperation\x12\x19\n\x15OPERATION_UNSPECIFIED\x10\x00\x12\x14\n\x10OPERATION_VACUUM\x10\x01\x12\x15\n\x11OPERATION_ANALYZE\x10\x02\x12\x15\n\x11OPERATION_REINDEX\x10\x03\x12\x16\n\x12OPERATION_OPTIMIZE\x10\x04*\xa2\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATUS_PENDING\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\x05\x32\xe1\x03\n\x12MaintenanceService\x12`\n\x11\x43reateMaintenance\x12$.dbmaint.v1.CreateMaintenanceRequest\x1a%.dbmaint.v1.CreateMaintenanceResponse\x12?\n\x06GetJob\x12\x19.dbmaint.v1.GetJobRequest\x1a\x1a.dbmaint.v1.GetJobResponse\x12\x45\n\x08ListJobs\x12\x1b.dbmaint.v1.ListJobsRequest\x1a\x1c.dbmaint.v1.ListJobsResponse\x12G\n\x08WatchJob\x12\x1b.dbmaint.v1.WatchJobRequest\x1a\x1c.dbmaint.v1.WatchJobResponse0\x01\x12H\n\tCancelJob\x12\x1c.dbmaint.v1.CancelJobRequest\x1a\x1d.dbmaint.v1.CancelJobResponse\x12N\n\x0bListWorkers\x12\x1e.dbmaint.v1.ListWorkersRequest\x1a\x1f.dbmaint.v1.ListWorkersResponse2U\n\rWorkerService\x12\x44\n\x07\x43onnect\x12\x19.dbmaint.v1.WorkerMessage\x1a\x1a.dbmaint.v1.ManagerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dbmaint.v1.maintenance_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OPERATION']._serialized_start=3262
-  _globals['_OPERATION']._serialized_end=3392
-  _globals['_JOBSTATUS']._serialized_start=3395
-  _globals['_JOBSTATUS']._serialized_end=3557
+  _globals['_OPERATION']._serialized_start=3518
+  _globals['_OPERATION']._serialized_end=3648
+  _globals['_JOBSTATUS']._serialized_start=3651
+  _globals['_JOBSTATUS']._serialized_end=3813
   _globals['_OPERATIONRESULT']._serialized_start=110
   _globals['_OPERATIONRESULT']._serialized_end=298
   _globals['_PROGRESS']._serialized_start=300
@@ -56,41 +56,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTJOBSRESPONSE']._serialized_start=1471
   _globals['_LISTJOBSRESPONSE']._serialized_end=1545
   _globals['_WATCHJOBREQUEST']._serialized_start=1547
-  _globals['_WATCHJOBREQUEST']._serialized_end=1576
-  _globals['_WATCHJOBRESPONSE']._serialized_start=1578
-  _globals['_WATCHJOBRESPONSE']._serialized_end=1689
-  _globals['_CANCELJOBREQUEST']._serialized_start=1691
-  _globals['_CANCELJOBREQUEST']._serialized_end=1737
-  _globals['_CANCELJOBRESPONSE']._serialized_start=1739
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1788
-  _globals['_LISTWORKERSREQUEST']._serialized_start=1790
-  _globals['_LISTWORKERSREQUEST']._serialized_end=1810
-  _globals['_WORKERINFO']._serialized_start=1813
-  _globals['_WORKERINFO']._serialized_end=2035
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=2037
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=2125
-  _globals['_RUNNINGCHILD']._serialized_start=2127
-  _globals['_RUNNINGCHILD']._serialized_end=2174
-  _globals['_HELLO']._serialized_start=2176
-  _globals['_HELLO']._serialized_end=2294
-  _globals['_RESULT']._serialized_start=2297
-  _globals['_RESULT']._serialized_end=2437
-  _globals['_HEARTBEAT']._serialized_start=2439
-  _globals['_HEARTBEAT']._serialized_end=2493
-  _globals['_DRAINING']._serialized_start=2495
-  _globals['_DRAINING']._serialized_end=2521
-  _globals['_WORKERMESSAGE']._serialized_start=2524
-  _globals['_WORKERMESSAGE']._serialized_end=2707
-  _globals['_WELCOME']._serialized_start=2710
-  _globals['_WELCOME']._serialized_end=2844
-  _globals['_ASSIGNMENT']._serialized_start=2847
-  _globals['_ASSIGNMENT']._serialized_end=3049
-  _globals['_CANCEL']._serialized_start=3051
-  _globals['_CANCEL']._serialized_end=3108
-  _globals['_MANAGERMESSAGE']._serialized_start=3111
-  _globals['_MANAGERMESSAGE']._serialized_end=3259
-  _globals['_MAINTENANCESERVICE']._serialized_start=3560
-  _globals['_MAINTENANCESERVICE']._serialized_end=4041
-  _globals['_WORKERSERVICE']._serialized_start=4043
-  _globals['_WORKERSERVICE']._serialized_end=4128
+  _globals['_WATCHJOBREQUEST']._serialized_end=1594
+  _globals['_WATCHJOBRESPONSE']._serialized_start=1596
+  _globals['_WATCHJOBRESPONSE']._serialized_end=1707
+  _globals['_CANCELJOBREQUEST']._serialized_start=1709
+  _globals['_CANCELJOBREQUEST']._serialized_end=1755
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1757
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1806
+  _globals['_LISTWORKERSREQUEST']._serialized_start=1808
+  _globals['_LISTWORKERSREQUEST']._serialized_end=1828
+  _globals['_WORKERINFO']._serialized_start=1831
+  _globals['_WORKERINFO']._serialized_end=2053
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=2055
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=2143
+  _globals['_RUNNINGCHILD']._serialized_start=2145
+  _globals['_RUNNINGCHILD']._serialized_end=2192
+  _globals['_HELLO']._serialized_start=2195
+  _globals['_HELLO']._serialized_end=2338
+  _globals['_RESULT']._serialized_start=2341
+  _globals['_RESULT']._serialized_end=2481
+  _globals['_RESULTBATCH']._serialized_start=2483
+  _globals['_RESULTBATCH']._serialized_end=2533
+  _globals['_HEARTBEAT']._serialized_start=2535
+  _globals['_HEARTBEAT']._serialized_end=2589
+  _globals['_DRAINING']._serialized_start=2591
+  _globals['_DRAINING']._serialized_end=2617
+  _globals['_WORKERMESSAGE']._serialized_start=2620
+  _globals['_WORKERMESSAGE']._serialized_end=2847
+  _globals['_WELCOME']._serialized_start=2850
+  _globals['_WELCOME']._serialized_end=2984
+  _globals['_ASSIGNMENT']._serialized_start=2987
+  _globals['_ASSIGNMENT']._serialized_end=3189
+  _globals['_ASSIGNMENTBATCH']._serialized_start=3191
+  _globals['_ASSIGNMENTBATCH']._serialized_end=3253
+  _globals['_CANCEL']._serialized_start=3255
+  _globals['_CANCEL']._serialized_end=3312
+  _globals['_MANAGERMESSAGE']._serialized_start=3315
+  _globals['_MANAGERMESSAGE']._serialized_end=3515
+  _globals['_MAINTENANCESERVICE']._serialized_start=3816
+  _globals['_MAINTENANCESERVICE']._serialized_end=4297
+  _globals['_WORKERSERVICE']._serialized_start=4299
+  _globals['_WORKERSERVICE']._serialized_end=4384
 # @@protoc_insertion_point(module_scope)

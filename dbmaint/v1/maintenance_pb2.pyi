@@ -178,10 +178,12 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "job_only")
     ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ONLY_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    job_only: bool
+    def __init__(self, id: _Optional[str] = ..., job_only: _Optional[bool] = ...) -> None: ...
 
 class WatchJobResponse(_message.Message):
     __slots__ = ("snapshot", "changed")
@@ -246,18 +248,20 @@ class RunningChild(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("worker_id", "targets", "slots", "running", "version")
+    __slots__ = ("worker_id", "targets", "slots", "running", "version", "accepts_batches")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTS_BATCHES_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     targets: _containers.RepeatedScalarFieldContainer[str]
     slots: int
     running: _containers.RepeatedCompositeFieldContainer[RunningChild]
     version: str
-    def __init__(self, worker_id: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., running: _Optional[_Iterable[_Union[RunningChild, _Mapping]]] = ..., version: _Optional[str] = ...) -> None: ...
+    accepts_batches: bool
+    def __init__(self, worker_id: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., running: _Optional[_Iterable[_Union[RunningChild, _Mapping]]] = ..., version: _Optional[str] = ..., accepts_batches: _Optional[bool] = ...) -> None: ...
 
 class Result(_message.Message):
     __slots__ = ("job_id", "attempt", "status", "error", "result")
@@ -273,6 +277,12 @@ class Result(_message.Message):
     result: OperationResult
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., status: _Optional[_Union[JobStatus, str]] = ..., error: _Optional[str] = ..., result: _Optional[_Union[OperationResult, _Mapping]] = ...) -> None: ...
 
+class ResultBatch(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[Result]
+    def __init__(self, results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ...) -> None: ...
+
 class Heartbeat(_message.Message):
     __slots__ = ("running",)
     RUNNING_FIELD_NUMBER: _ClassVar[int]
@@ -286,16 +296,18 @@ class Draining(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class WorkerMessage(_message.Message):
-    __slots__ = ("hello", "result", "heartbeat", "draining")
+    __slots__ = ("hello", "result", "heartbeat", "draining", "results")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     result: Result
     heartbeat: Heartbeat
     draining: Draining
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., draining: _Optional[_Union[Draining, _Mapping]] = ...) -> None: ...
+    results: ResultBatch
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., draining: _Optional[_Union[Draining, _Mapping]] = ..., results: _Optional[_Union[ResultBatch, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("lease_timeout", "heartbeat_interval", "manager_id")
@@ -327,6 +339,12 @@ class Assignment(_message.Message):
     parent_id: str
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., target: _Optional[str] = ..., operation: _Optional[_Union[Operation, str]] = ..., job_type: _Optional[str] = ..., config: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., parent_id: _Optional[str] = ...) -> None: ...
 
+class AssignmentBatch(_message.Message):
+    __slots__ = ("assignments",)
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
+    assignments: _containers.RepeatedCompositeFieldContainer[Assignment]
+    def __init__(self, assignments: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ...) -> None: ...
+
 class Cancel(_message.Message):
     __slots__ = ("job_id", "attempt", "reason")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -338,11 +356,13 @@ class Cancel(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ManagerMessage(_message.Message):
-    __slots__ = ("welcome", "assignment", "cancel")
+    __slots__ = ("welcome", "assignment", "cancel", "assignments")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     assignment: Assignment
     cancel: Cancel
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
+    assignments: AssignmentBatch
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., assignments: _Optional[_Union[AssignmentBatch, _Mapping]] = ...) -> None: ...

@@ -97,11 +97,19 @@ class FakeWorker:
     is what the manager assigned and the worker has not reported yet, and ``max_outstanding`` its peak.
     """
 
-    def __init__(self, channel: grpc.aio.Channel, worker_id: str, targets: Iterable[str], slots: int = 1) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        worker_id: str,
+        targets: Iterable[str],
+        slots: int = 1,
+        accepts_batches: bool = False,
+    ) -> None:
         self.stub = pb_grpc.WorkerServiceStub(channel)
         self.worker_id = worker_id
         self.targets = list(targets)
         self.slots = slots
+        self.accepts_batches = accepts_batches
         self.call: Any = None
         self.messages: list[pb.ManagerMessage] = []
         self.assignments: list[pb.Assignment] = []
@@ -131,6 +139,7 @@ class FakeWorker:
                 slots=self.slots,
                 running=[pb.RunningChild(job_id=j, attempt=a) for j, a in running],
                 version="test",
+                accepts_batches=self.accepts_batches,
             )
         )
 
@@ -149,9 +158,11 @@ class FakeWorker:
                     break
                 self.messages.append(message)
                 kind = message.WhichOneof("kind")
-                if kind == "assignment":
-                    self.assignments.append(message.assignment)
-                    self.outstanding[message.assignment.job_id] = message.assignment.attempt
+                if kind in ("assignment", "assignments"):
+                    batch = [message.assignment] if kind == "assignment" else message.assignments.assignments
+                    for assignment in batch:
+                        self.assignments.append(assignment)
+                        self.outstanding[assignment.job_id] = assignment.attempt
                     self.max_outstanding = max(self.max_outstanding, len(self.outstanding))
                 elif kind == "cancel":
                     self.cancels.append(message.cancel)
@@ -201,6 +212,15 @@ class FakeWorker:
 
     async def complete(self, assignment: pb.Assignment, status: str = "completed", error: str = "") -> None:
         await self.send_result(assignment.job_id, assignment.attempt, status, error)
+
+    async def complete_all(self, assignments: Iterable[tuple[str, int]], status: str = "completed") -> None:
+        """Report several (job_id, attempt) in one ResultBatch message."""
+        results = []
+        for job_id, attempt in assignments:
+            if self.outstanding.get(job_id) == attempt:
+                del self.outstanding[job_id]
+            results.append(pb.Result(job_id=job_id, attempt=attempt, status=RESULT_STATUS[status]))
+        await self.write(pb.WorkerMessage(results=pb.ResultBatch(results=results)))
 
     async def heartbeat(self, running: Iterable[tuple[str, int]] | None = None) -> None:
         listed = list(self.outstanding.items()) if running is None else running
@@ -264,13 +284,17 @@ class Manager:
     def health(self) -> health_pb2_grpc.HealthStub:
         return health_pb2_grpc.HealthStub(self.channel)
 
-    def worker(self, worker_id: str, targets: Iterable[str], slots: int = 1) -> FakeWorker:
-        fake = FakeWorker(self.channel, worker_id, targets, slots)
+    def worker(
+        self, worker_id: str, targets: Iterable[str], slots: int = 1, accepts_batches: bool = False
+    ) -> FakeWorker:
+        fake = FakeWorker(self.channel, worker_id, targets, slots, accepts_batches)
         self.workers.append(fake)
         return fake
 
-    async def connected_worker(self, worker_id: str, targets: Iterable[str], slots: int = 1) -> FakeWorker:
-        fake = self.worker(worker_id, targets, slots)
+    async def connected_worker(
+        self, worker_id: str, targets: Iterable[str], slots: int = 1, accepts_batches: bool = False
+    ) -> FakeWorker:
+        fake = self.worker(worker_id, targets, slots, accepts_batches)
         await fake.connect()
         return fake
 

@@ -308,6 +308,31 @@ def test_watch_yields_snapshot_then_changes_and_ends(tmp_path: Path) -> None:
     run_async(body())
 
 
+def test_watch_job_only_sends_the_parent_and_never_its_children(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with running_manager(tmp_path) as m:
+            created = await m.create(["db1", "db2"], [VACUUM, ANALYZE])
+            call = m.api.WatchJob(pb.WatchJobRequest(id=created.parent.id, job_only=True))
+            first = await call.read()
+            assert first.snapshot.job.id == created.parent.id and len(first.snapshot.children) == 0
+            w = await m.connected_worker("w1", ["db1", "db2"], slots=2)
+            done = 0
+            while done < 4:
+                assignments = await w.wait_assignments(done + 1)
+                for a in assignments[done:]:
+                    await w.complete(a)
+                done = len(assignments)
+            events = await asyncio.wait_for(read_all(call), 5.0)
+            assert await call.code() == grpc.StatusCode.OK
+            assert events and {e.changed.id for e in events} == {created.parent.id}
+            succeeded = [e.changed.progress.succeeded for e in events]
+            assert succeeded == sorted(succeeded)  # in order
+            last = events[-1].changed
+            assert last.status == pb.JOB_STATUS_COMPLETED and last.progress.succeeded == 4
+
+    run_async(body())
+
+
 def test_watch_of_terminal_job_is_snapshot_only(tmp_path: Path) -> None:
     async def body() -> None:
         async with running_manager(tmp_path) as m:

@@ -535,3 +535,39 @@ def test_hello_out_of_bounds_is_invalid_argument(tmp_path: Path, hello: pb.Hello
             assert field in await fake.details()
 
     run_async(body())
+
+
+def test_a_worker_that_accepts_batches_gets_a_turn_of_assignments_in_one_message(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with running_manager(tmp_path) as m:
+            targets = [f"t{i}" for i in range(6)]
+            batching = await m.connected_worker("w1", targets, slots=6, accepts_batches=True)
+            created = await m.create(targets, [VACUUM])
+            assignments = await batching.wait_assignments(6)
+            kinds = [msg.WhichOneof("kind") for msg in batching.messages[1:]]
+            # One dispatch turn started all six: they travel together, not as six messages.
+            assert kinds == ["assignments"], kinds
+            assert sorted(a.target for a in assignments) == targets
+            # A ResultBatch is applied result by result, each fenced: a stale attempt and a child this worker
+            # does not hold change nothing, the rest count.
+            stale = (assignments[0].job_id, assignments[0].attempt + 1)
+            foreign = ("not-a-job", 1)
+            await batching.complete_all([stale, foreign, *((a.job_id, a.attempt) for a in assignments)])
+            await wait_progress(m, created.parent.id, succeeded=6)
+            parent = await m.job(created.parent.id)
+            assert parent.status == pb.JOB_STATUS_COMPLETED
+            assert all(c.attempt == 1 for c in (await m.get(created.parent.id)).children)
+
+    run_async(body())
+
+
+def test_a_worker_without_batches_gets_one_assignment_per_message(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with running_manager(tmp_path) as m:
+            targets = [f"t{i}" for i in range(4)]
+            w = await m.connected_worker("w1", targets, slots=4)
+            await m.create(targets, [VACUUM])
+            await w.wait_assignments(4)
+            assert [msg.WhichOneof("kind") for msg in w.messages[1:]] == ["assignment"] * 4
+
+    run_async(body())

@@ -40,7 +40,15 @@ class FakeStream:
 
     @property
     def results(self) -> list[pb.Result]:
-        return self.of_kind("result")
+        """Every result received, whether alone or in a ResultBatch."""
+        found: list[pb.Result] = []
+        for message in self.received:
+            kind = message.WhichOneof("kind")
+            if kind == "result":
+                found.append(message.result)
+            elif kind == "results":
+                found.extend(message.results.results)
+        return found
 
     @property
     def heartbeats(self) -> list[pb.Heartbeat]:
@@ -58,6 +66,9 @@ class FakeStream:
 
     async def assign(self, job_id: str, target: str, operation: str = "vacuum", **overrides: Any) -> None:
         await self.send(pb.ManagerMessage(assignment=assignment(job_id, target, operation, **overrides)))
+
+    async def assign_batch(self, *assignments: pb.Assignment) -> None:
+        await self.send(pb.ManagerMessage(assignments=pb.AssignmentBatch(assignments=assignments)))
 
     async def cancel(self, job_id: str, attempt: int = 1, reason: str = "cancelled by test") -> None:
         await self.send(pb.ManagerMessage(cancel=pb.Cancel(job_id=job_id, attempt=attempt, reason=reason)))

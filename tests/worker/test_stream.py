@@ -16,7 +16,7 @@ from dbmaint.v1 import maintenance_pb2 as pb
 from worker_service.health import HealthServer
 from worker_service.worker import Worker
 
-from .fake_manager import FakeManagerServer, FakeStream, fake_manager
+from .fake_manager import FakeManagerServer, FakeStream, assignment, fake_manager
 from .helpers import eventually, integrity, make_worker, run, within
 
 COMPLETED = pb.JOB_STATUS_COMPLETED
@@ -328,5 +328,30 @@ def test_the_unexpected_death_of_a_side_task_stops_the_worker_with_an_error(smal
             assert code == 1
             assert "heartbeater" in str(worker.error) and "heartbeater bug" in str(worker.error)
             await worker.shutdown()  # idempotent after the end
+
+    run(scenario())
+
+
+def test_an_assignment_batch_runs_each_and_results_ready_together_travel_together(small_db: Path) -> None:
+    async def scenario() -> None:
+        async with fake_manager() as server:
+            worker = make_worker(server.address, {"orders": small_db}, slots=2)
+            runner = asyncio.create_task(worker.run())
+            stream = await first_stream(server)
+            assert stream.hello.accepts_batches
+            # Three refusals are decided while the batch is read, so their results are ready at the same time.
+            await stream.assign_batch(
+                assignment("ok", "orders", "analyze"),
+                *(assignment(f"nowhere-{i}", "billing") for i in range(3)),
+            )
+            ok = await eventually(lambda: stream.result_for("ok"))
+            assert ok.status == COMPLETED
+            for i in range(3):
+                refused = await eventually(lambda i=i: stream.result_for(f"nowhere-{i}"))
+                assert refused.status == FAILED and "target 'billing' is not served" in refused.error
+            batches = [m.results for m in stream.received if m.WhichOneof("kind") == "results"]
+            assert [[r.job_id for r in b.results] for b in batches] == [["nowhere-0", "nowhere-1", "nowhere-2"]]
+            await worker.shutdown()
+            assert await runner == 0
 
     run(scenario())
