@@ -45,6 +45,62 @@ from manager_service.store.models import jobs
 UNFINISHED = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
 PROGRESS_COUNTERS = ("pending", "running", "succeeded", "failed", "cancelled")
 
+# The statements of the group-commit hot path, built once: constructing a statement costs more than running it
+# (SQLAlchemy memoizes the cache key of a statement object, so these are also compiled only once).
+FIND_BY_IDS = select(jobs).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
+FIND_BY_IDS_LOCKED = FIND_BY_IDS.order_by(jobs.c.id).with_for_update()
+PARENTS_OF = select(jobs.c.parent_id).where(jobs.c.id.in_(bindparam("ids", expanding=True))).distinct()
+LOCK_IDS = (
+    select(jobs.c.seq).where(jobs.c.id.in_(bindparam("ids", expanding=True))).order_by(jobs.c.id).with_for_update()
+)
+FINISH_CHILD = (
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("b_id"),
+        jobs.c.status == JobStatus.RUNNING.value,
+        jobs.c.attempt == bindparam("b_attempt"),
+    )
+    .values(
+        status=bindparam("b_status"),
+        error=bindparam("b_error"),
+        result=bindparam("b_result"),
+        finished_at=bindparam("b_now"),
+        updated_at=bindparam("b_now"),
+        version=jobs.c.version + 1,
+    )
+)
+START_CHILD = (
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("b_id"),
+        jobs.c.status == JobStatus.PENDING.value,
+        jobs.c.attempt == bindparam("b_attempt"),
+    )
+    .values(
+        status=JobStatus.RUNNING.value,
+        worker_id=bindparam("b_worker"),
+        started_at=bindparam("b_now"),
+        error=None,
+        updated_at=bindparam("b_now"),
+        version=jobs.c.version + 1,
+    )
+)
+SETTLE_PARENT = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        started_at=bindparam("b_started"),
+        finished_at=bindparam("b_finished"),
+        error=bindparam("b_error"),
+        updated_at=bindparam("b_now"),
+        version=jobs.c.version + 1,
+        **{name: bindparam(f"b_{name}") for name in PROGRESS_COUNTERS},
+    )
+)
+# IN lists are sent in chunks of this many ids, under every backend's bind-parameter limit.
+IN_CHUNK = 500
+
 
 def open_store(url: str, *, migrate: bool = True) -> SQLAlchemyJobStore:
     """Open the store at a SQLAlchemy URL, bringing its schema to the newest migration first (unless
@@ -95,6 +151,11 @@ def _aware(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=UTC)
+
+
+def _chunks(ids: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(ids), IN_CHUNK):
+        yield ids[start : start + IN_CHUNK]
 
 
 def _row_to_job(row: Row[Any]) -> Job:
@@ -351,26 +412,11 @@ class SQLAlchemyJobStore:
                     "b_status": outcome.status.value,
                     "b_error": outcome.error,
                     "b_result": json.dumps(outcome.report.to_dict()) if outcome.report else None,
+                    "b_now": now,
                 }
             )
         if params:
-            conn.execute(
-                update(jobs)
-                .where(
-                    jobs.c.id == bindparam("b_id"),
-                    jobs.c.status == JobStatus.RUNNING.value,
-                    jobs.c.attempt == bindparam("b_attempt"),
-                )
-                .values(
-                    status=bindparam("b_status"),
-                    error=bindparam("b_error"),
-                    result=bindparam("b_result"),
-                    finished_at=now,
-                    updated_at=now,
-                    version=jobs.c.version + 1,
-                ),
-                params,
-            )
+            conn.execute(FINISH_CHILD, params)
         return changed
 
     def _start_rows(
@@ -392,25 +438,11 @@ class SQLAlchemyJobStore:
             )
             rows[child.id] = after
             changed.append((child, after))
-            params.append({"b_id": child.id, "b_attempt": child.attempt, "b_worker": request.worker_id})
-        if params:
-            conn.execute(
-                update(jobs)
-                .where(
-                    jobs.c.id == bindparam("b_id"),
-                    jobs.c.status == JobStatus.PENDING.value,
-                    jobs.c.attempt == bindparam("b_attempt"),
-                )
-                .values(
-                    status=JobStatus.RUNNING.value,
-                    worker_id=bindparam("b_worker"),
-                    started_at=now,
-                    error=None,
-                    updated_at=now,
-                    version=jobs.c.version + 1,
-                ),
-                params,
+            params.append(
+                {"b_id": child.id, "b_attempt": child.attempt, "b_worker": request.worker_id, "b_now": now}
             )
+        if params:
+            conn.execute(START_CHILD, params)
         return changed
 
     # -- parent bookkeeping
@@ -460,24 +492,12 @@ class SQLAlchemyJobStore:
                     "b_started": after.started_at,
                     "b_finished": after.finished_at,
                     "b_error": after.error,
+                    "b_now": now,
                     **{f"b_{name}": getattr(progress, name) for name in PROGRESS_COUNTERS},
                 }
             )
         if params:
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id == bindparam("b_id"))
-                .values(
-                    status=bindparam("b_status"),
-                    started_at=bindparam("b_started"),
-                    finished_at=bindparam("b_finished"),
-                    error=bindparam("b_error"),
-                    updated_at=now,
-                    version=jobs.c.version + 1,
-                    **{name: bindparam(f"b_{name}") for name in PROGRESS_COUNTERS},
-                ),
-                params,
-            )
+            conn.execute(SETTLE_PARENT, params)
         return settled
 
     def release_child(self, job_id: str, attempt: int, why: str) -> Transition | None:
@@ -594,13 +614,15 @@ class SQLAlchemyJobStore:
     def _lock_parents_of(self, conn: Connection, child_ids: Sequence[str]) -> None:
         if not self._lock_rows or not child_ids:
             return
-        parents = conn.execute(select(jobs.c.parent_id).where(jobs.c.id.in_(child_ids)).distinct()).scalars()
-        self._lock_ids(conn, [p for p in parents if p is not None])
+        parents: set[str] = set()
+        for chunk in _chunks(sorted(set(child_ids))):
+            parents.update(p for p in conn.execute(PARENTS_OF, {"ids": chunk}).scalars() if p is not None)
+        self._lock_ids(conn, list(parents))
 
     def _lock_ids(self, conn: Connection, job_ids: Sequence[str]) -> None:
-        conn.execute(
-            select(jobs.c.seq).where(jobs.c.id.in_(sorted(job_ids))).order_by(jobs.c.id).with_for_update()
-        )
+        # Chunks in id order: rows are still locked in one global order, so two transactions cannot deadlock.
+        for chunk in _chunks(sorted(set(job_ids))):
+            conn.execute(LOCK_IDS, {"ids": chunk})
 
     # -- row helpers
 
@@ -613,12 +635,9 @@ class SQLAlchemyJobStore:
 
     def _find_many(self, conn: Connection, job_ids: Sequence[str], *, lock: bool = False) -> dict[str, Job]:
         found: dict[str, Job] = {}
-        unique = sorted(set(job_ids))
-        for chunk in range(0, len(unique), 500):  # stay under bind-parameter limits
-            query = select(jobs).where(jobs.c.id.in_(unique[chunk : chunk + 500]))
-            if lock and self._lock_rows:
-                query = query.order_by(jobs.c.id).with_for_update()
-            found.update((job.id, job) for job in map(_row_to_job, conn.execute(query)))
+        query = FIND_BY_IDS_LOCKED if lock and self._lock_rows else FIND_BY_IDS
+        for chunk in _chunks(sorted(set(job_ids))):
+            found.update((job.id, job) for job in map(_row_to_job, conn.execute(query, {"ids": chunk})))
         return found
 
     def _job(self, conn: Connection, job_id: str, *, lock: bool = False) -> Job:
