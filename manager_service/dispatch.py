@@ -113,6 +113,7 @@ class DispatchQueue:
             if (t not in self._busy or t in released) and (child := self.head(t)) is not None
         ]
         ready.sort(key=lambda c: c.seq)
+        free = sum(w.free_slots for w in capacities)
         planned: list[PlannedAssignment] = []
         for child in ready:
             worker = _pick_worker(capacities, child.target)
@@ -120,6 +121,9 @@ class DispatchQueue:
                 continue
             worker.free_slots -= 1
             planned.append(PlannedAssignment(child, worker.worker_id))
+            free -= 1
+            if free == 0:
+                break  # every slot is taken: the rest wait for the next turn
         return planned
 
     def take(self, child: QueuedChild) -> None:

@@ -413,9 +413,12 @@ class Orchestrator:
             lease = self._leases.pop(outcome.job_id, None)
             if lease is not None:
                 self._queue.release(lease.target, lease.job_id)
-            if log.isEnabledFor(logging.INFO):
-                child = transition.child
-                log.info(
+            # A completed child is routine (DEBUG; the worker logs it at INFO); anything else is worth a line.
+            child = transition.child
+            level = logging.DEBUG if child.status is JobStatus.COMPLETED else logging.INFO
+            if log.isEnabledFor(level):
+                log.log(
+                    level,
                     "job %s (parent %s, %s/%s) attempt %d on worker %s: %s%s",
                     child.id,
                     child.parent_id,
@@ -426,8 +429,8 @@ class Orchestrator:
                     child.status.value,
                     f": {child.error}" if child.error else "",
                 )
-                if transition.parent.status.is_terminal:
-                    log.info("parent %s finished: %s", transition.parent.id, transition.parent.status.value)
+            if transition.parent.status.is_terminal:
+                log.info("parent %s finished: %s", transition.parent.id, transition.parent.status.value)
 
     def _record_starts(self, planned: list[PlannedAssignment], started: list[Transition]) -> None:
         transitions = {t.child.id: t for t in started}

@@ -13,9 +13,11 @@ import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from dbmaint import wire
 from dbmaint.operations import JOB_TYPES, LEGACY_JOB_TYPE, JobStatus
@@ -251,7 +253,11 @@ def _outcome(session: WorkerSession, result: pb.Result) -> ChildOutcome | None:
     )
 
 
-def _assignment_to_proto(command: AssignCommand) -> pb.Assignment:
+def _assignment_to_proto(command: AssignCommand, deadlines: dict[datetime, Timestamp]) -> pb.Assignment:
+    # The children of one dispatch turn share a deadline: convert it once.
+    deadline = deadlines.get(command.deadline)
+    if deadline is None:
+        deadline = deadlines[command.deadline] = wire.timestamp(command.deadline) or Timestamp()
     return pb.Assignment(
         job_id=command.job_id,
         attempt=command.attempt,
@@ -259,7 +265,7 @@ def _assignment_to_proto(command: AssignCommand) -> pb.Assignment:
         operation=wire.operation_to_proto(command.operation),
         job_type=command.job_type,
         config=json.dumps(command.config, separators=(",", ":")),
-        deadline=wire.timestamp(command.deadline),
+        deadline=deadline,
         parent_id=command.parent_id,
     )
 
@@ -268,6 +274,7 @@ def _commands_to_proto(commands: list[AssignCommand | CancelCommand], batches: b
     """The messages for ``commands``, in order; with ``batches``, consecutive assignments share one message."""
     messages: list[pb.ManagerMessage] = []
     batch: list[pb.Assignment] = []
+    deadlines: dict[datetime, Timestamp] = {}
 
     def flush() -> None:
         if len(batch) == 1:
@@ -282,7 +289,7 @@ def _commands_to_proto(commands: list[AssignCommand | CancelCommand], batches: b
             cancel = pb.Cancel(job_id=command.job_id, attempt=command.attempt, reason=command.reason)
             messages.append(pb.ManagerMessage(cancel=cancel))
         else:
-            batch.append(_assignment_to_proto(command))
+            batch.append(_assignment_to_proto(command, deadlines))
             if not batches:
                 flush()
     flush()
