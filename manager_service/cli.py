@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from dbmaint import runtime
 from manager_service.config import ManagerConfig, parse_config
 from manager_service.server import ManagerServer
 from manager_service.store import migrations
@@ -31,6 +32,7 @@ async def run(config: ManagerConfig) -> int:
         log.error("cannot start: %s", error)
         await server.shutdown()
         return 1
+    runtime.freeze_startup_objects()
     try:
         await server.wait()
     except Exception as error:
@@ -75,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    runtime.tune_logging()
     if config.log_level.upper() != "DEBUG":
         logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step is noise
     if command == "migrate":

@@ -17,6 +17,7 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 
+from dbmaint import runtime
 from worker_service.config import ConfigError, WorkerConfig, parse_config
 from worker_service.engines import EngineUnavailable, default_registry
 from worker_service.faults import FaultPlan, FaultSpecError
@@ -59,6 +60,7 @@ async def serve(config: WorkerConfig, targets: Mapping[str, BoundTarget]) -> int
         except (NotImplementedError, RuntimeError):  # not the main thread, or a platform without it
             log.debug("cannot install a handler for %s", sig.name)
     log.info("%s", start_line(config))
+    runtime.freeze_startup_objects()
     try:
         return await worker.run()
     finally:
@@ -76,6 +78,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(f"dbmaint-worker: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(config.worker_id, config.log_level)
+    runtime.tune_logging()
     try:
         faults = FaultPlan.from_env(env)
         targets = bind_targets(config.targets, default_registry(faults))
