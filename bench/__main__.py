@@ -37,6 +37,11 @@ SIZE_CHOICES = ("small", "large", "scale", "all")
 SCHEMA = "dbmaint-bench/1"
 
 
+# Children a worker runs at once. The worker's own default is 1 (like vacuumdb's --jobs); a fleet of many small
+# databases is where slots pay, and where dbmaint's per-child overhead is measured.
+DEFAULT_WORKER_SLOTS = 32
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -50,7 +55,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default: {DEFAULT_OUT})")
     parser.add_argument("--with-celery", action="store_true", help="also run the Celery runner (small, large)")
     parser.add_argument(
-        "--worker-slots", type=int, default=None, help="--slots of every dbmaint worker (default: the worker's)"
+        "--worker-slots",
+        type=int,
+        default=DEFAULT_WORKER_SLOTS,
+        help=f"dbmaint workers' --slots and Celery workers' --concurrency (default: {DEFAULT_WORKER_SLOTS})",
     )
     parser.add_argument("--workers", type=int, default=2, help="dbmaint (and Celery) workers for small/large")
     parser.add_argument("--scale-workers", type=int, default=scale.DEFAULT_WORKERS, help="dbmaint workers, scale")
