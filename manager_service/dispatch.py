@@ -44,6 +44,10 @@ class DispatchQueue:
         self._pending: dict[str, list[tuple[int, str]]] = {}
         self._queued: dict[str, QueuedChild] = {}
         self._busy: dict[str, str] = {}
+        # (seq of its head child, target) for every target that can start a child now, so a dispatch turn looks
+        # at the few targets it can serve instead of all of them. An entry goes stale when its target turns busy
+        # or its head changes; stale entries are dropped when they reach the top (``_ready_head``).
+        self._ready: list[tuple[int, str]] = []
 
     # -- pending children
 
@@ -54,10 +58,13 @@ class DispatchQueue:
             return
         self._queued[child.job_id] = child
         heapq.heappush(self._pending.setdefault(child.target, []), (child.seq, child.job_id))
+        self._offer(child.target)
 
     def discard(self, job_id: str) -> None:
         """Forget a pending child (cancelled). Its heap entry is dropped lazily."""
-        self._queued.pop(job_id, None)
+        child = self._queued.pop(job_id, None)
+        if child is not None:
+            self._offer(child.target)  # its target may have a new head
 
     def __contains__(self, job_id: str) -> bool:
         return job_id in self._queued
@@ -92,6 +99,7 @@ class DispatchQueue:
         """Free ``target`` if ``job_id`` holds it; True if it did."""
         if self._busy.get(target) == job_id:
             del self._busy[target]
+            self._offer(target)
             return True
         return False
 
@@ -107,29 +115,55 @@ class DispatchQueue:
         capacities = [w for w in workers if w.free_slots > 0 and not w.draining]
         if not capacities:
             return []
-        ready = [
-            child
-            for t in list(self._pending)
-            if (t not in self._busy or t in released) and (child := self.head(t)) is not None
-        ]
-        ready.sort(key=lambda c: c.seq)
         free = sum(w.free_slots for w in capacities)
+        # Released targets are busy until this turn's commit frees them, so they are not in the ready heap.
+        freed = sorted((c for t in released if (c := self.head(t)) is not None), key=lambda c: c.seq)
         planned: list[PlannedAssignment] = []
-        for child in ready:
+        looked_at: list[tuple[int, str]] = []  # ready entries taken off the heap, put back at the end
+        seen: set[str] = set()
+        next_freed = 0
+        while free > 0:
+            ready = self._ready_head()
+            if next_freed < len(freed) and (ready is None or freed[next_freed].seq < ready.seq):
+                child = freed[next_freed]
+                next_freed += 1
+            elif ready is not None:
+                looked_at.append(heapq.heappop(self._ready))
+                child = ready
+            else:
+                break
+            if child.target in seen:
+                continue  # a duplicate entry of a target already considered
+            seen.add(child.target)
             worker = _pick_worker(capacities, child.target)
             if worker is None:
-                continue
+                continue  # nobody serves it now; the others still go
             worker.free_slots -= 1
             planned.append(PlannedAssignment(child, worker.worker_id))
             free -= 1
-            if free == 0:
-                break  # every slot is taken: the rest wait for the next turn
+        for entry in looked_at:
+            heapq.heappush(self._ready, entry)
         return planned
 
     def take(self, child: QueuedChild) -> None:
-        """The child was assigned: remove it from its queue and mark its target busy."""
-        self.discard(child.job_id)
+        """The child was assigned: mark its target busy and remove it from its queue."""
         self.mark_busy(child.target, child.job_id)
+        self.discard(child.job_id)
+
+    def _offer(self, target: str) -> None:
+        """Add a ready-heap entry for ``target`` if it can start a child now."""
+        if target not in self._busy and (head := self.head(target)) is not None:
+            heapq.heappush(self._ready, (head.seq, target))
+
+    def _ready_head(self) -> QueuedChild | None:
+        """The head child of the top ready entry (the oldest that can start), dropping stale entries on the way."""
+        while self._ready:
+            seq, target = self._ready[0]
+            head = None if target in self._busy else self.head(target)
+            if head is not None and head.seq == seq:
+                return head
+            heapq.heappop(self._ready)
+        return None
 
 
 def _pick_worker(capacities: list[WorkerCapacity], target: str) -> WorkerCapacity | None:

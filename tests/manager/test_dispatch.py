@@ -170,3 +170,69 @@ def test_take_marks_target_busy_and_removes_child() -> None:
     assert queue.busy_with("t") == "job-1"
     assert queue.release("t", "job-1")
     assert queue.busy_with("t") is None
+
+
+def _reference_plan(
+    queue: DispatchQueue, workers: list[WorkerCapacity], released: set[str]
+) -> list[PlannedAssignment]:
+    """The dispatch rules written the slow, obvious way: every target's head, oldest first."""
+    capacities = [w for w in workers if w.free_slots > 0 and not w.draining]
+    heads = [c for t in queue.pending_targets() if (c := queue.head(t)) is not None]
+    ready = sorted(
+        (c for c in heads if queue.busy_with(c.target) is None or c.target in released), key=lambda c: c.seq
+    )
+    planned = []
+    for child in ready:
+        serving = [w for w in capacities if w.free_slots > 0 and child.target in w.targets]
+        if not serving:
+            continue
+        best = max(serving, key=lambda w: w.free_slots)  # first of the most free, as the planner picks
+        best.free_slots -= 1
+        planned.append(PlannedAssignment(child, best.worker_id))
+    return planned
+
+
+def test_plan_matches_the_reference_over_random_histories() -> None:
+    import random
+
+    targets = [f"t{i}" for i in range(12)]
+    for seed in range(200):
+        rng = random.Random(seed)
+        queue = DispatchQueue()
+        seq = 0
+        running: dict[str, QueuedChild] = {}
+        for _ in range(60):
+            action = rng.random()
+            if action < 0.45:
+                seq += 1
+                queue.push(q(seq, rng.choice(targets)))
+            elif action < 0.55 and len(queue):
+                queue.discard(f"job-{rng.randint(1, seq)}")
+            elif action < 0.7 and running:
+                child = running.pop(rng.choice(sorted(running)))
+                queue.release(child.target, child.job_id)
+                if rng.random() < 0.3:  # lost worker: re-queued with the next attempt, same place
+                    queue.push(QueuedChild(child.seq, child.job_id, child.attempt + 1, child.target))
+            else:
+                served = set(rng.sample(targets, rng.randint(1, len(targets))))
+                workers = [worker("a", served, rng.randint(0, 3)), worker("b", set(targets), rng.randint(0, 2))]
+                released = {c.target for c in running.values() if rng.random() < 0.3}
+                expected = _reference_plan(queue, [WorkerCapacity(**vars_of(w)) for w in workers], released)
+                planned = queue.plan(workers, released=released)
+                assert planned == expected, (seed, planned, expected)
+                for p in planned:
+                    if p.child.target in released:
+                        old = next(c for c in running.values() if c.target == p.child.target)
+                        running.pop(old.job_id)
+                        queue.release(old.target, old.job_id)
+                    queue.take(p.child)
+                    running[p.child.job_id] = p.child
+
+
+def vars_of(capacity: WorkerCapacity) -> dict[str, object]:
+    return {
+        "worker_id": capacity.worker_id,
+        "targets": capacity.targets,
+        "free_slots": capacity.free_slots,
+        "draining": capacity.draining,
+    }
