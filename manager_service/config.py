@@ -4,11 +4,30 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
+from dbmaint.auth import CredentialError, TlsFiles, read_token_list
+from manager_service.auth import AuthPolicy
 from manager_service.orchestrator import OrchestratorSettings
 from manager_service.validation import Limits
+
+# Bearer tokens come only from the environment (or files it names), never from flags: a command line is visible
+# to every user of the machine.
+ENV_CLIENT_TOKENS = "DBMAINT_CLIENT_TOKENS"
+ENV_WORKER_TOKENS = "DBMAINT_WORKER_TOKENS"
+
+
+def _on_off(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "on", "true", "yes"}:
+        return True
+    if value in {"0", "off", "false", "no"}:
+        return False
+    raise ValueError(text)
+
+
+_on_off.__name__ = "on/off"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +42,15 @@ class ManagerConfig:
     max_children: int = 10_000
     shutdown_grace: float = 5.0
     log_level: str = "INFO"
+    reflection: bool = True
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    auth: AuthPolicy = field(default_factory=AuthPolicy)
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        return TlsFiles.from_settings(self.tls_client_ca, self.tls_cert, self.tls_key)
 
     @property
     def limits(self) -> Limits:
@@ -38,7 +66,7 @@ class ManagerConfig:
 
 
 # flag, attribute, env var, type, help
-_OPTIONS: list[tuple[str, str, str, type, str]] = [
+_OPTIONS: list[tuple[str, str, str, Callable[[str], object], str]] = [
     ("--listen", "listen", "DBMAINT_LISTEN", str, "HOST:PORT to serve gRPC on (port 0: any free port)"),
     ("--database-url", "database_url", "DBMAINT_DATABASE_URL", str, "SQLAlchemy URL of the job store"),
     (
@@ -73,6 +101,16 @@ _OPTIONS: list[tuple[str, str, str, type, str]] = [
         "seconds in-flight RPCs get to finish on SIGTERM",
     ),
     ("--log-level", "log_level", "DBMAINT_LOG_LEVEL", str, "DEBUG, INFO, WARNING or ERROR"),
+    ("--reflection", "reflection", "DBMAINT_REFLECTION", _on_off, "serve gRPC reflection: on or off"),
+    ("--tls-cert", "tls_cert", "DBMAINT_TLS_CERT", str, "PEM certificate chain of the listener (with --tls-key)"),
+    ("--tls-key", "tls_key", "DBMAINT_TLS_KEY", str, "PEM private key of the listener"),
+    (
+        "--tls-client-ca",
+        "tls_client_ca",
+        "DBMAINT_TLS_CLIENT_CA",
+        str,
+        "PEM CA that client certificates must chain to: every client must present one (mTLS)",
+    ),
 ]
 
 
@@ -101,6 +139,12 @@ def parse_config(
             except ValueError:
                 parser.error(f"{env}={environ[env]!r} is not a valid {kind.__name__} (for {flag})")
         values[attribute] = getattr(defaults, attribute) if value is None else value
+    try:
+        values["auth"] = AuthPolicy(
+            read_token_list(environ, ENV_CLIENT_TOKENS), read_token_list(environ, ENV_WORKER_TOKENS)
+        )
+    except CredentialError as error:
+        parser.error(str(error))
     config = ManagerConfig(**values)
     _check(config, parser)
     return config
@@ -116,5 +160,11 @@ def _check(config: ManagerConfig, parser: argparse.ArgumentParser) -> None:
         parser.error("--heartbeat-interval must be shorter than --lease-timeout")
     if config.max_attempts < 1 or config.max_targets < 1 or config.max_children < 1:
         parser.error("--max-attempts, --max-targets and --max-children must be at least 1")
+    if config.tls_client_ca and not config.tls_cert:
+        parser.error("--tls-client-ca asks clients for certificates: the listener needs --tls-cert and --tls-key")
+    try:
+        config.tls  # noqa: B018 - checks that the files exist and go together
+    except CredentialError as error:
+        parser.error(str(error))
     if config.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         parser.error(f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {config.log_level!r}")

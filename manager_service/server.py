@@ -12,6 +12,7 @@ from grpc_health.v1._async import HealthServicer
 
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
+from manager_service.auth import AuthInterceptor
 from manager_service.config import ManagerConfig
 from manager_service.orchestrator import Orchestrator
 from manager_service.reflection import enable_reflection
@@ -41,7 +42,9 @@ class ManagerServer:
         store = await asyncio.to_thread(open_store, self.config.database_url)
         self._orchestrator = Orchestrator(store, self.config.orchestrator_settings)
         await self._orchestrator.start()
+        auth = self.config.auth
         server = grpc.aio.server(
+            interceptors=[AuthInterceptor(auth)] if auth.enabled else [],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -49,18 +52,23 @@ class ManagerServer:
                 ("grpc.keepalive_timeout_ms", 10_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                 ("grpc.keepalive_permit_without_calls", 1),
-            ]
+            ],
         )
         pb_grpc.add_MaintenanceServiceServicer_to_server(
             MaintenanceServicer(self._orchestrator, self.config.limits), server
         )
         pb_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(self._orchestrator), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        enable_reflection(
-            (MAINTENANCE_SERVICE, WORKER_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
-            server,
-        )
-        self.port = server.add_insecure_port(self.config.listen)
+        if self.config.reflection:
+            enable_reflection(
+                (MAINTENANCE_SERVICE, WORKER_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
+                server,
+            )
+        tls = self.config.tls
+        if tls is not None:
+            self.port = server.add_secure_port(self.config.listen, tls.server_credentials())
+        else:
+            self.port = server.add_insecure_port(self.config.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
         await server.start()
@@ -69,8 +77,20 @@ class ManagerServer:
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         host = self.config.listen.rpartition(":")[0]
         log.info(
-            "dbmaint-manager listening on %s:%d (store %s)", host, self.port, _safe_url(self.config.database_url)
+            "dbmaint-manager listening on %s:%d (%s; auth %s; reflection %s; store %s)",
+            host,
+            self.port,
+            _transport(tls),
+            "on" if auth.enabled else "off",
+            "on" if self.config.reflection else "off",
+            _safe_url(self.config.database_url),
         )
+        if not auth.enabled and not _is_loopback(host):
+            log.warning(
+                "!!! listening on %s WITHOUT AUTHENTICATION: anyone who can reach this port can create and cancel "
+                "jobs and connect as a worker. Set DBMAINT_CLIENT_TOKENS and DBMAINT_WORKER_TOKENS (and TLS).",
+                host,
+            )
         return self.port
 
     async def wait(self) -> None:
@@ -100,6 +120,26 @@ class ManagerServer:
             await asyncio.to_thread(self._orchestrator.close_store)
         self._stopped.set()
         log.info("stopped")
+
+
+def _transport(tls: object) -> str:
+    from dbmaint.auth import TlsFiles
+
+    if not isinstance(tls, TlsFiles):
+        return "plaintext"
+    return "TLS, client certificates required" if tls.ca is not None else "TLS"
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    name = host.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve anywhere
 
 
 def _safe_url(url: str) -> str:

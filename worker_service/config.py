@@ -13,6 +13,12 @@ flag                   environment variable      meaning (default)
 ``--log-level``        ``DBMAINT_LOG_LEVEL``     DEBUG, INFO, WARNING, ERROR (INFO)
 ``--targets-file``     ``DBMAINT_TARGETS_FILE``  a file of NAME=SQLALCHEMY_URL lines (``#`` comments), added to
                                                  the targets above
+``--tls-ca``           ``DBMAINT_TLS_CA``        PEM CA the manager's certificate must chain to: the stream
+                                                 uses TLS (off: plaintext)
+``--tls-cert``         ``DBMAINT_TLS_CERT``      this worker's PEM certificate, for a manager that asks for one
+``--tls-key``          ``DBMAINT_TLS_KEY``       its PEM private key
+(no flag)              ``DBMAINT_WORKER_TOKEN``  the bearer token sent to the manager (or
+                                                 ``DBMAINT_WORKER_TOKEN_FILE``: a file holding it)
 =====================  ========================  ===========================================================
 
 Target URLs carry credentials: they are kept out of ``repr`` and only ever shown through ``display_url``
@@ -35,6 +41,8 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from dbmaint.auth import CredentialError, TlsFiles, read_secret
+
 ENV_MANAGER = "DBMAINT_MANAGER"
 ENV_TARGETS = "DBMAINT_TARGETS"
 ENV_SLOTS = "DBMAINT_SLOTS"
@@ -43,6 +51,10 @@ ENV_GRACE = "DBMAINT_GRACE"
 ENV_HEALTH_LISTEN = "DBMAINT_HEALTH_LISTEN"
 ENV_LOG_LEVEL = "DBMAINT_LOG_LEVEL"
 ENV_TARGETS_FILE = "DBMAINT_TARGETS_FILE"
+ENV_TLS_CA = "DBMAINT_TLS_CA"
+ENV_TLS_CERT = "DBMAINT_TLS_CERT"
+ENV_TLS_KEY = "DBMAINT_TLS_KEY"
+ENV_WORKER_TOKEN = "DBMAINT_WORKER_TOKEN"
 ENV_TARGET_PASSWORD = "DBMAINT_TARGET_PASSWORD_"
 ENV_TARGET_PASSWORD_FILE = "DBMAINT_TARGET_PASSWORD_FILE_"
 
@@ -85,6 +97,9 @@ class WorkerConfig:
     grace: float = DEFAULT_GRACE
     health_listen: str = ""
     log_level: str = DEFAULT_LOG_LEVEL
+    tls: TlsFiles | None = None
+    # The bearer token for the manager; kept out of repr like the target URLs.
+    token: str | None = field(default=None, repr=False)
 
     @property
     def target_names(self) -> tuple[str, ...]:
@@ -239,6 +254,11 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", metavar="LEVEL", help=f"{', '.join(LOG_LEVELS)} (${ENV_LOG_LEVEL}; {DEFAULT_LOG_LEVEL})"
     )
+    parser.add_argument(
+        "--tls-ca", metavar="PEM", help=f"CA of the manager's certificate: use TLS (${ENV_TLS_CA})"
+    )
+    parser.add_argument("--tls-cert", metavar="PEM", help=f"client certificate for mTLS (${ENV_TLS_CERT})")
+    parser.add_argument("--tls-key", metavar="PEM", help=f"its private key (${ENV_TLS_KEY})")
     return parser
 
 
@@ -276,6 +296,16 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     if health_listen:
         _check_host_port(health_listen, health_src, allow_port_zero=True)
 
+    try:
+        tls = TlsFiles.from_settings(
+            pick(args.tls_ca, ENV_TLS_CA)[0],
+            pick(args.tls_cert, ENV_TLS_CERT)[0],
+            pick(args.tls_key, ENV_TLS_KEY)[0],
+        )
+        token = read_secret(env, ENV_WORKER_TOKEN)
+    except CredentialError as exc:
+        raise ConfigError(str(exc)) from None
+
     return WorkerConfig(
         targets=tuple(with_password(t, env) for t in parse_targets(target_entries)),
         manager=_check_manager(manager if manager is not None else DEFAULT_MANAGER, manager_src),
@@ -284,4 +314,6 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         grace=_parse_grace(grace_text, grace_src) if grace_text else DEFAULT_GRACE,
         health_listen=health_listen,
         log_level=log_level,
+        tls=tls,
+        token=token,
     )

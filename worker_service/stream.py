@@ -22,6 +22,7 @@ import grpc
 import grpc.aio
 
 from dbmaint import wire
+from dbmaint.auth import TlsFiles, aio_channel, bearer_metadata
 from dbmaint.v1 import maintenance_pb2 as pb
 from worker_service.executor import Assignment, Outcome, RunKey
 
@@ -209,26 +210,41 @@ def _describe(exc: BaseException) -> str:
 class ManagerStream:
     """One open ``Connect`` call on its own channel. Writes are serialized; ``close`` is idempotent."""
 
-    def __init__(self, address: str, *, write_timeout: float = WRITE_TIMEOUT) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        write_timeout: float = WRITE_TIMEOUT,
+        tls: TlsFiles | None = None,
+        token: str | None = None,
+    ) -> None:
         self.address = address
         self._write_timeout = write_timeout
-        self._channel = grpc.aio.insecure_channel(address, options=list(CHANNEL_OPTIONS))
+        self._channel = aio_channel(address, tls, CHANNEL_OPTIONS)
         connect = self._channel.stream_stream(
             CONNECT_METHOD,
             request_serializer=pb.WorkerMessage.SerializeToString,
             response_deserializer=pb.ManagerMessage.FromString,
         )
-        self._call: grpc.aio.StreamStreamCall[pb.WorkerMessage, pb.ManagerMessage] = connect(None)
+        self._call: grpc.aio.StreamStreamCall[pb.WorkerMessage, pb.ManagerMessage] = connect(
+            None, metadata=bearer_metadata(token) or None
+        )
         self._write_lock = asyncio.Lock()
         self._half_closed = False
         self._closed = False
 
     @classmethod
     async def open(
-        cls, address: str, hello: Hello, *, welcome_timeout: float = WELCOME_TIMEOUT
+        cls,
+        address: str,
+        hello: Hello,
+        *,
+        welcome_timeout: float = WELCOME_TIMEOUT,
+        tls: TlsFiles | None = None,
+        token: str | None = None,
     ) -> tuple[ManagerStream, Welcome]:
         """Open a stream, send Hello, and wait for Welcome. Raises StreamClosed (the stream is then closed)."""
-        stream = cls(address)
+        stream = cls(address, tls=tls, token=token)
         try:
             await stream.send(hello_message(hello))
             try:

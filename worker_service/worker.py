@@ -237,7 +237,11 @@ class Worker:
         while not self._closing:
             try:
                 stream, welcome = await ManagerStream.open(
-                    address, self._hello(), welcome_timeout=self.timings.welcome_timeout
+                    address,
+                    self._hello(),
+                    welcome_timeout=self.timings.welcome_timeout,
+                    tls=self.config.tls,
+                    token=self.config.token,
                 )
             except StreamClosed as exc:
                 failures += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from types import TracebackType
@@ -11,6 +12,7 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from dbmaint.auth import ClientSecurity, CredentialError, sync_channel
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 
@@ -76,18 +78,33 @@ def translate(error: grpc.RpcError, address: str, timeout: float | None, what: s
     if code is grpc.StatusCode.NOT_FOUND:
         message = details if "not found" in details.lower() else f"not found: {details or 'no such job'}"
         return CliError(message, EXIT_NOT_FOUND)
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        hint = "set DBMAINT_TOKEN (or DBMAINT_TOKEN_FILE) to a client token of this manager"
+        return CliError(f"{what} at {address} refused the call ({code.name}): {details}; {hint}", EXIT_REJECTED)
     if code in _REJECTED:
         return CliError(f"request rejected ({code.name}): {details}", EXIT_REJECTED)
     return CliError(f"{what} at {address} failed ({code.name}): {details}", EXIT_FAILURE)
 
 
+def client_security() -> ClientSecurity:
+    """TLS files and the bearer token from the environment; a bad setting is a usage error."""
+    try:
+        return ClientSecurity.from_environ(os.environ)
+    except CredentialError as error:
+        raise CliError(str(error), EXIT_FAILURE) from None
+
+
 class ManagerClient:
     """One channel to the manager; every call translates gRPC errors into :class:`CliError`."""
 
-    def __init__(self, address: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, address: str, timeout: float = DEFAULT_TIMEOUT, security: ClientSecurity | None = None
+    ) -> None:
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(address)
+        security = security if security is not None else client_security()
+        self._metadata = security.metadata
+        self._channel = sync_channel(address, security.tls)
         # The generated stub is untyped: each method below states the type of what its RPC returns.
         self._stub: Any = pb_grpc.MaintenanceServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
@@ -107,7 +124,7 @@ class ManagerClient:
 
     def _call(self, method: Any, request: Message) -> Any:
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as error:
             raise self.error(error) from None
 
@@ -134,7 +151,9 @@ class ManagerClient:
 
     def watch(self, job_id: str) -> Iterator[pb.WatchJobResponse]:
         """The raw WatchJob stream (no deadline: it lasts until the job is terminal). Raises grpc.RpcError."""
-        stream: Iterator[pb.WatchJobResponse] = self._stub.WatchJob(pb.WatchJobRequest(id=job_id))
+        stream: Iterator[pb.WatchJobResponse] = self._stub.WatchJob(
+            pb.WatchJobRequest(id=job_id), metadata=self._metadata
+        )
         return stream
 
 
@@ -142,7 +161,7 @@ def health_status(
     address: str, service: str = "", timeout: float = DEFAULT_TIMEOUT, what: str = "the health endpoint"
 ) -> str:
     """The grpc.health.v1 status name ("SERVING", "NOT_SERVING", ...) of ``service`` at ``address``."""
-    with grpc.insecure_channel(address) as channel:
+    with sync_channel(address, client_security().tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)

@@ -59,6 +59,9 @@ MANAGER_ENV = {
     "DBMAINT_HEARTBEAT_INTERVAL",
     "DBMAINT_MAX_ATTEMPTS",
     "DBMAINT_LOG_LEVEL",
+    "DBMAINT_CLIENT_TOKENS",
+    "DBMAINT_WORKER_TOKENS",
+    "DBMAINT_TOKEN",  # for the CLI run inside the manager's container
     *LIBPQ_ENV,
 }
 WORKER_ENV = {
@@ -69,9 +72,15 @@ WORKER_ENV = {
     "DBMAINT_GRACE",
     "DBMAINT_HEALTH_LISTEN",
     "DBMAINT_LOG_LEVEL",
+    "DBMAINT_WORKER_TOKEN",
 }
 # The variables compose.yaml interpolates; each has a default, so `docker compose up` works without a .env.
-COMPOSE_VARIABLES = {"POSTGRES_STORE_PASSWORD", "POSTGRES_TARGET_PASSWORD"}
+COMPOSE_VARIABLES = {
+    "POSTGRES_STORE_PASSWORD",
+    "POSTGRES_TARGET_PASSWORD",
+    "DBMAINT_CLIENT_TOKEN",
+    "DBMAINT_WORKER_TOKEN",
+}
 START_TIMEOUT = 60.0
 
 _VARIABLE = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<braced>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|(?P<bare>\w+))")
@@ -250,7 +259,7 @@ def test_compose_file_is_valid_against_the_compose_specification() -> None:
     assert len(list(validator.iter_errors(broken))) == 3
 
 
-def test_compose_file_interpolates_only_the_password_variables_each_with_a_default() -> None:
+def test_compose_file_interpolates_only_the_secret_variables_each_with_a_default() -> None:
     used: set[str] = set()
     defaults = interpolated(raw_compose(), {}, used)
     chosen = interpolated(raw_compose(), dict.fromkeys(COMPOSE_VARIABLES, "chosen-pw"))
@@ -260,6 +269,13 @@ def test_compose_file_interpolates_only_the_password_variables_each_with_a_defau
     assert all(passwords.values()), passwords  # a default for each
     assert len(set(passwords.values())) == len(passwords), "the job store and the target share a password"
     assert {pg.password for pg in postgres_services(chosen).values()} == {"chosen-pw"}
+    # Tokens: the manager accepts the worker's token as a worker and its own client token as a client, and the
+    # two roles never share a token.
+    manager_env = defaults["services"]["manager"]["environment"]
+    worker_env = defaults["services"]["worker"]["environment"]
+    assert manager_env["DBMAINT_WORKER_TOKENS"] == worker_env["DBMAINT_WORKER_TOKEN"]
+    assert manager_env["DBMAINT_CLIENT_TOKENS"] == manager_env["DBMAINT_TOKEN"]
+    assert manager_env["DBMAINT_CLIENT_TOKENS"] != manager_env["DBMAINT_WORKER_TOKENS"]
 
 
 def test_compose_file_has_the_intended_shape() -> None:
@@ -658,8 +674,23 @@ def test_the_services_compose_declares_run_and_maintain_both_demo_targets(tmp_pa
             free_before = freelist_count(demo_db)
             dead_before = poll(lambda: dead_tuples(demo_pg), lambda count: count > 0)
 
+            # The CLI on the host presents the client token, as the header of compose.yaml says.
+            token = environment(compose["services"]["manager"])["DBMAINT_TOKEN"]
+            client_env = {k: v for k, v in os.environ.items() if not k.startswith("DBMAINT_")}
+            tokenless = subprocess.run(
+                [dbmaint, "--manager", address, "workers"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=client_env,
+            )
+            client_env["DBMAINT_TOKEN"] = token
             listed = subprocess.run(
-                [dbmaint, "--manager", address, "workers", "--json"], capture_output=True, text=True, timeout=30
+                [dbmaint, "--manager", address, "workers", "--json"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=client_env,
             )
             workers = json.loads(listed.stdout)["workers"]
             started = time.monotonic()
@@ -668,6 +699,7 @@ def test_the_services_compose_declares_run_and_maintain_both_demo_targets(tmp_pa
                 capture_output=True,
                 text=True,
                 timeout=120,
+                env=client_env,
             )
             took = time.monotonic() - started
             free_after = freelist_count(demo_db)
@@ -680,6 +712,7 @@ def test_the_services_compose_declares_run_and_maintain_both_demo_targets(tmp_pa
             fleet.kill_all()
 
     assert targets == ["demo", "demo-pg"]
+    assert tokenless.returncode == 2 and "UNAUTHENTICATED" in tokenless.stderr, tokenless.stderr
     assert len(workers) == 2 and all(sorted(worker["targets"]) == targets for worker in workers), listed.stdout
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n{fleet.logs()}"
     assert "completed" in run.stdout and "Traceback" not in run.stderr
