@@ -40,6 +40,8 @@ class ManagerConfig:
     operation_timeout: float = 6 * 3600.0
     max_targets: int = 1000
     max_children: int = 10_000
+    max_workers: int = 1_000
+    max_watchers: int = 1_000
     shutdown_grace: float = 5.0
     log_level: str = "INFO"
     reflection: bool = True
@@ -62,6 +64,8 @@ class ManagerConfig:
             lease_timeout=self.lease_timeout,
             heartbeat_interval=self.heartbeat_interval,
             operation_timeout=self.operation_timeout,
+            max_workers=self.max_workers,
+            max_watchers=self.max_watchers,
         )
 
 
@@ -93,6 +97,8 @@ _OPTIONS: list[tuple[str, str, str, Callable[[str], object], str]] = [
     ),
     ("--max-targets", "max_targets", "DBMAINT_MAX_TARGETS", int, "targets per request"),
     ("--max-children", "max_children", "DBMAINT_MAX_CHILDREN", int, "children (targets x operations) per request"),
+    ("--max-workers", "max_workers", "DBMAINT_MAX_WORKERS", int, "worker streams connected at once"),
+    ("--max-watchers", "max_watchers", "DBMAINT_MAX_WATCHERS", int, "WatchJob streams open at once"),
     (
         "--shutdown-grace",
         "shutdown_grace",
@@ -158,8 +164,13 @@ def _check(config: ManagerConfig, parser: argparse.ArgumentParser) -> None:
         parser.error("--lease-timeout and --heartbeat-interval must be positive")
     if config.heartbeat_interval >= config.lease_timeout:
         parser.error("--heartbeat-interval must be shorter than --lease-timeout")
-    if config.max_attempts < 1 or config.max_targets < 1 or config.max_children < 1:
-        parser.error("--max-attempts, --max-targets and --max-children must be at least 1")
+    if (
+        min(config.max_attempts, config.max_targets, config.max_children, config.max_workers, config.max_watchers)
+        < 1
+    ):
+        parser.error(
+            "--max-attempts, --max-targets, --max-children, --max-workers and --max-watchers must be >= 1"
+        )
     if config.tls_client_ca and not config.tls_cert:
         parser.error("--tls-client-ca asks clients for certificates: the listener needs --tls-cert and --tls-key")
     try:

@@ -30,6 +30,10 @@ class AlreadyExists(DomainError):
     """An idempotency key was reused with different parameters."""
 
 
+class ResourceExhausted(DomainError):
+    """A cap on concurrent streams (workers, watchers) is reached; try again later."""
+
+
 class Unavailable(DomainError):
     """The manager is shutting down or otherwise cannot take the request now."""
 

@@ -53,6 +53,10 @@ class EventBus:
         self._subscribers: dict[str, set[Subscription]] = {}
         self._max_pending = max_pending
 
+    @property
+    def watchers(self) -> int:
+        return sum(len(watchers) for watchers in self._subscribers.values())
+
     def subscribe(self, job_id: str, with_children: bool = True) -> Subscription:
         subscription = Subscription(job_id, self._max_pending, with_children)
         self._subscribers.setdefault(job_id, set()).add(subscription)

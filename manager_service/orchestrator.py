@@ -31,7 +31,7 @@ from manager_service.domain import (
     Transition,
     utcnow,
 )
-from manager_service.errors import AlreadyExists, NotFound, StoreUnavailable, Unavailable
+from manager_service.errors import AlreadyExists, NotFound, ResourceExhausted, StoreUnavailable, Unavailable
 from manager_service.events import EventBus
 from manager_service.store.base import JobStore, Page
 from manager_service.workers import AssignCommand, CancelCommand, CloseCommand, HelloInfo, WorkerSession
@@ -51,6 +51,9 @@ class OrchestratorSettings:
     heartbeat_interval: float = 5.0
     operation_timeout: float = 6 * 3600.0
     max_watch_backlog: int = 10_000
+    # Concurrent streams: each holds memory and a task; past these, new ones get RESOURCE_EXHAUSTED.
+    max_workers: int = 1_000
+    max_watchers: int = 1_000
 
     @property
     def reconnect_grace(self) -> float:
@@ -215,6 +218,8 @@ class Orchestrator:
         """A snapshot, then every change of the job (and of its children, unless ``with_children`` is False),
         until the job is terminal."""
         self._refuse_if_closing()
+        if self._events.watchers >= self.settings.max_watchers:
+            raise ResourceExhausted(f"{self.settings.max_watchers} watches are open; try again later")
         subscription = self._events.subscribe(job_id, with_children)
         try:
             snapshot = await self.get(job_id, with_children)
@@ -270,6 +275,8 @@ class Orchestrator:
         async with self._lock:
             if hello.worker_id in self._workers:
                 raise AlreadyExists(f"worker {hello.worker_id!r} is already connected; worker ids must be unique")
+            if len(self._workers) >= self.settings.max_workers:
+                raise ResourceExhausted(f"{self.settings.max_workers} workers are connected; no more are taken")
             session = WorkerSession(
                 hello.worker_id, hello.targets, hello.slots, peer=hello.peer, accepts_batches=hello.accepts_batches
             )

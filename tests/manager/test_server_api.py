@@ -450,3 +450,38 @@ def test_restart_requeues_running_child_nobody_reclaims(tmp_path: Path) -> None:
             await eventually(lambda: status_is(m, created.parent.id, pb.JOB_STATUS_COMPLETED))
 
     run_async(body())
+
+
+def test_caps_on_open_watches_and_connected_workers(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with running_manager(tmp_path, max_watchers=1, max_workers=1) as m:
+            created = await m.create(["db1"], [VACUUM])
+            first = m.api.WatchJob(pb.WatchJobRequest(id=created.parent.id))
+            assert (await first.read()).WhichOneof("event") == "snapshot"
+            second = m.api.WatchJob(pb.WatchJobRequest(id=created.parent.id))
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await second.read()
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            first.cancel()
+
+            async def reopened() -> Any:
+                call = m.api.WatchJob(pb.WatchJobRequest(id=created.parent.id))
+                return call if await _first_event(call) == "snapshot" else None
+
+            third = await eventually(reopened, message="a watch once the first one closed")
+            third.cancel()
+
+            await m.connected_worker("w1", ["db1"])
+            extra = m.worker("w2", ["db1"])
+            await extra.open()
+            assert await extra.status() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    run_async(body())
+
+
+async def _first_event(call: Any) -> str | None:
+    try:
+        message = await call.read()
+    except grpc.aio.AioRpcError:
+        return None
+    return str(message.WhichOneof("event"))
