@@ -14,6 +14,7 @@ from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 from manager_service.auth import AuthInterceptor
 from manager_service.config import ManagerConfig
+from manager_service.malformed import MalformedRequestInterceptor
 from manager_service.orchestrator import Orchestrator
 from manager_service.reflection import enable_reflection
 from manager_service.servicers import MaintenanceServicer, WorkerServicer
@@ -44,7 +45,8 @@ class ManagerServer:
         await self._orchestrator.start()
         auth = self.config.auth
         server = grpc.aio.server(
-            interceptors=[AuthInterceptor(auth)] if auth.enabled else [],
+            # Auth first: a refused call is not even parsed. Then unparsable requests become INVALID_ARGUMENT.
+            interceptors=[*([AuthInterceptor(auth)] if auth.enabled else []), MalformedRequestInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

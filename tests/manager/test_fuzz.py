@@ -1,0 +1,207 @@
+"""Random and malformed requests at every RPC of a running manager (hypothesis). Whatever comes in:
+
+- only the documented status codes come back, never INTERNAL or UNKNOWN;
+- the manager stays healthy;
+- the store holds exactly what the accepted CreateMaintenance calls created, nothing else.
+
+The manager runs on its own thread and event loop for the whole module; the examples use a blocking client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dbmaint.v1 import maintenance_pb2 as pb
+from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
+from manager_service.config import ManagerConfig
+from manager_service.server import ManagerServer
+from manager_service.store import open_store
+
+# What each RPC may answer (README "grpcurl" and docs/protocol.md); anything else is a bug.
+ALLOWED = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+FUZZ = settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@dataclass
+class Running:
+    address: str
+    store_url: str
+    channel: grpc.Channel
+    created: set[str] = field(default_factory=set)  # ids of every job an accepted create made
+
+    @property
+    def api(self) -> pb_grpc.MaintenanceServiceStub:
+        return pb_grpc.MaintenanceServiceStub(self.channel)
+
+
+@pytest.fixture(scope="module")
+def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    where: Path = tmp_path_factory.mktemp("fuzz")
+    config = ManagerConfig(listen="127.0.0.1:0", database_url=f"sqlite:///{where}/jobs.db", max_targets=20)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = asyncio.run_coroutine_threadsafe(_make_server(config), loop).result(30)
+    port = asyncio.run_coroutine_threadsafe(server.start(), loop).result(30)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Running(f"127.0.0.1:{port}", config.database_url, channel)
+    finally:
+        channel.close()
+        asyncio.run_coroutine_threadsafe(server.shutdown(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+async def _make_server(config: ManagerConfig) -> ManagerServer:
+    return ManagerServer(config)  # built on the loop that will run it
+
+
+def _code(call: Any) -> grpc.StatusCode:
+    try:
+        call()
+    except grpc.RpcError as error:
+        return error.code()  # type: ignore[attr-defined, no-any-return]
+    return grpc.StatusCode.OK
+
+
+texts = st.text(max_size=300)
+ids = st.one_of(texts, st.uuids().map(str))
+enums = st.integers(min_value=-(2**31), max_value=2**31 - 1)
+small_ints = st.integers(min_value=-(2**31), max_value=2**31 - 1)
+target_names = st.one_of(st.sampled_from(["db1", "db2", "orders"]), texts)
+
+create_requests = st.builds(
+    pb.CreateMaintenanceRequest,
+    targets=st.lists(target_names, max_size=25),
+    operations=st.lists(st.one_of(st.integers(0, 5), enums), max_size=6),
+    request_id=st.one_of(st.just(""), st.sampled_from(["same-key-1", "same-key-2"]), texts),
+    schemas=st.lists(texts, max_size=3),
+    tables=st.lists(texts, max_size=3),
+)
+
+
+@FUZZ
+@given(request=create_requests)
+def test_create_maintenance(manager: Running, request: pb.CreateMaintenanceRequest) -> None:
+    try:
+        reply = manager.api.CreateMaintenance(request, timeout=10)
+    except grpc.RpcError as error:
+        assert error.code() in ALLOWED, (error.code(), error.details())  # type: ignore[attr-defined]
+        return
+    manager.created.update([reply.parent.id, *(c.id for c in reply.children)])
+
+
+@FUZZ
+@given(job_id=ids)
+def test_get_job_and_cancel(manager: Running, job_id: str) -> None:
+    assert _code(lambda: manager.api.GetJob(pb.GetJobRequest(id=job_id), timeout=10)) in ALLOWED
+    reason = job_id[::-1]
+    assert (
+        _code(lambda: manager.api.CancelJob(pb.CancelJobRequest(id=job_id, reason=reason), timeout=10)) in ALLOWED
+    )
+
+
+@FUZZ
+@given(
+    request=st.builds(
+        pb.ListJobsRequest,
+        status=enums,
+        type=texts,
+        parent_id=ids,
+        page_size=small_ints,
+        page_token=st.one_of(texts, st.binary(max_size=40).map(lambda b: b.hex())),
+    )
+)
+def test_list_jobs(manager: Running, request: pb.ListJobsRequest) -> None:
+    assert _code(lambda: manager.api.ListJobs(request, timeout=10)) in ALLOWED
+
+
+@FUZZ
+@given(job_id=ids, job_only=st.booleans())
+def test_watch_job(manager: Running, job_id: str, job_only: bool) -> None:
+    def first_message() -> None:
+        stream = manager.api.WatchJob(pb.WatchJobRequest(id=job_id, job_only=job_only), timeout=10)
+        try:
+            next(iter(stream), None)
+        finally:
+            stream.cancel()
+
+    assert _code(first_message) in ALLOWED
+
+
+RAW_METHODS = [
+    "/dbmaint.v1.MaintenanceService/CreateMaintenance",
+    "/dbmaint.v1.MaintenanceService/GetJob",
+    "/dbmaint.v1.MaintenanceService/ListJobs",
+    "/dbmaint.v1.MaintenanceService/CancelJob",
+    "/dbmaint.v1.MaintenanceService/ListWorkers",
+]
+
+
+@FUZZ
+@given(method=st.sampled_from(RAW_METHODS), payload=st.binary(max_size=200))
+def test_bytes_that_may_not_parse(manager: Running, method: str, payload: bytes) -> None:
+    call = manager.channel.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    assert _code(lambda: call(payload, timeout=10)) in ALLOWED
+
+
+@FUZZ
+@given(messages=st.lists(st.binary(max_size=80), min_size=1, max_size=4))
+def test_worker_stream_of_random_bytes(manager: Running, messages: list[bytes]) -> None:
+    connect = manager.channel.stream_stream(
+        "/dbmaint.v1.WorkerService/Connect", request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
+    responses = connect(iter(messages), timeout=10)
+    code = _code(lambda: list(responses))
+    assert code in ALLOWED | {grpc.StatusCode.CANCELLED}
+
+
+def test_after_the_fuzz_the_manager_is_healthy_and_the_store_holds_only_what_was_accepted(
+    manager: Running,
+) -> None:
+    # Runs after the fuzz tests above (file order).
+    health = health_pb2_grpc.HealthStub(manager.channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    store = open_store(manager.store_url)
+    try:
+        stored = {job.id for job in _all_jobs(store)}
+    finally:
+        store.close()
+    assert stored == manager.created
+    assert manager.created, "no create was accepted: the strategies never made a valid request"
+
+
+def _all_jobs(store: Any) -> list[Any]:
+    from manager_service.domain import JobFilter
+
+    jobs: list[Any] = []
+    before: int | None = None
+    while True:
+        page = store.list_jobs(JobFilter(), 500, before)
+        jobs.extend(page.jobs)
+        if not page.jobs or page.next_before_seq is None:
+            return jobs
+        before = page.next_before_seq
