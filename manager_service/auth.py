@@ -7,6 +7,8 @@ never reaches the orchestrator or the store.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,6 +18,9 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from dbmaint.auth import AUTHORIZATION, BEARER_PREFIX
+
+# How long a refused streaming call waits for the client's first message before ending.
+REFUSAL_READ_SECONDS = 1.0
 
 
 class Role(StrEnum):
@@ -120,7 +125,12 @@ def _refusing(handler: Handler, refusal: Refusal) -> Handler:
     async def refuse(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort(refusal.code, refusal.message)
 
-    async def refuse_streaming(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def refuse_streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if handler.request_streaming:
+            # Let the client's first message arrive before ending the call: a bidi call refused mid-write can
+            # reach the client as a bare INTERNAL instead of the status sent here.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(anext(aiter(request)), REFUSAL_READ_SECONDS)
         await context.abort(refusal.code, refusal.message)
         yield  # never reached: this makes it the async generator a streaming response needs
 

@@ -22,6 +22,12 @@ class NotFound(DomainError):
         self.job_id = job_id
 
 
+class WorkerNotFound(DomainError):
+    def __init__(self, worker_id: str) -> None:
+        super().__init__(f"no worker {worker_id!r} is connected")
+        self.worker_id = worker_id
+
+
 class FailedPrecondition(DomainError):
     """The request is valid but the job's state does not allow it (e.g. cancel of a finished job)."""
 

@@ -31,10 +31,24 @@ from manager_service.domain import (
     Transition,
     utcnow,
 )
-from manager_service.errors import AlreadyExists, NotFound, ResourceExhausted, StoreUnavailable, Unavailable
+from manager_service.errors import (
+    AlreadyExists,
+    NotFound,
+    ResourceExhausted,
+    StoreUnavailable,
+    Unavailable,
+    WorkerNotFound,
+)
 from manager_service.events import EventBus
 from manager_service.store.base import JobStore, Page
-from manager_service.workers import AssignCommand, CancelCommand, CloseCommand, HelloInfo, WorkerSession
+from manager_service.workers import (
+    AssignCommand,
+    CancelCommand,
+    CloseCommand,
+    DrainCommand,
+    HelloInfo,
+    WorkerSession,
+)
 
 log = logging.getLogger(__name__)
 
@@ -341,6 +355,18 @@ class Orchestrator:
             session.foreign &= still_running
             if len(session.foreign) != before:
                 self._wake.set()
+
+    def drain_worker(self, worker_id: str, reason: str) -> WorkerSession:
+        """Ask a connected worker to drain. It gets no new work from now on (before it even answers)."""
+        self._refuse_if_closing()
+        session = self._workers.get(worker_id)
+        if session is None:
+            raise WorkerNotFound(worker_id)
+        if not session.draining:
+            session.draining = True
+            session.send(DrainCommand(reason))
+            log.info("asked worker %s to drain (%s)", worker_id, reason)
+        return session
 
     def mark_draining(self, session: WorkerSession, reason: str) -> None:
         session.draining = True

@@ -33,11 +33,19 @@ from manager_service.errors import (
     NotFound,
     ResourceExhausted,
     Unavailable,
+    WorkerNotFound,
 )
 from manager_service.events import WatcherDropped
 from manager_service.orchestrator import Orchestrator, Snapshot
 from manager_service.validation import TARGET_NAME, Limits, validate_job_id, validate_maintenance
-from manager_service.workers import AssignCommand, CancelCommand, CloseCommand, HelloInfo, WorkerSession
+from manager_service.workers import (
+    AssignCommand,
+    CancelCommand,
+    CloseCommand,
+    DrainCommand,
+    HelloInfo,
+    WorkerSession,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,7 @@ _STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     WatcherDropped: grpc.StatusCode.UNAVAILABLE,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    WorkerNotFound: grpc.StatusCode.NOT_FOUND,
 }
 
 
@@ -208,6 +217,17 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
         return pb.CancelJobResponse(job=self._job(job))
 
     @translate_errors
+    async def DrainWorker(
+        self, request: pb.DrainWorkerRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DrainWorkerResponse:
+        worker_id = request.worker_id.strip()
+        if not worker_id or len(worker_id) > 255:
+            raise InvalidArgument("worker_id", "1-255 characters required")
+        reason = request.reason.strip()[:500] or "drain requested"
+        session = self._orchestrator.drain_worker(worker_id, reason)
+        return pb.DrainWorkerResponse(worker=worker_to_proto(session))
+
+    @translate_errors
     async def ListWorkers(
         self, request: pb.ListWorkersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListWorkersResponse:
@@ -272,7 +292,9 @@ def _assignment_to_proto(command: AssignCommand, deadlines: dict[datetime, Times
     )
 
 
-def _commands_to_proto(commands: list[AssignCommand | CancelCommand], batches: bool) -> list[pb.ManagerMessage]:
+def _commands_to_proto(
+    commands: list[AssignCommand | CancelCommand | DrainCommand], batches: bool
+) -> list[pb.ManagerMessage]:
     """The messages for ``commands``, in order; with ``batches``, consecutive assignments share one message."""
     messages: list[pb.ManagerMessage] = []
     batch: list[pb.Assignment] = []
@@ -290,6 +312,9 @@ def _commands_to_proto(commands: list[AssignCommand | CancelCommand], batches: b
             flush()
             cancel = pb.Cancel(job_id=command.job_id, attempt=command.attempt, reason=command.reason)
             messages.append(pb.ManagerMessage(cancel=cancel))
+        elif isinstance(command, DrainCommand):
+            flush()
+            messages.append(pb.ManagerMessage(drain=pb.Drain(reason=command.reason)))
         else:
             batch.append(_assignment_to_proto(command, deadlines))
             if not batches:
@@ -365,6 +390,8 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                     log.warning("worker %s sent an unexpected %s message; ignored", session.worker_id, kind)
         except asyncio.CancelledError:
             raise
+        except grpc.aio.AbortError:
+            why = "the worker sent a message that does not parse"  # the call already ended INVALID_ARGUMENT
         except grpc.aio.AioRpcError as error:
             why = f"stream broke: {error.code().name}"
         except Exception as error:

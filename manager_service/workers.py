@@ -32,13 +32,20 @@ class CancelCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class DrainCommand:
+    """Tell the worker to drain (an operator asked)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class CloseCommand:
     """End the stream cleanly (the manager is shutting down)."""
 
     reason: str
 
 
-Command = AssignCommand | CancelCommand | CloseCommand
+Command = AssignCommand | CancelCommand | DrainCommand | CloseCommand
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,7 +82,12 @@ class CancelRequest:
         return (self.job_id, self.attempt)
 
 
-ManagerEvent = Welcome | Assignment | CancelRequest
+@dataclass(frozen=True, slots=True)
+class DrainRequest:
+    reason: str
+
+
+ManagerEvent = Welcome | Assignment | CancelRequest | DrainRequest
 
 
 # -- plain -> protobuf ------------------------------------------------------------------------------------------
@@ -195,6 +200,8 @@ def events_from_proto(message: pb.ManagerMessage) -> list[ManagerEvent]:
         return [assignment_from_proto(a) for a in message.assignments.assignments]
     if kind == "cancel":
         return [CancelRequest(message.cancel.job_id, message.cancel.attempt, message.cancel.reason)]
+    if kind == "drain":
+        return [DrainRequest(message.drain.reason)]
     return []
 
 
@@ -309,10 +316,10 @@ class ManagerStream:
         await self._channel.close(None)
 
     async def _status(self, exc: BaseException | None) -> str:
-        if isinstance(exc, grpc.aio.AioRpcError):
-            return _describe(exc)
         if self._call.cancelled():
             return "stream cancelled on the worker side"
+        # The call's own final status says why it ended; the error of a failed write may not (a write that lost
+        # the race with the manager refusing the call, e.g. PERMISSION_DENIED, only says INTERNAL).
         try:
             code = await asyncio.wait_for(self._call.code(), 1.0)
             details = await asyncio.wait_for(self._call.details(), 1.0)

@@ -36,6 +36,7 @@ from worker_service.health import HealthServer
 from worker_service.outbox import Outbox
 from worker_service.stream import (
     CancelRequest,
+    DrainRequest,
     Hello,
     ManagerEvent,
     ManagerStream,
@@ -246,8 +247,10 @@ class Worker:
             except StreamClosed as exc:
                 failures += 1
                 delay = self._backoff.next_delay()
+                refused = str(exc).startswith(("UNAUTHENTICATED", "PERMISSION_DENIED"))
                 log.log(
-                    logging.INFO if failures == 1 else logging.DEBUG,
+                    # Refused credentials need an operator every time; a manager not up yet only once.
+                    logging.WARNING if refused else logging.INFO if failures == 1 else logging.DEBUG,
                     "cannot connect to manager %s (attempt %d): %s; retrying in %.2fs",
                     address,
                     failures,
@@ -304,6 +307,9 @@ class Worker:
             self._on_assignment(event)
         elif isinstance(event, CancelRequest):
             self._on_cancel(event)
+        elif isinstance(event, DrainRequest):
+            log.info("the manager asks this worker to drain: %s", event.reason or "no reason given")
+            self.request_drain(f"asked by the manager: {event.reason}" if event.reason else "asked by the manager")
         elif isinstance(event, Welcome):
             log.warning("ignoring a second Welcome on the same stream")
         else:

@@ -145,6 +145,11 @@ class ManagerClient:
         response: pb.CancelJobResponse = self._call(self._stub.CancelJob, request)
         return response
 
+    def drain(self, worker_id: str, reason: str = "") -> pb.DrainWorkerResponse:
+        request = pb.DrainWorkerRequest(worker_id=worker_id, reason=reason)
+        response: pb.DrainWorkerResponse = self._call(self._stub.DrainWorker, request)
+        return response
+
     def workers(self) -> pb.ListWorkersResponse:
         response: pb.ListWorkersResponse = self._call(self._stub.ListWorkers, pb.ListWorkersRequest())
         return response

@@ -184,6 +184,16 @@ def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_workers(args: argparse.Namespace, console: Console) -> int:
     with ManagerClient(args.manager, args.timeout) as client:
+        if args.drain:
+            drained = client.drain(args.drain, args.reason or "")
+            if args.json:
+                print_json(console, drained)
+            else:
+                console.print(
+                    f"worker {drained.worker.worker_id} is draining: it takes no new work, finishes its "
+                    f"{len(drained.worker.running_job_ids)} running operation(s), then exits"
+                )
+            return EXIT_OK
         response = client.workers()
     if args.json:
         print_json(console, response)
@@ -322,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     workers = command("workers", cmd_workers, "list the connected workers and the targets nobody serves")
     json_option(workers)
+    workers.add_argument(
+        "--drain", metavar="ID", help="tell worker ID to drain: no new work, finish what runs, then exit"
+    )
+    workers.add_argument("--reason", metavar="TEXT", help="why (with --drain; logged by manager and worker)")
 
     health = command("health", cmd_health, "grpc.health.v1 check; exit 0 iff SERVING")
     health.add_argument("address", nargs="?", metavar="HOST:PORT", help="what to check (default: --manager)")

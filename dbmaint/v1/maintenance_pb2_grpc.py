@@ -65,6 +65,11 @@ class MaintenanceServiceStub:
                 request_serializer=dbmaint_dot_v1_dot_maintenance__pb2.ListWorkersRequest.SerializeToString,
                 response_deserializer=dbmaint_dot_v1_dot_maintenance__pb2.ListWorkersResponse.FromString,
                 _registered_method=True)
+        self.DrainWorker = channel.unary_unary(
+                '/dbmaint.v1.MaintenanceService/DrainWorker',
+                request_serializer=dbmaint_dot_v1_dot_maintenance__pb2.DrainWorkerRequest.SerializeToString,
+                response_deserializer=dbmaint_dot_v1_dot_maintenance__pb2.DrainWorkerResponse.FromString,
+                _registered_method=True)
 
 
 class MaintenanceServiceServicer:
@@ -113,6 +118,13 @@ class MaintenanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainWorker(self, request, context):
+        """Tells a connected worker to drain: it takes no new work, finishes what it runs, reports, then exits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MaintenanceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +157,11 @@ def add_MaintenanceServiceServicer_to_server(servicer, server):
                     servicer.ListWorkers,
                     request_deserializer=dbmaint_dot_v1_dot_maintenance__pb2.ListWorkersRequest.FromString,
                     response_serializer=dbmaint_dot_v1_dot_maintenance__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'DrainWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainWorker,
+                    request_deserializer=dbmaint_dot_v1_dot_maintenance__pb2.DrainWorkerRequest.FromString,
+                    response_serializer=dbmaint_dot_v1_dot_maintenance__pb2.DrainWorkerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +327,33 @@ class MaintenanceService:
             '/dbmaint.v1.MaintenanceService/ListWorkers',
             dbmaint_dot_v1_dot_maintenance__pb2.ListWorkersRequest.SerializeToString,
             dbmaint_dot_v1_dot_maintenance__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dbmaint.v1.MaintenanceService/DrainWorker',
+            dbmaint_dot_v1_dot_maintenance__pb2.DrainWorkerRequest.SerializeToString,
+            dbmaint_dot_v1_dot_maintenance__pb2.DrainWorkerResponse.FromString,
             options,
             channel_credentials,
             insecure,

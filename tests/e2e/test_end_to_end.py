@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from itertools import pairwise
 from pathlib import Path
 
@@ -142,6 +144,33 @@ def test_worker_sigterm_drains_its_running_child(fleet: Cluster, tmp_path: Path)
     assert analyze.status == pb.JOB_STATUS_PENDING, "a draining worker takes no new work"
     workers = fleet.stub.ListWorkers(pb.ListWorkersRequest(), timeout=5)
     assert "w1" not in {w.worker_id for w in workers.workers}
+
+    fleet.start_worker("w2", targets)
+    assert fleet.wait_status(created.parent.id, COMPLETED).job.progress.succeeded == 2
+
+
+def test_dbmaint_workers_drain_lets_the_running_child_finish_and_the_worker_exit(
+    fleet: Cluster, tmp_path: Path
+) -> None:
+    targets = _targets(tmp_path, "kappa")
+    fleet.start_manager()
+    worker = fleet.start_worker("w1", targets, faults="slow:vacuum=3")
+    created = fleet.create(["kappa"], [pb.OPERATION_VACUUM, pb.OPERATION_ANALYZE])
+    wait_for(lambda: "started vacuum" in worker.log(), timeout=20, message=lambda: worker.log())
+
+    drained = subprocess.run(
+        [str(Path(sys.executable).parent / "dbmaint"), "--manager", fleet.address, "workers", "--drain", "w1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert drained.returncode == 0 and "w1 is draining" in drained.stdout, drained.stderr
+
+    assert worker.wait(timeout=30) == 0, worker.log()
+    vacuum, analyze = fleet.get(created.parent.id).children
+    assert vacuum.status == COMPLETED and vacuum.attempt == 1 and vacuum.worker_id == "w1"
+    assert analyze.status == pb.JOB_STATUS_PENDING, "a draining worker takes no new work"
+    assert "the manager asks this worker to drain" in worker.log()
 
     fleet.start_worker("w2", targets)
     assert fleet.wait_status(created.parent.id, COMPLETED).job.progress.succeeded == 2

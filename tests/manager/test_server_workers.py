@@ -571,3 +571,34 @@ def test_a_worker_without_batches_gets_one_assignment_per_message(tmp_path: Path
             assert [msg.WhichOneof("kind") for msg in w.messages[1:]] == ["assignment"] * 4
 
     run_async(body())
+
+
+def test_drain_worker_in_band(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with running_manager(tmp_path) as m:
+            w1 = await m.connected_worker("w1", ["t1", "t2"])
+            created = await m.create(["t1", "t2"], [VACUUM])
+            (first,) = await w1.wait_assignments(1)
+            reply = await m.api.DrainWorker(pb.DrainWorkerRequest(worker_id="w1", reason="host maintenance"))
+            assert reply.worker.worker_id == "w1" and reply.worker.draining
+            assert list(reply.worker.running_job_ids) == [first.job_id]
+            await eventually(lambda: any(msg.WhichOneof("kind") == "drain" for msg in w1.messages))
+            drain = next(msg.drain for msg in w1.messages if msg.WhichOneof("kind") == "drain")
+            assert drain.reason == "host maintenance"
+            # It finishes what it runs; nothing new goes to it, the next child waits for another worker.
+            await w1.complete(first)
+            await wait_progress(m, created.parent.id, succeeded=1, pending=1)
+            assert len(w1.assignments) == 1
+            w2 = await m.connected_worker("w2", ["t1", "t2"])
+            (second,) = await w2.wait_assignments(1)
+            await w2.complete(second)
+            await wait_progress(m, created.parent.id, succeeded=2)
+            # Unknown and empty ids.
+            with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                await m.api.DrainWorker(pb.DrainWorkerRequest(worker_id="nobody"))
+            assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+            with pytest.raises(grpc.aio.AioRpcError) as empty:
+                await m.api.DrainWorker(pb.DrainWorkerRequest(worker_id=""))
+            assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    run_async(body())

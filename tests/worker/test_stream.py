@@ -355,3 +355,21 @@ def test_an_assignment_batch_runs_each_and_results_ready_together_travel_togethe
             assert await runner == 0
 
     run(scenario())
+
+
+def test_a_drain_from_the_manager_finishes_the_running_operation_then_exits(sample_db: Path) -> None:
+    async def scenario() -> None:
+        async with fake_manager() as server:
+            worker = make_worker(server.address, {"orders": sample_db}, slots=2, grace=10, slow={"vacuum": 0.8})
+            runner = asyncio.create_task(worker.run())
+            stream = await first_stream(server)
+            await stream.assign("job-1", "orders")
+            await eventually(lambda: worker.running() == [("job-1", 1)])
+            await stream.send(pb.ManagerMessage(drain=pb.Drain(reason="host maintenance")))
+            assert await within(runner, 10, "the drained worker exiting") == 0
+            assert [d.reason for d in stream.drainings] == ["asked by the manager: host maintenance"]
+            result = stream.result_for("job-1")
+            assert result is not None and result.status == COMPLETED
+            assert stream.half_closed.is_set()
+
+    run(scenario())
