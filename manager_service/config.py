@@ -45,6 +45,7 @@ class ManagerConfig:
     shutdown_grace: float = 5.0
     log_level: str = "INFO"
     reflection: bool = True
+    metrics_listen: str = ""
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
@@ -108,6 +109,13 @@ _OPTIONS: list[tuple[str, str, str, Callable[[str], object], str]] = [
     ),
     ("--log-level", "log_level", "DBMAINT_LOG_LEVEL", str, "DEBUG, INFO, WARNING or ERROR"),
     ("--reflection", "reflection", "DBMAINT_REFLECTION", _on_off, "serve gRPC reflection: on or off"),
+    (
+        "--metrics-listen",
+        "metrics_listen",
+        "DBMAINT_METRICS_LISTEN",
+        str,
+        "HOST:PORT of the Prometheus /metrics endpoint (empty: off)",
+    ),
     ("--tls-cert", "tls_cert", "DBMAINT_TLS_CERT", str, "PEM certificate chain of the listener (with --tls-key)"),
     ("--tls-key", "tls_key", "DBMAINT_TLS_KEY", str, "PEM private key of the listener"),
     (
@@ -171,6 +179,10 @@ def _check(config: ManagerConfig, parser: argparse.ArgumentParser) -> None:
         parser.error(
             "--max-attempts, --max-targets, --max-children, --max-workers and --max-watchers must be >= 1"
         )
+    if config.metrics_listen:
+        _, m_sep, m_port = config.metrics_listen.rpartition(":")
+        if not m_sep or not m_port.isdigit():
+            parser.error(f"--metrics-listen must be HOST:PORT, got {config.metrics_listen!r}")
     if config.tls_client_ca and not config.tls_cert:
         parser.error("--tls-client-ca asks clients for certificates: the listener needs --tls-cert and --tls-key")
     try:

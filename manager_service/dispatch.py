@@ -87,6 +87,13 @@ class DispatchQueue:
     def pending_targets(self) -> list[str]:
         return [t for t in list(self._pending) if self.head(t) is not None]
 
+    def depths(self) -> dict[str, int]:
+        """Pending children per target."""
+        depths: dict[str, int] = {}
+        for child in list(self._queued.values()):
+            depths[child.target] = depths.get(child.target, 0) + 1
+        return depths
+
     def depth(self, target: str) -> int:
         return sum(1 for c in self._queued.values() if c.target == target)
 

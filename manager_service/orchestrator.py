@@ -40,6 +40,7 @@ from manager_service.errors import (
     WorkerNotFound,
 )
 from manager_service.events import EventBus
+from manager_service.metrics import FleetView, ManagerMetrics
 from manager_service.store.base import JobStore, Page
 from manager_service.workers import (
     AssignCommand,
@@ -93,9 +94,14 @@ class Snapshot:
 
 
 class Orchestrator:
-    def __init__(self, store: JobStore, settings: OrchestratorSettings) -> None:
+    def __init__(
+        self, store: JobStore, settings: OrchestratorSettings, metrics: ManagerMetrics | None = None
+    ) -> None:
         self._store = store
         self.settings = settings
+        self.metrics = metrics or ManagerMetrics()
+        # When each pending child became PENDING (created or re-queued): the assignment-wait histogram.
+        self._pending_since: dict[str, float] = {}
         self.manager_id = uuid.uuid4().hex[:12]
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         self._readers = ThreadPoolExecutor(2, thread_name_prefix="store-reader")
@@ -112,6 +118,7 @@ class Orchestrator:
         self._shutdown_done = False
         # Completed with an exception when a side task dies: the server stops rather than limp on.
         self.fatal: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.metrics.watch_fleet(self._fleet_view)
 
     # -- life cycle
 
@@ -138,7 +145,7 @@ class Orchestrator:
         for child in children:
             assert child.target is not None
             if child.status is JobStatus.PENDING:
-                self._queue.push(QueuedChild(child.seq, child.id, child.attempt, child.target))
+                self._enqueue(QueuedChild(child.seq, child.id, child.attempt, child.target))
             else:
                 self._queue.mark_busy(child.target, child.id)
                 self._leases[child.id] = Lease(
@@ -186,7 +193,10 @@ class Orchestrator:
             async with self._lock:
                 for child in outcome.children:
                     assert child.target is not None
-                    self._queue.push(QueuedChild(child.seq, child.id, child.attempt, child.target))
+                    self._enqueue(QueuedChild(child.seq, child.id, child.attempt, child.target))
+            self.metrics.created(
+                [(outcome.parent.type, ""), *((c.type, str(c.operation or "")) for c in outcome.children)]
+            )
             self._wake.set()
             log.info(
                 "created parent %s: %d targets x %d operations = %d children",
@@ -214,6 +224,9 @@ class Orchestrator:
             for job in outcome.changed:
                 if not job.is_parent and job.status is JobStatus.CANCELLED:
                     self._queue.discard(job.id)
+                    self._pending_since.pop(job.id, None)
+                if job.status.is_terminal:
+                    self.metrics.finished(job.type, job.status.value, str(job.operation or ""))
             for child in outcome.to_interrupt:
                 self._interrupt(child.id, child.attempt, reason)
         self._events.publish([*outcome.changed, *outcome.to_interrupt])
@@ -251,6 +264,21 @@ class Orchestrator:
                     return
         finally:
             self._events.unsubscribe(subscription)
+
+    def _enqueue(self, child: QueuedChild) -> None:
+        self._queue.push(child)
+        self._pending_since[child.job_id] = time.monotonic()
+
+    def _fleet_view(self) -> FleetView:
+        """For the metrics scrape, on the HTTP thread: copies taken under the GIL, never a live iteration."""
+        sessions = list(self._workers.values())
+        return FleetView(
+            workers=len(sessions),
+            draining_workers=sum(1 for s in sessions if s.draining),
+            slots_total=sum(s.slots for s in sessions),
+            slots_busy=sum(len(s.assigned) + len(s.foreign) for s in sessions),
+            queue_depth=self._queue.depths(),
+        )
 
     def _refuse_if_closing(self) -> None:
         if self._closing:
@@ -432,6 +460,7 @@ class Orchestrator:
         self, results: list[tuple[WorkerSession, ChildOutcome]], applied: list[Transition]
     ) -> None:
         by_id = {t.child.id: t for t in applied}
+        finished_parents: set[str] = set()
         for session, outcome in results:
             session.forget(outcome.job_id, outcome.attempt)
             transition = by_id.get(outcome.job_id)
@@ -446,6 +475,7 @@ class Orchestrator:
             lease = self._leases.pop(outcome.job_id, None)
             if lease is not None:
                 self._queue.release(lease.target, lease.job_id)
+            self._count_finished(transition, finished_parents)
             # A completed child is routine (DEBUG; the worker logs it at INFO); anything else is worth a line.
             child = transition.child
             level = logging.DEBUG if child.status is JobStatus.COMPLETED else logging.INFO
@@ -465,16 +495,28 @@ class Orchestrator:
             if transition.parent.status.is_terminal:
                 log.info("parent %s finished: %s", transition.parent.id, transition.parent.status.value)
 
+    def _count_finished(self, transition: Transition, finished_parents: set[str]) -> None:
+        child, parent = transition.child, transition.parent
+        if child.status.is_terminal:
+            self.metrics.finished(child.type, child.status.value, str(child.operation or ""))
+        if parent.status.is_terminal and parent.id not in finished_parents:
+            finished_parents.add(parent.id)  # several children of one batch share the parent that ended
+            self.metrics.finished(parent.type, parent.status.value, "")
+
     def _record_starts(self, planned: list[PlannedAssignment], started: list[Transition]) -> None:
         transitions = {t.child.id: t for t in started}
         deadline = utcnow() + timedelta(seconds=self.settings.operation_timeout)
-        expires = time.monotonic() + self.settings.lease_timeout
+        now = time.monotonic()
+        expires = now + self.settings.lease_timeout
         for plan in planned:
             child = plan.child
             transition = transitions.get(child.job_id)
+            since = self._pending_since.pop(child.job_id, None)
             if transition is None:
                 self._queue.discard(child.job_id)  # cancelled or changed meanwhile
                 continue
+            if since is not None:
+                self.metrics.assignment_wait.observe(max(0.0, now - since))
             self._queue.take(child)
             self._leases[child.job_id] = Lease(child.job_id, child.attempt, plan.worker_id, child.target, expires)
             session = self._workers.get(plan.worker_id)
@@ -539,9 +581,11 @@ class Orchestrator:
             session.send(CancelCommand(lease.job_id, lease.attempt, f"lease lapsed: {why}"))
         if transition is None:
             return
+        self.metrics.attempts_lost.inc()
+        self._count_finished(transition, set())
         child = transition.child
         if child.status is JobStatus.PENDING:
-            self._queue.push(QueuedChild(child.seq, child.id, child.attempt, lease.target))
+            self._enqueue(QueuedChild(child.seq, child.id, child.attempt, lease.target))
         log.warning(
             "job %s (parent %s, %s/%s) attempt %d lost (%s): now %s%s",
             child.id,

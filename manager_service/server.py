@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from dbmaint.metrics import serve_metrics
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 from manager_service.auth import AuthInterceptor
 from manager_service.config import ManagerConfig
 from manager_service.malformed import MalformedRequestInterceptor
+from manager_service.metrics import ManagerMetrics
 from manager_service.orchestrator import Orchestrator
 from manager_service.reflection import enable_reflection
 from manager_service.servicers import MaintenanceServicer, WorkerServicer
@@ -37,12 +40,21 @@ class ManagerServer:
         self._health = HealthServicer()
         self._stopped = asyncio.Event()
         self._shutdown_started = False
+        self.metrics = ManagerMetrics()
+        self.metrics_port = 0
+        self._metrics_server: WSGIServer | None = None
 
     async def start(self) -> int:
         """Open the store, rebuild the in-flight state, and start serving. Returns the bound port."""
         store = await asyncio.to_thread(open_store, self.config.database_url)
-        self._orchestrator = Orchestrator(store, self.config.orchestrator_settings)
+        self._orchestrator = Orchestrator(store, self.config.orchestrator_settings, self.metrics)
         await self._orchestrator.start()
+        if self.config.metrics_listen:
+            self._metrics_server = serve_metrics(self.config.metrics_listen, self.metrics.registry)
+            self.metrics_port = int(self._metrics_server.server_port)
+            log.info(
+                "metrics on http://%s:%d/metrics", self.config.metrics_listen.rpartition(":")[0], self.metrics_port
+            )
         auth = self.config.auth
         server = grpc.aio.server(
             # Auth first: a refused call is not even parsed. Then unparsable requests become INVALID_ARGUMENT.
@@ -120,6 +132,8 @@ class ManagerServer:
             await self._server.stop(self.config.shutdown_grace)
         if self._orchestrator is not None:
             await asyncio.to_thread(self._orchestrator.close_store)
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.shutdown)
         self._stopped.set()
         log.info("stopped")
 

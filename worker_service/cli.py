@@ -18,6 +18,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from dbmaint import runtime
+from dbmaint.metrics import MetricsServerError, serve_metrics
 from worker_service.config import ConfigError, WorkerConfig, parse_config
 from worker_service.engines import EngineUnavailable, default_registry
 from worker_service.faults import FaultPlan, FaultSpecError
@@ -51,6 +52,16 @@ async def serve(config: WorkerConfig, targets: Mapping[str, BoundTarget]) -> int
             log.error("%s", exc)
             return EXIT_CONFIG
     worker = Worker(config, targets, health=health)
+    metrics_server = None
+    if config.metrics_listen:
+        try:
+            metrics_server = serve_metrics(config.metrics_listen, worker.metrics.registry)
+        except MetricsServerError as exc:
+            log.error("%s", exc)
+            return EXIT_CONFIG
+        log.info(
+            "metrics on http://%s:%d/metrics", config.metrics_listen.rpartition(":")[0], metrics_server.server_port
+        )
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
     for sig in (signal.SIGTERM, signal.SIGINT):

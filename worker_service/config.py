@@ -17,6 +17,7 @@ flag                   environment variable      meaning (default)
                                                  uses TLS (off: plaintext)
 ``--tls-cert``         ``DBMAINT_TLS_CERT``      this worker's PEM certificate, for a manager that asks for one
 ``--tls-key``          ``DBMAINT_TLS_KEY``       its PEM private key
+``--metrics-listen``   ``DBMAINT_METRICS_LISTEN`` HOST:PORT of the Prometheus /metrics endpoint (empty: off)
 (no flag)              ``DBMAINT_WORKER_TOKEN``  the bearer token sent to the manager (or
                                                  ``DBMAINT_WORKER_TOKEN_FILE``: a file holding it)
 =====================  ========================  ===========================================================
@@ -55,6 +56,7 @@ ENV_TLS_CA = "DBMAINT_TLS_CA"
 ENV_TLS_CERT = "DBMAINT_TLS_CERT"
 ENV_TLS_KEY = "DBMAINT_TLS_KEY"
 ENV_WORKER_TOKEN = "DBMAINT_WORKER_TOKEN"
+ENV_METRICS_LISTEN = "DBMAINT_METRICS_LISTEN"
 ENV_TARGET_PASSWORD = "DBMAINT_TARGET_PASSWORD_"
 ENV_TARGET_PASSWORD_FILE = "DBMAINT_TARGET_PASSWORD_FILE_"
 
@@ -98,6 +100,7 @@ class WorkerConfig:
     health_listen: str = ""
     log_level: str = DEFAULT_LOG_LEVEL
     tls: TlsFiles | None = None
+    metrics_listen: str = ""
     # The bearer token for the manager; kept out of repr like the target URLs.
     token: str | None = field(default=None, repr=False)
 
@@ -255,6 +258,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "--log-level", metavar="LEVEL", help=f"{', '.join(LOG_LEVELS)} (${ENV_LOG_LEVEL}; {DEFAULT_LOG_LEVEL})"
     )
     parser.add_argument(
+        "--metrics-listen", metavar="HOST:PORT", help=f"Prometheus /metrics address (${ENV_METRICS_LISTEN}; off)"
+    )
+    parser.add_argument(
         "--tls-ca", metavar="PEM", help=f"CA of the manager's certificate: use TLS (${ENV_TLS_CA})"
     )
     parser.add_argument("--tls-cert", metavar="PEM", help=f"client certificate for mTLS (${ENV_TLS_CERT})")
@@ -296,6 +302,11 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     if health_listen:
         _check_host_port(health_listen, health_src, allow_port_zero=True)
 
+    metrics, metrics_src = pick(args.metrics_listen, ENV_METRICS_LISTEN)
+    metrics_listen = (metrics or "").strip()
+    if metrics_listen:
+        _check_host_port(metrics_listen, metrics_src, allow_port_zero=True)
+
     try:
         tls = TlsFiles.from_settings(
             pick(args.tls_ca, ENV_TLS_CA)[0],
@@ -316,4 +327,5 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         log_level=log_level,
         tls=tls,
         token=token,
+        metrics_listen=metrics_listen,
     )

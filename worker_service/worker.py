@@ -33,6 +33,7 @@ from worker_service.backoff import Backoff
 from worker_service.config import WorkerConfig
 from worker_service.executor import Assignment, Executor, Outcome, RunKey, failed
 from worker_service.health import HealthServer
+from worker_service.metrics import WorkerMetrics
 from worker_service.outbox import Outbox
 from worker_service.stream import (
     CancelRequest,
@@ -92,6 +93,8 @@ class Worker:
         self._health = health
         self._backoff = backoff or Backoff()
         self._executor = executor or Executor(targets, config.slots)
+        self._targets = targets
+        self.metrics = WorkerMetrics()
         self._outbox = Outbox()
         self._stop = asyncio.Event()
         self._finished = asyncio.Event()
@@ -223,6 +226,7 @@ class Worker:
             self._stream = stream
             self._welcome = welcome
             self._stream_changed.notify_all()
+        self.metrics.connected.set(1 if stream is not None else 0)
         if self._health is not None:
             await self._health.set_serving(stream is not None and not self._draining)
 
@@ -338,6 +342,7 @@ class Worker:
             extra=extra,
         )
         key = assignment.key
+        self.metrics.running.inc()
         task = asyncio.get_running_loop().create_task(
             self._finish(assignment, future), name=f"dbmaint-child-{assignment.job_id}-{assignment.attempt}"
         )
@@ -366,7 +371,17 @@ class Worker:
             log.info("%s cancelled: %s", assignment.operation, outcome.error, extra=extra)
         else:
             log.warning("%s %s: %s", assignment.operation, outcome.status.value, outcome.error, extra=extra)
+        self.metrics.running.dec()
+        self._count(assignment, outcome)
         self._outbox.put(outcome)
+
+    def _count(self, assignment: Assignment, outcome: Outcome) -> None:
+        report = outcome.report
+        target = self._targets.get(assignment.target)
+        engine = report.engine if report else target.engine.name if target else "unknown"
+        reclaimed = report.bytes_before - report.bytes_after if report else 0
+        seconds = report.duration_seconds if report else None
+        self.metrics.finished(engine, assignment.operation, outcome.status.value, seconds, reclaimed)
 
     def _on_cancel(self, request: CancelRequest) -> None:
         extra = {"job_id": request.job_id, "attempt": request.attempt}

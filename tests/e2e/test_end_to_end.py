@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import urllib.request
 from itertools import pairwise
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from dbmaint.v1 import maintenance_pb2 as pb
 from tests.support.polling import wait_for
-from tests.support.processes import Cluster
+from tests.support.processes import Cluster, free_port
 from tests.support.targets import integrity_ok, make_sqlite_target, sqlite_stats
 
 # The whole suite runs with the job store on SQLite and on PostgreSQL.
@@ -174,6 +175,30 @@ def test_dbmaint_workers_drain_lets_the_running_child_finish_and_the_worker_exit
 
     fleet.start_worker("w2", targets)
     assert fleet.wait_status(created.parent.id, COMPLETED).job.progress.succeeded == 2
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        return str(reply.read().decode())
+
+
+def test_both_processes_serve_prometheus_metrics(fleet: Cluster, tmp_path: Path) -> None:
+    targets = _targets(tmp_path, "lambda", rows=2_000)
+    manager_port, worker_port = free_port(), free_port()
+    fleet.start_manager("--metrics-listen", f"127.0.0.1:{manager_port}")
+    fleet.start_worker("w1", targets, "--metrics-listen", f"127.0.0.1:{worker_port}")
+    created = fleet.create(["lambda"], [pb.OPERATION_VACUUM])
+    fleet.wait_status(created.parent.id, COMPLETED)
+
+    manager = _scrape(manager_port)
+    assert (
+        'dbmaint_jobs_finished_total{operation="vacuum",status="completed",'
+        'type="database_maintenance_operation"} 1.0' in manager
+    )
+    assert "dbmaint_workers_connected 1.0" in manager
+    worker = _scrape(worker_port)
+    assert 'dbmaint_worker_operations_total{engine="sqlite",operation="vacuum",status="completed"} 1.0' in worker
+    assert 'dbmaint_worker_operation_duration_seconds_count{engine="sqlite",operation="vacuum"} 1.0' in worker
 
 
 def test_unserved_target_waits_visibly_until_a_worker_serves_it(fleet: Cluster, tmp_path: Path) -> None:

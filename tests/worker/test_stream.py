@@ -373,3 +373,29 @@ def test_a_drain_from_the_manager_finishes_the_running_operation_then_exits(samp
             assert stream.half_closed.is_set()
 
     run(scenario())
+
+
+def test_worker_metrics_count_what_its_operations_did(sample_db: Path) -> None:
+    async def scenario() -> None:
+        async with fake_manager() as server:
+            worker = make_worker(server.address, {"orders": sample_db})
+            runner = asyncio.create_task(worker.run())
+            stream = await first_stream(server)
+            registry = worker.metrics.registry
+            await eventually(lambda: registry.get_sample_value("dbmaint_worker_connected") == 1)
+            await stream.assign("job-1", "orders", "vacuum")
+            result = await eventually(lambda: stream.result_for("job-1"))
+            assert result.status == COMPLETED
+            labels = {"engine": "sqlite", "operation": "vacuum"}
+            assert (
+                registry.get_sample_value("dbmaint_worker_operations_total", {**labels, "status": "completed"})
+                == 1
+            )
+            assert registry.get_sample_value("dbmaint_worker_operation_duration_seconds_count", labels) == 1
+            reclaimed = registry.get_sample_value("dbmaint_worker_bytes_reclaimed_total", labels)
+            assert reclaimed == result.result.bytes_before - result.result.bytes_after > 0
+            assert registry.get_sample_value("dbmaint_worker_running") == 0
+            await worker.shutdown()
+            assert await runner == 0
+
+    run(scenario())

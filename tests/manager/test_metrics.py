@@ -1,0 +1,72 @@
+"""The manager's /metrics endpoint: the counters, the histogram and the scrape-time gauges move when a job runs."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from dbmaint.v1 import maintenance_pb2 as pb
+
+from .helpers import Manager, eventually, run_async, running_manager
+
+CHILD, PARENT = "database_maintenance_operation", "database_maintenance_parent"
+
+
+async def scrape(m: Manager) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    url = f"http://127.0.0.1:{m.server.metrics_port}/metrics"
+    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def test_metrics_move_when_a_job_runs(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with running_manager(tmp_path, metrics_listen="127.0.0.1:0") as m:
+            created = await m.create(["db1", "db2"], [pb.OPERATION_VACUUM, pb.OPERATION_ANALYZE])
+            before = await scrape(m)
+            assert before[("dbmaint_jobs_created_total", (("operation", ""), ("type", PARENT)))] == 1
+            assert before[("dbmaint_jobs_created_total", (("operation", "vacuum"), ("type", CHILD)))] == 2
+            assert before[("dbmaint_queue_depth", (("target", "db1"),))] == 2
+            assert before[("dbmaint_workers_connected", ())] == 0
+
+            w = await m.connected_worker("w1", ["db1", "db2"], slots=2)
+            first = await w.wait_assignments(2)
+            during = await scrape(m)
+            assert during[("dbmaint_workers_connected", ())] == 1
+            assert during[("dbmaint_worker_slots", ())] == 2 and during[("dbmaint_worker_slots_busy", ())] == 2
+            assert during[("dbmaint_assignment_wait_seconds_count", ())] == 2
+            await w.complete(first[0])
+            await w.complete(first[1], status="failed", error="boom")
+            for a in (await w.wait_assignments(4))[2:]:
+                await w.complete(a)
+            await eventually(lambda: _parent_done(m, created.parent.id))
+
+            after = await scrape(m)
+            finished = {k: v for k, v in after.items() if k[0] == "dbmaint_jobs_finished_total"}
+            assert sum(finished.values()) == 5  # four children and the parent, each once
+            assert (
+                finished[
+                    ("dbmaint_jobs_finished_total", (("operation", ""), ("status", "failed"), ("type", PARENT)))
+                ]
+                == 1
+            )
+            assert (
+                sum(v for k, v in finished.items() if ("status", "failed") in k[1] and ("type", CHILD) in k[1])
+                == 1
+            )
+            assert after[("dbmaint_assignment_wait_seconds_count", ())] == 4
+            assert after[("dbmaint_worker_slots_busy", ())] == 0
+            assert not any(k[0] == "dbmaint_queue_depth" for k in after)  # nothing pending
+
+    run_async(body())
+
+
+async def _parent_done(m: Manager, parent_id: str) -> bool:
+    job = await m.job(parent_id)
+    return job.status in (pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_FAILED)
