@@ -10,11 +10,13 @@ import sys
 from collections.abc import Sequence
 
 from dbmaint import runtime
+from dbmaint.logs import JsonFormatter
 from manager_service.config import ManagerConfig, parse_config
 from manager_service.server import ManagerServer
 from manager_service.store import migrations
 from manager_service.store.sqlalchemy_store import make_engine
 
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 log = logging.getLogger("manager_service")
 
 # `dbmaint-manager [serve]` runs the server (migrating the store first); `dbmaint-manager migrate` only migrates.
@@ -72,11 +74,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     command = args.pop(0) if args and args[0] in COMMANDS else "serve"
     config = parse_config(args, prog=f"dbmaint-manager {command}" if command != "serve" else "dbmaint-manager")
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = JsonFormatter() if config.log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
     runtime.tune_logging()
     if config.log_level.upper() != "DEBUG":
         logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step is noise

@@ -46,6 +46,7 @@ class ManagerConfig:
     log_level: str = "INFO"
     reflection: bool = True
     metrics_listen: str = ""
+    log_format: str = "text"
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
@@ -108,6 +109,7 @@ _OPTIONS: list[tuple[str, str, str, Callable[[str], object], str]] = [
         "seconds in-flight RPCs get to finish on SIGTERM",
     ),
     ("--log-level", "log_level", "DBMAINT_LOG_LEVEL", str, "DEBUG, INFO, WARNING or ERROR"),
+    ("--log-format", "log_format", "DBMAINT_LOG_FORMAT", str, "text, or json: one JSON object per line"),
     ("--reflection", "reflection", "DBMAINT_REFLECTION", _on_off, "serve gRPC reflection: on or off"),
     (
         "--metrics-listen",
@@ -189,5 +191,7 @@ def _check(config: ManagerConfig, parser: argparse.ArgumentParser) -> None:
         config.tls  # noqa: B018 - checks that the files exist and go together
     except CredentialError as error:
         parser.error(str(error))
+    if config.log_format not in ("text", "json"):
+        parser.error(f"--log-format must be text or json, got {config.log_format!r}")
     if config.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         parser.error(f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {config.log_level!r}")

@@ -93,6 +93,17 @@ class Snapshot:
     children: list[Job]
 
 
+def job_extra(child: Job, worker_id: str, attempt: int | None = None) -> dict[str, object]:
+    """The job fields of a log line about ``child`` (its own keys in JSON logs)."""
+    return {
+        "job_id": child.id,
+        "parent_id": child.parent_id,
+        "attempt": child.attempt if attempt is None else attempt,
+        "worker_id": worker_id,
+        "target": child.target,
+    }
+
+
 class Orchestrator:
     def __init__(
         self, store: JobStore, settings: OrchestratorSettings, metrics: ManagerMetrics | None = None
@@ -491,6 +502,7 @@ class Orchestrator:
                     session.worker_id,
                     child.status.value,
                     f": {child.error}" if child.error else "",
+                    extra=job_extra(child, session.worker_id),
                 )
             if transition.parent.status.is_terminal:
                 log.info("parent %s finished: %s", transition.parent.id, transition.parent.status.value)
@@ -596,5 +608,6 @@ class Orchestrator:
             why,
             child.status.value,
             f" attempt {child.attempt}" if child.status is JobStatus.PENDING else "",
+            extra=job_extra(child, lease.worker_id, attempt=lease.attempt),
         )
         self._events.publish([child, transition.parent])

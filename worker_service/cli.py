@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ConfigError as exc:
         print(f"dbmaint-worker: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    setup_logging(config.worker_id, config.log_level)
+    setup_logging(config.worker_id, config.log_level, log_format=config.log_format)
     runtime.tune_logging()
     try:
         faults = FaultPlan.from_env(env)

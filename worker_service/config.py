@@ -11,6 +11,7 @@ flag                   environment variable      meaning (default)
 ``--grace``            ``DBMAINT_GRACE``         seconds a drain waits for running operations (60)
 ``--health-listen``    ``DBMAINT_HEALTH_LISTEN`` HOST:PORT of the grpc.health.v1 server (empty: off)
 ``--log-level``        ``DBMAINT_LOG_LEVEL``     DEBUG, INFO, WARNING, ERROR (INFO)
+``--log-format``       ``DBMAINT_LOG_FORMAT``    text or json (one JSON object per line) (text)
 ``--targets-file``     ``DBMAINT_TARGETS_FILE``  a file of NAME=SQLALCHEMY_URL lines (``#`` comments), added to
                                                  the targets above
 ``--tls-ca``           ``DBMAINT_TLS_CA``        PEM CA the manager's certificate must chain to: the stream
@@ -43,6 +44,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from dbmaint.auth import CredentialError, TlsFiles, read_secret
+from dbmaint.logs import LOG_FORMATS
 
 ENV_MANAGER = "DBMAINT_MANAGER"
 ENV_TARGETS = "DBMAINT_TARGETS"
@@ -57,6 +59,7 @@ ENV_TLS_CERT = "DBMAINT_TLS_CERT"
 ENV_TLS_KEY = "DBMAINT_TLS_KEY"
 ENV_WORKER_TOKEN = "DBMAINT_WORKER_TOKEN"
 ENV_METRICS_LISTEN = "DBMAINT_METRICS_LISTEN"
+ENV_LOG_FORMAT = "DBMAINT_LOG_FORMAT"
 ENV_TARGET_PASSWORD = "DBMAINT_TARGET_PASSWORD_"
 ENV_TARGET_PASSWORD_FILE = "DBMAINT_TARGET_PASSWORD_FILE_"
 
@@ -101,6 +104,7 @@ class WorkerConfig:
     log_level: str = DEFAULT_LOG_LEVEL
     tls: TlsFiles | None = None
     metrics_listen: str = ""
+    log_format: str = "text"
     # The bearer token for the manager; kept out of repr like the target URLs.
     token: str | None = field(default=None, repr=False)
 
@@ -257,6 +261,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", metavar="LEVEL", help=f"{', '.join(LOG_LEVELS)} (${ENV_LOG_LEVEL}; {DEFAULT_LOG_LEVEL})"
     )
+    parser.add_argument("--log-format", metavar="FORMAT", help=f"text or json (${ENV_LOG_FORMAT}; text)")
     parser.add_argument(
         "--metrics-listen", metavar="HOST:PORT", help=f"Prometheus /metrics address (${ENV_METRICS_LISTEN}; off)"
     )
@@ -302,6 +307,10 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     if health_listen:
         _check_host_port(health_listen, health_src, allow_port_zero=True)
 
+    log_format_text, log_format_src = pick(args.log_format, ENV_LOG_FORMAT)
+    log_format = (log_format_text or "text").strip().lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"{log_format_src}: unknown log format {log_format_text!r} (expected text or json)")
     metrics, metrics_src = pick(args.metrics_listen, ENV_METRICS_LISTEN)
     metrics_listen = (metrics or "").strip()
     if metrics_listen:
@@ -328,4 +337,5 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         tls=tls,
         token=token,
         metrics_listen=metrics_listen,
+        log_format=log_format,
     )

@@ -55,7 +55,7 @@ class Assignment:
 
     @property
     def log_extra(self) -> dict[str, Any]:
-        return job_context(self.job_id, self.attempt, self.target)
+        return job_context(self.job_id, self.attempt, self.target, self.parent_id)
 
 
 @dataclass(frozen=True, slots=True)

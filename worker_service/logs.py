@@ -16,13 +16,15 @@ from typing import Any, TextIO
 
 from sqlalchemy.engine import URL
 
+from dbmaint.logs import JsonFormatter
+
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(context)s] %(message)s"
 JOB_FIELDS = ("job_id", "attempt", "target")
 
 
-def job_context(job_id: str, attempt: int, target: str) -> dict[str, Any]:
+def job_context(job_id: str, attempt: int, target: str, parent_id: str = "") -> dict[str, Any]:
     """The ``extra`` of a log line about a job."""
-    return {"job_id": job_id, "attempt": attempt, "target": target}
+    return {"job_id": job_id, "attempt": attempt, "target": target, "parent_id": parent_id}
 
 
 class ContextFilter(logging.Filter):
@@ -33,6 +35,7 @@ class ContextFilter(logging.Filter):
         self.worker_id = worker_id
 
     def filter(self, record: logging.LogRecord) -> bool:
+        record.worker_id = self.worker_id
         parts = [f"worker={self.worker_id}"]
         job_id = getattr(record, "job_id", None)
         if job_id is not None:
@@ -45,10 +48,12 @@ class ContextFilter(logging.Filter):
         return True
 
 
-def setup_logging(worker_id: str, level: str, stream: TextIO | None = None) -> logging.Handler:
-    """Log to stderr (or ``stream``) with the worker context; returns the installed handler."""
+def setup_logging(
+    worker_id: str, level: str, stream: TextIO | None = None, log_format: str = "text"
+) -> logging.Handler:
+    """Log to stderr (or ``stream``) with the worker context, as text or JSON lines; returns the handler."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(FORMAT))
     handler.addFilter(ContextFilter(worker_id))
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import urllib.request
@@ -199,6 +200,33 @@ def test_both_processes_serve_prometheus_metrics(fleet: Cluster, tmp_path: Path)
     worker = _scrape(worker_port)
     assert 'dbmaint_worker_operations_total{engine="sqlite",operation="vacuum",status="completed"} 1.0' in worker
     assert 'dbmaint_worker_operation_duration_seconds_count{engine="sqlite",operation="vacuum"} 1.0' in worker
+
+
+def _json_lines(text: str) -> list[dict[str, object]]:
+    # gRPC's C core writes its own plain lines to stderr; every line Python logs is one JSON object.
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_json_logs_carry_the_job_fields_on_every_line_about_a_job(fleet: Cluster, tmp_path: Path) -> None:
+    targets = _targets(tmp_path, "mu", rows=2_000)
+    targets["nu"] = tmp_path / "targets" / "missing.db"  # fails: the file does not exist
+    fleet.start_manager("--log-format", "json")
+    worker = fleet.start_worker("w1", targets, "--log-format", "json")
+    created = fleet.create(["mu", "nu"], [pb.OPERATION_VACUUM])
+    fleet.wait_status(created.parent.id, pb.JOB_STATUS_FAILED)
+    children = {c.target: c for c in fleet.get(created.parent.id).children}
+
+    fields = {"job_id", "parent_id", "attempt", "worker_id", "target"}
+    worker_lines = _json_lines(worker.log())
+    about_jobs = [line for line in worker_lines if "job_id" in line]
+    assert {str(line["job_id"]) for line in about_jobs} == {c.id for c in children.values()}
+    for line in about_jobs:
+        assert fields <= set(line), line
+        assert line["parent_id"] == created.parent.id and line["worker_id"] == "w1"
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in worker_lines)
+    assert fleet.manager is not None
+    failed = [line for line in _json_lines(fleet.manager.log()) if line.get("job_id") == children["nu"].id]
+    assert failed and fields <= set(failed[0]) and failed[0]["target"] == "nu", failed
 
 
 def test_unserved_target_waits_visibly_until_a_worker_serves_it(fleet: Cluster, tmp_path: Path) -> None:
