@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,17 @@ from manager_service.validation import Limits
 # to every user of the machine.
 ENV_CLIENT_TOKENS = "DBMAINT_CLIENT_TOKENS"
 ENV_WORKER_TOKENS = "DBMAINT_WORKER_TOKENS"
+
+
+def is_loopback(host: str) -> bool:
+    """Is ``host`` (of a HOST:PORT) a loopback address? A host name other than localhost may resolve anywhere."""
+    name = host.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _on_off(text: str) -> bool:
@@ -44,13 +56,19 @@ class ManagerConfig:
     max_watchers: int = 1_000
     shutdown_grace: float = 5.0
     log_level: str = "INFO"
-    reflection: bool = True
+    # None: on when the listener is on loopback (grpcurl on the same machine), off when it is reachable from
+    # elsewhere; a flag or DBMAINT_REFLECTION decides otherwise.
+    reflection: bool | None = None
     metrics_listen: str = ""
     log_format: str = "text"
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
     auth: AuthPolicy = field(default_factory=AuthPolicy)
+
+    @property
+    def serves_reflection(self) -> bool:
+        return self.reflection if self.reflection is not None else is_loopback(self.listen.rpartition(":")[0])
 
     @property
     def tls(self) -> TlsFiles | None:
@@ -110,7 +128,13 @@ _OPTIONS: list[tuple[str, str, str, Callable[[str], object], str]] = [
     ),
     ("--log-level", "log_level", "DBMAINT_LOG_LEVEL", str, "DEBUG, INFO, WARNING or ERROR"),
     ("--log-format", "log_format", "DBMAINT_LOG_FORMAT", str, "text, or json: one JSON object per line"),
-    ("--reflection", "reflection", "DBMAINT_REFLECTION", _on_off, "serve gRPC reflection: on or off"),
+    (
+        "--reflection",
+        "reflection",
+        "DBMAINT_REFLECTION",
+        _on_off,
+        "serve gRPC reflection: on or off (unset: on for a loopback --listen, off otherwise)",
+    ),
     (
         "--metrics-listen",
         "metrics_listen",

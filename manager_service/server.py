@@ -15,7 +15,7 @@ from dbmaint.metrics import serve_metrics
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 from manager_service.auth import AuthInterceptor
-from manager_service.config import ManagerConfig
+from manager_service.config import ManagerConfig, is_loopback
 from manager_service.malformed import MalformedRequestInterceptor
 from manager_service.metrics import ManagerMetrics
 from manager_service.orchestrator import Orchestrator
@@ -73,7 +73,7 @@ class ManagerServer:
         )
         pb_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(self._orchestrator), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        if self.config.reflection:
+        if self.config.serves_reflection:
             enable_reflection(
                 (MAINTENANCE_SERVICE, WORKER_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
                 server,
@@ -96,10 +96,10 @@ class ManagerServer:
             self.port,
             _transport(tls),
             "on" if auth.enabled else "off",
-            "on" if self.config.reflection else "off",
+            "on" if self.config.serves_reflection else "off",
             _safe_url(self.config.database_url),
         )
-        if not auth.enabled and not _is_loopback(host):
+        if not auth.enabled and not is_loopback(host):
             log.warning(
                 "!!! listening on %s WITHOUT AUTHENTICATION: anyone who can reach this port can create and cancel "
                 "jobs and connect as a worker. Set DBMAINT_CLIENT_TOKENS and DBMAINT_WORKER_TOKENS (and TLS).",
@@ -144,18 +144,6 @@ def _transport(tls: object) -> str:
     if not isinstance(tls, TlsFiles):
         return "plaintext"
     return "TLS, client certificates required" if tls.ca is not None else "TLS"
-
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    name = host.strip("[]")
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve anywhere
 
 
 def _safe_url(url: str) -> str:

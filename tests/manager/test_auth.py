@@ -220,3 +220,12 @@ def test_reflection_can_be_switched_off(tmp_path: Path) -> None:
             assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
     run_async(body())
+
+
+def test_reflection_is_on_for_loopback_and_off_elsewhere_unless_set() -> None:
+    assert parse_config(["--listen", "127.0.0.1:50051"], {}).serves_reflection
+    assert parse_config(["--listen", "localhost:50051"], {}).serves_reflection
+    assert not parse_config(["--listen", "0.0.0.0:50051"], {}).serves_reflection
+    assert not parse_config(["--listen", "db-manager.internal:50051"], {}).serves_reflection
+    assert parse_config(["--listen", "0.0.0.0:50051"], {"DBMAINT_REFLECTION": "on"}).serves_reflection
+    assert not parse_config(["--listen", "127.0.0.1:50051", "--reflection", "off"], {}).serves_reflection
