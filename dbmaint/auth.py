@@ -56,7 +56,7 @@ def aio_channel(address: str, tls: TlsFiles | None, options: Sequence[tuple[str,
     """A channel to ``address``: TLS when ``tls`` is given, plaintext otherwise."""
     if tls is None:
         return grpc.aio.insecure_channel(address, options=list(options))
-    return tls.aio_channel(address, options)
+    return grpc.aio.secure_channel(address, tls.channel_credentials(), options=list(options))
 
 
 def sync_channel(address: str, tls: TlsFiles | None, options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
@@ -96,9 +96,6 @@ class TlsFiles:
             private_key=self._read(self.key),
             certificate_chain=self._read(self.cert),
         )
-
-    def aio_channel(self, address: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
-        return grpc.aio.secure_channel(address, self.channel_credentials(), options=list(options))
 
     def server_credentials(self) -> grpc.ServerCredentials:
         if self.cert is None or self.key is None:

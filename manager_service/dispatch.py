@@ -94,9 +94,6 @@ class DispatchQueue:
             depths[child.target] = depths.get(child.target, 0) + 1
         return depths
 
-    def depth(self, target: str) -> int:
-        return sum(1 for c in self._queued.values() if c.target == target)
-
     # -- busy targets
 
     def mark_busy(self, target: str, job_id: str) -> None:

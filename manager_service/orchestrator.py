@@ -504,16 +504,16 @@ class Orchestrator:
                     f": {child.error}" if child.error else "",
                     extra=job_extra(child, session.worker_id),
                 )
-            if transition.parent.status.is_terminal:
-                log.info("parent %s finished: %s", transition.parent.id, transition.parent.status.value)
 
     def _count_finished(self, transition: Transition, finished_parents: set[str]) -> None:
+        """Count what ``transition`` finished; a parent once (and logged), however many children ended it."""
         child, parent = transition.child, transition.parent
         if child.status.is_terminal:
             self.metrics.finished(child.type, child.status.value, str(child.operation or ""))
         if parent.status.is_terminal and parent.id not in finished_parents:
             finished_parents.add(parent.id)  # several children of one batch share the parent that ended
             self.metrics.finished(parent.type, parent.status.value, "")
+            log.info("parent %s finished: %s", parent.id, parent.status.value, extra={"job_id": parent.id})
 
     def _record_starts(self, planned: list[PlannedAssignment], started: list[Transition]) -> None:
         transitions = {t.child.id: t for t in started}

@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from dbmaint.auth import TlsFiles
 from dbmaint.metrics import serve_metrics
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
@@ -138,10 +139,8 @@ class ManagerServer:
         log.info("stopped")
 
 
-def _transport(tls: object) -> str:
-    from dbmaint.auth import TlsFiles
-
-    if not isinstance(tls, TlsFiles):
+def _transport(tls: TlsFiles | None) -> str:
+    if tls is None:
         return "plaintext"
     return "TLS, client certificates required" if tls.ca is not None else "TLS"
 

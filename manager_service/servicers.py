@@ -220,9 +220,7 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
     async def DrainWorker(
         self, request: pb.DrainWorkerRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DrainWorkerResponse:
-        worker_id = request.worker_id.strip()
-        if not worker_id or len(worker_id) > 255:
-            raise InvalidArgument("worker_id", "1-255 characters required")
+        worker_id = _worker_id(request.worker_id.strip(), "worker_id")
         reason = request.reason.strip()[:500] or "drain requested"
         session = self._orchestrator.drain_worker(worker_id, reason)
         return pb.DrainWorkerResponse(worker=worker_to_proto(session))
@@ -237,12 +235,17 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
         )
 
 
+def _worker_id(value: str, field: str) -> str:
+    if not value or len(value) > 255:
+        raise InvalidArgument(field, "1-255 characters required")
+    return value
+
+
 def _hello(message: pb.WorkerMessage, peer: str) -> HelloInfo:
     if message.WhichOneof("kind") != "hello":
         raise InvalidArgument("hello", "the first message on the stream must be a Hello")
     hello = message.hello
-    if not hello.worker_id or len(hello.worker_id) > 255:
-        raise InvalidArgument("hello.worker_id", "1-255 characters required")
+    _worker_id(hello.worker_id, "hello.worker_id")
     if not hello.targets:
         raise InvalidArgument("hello.targets", "a worker must serve at least one target")
     for index, name in enumerate(hello.targets):
@@ -353,11 +356,13 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         try:
             while True:
                 # Everything queued goes out at once: one message for the assignments of a dispatch turn.
-                commands = await session.next_commands(MAX_BATCH)
-                close = next((c for c in commands if isinstance(c, CloseCommand)), None)
-                if close is not None:
-                    commands = commands[: commands.index(close)]
-                sendable = [c for c in commands if not isinstance(c, CloseCommand)]
+                sendable: list[AssignCommand | CancelCommand | DrainCommand] = []
+                close: CloseCommand | None = None
+                for command in await session.next_commands(MAX_BATCH):
+                    if isinstance(command, CloseCommand):
+                        close = command  # what was queued after it is not sent
+                        break
+                    sendable.append(command)
                 for message in _commands_to_proto(sendable, session.accepts_batches):
                     yield message
                 if close is not None:

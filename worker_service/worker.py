@@ -379,7 +379,7 @@ class Worker:
         report = outcome.report
         target = self._targets.get(assignment.target)
         engine = report.engine if report else target.engine.name if target else "unknown"
-        reclaimed = report.bytes_before - report.bytes_after if report else 0
+        reclaimed = report.bytes_reclaimed if report else 0
         seconds = report.duration_seconds if report else None
         self.metrics.finished(engine, assignment.operation, outcome.status.value, seconds, reclaimed)
 

@@ -99,7 +99,7 @@ def test_repush_of_queued_child_updates_attempt_without_duplicate() -> None:
     queue = queue_of(q(1, "t"), q(2, "t"))
     queue.push(q(1, "t", attempt=2))
     assert len(queue) == 2
-    assert queue.depth("t") == 2
+    assert queue.depths() == {"t": 2}
     head = queue.head("t")
     assert head is not None and head.attempt == 2
 
