@@ -254,28 +254,32 @@ class ListWorkersResponse(_message.Message):
     def __init__(self, workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., unserved_targets: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RunningChild(_message.Message):
-    __slots__ = ("job_id", "attempt")
+    __slots__ = ("job_id", "attempt", "waiting_reason")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    WAITING_REASON_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
+    waiting_reason: str
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., waiting_reason: _Optional[str] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("worker_id", "targets", "slots", "running", "version", "accepts_batches")
+    __slots__ = ("worker_id", "targets", "slots", "running", "version", "accepts_batches", "accepts_acks")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ACCEPTS_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTS_ACKS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     targets: _containers.RepeatedScalarFieldContainer[str]
     slots: int
     running: _containers.RepeatedCompositeFieldContainer[RunningChild]
     version: str
     accepts_batches: bool
-    def __init__(self, worker_id: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., running: _Optional[_Iterable[_Union[RunningChild, _Mapping]]] = ..., version: _Optional[str] = ..., accepts_batches: _Optional[bool] = ...) -> None: ...
+    accepts_acks: bool
+    def __init__(self, worker_id: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., running: _Optional[_Iterable[_Union[RunningChild, _Mapping]]] = ..., version: _Optional[str] = ..., accepts_batches: _Optional[bool] = ..., accepts_acks: _Optional[bool] = ...) -> None: ...
 
 class Result(_message.Message):
     __slots__ = ("job_id", "attempt", "status", "error", "result")
@@ -324,14 +328,16 @@ class WorkerMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., draining: _Optional[_Union[Draining, _Mapping]] = ..., results: _Optional[_Union[ResultBatch, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("lease_timeout", "heartbeat_interval", "manager_id")
+    __slots__ = ("lease_timeout", "heartbeat_interval", "manager_id", "sends_acks")
     LEASE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     MANAGER_ID_FIELD_NUMBER: _ClassVar[int]
+    SENDS_ACKS_FIELD_NUMBER: _ClassVar[int]
     lease_timeout: _duration_pb2.Duration
     heartbeat_interval: _duration_pb2.Duration
     manager_id: str
-    def __init__(self, lease_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., manager_id: _Optional[str] = ...) -> None: ...
+    sends_acks: bool
+    def __init__(self, lease_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., manager_id: _Optional[str] = ..., sends_acks: _Optional[bool] = ...) -> None: ...
 
 class Assignment(_message.Message):
     __slots__ = ("job_id", "attempt", "target", "operation", "job_type", "config", "deadline", "parent_id")
@@ -375,16 +381,34 @@ class Cancel(_message.Message):
     reason: str
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class ResultAck(_message.Message):
+    __slots__ = ("job_id", "attempt")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    attempt: int
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class ResultAckBatch(_message.Message):
+    __slots__ = ("acks",)
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    acks: _containers.RepeatedCompositeFieldContainer[ResultAck]
+    def __init__(self, acks: _Optional[_Iterable[_Union[ResultAck, _Mapping]]] = ...) -> None: ...
+
 class ManagerMessage(_message.Message):
-    __slots__ = ("welcome", "assignment", "cancel", "assignments", "drain")
+    __slots__ = ("welcome", "assignment", "cancel", "assignments", "drain", "result_ack", "result_acks")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     DRAIN_FIELD_NUMBER: _ClassVar[int]
+    RESULT_ACK_FIELD_NUMBER: _ClassVar[int]
+    RESULT_ACKS_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     assignment: Assignment
     cancel: Cancel
     assignments: AssignmentBatch
     drain: Drain
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., assignments: _Optional[_Union[AssignmentBatch, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ...) -> None: ...
+    result_ack: ResultAck
+    result_acks: ResultAckBatch
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., assignments: _Optional[_Union[AssignmentBatch, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., result_ack: _Optional[_Union[ResultAck, _Mapping]] = ..., result_acks: _Optional[_Union[ResultAckBatch, _Mapping]] = ...) -> None: ...

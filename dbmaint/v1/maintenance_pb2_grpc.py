@@ -388,7 +388,7 @@ class WorkerServiceServicer:
 
     def Connect(self, request_iterator, context):
         """The only channel between a worker and the manager: Hello first, then results, heartbeats and a draining
-        notice up; welcome, assignments and cancels down.
+        notice up; welcome, assignments, cancels, drain requests and result acknowledgements down.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
