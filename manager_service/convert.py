@@ -48,12 +48,12 @@ def job_to_proto(job: Job, waiting_reason: str = "") -> pb.Job:
     return message
 
 
-def worker_to_proto(session: WorkerSession) -> pb.WorkerInfo:
+def worker_to_proto(session: WorkerSession, running_job_ids: list[str]) -> pb.WorkerInfo:
     return pb.WorkerInfo(
         worker_id=session.worker_id,
         targets=sorted(session.targets),
         slots=session.slots,
-        running_job_ids=sorted(session.assigned),
+        running_job_ids=sorted(running_job_ids),
         last_heartbeat=wire.timestamp(session.last_seen_at),
         draining=session.draining,
         connected_at=wire.timestamp(session.connected_at),

@@ -39,11 +39,14 @@ from manager_service.events import WatcherDropped
 from manager_service.orchestrator import Orchestrator, Snapshot
 from manager_service.validation import TARGET_NAME, Limits, validate_job_id, validate_maintenance
 from manager_service.workers import (
+    AckCommand,
     AssignCommand,
     CancelCommand,
     CloseCommand,
+    Command,
     DrainCommand,
     HelloInfo,
+    RunningReport,
     WorkerSession,
 )
 
@@ -137,6 +140,9 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
     def _job(self, job: Job) -> pb.Job:
         return job_to_proto(job, self._orchestrator.waiting_reason(job))
 
+    def _worker(self, session: WorkerSession) -> pb.WorkerInfo:
+        return worker_to_proto(session, self._orchestrator.running_job_ids(session))
+
     def _snapshot(self, snapshot: Snapshot) -> pb.GetJobResponse:
         return pb.GetJobResponse(job=self._job(snapshot.job), children=[self._job(c) for c in snapshot.children])
 
@@ -223,14 +229,14 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
         worker_id = _worker_id(request.worker_id.strip(), "worker_id")
         reason = request.reason.strip()[:500] or "drain requested"
         session = self._orchestrator.drain_worker(worker_id, reason)
-        return pb.DrainWorkerResponse(worker=worker_to_proto(session))
+        return pb.DrainWorkerResponse(worker=self._worker(session))
 
     @translate_errors
     async def ListWorkers(
         self, request: pb.ListWorkersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListWorkersResponse:
         return pb.ListWorkersResponse(
-            workers=[worker_to_proto(s) for s in self._orchestrator.sessions()],
+            workers=[self._worker(s) for s in self._orchestrator.sessions()],
             unserved_targets=self._orchestrator.unserved_targets(),
         )
 
@@ -257,21 +263,26 @@ def _hello(message: pb.WorkerMessage, peer: str) -> HelloInfo:
         worker_id=hello.worker_id,
         targets=frozenset(hello.targets),
         slots=hello.slots,
-        running=tuple((r.job_id, r.attempt) for r in hello.running),
+        running=_running(hello.running),
         peer=peer,
         version=hello.version,
         accepts_batches=hello.accepts_batches,
+        accepts_acks=hello.accepts_acks,
     )
 
 
-def _outcome(session: WorkerSession, result: pb.Result) -> ChildOutcome | None:
+def _running(running: Iterable[pb.RunningChild]) -> tuple[RunningReport, ...]:
+    return tuple(RunningReport(r.job_id, r.attempt, r.waiting_reason[:500]) for r in running)
+
+
+def _outcome(worker_id: str, result: pb.Result) -> ChildOutcome | None:
     status = wire.status_from_proto(result.status)
     if status is None or not status.is_terminal:
         return None
     return ChildOutcome(
         job_id=result.job_id,
         attempt=result.attempt,
-        worker_id=session.worker_id,
+        worker_id=worker_id,
         status=status,
         error=result.error[:4000] or None,
         report=wire.report_from_proto(result.result) if result.HasField("result") else None,
@@ -295,35 +306,54 @@ def _assignment_to_proto(command: AssignCommand, deadlines: dict[datetime, Times
     )
 
 
-def _commands_to_proto(
-    commands: list[AssignCommand | CancelCommand | DrainCommand], batches: bool
-) -> list[pb.ManagerMessage]:
-    """The messages for ``commands``, in order; with ``batches``, consecutive assignments share one message."""
+def _commands_to_proto(commands: list[Command], batches: bool) -> list[pb.ManagerMessage]:
+    """The messages for ``commands``, in order. Consecutive acknowledgements share one message; with
+    ``batches``, so do consecutive assignments."""
     messages: list[pb.ManagerMessage] = []
-    batch: list[pb.Assignment] = []
+    assignments: list[pb.Assignment] = []
+    acks: list[pb.ResultAck] = []
     deadlines: dict[datetime, Timestamp] = {}
 
     def flush() -> None:
-        if len(batch) == 1:
-            messages.append(pb.ManagerMessage(assignment=batch[0]))
-        elif batch:
-            messages.append(pb.ManagerMessage(assignments=pb.AssignmentBatch(assignments=batch)))
-        batch.clear()
+        if len(assignments) == 1:
+            messages.append(pb.ManagerMessage(assignment=assignments[0]))
+        elif assignments:
+            messages.append(pb.ManagerMessage(assignments=pb.AssignmentBatch(assignments=assignments)))
+        if len(acks) == 1:
+            messages.append(pb.ManagerMessage(result_ack=acks[0]))
+        elif acks:
+            messages.append(pb.ManagerMessage(result_acks=pb.ResultAckBatch(acks=acks)))
+        assignments.clear()
+        acks.clear()
 
     for command in commands:
-        if isinstance(command, CancelCommand):
-            flush()
-            cancel = pb.Cancel(job_id=command.job_id, attempt=command.attempt, reason=command.reason)
-            messages.append(pb.ManagerMessage(cancel=cancel))
-        elif isinstance(command, DrainCommand):
-            flush()
-            messages.append(pb.ManagerMessage(drain=pb.Drain(reason=command.reason)))
-        else:
-            batch.append(_assignment_to_proto(command, deadlines))
+        if isinstance(command, AssignCommand):
+            if acks:
+                flush()
+            assignments.append(_assignment_to_proto(command, deadlines))
             if not batches:
                 flush()
+        elif isinstance(command, AckCommand):
+            if assignments:
+                flush()
+            acks.append(pb.ResultAck(job_id=command.job_id, attempt=command.attempt))
+        else:
+            flush()
+            if isinstance(command, CancelCommand):
+                cancel = pb.Cancel(job_id=command.job_id, attempt=command.attempt, reason=command.reason)
+                messages.append(pb.ManagerMessage(cancel=cancel))
+            elif isinstance(command, DrainCommand):
+                messages.append(pb.ManagerMessage(drain=pb.Drain(reason=command.reason)))
     flush()
     return messages
+
+
+async def _next_commands(outbox: asyncio.Queue[Command], limit: int) -> list[Command]:
+    """Wait for a command, then take (up to ``limit``) all that are queued behind it."""
+    commands = [await outbox.get()]
+    while len(commands) < limit and not outbox.empty():
+        commands.append(outbox.get_nowait())
+    return commands
 
 
 class WorkerServicer(pb_grpc.WorkerServiceServicer):
@@ -333,32 +363,32 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     async def Connect(
         self, request_iterator: AsyncIterator[pb.WorkerMessage], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.ManagerMessage]:
-        try:
-            first = await anext(aiter(request_iterator))
-            session = await self._orchestrator.connect_worker(_hello(first, context.peer()))
-        except StopAsyncIteration:
-            return
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as error:
-            await _abort(context, error, "Connect")
-            return
-        settings = self._orchestrator.settings
-        yield pb.ManagerMessage(
-            welcome=pb.Welcome(
-                lease_timeout=wire.duration(settings.lease_timeout),
-                heartbeat_interval=wire.duration(settings.heartbeat_interval),
-                manager_id=self._orchestrator.manager_id,
-            )
-        )
-        reader = asyncio.create_task(self._read(session, request_iterator), name=f"read-{session.worker_id}")
+        # The stream is registered and released in ONE try/finally: however the call ends (a hang-up while the
+        # Welcome is sent, a cancel at any await), no session outlives it.
+        stream, outbox = self._orchestrator.open_stream()
         why = "stream ended"
+        reader: asyncio.Task[None] | None = None
         try:
+            try:
+                first = await anext(aiter(request_iterator))
+                hello = _hello(first, context.peer())
+                session = self._orchestrator.connect_worker(stream, hello)
+            except StopAsyncIteration:
+                return
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as error:
+                await _abort(context, error, "Connect")
+                return
+            yield self._welcome(hello)
+            reader = asyncio.create_task(
+                self._read(stream, session.worker_id, outbox, request_iterator), name=f"read-{session.worker_id}"
+            )
             while True:
                 # Everything queued goes out at once: one message for the assignments of a dispatch turn.
-                sendable: list[AssignCommand | CancelCommand | DrainCommand] = []
+                sendable: list[Command] = []
                 close: CloseCommand | None = None
-                for command in await session.next_commands(MAX_BATCH):
+                for command in await _next_commands(outbox, MAX_BATCH):
                     if isinstance(command, CloseCommand):
                         close = command  # what was queued after it is not sent
                         break
@@ -372,27 +402,43 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             why = "stream cancelled"
             raise
         finally:
-            reader.cancel()
-            await asyncio.shield(self._orchestrator.disconnect_worker(session, why))
+            if reader is not None:
+                reader.cancel()
+            self._orchestrator.disconnect_worker(stream, why)
 
-    async def _read(self, session: WorkerSession, request_iterator: AsyncIterator[pb.WorkerMessage]) -> None:
+    def _welcome(self, hello: HelloInfo) -> pb.ManagerMessage:
+        settings = self._orchestrator.settings
+        return pb.ManagerMessage(
+            welcome=pb.Welcome(
+                lease_timeout=wire.duration(settings.lease_timeout),
+                heartbeat_interval=wire.duration(settings.heartbeat_interval),
+                manager_id=self._orchestrator.manager_id,
+                sends_acks=hello.accepts_acks,
+            )
+        )
+
+    async def _read(
+        self,
+        stream: int,
+        worker_id: str,
+        outbox: asyncio.Queue[Command],
+        request_iterator: AsyncIterator[pb.WorkerMessage],
+    ) -> None:
         """Apply what the worker sends until its stream ends; then end our side too."""
         why = "worker closed the stream"
         try:
             async for message in request_iterator:
                 kind = message.WhichOneof("kind")
                 if kind == "result":
-                    self._submit(session, [message.result])
+                    self._submit(stream, worker_id, [message.result])
                 elif kind == "results":
-                    self._submit(session, message.results.results)
+                    self._submit(stream, worker_id, message.results.results)
                 elif kind == "heartbeat":
-                    self._orchestrator.heartbeat(
-                        session, [(r.job_id, r.attempt) for r in message.heartbeat.running]
-                    )
+                    self._orchestrator.heartbeat(stream, _running(message.heartbeat.running))
                 elif kind == "draining":
-                    self._orchestrator.mark_draining(session, message.draining.reason or "draining")
+                    self._orchestrator.mark_draining(stream, message.draining.reason or "draining")
                 else:
-                    log.warning("worker %s sent an unexpected %s message; ignored", session.worker_id, kind)
+                    log.warning("worker %s sent an unexpected %s message; ignored", worker_id, kind)
         except asyncio.CancelledError:
             raise
         except grpc.aio.AbortError:
@@ -400,14 +446,16 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         except grpc.aio.AioRpcError as error:
             why = f"stream broke: {error.code().name}"
         except Exception as error:
-            log.exception("stream of worker %s failed", session.worker_id)
+            log.exception("stream of worker %s failed", worker_id)
             why = f"stream failed: {error!r}"
-        session.send(CloseCommand(why))
+        outbox.put_nowait(CloseCommand(why))
 
-    def _submit(self, session: WorkerSession, results: Iterable[pb.Result]) -> None:
+    def _submit(self, stream: int, worker_id: str, results: Iterable[pb.Result]) -> None:
+        outcomes = []
         for result in results:
-            outcome = _outcome(session, result)
+            outcome = _outcome(worker_id, result)
             if outcome is None:
-                log.warning("worker %s sent a result with status %d; ignored", session.worker_id, result.status)
+                log.warning("worker %s sent a result with status %d; ignored", worker_id, result.status)
             else:
-                self._orchestrator.submit_result(session, outcome)
+                outcomes.append(outcome)
+        self._orchestrator.submit_results(stream, outcomes)

@@ -1,15 +1,16 @@
-"""Connected workers, as the manager sees them. In memory only: a worker re-announces itself on reconnect."""
+"""Connected workers and what the manager tells them, as plain values. In memory only: a worker re-announces
+itself on reconnect. No asyncio and no protobuf here: the fleet core creates these, the servicer translates."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from dbmaint.operations import Operation
-from manager_service.dispatch import WorkerCapacity
 from manager_service.domain import utcnow
+
+RunKey = tuple[str, int]
+"""A child attempt: (job_id, attempt)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,14 @@ class CancelCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class AckCommand:
+    """The worker's result for this attempt is settled in the store (applied, or found stale): forget it."""
+
+    job_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
 class DrainCommand:
     """Tell the worker to drain (an operator asked)."""
 
@@ -45,7 +54,28 @@ class CloseCommand:
     reason: str
 
 
-Command = AssignCommand | CancelCommand | DrainCommand | CloseCommand
+Command = AssignCommand | CancelCommand | AckCommand | DrainCommand | CloseCommand
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``command`` on stream ``stream`` (the shell routes it; a stream that ended drops it)."""
+
+    stream: int
+    command: Command
+
+
+@dataclass(frozen=True, slots=True)
+class RunningReport:
+    """A child attempt a worker says it runs (Hello or Heartbeat), and why it waits, if it does."""
+
+    job_id: str
+    attempt: int
+    waiting_reason: str = ""
+
+    @property
+    def key(self) -> RunKey:
+        return (self.job_id, self.attempt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,59 +83,32 @@ class HelloInfo:
     worker_id: str
     targets: frozenset[str]
     slots: int
-    running: tuple[tuple[str, int], ...] = ()
+    running: tuple[RunningReport, ...] = ()
     peer: str = ""
     version: str = ""
     accepts_batches: bool = False
+    accepts_acks: bool = False
 
 
 @dataclass(eq=False)
 class WorkerSession:
-    """One connected worker stream."""
+    """One connected worker stream. Which children it holds is not recorded here: the fleet core's leases are
+    the one record of that (``FleetCore.held_by``)."""
 
     worker_id: str
+    stream: int
     targets: frozenset[str]
     slots: int
     peer: str = ""
     # The worker reads AssignmentBatch: several assignments go out as one message.
     accepts_batches: bool = False
+    # The worker keeps results until acknowledged: the manager sends ResultAck after each commit.
+    accepts_acks: bool = False
     connected_at: datetime = field(default_factory=utcnow)
     last_seen_at: datetime = field(default_factory=utcnow)
-    last_seen_monotonic: float = field(default_factory=time.monotonic)
     draining: bool = False
-    # Children this worker holds per the store: job_id -> attempt.
-    assigned: dict[str, int] = field(default_factory=dict)
-    # Children it says it runs that are not (or no longer) its own; they still take a slot until it stops them.
-    foreign: set[tuple[str, int]] = field(default_factory=set)
-    outbox: asyncio.Queue[Command] = field(default_factory=asyncio.Queue)
-
-    @property
-    def free_slots(self) -> int:
-        return max(0, self.slots - len(self.assigned) - len(self.foreign))
-
-    def capacity(self) -> WorkerCapacity:
-        return WorkerCapacity(self.worker_id, self.targets, self.free_slots, self.draining)
-
-    def holds(self, job_id: str, attempt: int) -> bool:
-        """Does this child attempt take one of the worker's slots?"""
-        return self.assigned.get(job_id) == attempt or (job_id, attempt) in self.foreign
-
-    def forget(self, job_id: str, attempt: int) -> None:
-        """The worker reported this attempt finished: its slot is free."""
-        self.foreign.discard((job_id, attempt))
-        if self.assigned.get(job_id) == attempt:
-            del self.assigned[job_id]
-
-    def send(self, command: Command) -> None:
-        self.outbox.put_nowait(command)
-
-    async def next_commands(self, limit: int) -> list[Command]:
-        """Wait for a command, then take (up to ``limit``) all that are queued behind it."""
-        commands = [await self.outbox.get()]
-        while len(commands) < limit and not self.outbox.empty():
-            commands.append(self.outbox.get_nowait())
-        return commands
+    # Attempts it says it runs that are not (or no longer) its own: each still takes a slot until it stops them.
+    foreign: set[RunKey] = field(default_factory=set)
 
     def touch(self) -> None:
         self.last_seen_at = utcnow()
-        self.last_seen_monotonic = time.monotonic()

@@ -104,12 +104,15 @@ class FakeWorker:
         targets: Iterable[str],
         slots: int = 1,
         accepts_batches: bool = False,
+        accepts_acks: bool = False,
     ) -> None:
         self.stub = pb_grpc.WorkerServiceStub(channel)
         self.worker_id = worker_id
         self.targets = list(targets)
         self.slots = slots
         self.accepts_batches = accepts_batches
+        self.accepts_acks = accepts_acks
+        self.acks: list[tuple[str, int]] = []
         self.call: Any = None
         self.messages: list[pb.ManagerMessage] = []
         self.assignments: list[pb.Assignment] = []
@@ -140,11 +143,12 @@ class FakeWorker:
                 running=[pb.RunningChild(job_id=j, attempt=a) for j, a in running],
                 version="test",
                 accepts_batches=self.accepts_batches,
+                accepts_acks=self.accepts_acks,
             )
         )
 
-    async def connect(self) -> pb.Welcome:
-        await self.open()
+    async def connect(self, running: Iterable[tuple[str, int]] = ()) -> pb.Welcome:
+        await self.open(self.hello(running))
         await eventually(lambda: self.messages or self.ended, message=f"{self.worker_id}: a Welcome")
         first = self.messages[0] if self.messages else None
         assert first is not None and first.WhichOneof("kind") == "welcome", (first, self.error)
@@ -166,6 +170,9 @@ class FakeWorker:
                     self.max_outstanding = max(self.max_outstanding, len(self.outstanding))
                 elif kind == "cancel":
                     self.cancels.append(message.cancel)
+                elif kind in ("result_ack", "result_acks"):
+                    acks = [message.result_ack] if kind == "result_ack" else message.result_acks.acks
+                    self.acks.extend((ack.job_id, ack.attempt) for ack in acks)
         except grpc.aio.AioRpcError as error:
             self.error = error
         finally:
@@ -285,17 +292,28 @@ class Manager:
         return health_pb2_grpc.HealthStub(self.channel)
 
     def worker(
-        self, worker_id: str, targets: Iterable[str], slots: int = 1, accepts_batches: bool = False
+        self,
+        worker_id: str,
+        targets: Iterable[str],
+        slots: int = 1,
+        accepts_batches: bool = False,
+        accepts_acks: bool = False,
     ) -> FakeWorker:
-        fake = FakeWorker(self.channel, worker_id, targets, slots, accepts_batches)
+        fake = FakeWorker(self.channel, worker_id, targets, slots, accepts_batches, accepts_acks)
         self.workers.append(fake)
         return fake
 
     async def connected_worker(
-        self, worker_id: str, targets: Iterable[str], slots: int = 1, accepts_batches: bool = False
+        self,
+        worker_id: str,
+        targets: Iterable[str],
+        slots: int = 1,
+        accepts_batches: bool = False,
+        accepts_acks: bool = False,
+        running: Iterable[tuple[str, int]] = (),
     ) -> FakeWorker:
-        fake = self.worker(worker_id, targets, slots, accepts_batches)
-        await fake.connect()
+        fake = self.worker(worker_id, targets, slots, accepts_batches, accepts_acks)
+        await fake.connect(running)
         return fake
 
     async def create(self, targets: Iterable[str], operations: Iterable[int] = (), request_id: str = "") -> Any:

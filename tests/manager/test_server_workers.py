@@ -216,10 +216,15 @@ def test_silent_worker_loses_its_child_after_the_lease(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("how", ["half-close", "cancel"])
-def test_closing_the_stream_requeues_at_once(tmp_path: Path, how: str) -> None:
+def test_a_closed_stream_keeps_its_children_until_the_lease_lapses_then_requeues_them(
+    tmp_path: Path, how: str
+) -> None:
+    """The end of a stream says nothing about the statement it ran: the worker may come back (a link blip, a
+    manager restart) and report it. So the child keeps its attempt until the lease lapses, and only then is
+    re-queued; the target's resource lock keeps a later attempt waiting if the old one still runs."""
+
     async def body() -> None:
-        # a long lease: the re-queue must come from the stream ending, not from the lease
-        async with running_manager(tmp_path, lease_timeout=30.0, heartbeat_interval=5.0) as m:
+        async with running_manager(tmp_path, lease_timeout=2.0, heartbeat_interval=0.5) as m:
             first = await m.connected_worker("first", ["t1"])
             created = await m.create(["t1"], [VACUUM])
             (a1,) = await first.wait_assignments(1)
@@ -228,18 +233,42 @@ def test_closing_the_stream_requeues_at_once(tmp_path: Path, how: str) -> None:
                 await eventually(lambda: first.ended, message="server ends the stream")
             else:
                 await first.close()
-            await eventually(
-                lambda: _attempt_pending(m, a1.job_id, 2), timeout=3.0, message="re-queued with attempt 2"
-            )
-            workers = await m.api.ListWorkers(pb.ListWorkersRequest())
-            assert "first" not in [w.worker_id for w in workers.workers]
+            await eventually(lambda: _listed(m, "first", False), message="the session is gone")
             second = await m.connected_worker("second", ["t1"])
-            (a2,) = await second.wait_assignments(1)
+            job = await m.job(a1.job_id)
+            assert (job.status, job.attempt, job.worker_id) == (pb.JOB_STATUS_RUNNING, 1, "first")
+            assert second.assignments == []
+            (a2,) = await second.wait_assignments(1, timeout=6.0)
             assert (a2.job_id, a2.attempt) == (a1.job_id, 2)
             await second.complete(a2)
             await eventually(lambda: _status_is(m, created.parent.id, pb.JOB_STATUS_COMPLETED))
 
     run_async(body())
+
+
+def test_a_worker_that_comes_back_within_the_lease_keeps_its_child_and_its_result_counts(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with running_manager(tmp_path, lease_timeout=3.0, heartbeat_interval=0.5) as m:
+            first = await m.connected_worker("w1", ["t1"])
+            created = await m.create(["t1"], [VACUUM])
+            (a1,) = await first.wait_assignments(1)
+            await first.close()
+            await eventually(lambda: _listed(m, "w1", False), message="the session is gone")
+            again = await m.connected_worker("w1", ["t1"], running=[(a1.job_id, a1.attempt)])
+            again.start_heartbeats(0.2)
+            await asyncio.sleep(3.5)  # longer than the lease: only the new stream's heartbeats keep it
+            job = await m.job(a1.job_id)
+            assert (job.status, job.attempt, job.worker_id) == (pb.JOB_STATUS_RUNNING, 1, "w1")
+            await again.complete(a1)
+            done = await eventually(lambda: _status_is(m, created.parent.id, pb.JOB_STATUS_COMPLETED))
+            assert done
+
+    run_async(body())
+
+
+async def _listed(m: Manager, worker_id: str, listed: bool) -> bool:
+    reply = await m.api.ListWorkers(pb.ListWorkersRequest())
+    return (worker_id in [w.worker_id for w in reply.workers]) == listed
 
 
 def test_a_result_sent_just_before_the_stream_ends_is_applied_not_rerun(tmp_path: Path) -> None:
@@ -284,11 +313,11 @@ async def _attempt_pending(m: Manager, job_id: str, attempt: int) -> bool:
 
 def test_child_fails_after_max_attempts(tmp_path: Path) -> None:
     async def body() -> None:
-        async with running_manager(tmp_path, lease_timeout=30.0, heartbeat_interval=5.0, max_attempts=2) as m:
+        async with running_manager(tmp_path, lease_timeout=1.0, heartbeat_interval=0.25, max_attempts=2) as m:
             created = await m.create(["t1"], [VACUUM])
             for attempt in (1, 2):
                 w = await m.connected_worker(f"w{attempt}", ["t1"])
-                (a,) = await w.wait_assignments(1)
+                (a,) = await w.wait_assignments(1, timeout=5.0)
                 assert a.attempt == attempt
                 await w.close()
             await eventually(lambda: _status_is(m, created.parent.id, pb.JOB_STATUS_FAILED))
