@@ -234,12 +234,12 @@ class FleetCore:
         listed = {report.key: report for report in hello.running}
         sends: list[Send] = []
         for lease in self.held_by(hello.worker_id):
+            if lease.cancel_reason is not None:  # every stored cancel, listed or not: a lost one costs a VACUUM
+                sends.append(Send(stream, CancelCommand(lease.job_id, lease.attempt, lease.cancel_reason)))
             report = listed.pop(lease.key, None)
             if report is not None:
                 lease.expires_at = now + self.settings.lease_timeout
                 lease.waiting_reason = report.waiting_reason
-                if lease.cancel_reason is not None:
-                    sends.append(Send(stream, CancelCommand(lease.job_id, lease.attempt, lease.cancel_reason)))
             else:
                 # Not running there any more: its result may still be on the way (re-sent after Hello).
                 lease.expires_at = min(lease.expires_at, now + self.settings.reconnect_grace)
