@@ -577,7 +577,7 @@ class _Session:
             return
         self.progress.processed += 1
         try:
-            after: _Figures | None | str = self.figures([relation]).get(relation.oid)
+            after: _Figures | str | None = self.figures([relation]).get(relation.oid)
         except pg_errors.QueryCanceled:
             # The statement is done: a cancel (or the deadline's statement_timeout) landing on this bookkeeping
             # query must not undo it. The figures are unknown; the next statement's check stops the operation.
@@ -670,7 +670,7 @@ def _size(value: int | None) -> str:
     return "unknown (locked)" if value is None else str(value)
 
 
-def _changes(before: _Figures, after: _Figures | None | str) -> str:
+def _changes(before: _Figures, after: _Figures | str | None) -> str:
     if isinstance(after, str):
         return f"dead tuples {before.dead_tuples}, size {_size(before.size)} bytes before; figures after: {after}"
     if after is None:
