@@ -427,9 +427,9 @@ class Worker:
             stream, welcome = await self._wait_for_stream()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._heartbeat_now.wait(), welcome.heartbeat_interval)
-            self._heartbeat_now.clear()
             if self._stream is not stream:
-                continue
+                continue  # a wake-up stays set for the next stream
+            self._heartbeat_now.clear()
             try:
                 await stream.send(heartbeat_message(self._executor.running(), self._executor.waiting_reasons()))
             except StreamClosed as exc:

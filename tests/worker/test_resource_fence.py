@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from dbmaint.operations import CHILD_JOB_TYPE, JobStatus
+from dbmaint.v1 import maintenance_pb2 as pb
 from worker_service.cancel import CancelToken
 from worker_service.engines import SqliteEngine
 from worker_service.engines.base import RunStatus
@@ -27,7 +28,8 @@ from worker_service.executor import Assignment, Executor, Outcome, run_assignmen
 from worker_service.stream import Hello, heartbeat_message, hello_message
 from worker_service.targets import BoundTarget
 
-from .helpers import integrity, run, wait_until
+from .fake_manager import fake_manager
+from .helpers import eventually, integrity, make_worker, run, wait_until
 
 WAITING = "waiting for the resource lock on target 'db' (held by another process, pid 4242 on a-host)"
 
@@ -164,3 +166,32 @@ def test_a_lock_file_without_a_holder_line_still_gives_a_reason(small_db: Path, 
         thread.join(2)
     finally:
         os.close(fd)
+
+
+def waiting_reasons(message: pb.Heartbeat | pb.Hello) -> dict[tuple[str, int], str]:
+    return {(r.job_id, r.attempt): r.waiting_reason for r in message.running}
+
+
+def test_the_worker_sends_a_heartbeat_with_the_reason_as_soon_as_a_wait_starts_and_ends(sample_db: Path) -> None:
+    reason = WAITING.replace("'db'", "'orders'")
+
+    async def scenario() -> None:
+        async with fake_manager(heartbeat_interval=30.0) as server:  # no heartbeat from the timer in this test
+            worker = make_worker(server.address, {"orders": sample_db})
+            runner = asyncio.create_task(worker.run())
+            stream = await eventually(lambda: server.manager.streams and server.manager.streams[0])
+            with lock_held(sample_db):
+                await stream.assign("job-1", "orders")
+                beat = await eventually(lambda: stream.heartbeats, timeout=3, message="a heartbeat at once")
+                assert waiting_reasons(beat[-1]) == {("job-1", 1): reason}
+                await stream.drop()  # the next Hello lists the waiting attempt with its reason
+                second = await eventually(lambda: len(server.manager.streams) > 1 and server.manager.streams[1])
+                assert waiting_reasons(second.hello) == {("job-1", 1): reason}
+            beats = await eventually(lambda: second.heartbeats, timeout=3, message="a heartbeat when it ends")
+            assert waiting_reasons(beats[-1]) == {("job-1", 1): ""}
+            result = await eventually(lambda: second.result_for("job-1"), timeout=10)
+            assert result.status == pb.JOB_STATUS_COMPLETED
+            await worker.shutdown()
+            assert await runner == 0
+
+    run(scenario())
