@@ -9,6 +9,7 @@ an ``Outcome`` (COMPLETED, FAILED or CANCELLED) whose error names the problem, w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import traceback
@@ -20,7 +21,7 @@ from typing import Any
 
 from dbmaint.operations import CHILD_JOB_TYPE, LEGACY_JOB_TYPE, JobStatus, Operation, OperationReport, TableScope
 from worker_service.cancel import CancelToken, DeadlineExceeded, OperationCancelled, deadline_passed
-from worker_service.engines.base import OperationFailed
+from worker_service.engines.base import OperationFailed, RunStatus
 from worker_service.logs import job_context, redact
 from worker_service.targets import BoundTarget
 
@@ -116,8 +117,11 @@ def validate_assignment(assignment: Assignment, served_targets: Collection[str])
     return None
 
 
-def run_assignment(assignment: Assignment, target: BoundTarget, cancel: CancelToken) -> Outcome:
-    """Run a validated assignment on the calling thread. Never raises: every failure is a FAILED outcome."""
+def run_assignment(
+    assignment: Assignment, target: BoundTarget, cancel: CancelToken, status: RunStatus | None = None
+) -> Outcome:
+    """Run a validated assignment on the calling thread. Never raises: every failure is a FAILED outcome.
+    ``status`` hears of a wait for the target's resource lock (waiting uses no attempt: it is not an outcome)."""
     operation = Operation(assignment.operation)
     deadline = assignment.deadline
     if cancel.cancelled:
@@ -128,7 +132,7 @@ def run_assignment(assignment: Assignment, target: BoundTarget, cancel: CancelTo
     started = time.monotonic()
     try:
         scope = TableScope.from_config(assignment.config or {})
-        report = target.engine.run(operation, target.url, cancel, deadline, scope)
+        report = target.engine.run(operation, target.url, cancel, deadline, scope, status=status)
     except OperationCancelled as exc:
         return Outcome(assignment.job_id, assignment.attempt, JobStatus.CANCELLED, exc.reason)
     except DeadlineExceeded as exc:
@@ -149,13 +153,17 @@ def run_assignment(assignment: Assignment, target: BoundTarget, cancel: CancelTo
 
 
 class Executor:
-    """Runs at most ``slots`` assignments at once, each on its own pool thread, and can cancel them."""
+    """Runs at most ``slots`` assignments at once, each on its own pool thread, and can cancel them.
+
+    Each running attempt has a ``RunStatus``: ``waiting_reasons`` says which attempts wait and why, and the
+    callback given to ``watch_status`` is called (on the slot thread) whenever one starts or stops waiting.
+    """
 
     def __init__(
         self,
         targets: Mapping[str, BoundTarget],
         slots: int,
-        run: Callable[[Assignment, BoundTarget, CancelToken], Outcome] = run_assignment,
+        run: Callable[[Assignment, BoundTarget, CancelToken, RunStatus], Outcome] = run_assignment,
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
@@ -164,6 +172,8 @@ class Executor:
         self._run = run
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="dbmaint-op")
         self._running: dict[RunKey, CancelToken] = {}
+        self._status: dict[RunKey, RunStatus] = {}
+        self._status_changed: Callable[[], object] | None = None
 
     @property
     def slots(self) -> int:
@@ -180,6 +190,26 @@ class Executor:
     def running(self) -> list[RunKey]:
         """The attempts running now, oldest first."""
         return list(self._running)
+
+    def waiting_reasons(self) -> dict[RunKey, str]:
+        """The running attempts that wait (for their target's resource lock), with the reason."""
+        reasons = {key: status.waiting_reason for key, status in list(self._status.items())}
+        return {key: reason for key, reason in reasons.items() if reason}
+
+    def watch_status(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (from a slot thread: it must be thread-safe) when an attempt starts or stops
+        waiting."""
+        self._status_changed = callback
+
+    def _on_status(self, assignment: Assignment, reason: str) -> None:
+        if reason:
+            log.info("%s", reason, extra=assignment.log_extra)
+        else:
+            log.info("no longer waiting: %s runs", assignment.operation, extra=assignment.log_extra)
+        callback = self._status_changed
+        if callback is not None:
+            with contextlib.suppress(RuntimeError):  # the worker's loop is closed: nobody to tell, still running
+                callback()
 
     def is_running(self, key: RunKey) -> bool:
         return key in self._running
@@ -202,10 +232,17 @@ class Executor:
             return done
         key = assignment.key
         token = CancelToken()
+        status = RunStatus(assignment.target, lambda reason: self._on_status(assignment, reason))
         self._running[key] = token
-        future = loop.run_in_executor(self._pool, self._run, assignment, self._targets[assignment.target], token)
-        future.add_done_callback(lambda _: self._running.pop(key, None))
+        self._status[key] = status
+        target = self._targets[assignment.target]
+        future = loop.run_in_executor(self._pool, self._run, assignment, target, token, status)
+        future.add_done_callback(lambda _: self._finished(key))
         return future
+
+    def _finished(self, key: RunKey) -> None:
+        self._running.pop(key, None)
+        self._status.pop(key, None)
 
     def cancel(self, key: RunKey, reason: str) -> bool:
         """Cancel a running attempt; False if it is not running here (finished, or another attempt)."""

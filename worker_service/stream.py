@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,6 +62,8 @@ class Hello:
     slots: int
     running: tuple[RunKey, ...]
     version: str
+    # The running attempts that wait for their target's resource lock, and why (``Executor.waiting_reasons``).
+    waiting: Mapping[RunKey, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +95,13 @@ ManagerEvent = Welcome | Assignment | CancelRequest | DrainRequest
 # -- plain -> protobuf ------------------------------------------------------------------------------------------
 
 
-def _running(keys: Iterable[RunKey]) -> list[pb.RunningChild]:
-    return [pb.RunningChild(job_id=job_id, attempt=attempt) for job_id, attempt in keys]
+def _running(keys: Iterable[RunKey], waiting: Mapping[RunKey, str] | None = None) -> list[pb.RunningChild]:
+    """The running attempts; those in ``waiting`` carry their ``waiting_reason``."""
+    reasons = waiting or {}
+    return [
+        pb.RunningChild(job_id=job_id, attempt=attempt, waiting_reason=reasons.get((job_id, attempt), ""))
+        for job_id, attempt in keys
+    ]
 
 
 def hello_message(hello: Hello) -> pb.WorkerMessage:
@@ -103,7 +110,7 @@ def hello_message(hello: Hello) -> pb.WorkerMessage:
             worker_id=hello.worker_id,
             targets=list(hello.targets),
             slots=hello.slots,
-            running=_running(hello.running),
+            running=_running(hello.running, hello.waiting),
             version=hello.version,
             accepts_batches=True,
         )
@@ -129,8 +136,8 @@ def results_message(outcomes: Sequence[Outcome]) -> pb.WorkerMessage:
     return pb.WorkerMessage(results=pb.ResultBatch(results=[_result(o) for o in outcomes]))
 
 
-def heartbeat_message(running: Iterable[RunKey]) -> pb.WorkerMessage:
-    return pb.WorkerMessage(heartbeat=pb.Heartbeat(running=_running(running)))
+def heartbeat_message(running: Iterable[RunKey], waiting: Mapping[RunKey, str] | None = None) -> pb.WorkerMessage:
+    return pb.WorkerMessage(heartbeat=pb.Heartbeat(running=_running(running, waiting)))
 
 
 def draining_message(reason: str) -> pb.WorkerMessage:

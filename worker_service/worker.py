@@ -7,7 +7,8 @@ with an error, exit code 1):
                         ``Cancel`` until the stream ends; reconnect with backoff. Operations keep running while
                         the stream is down, and the next ``Hello`` lists them.
 * ``heartbeater``    -- a ``Heartbeat`` listing the running attempts every ``heartbeat_interval`` (from
-                        ``Welcome``), also while an operation runs (operations run on slot threads).
+                        ``Welcome``), also while an operation runs (operations run on slot threads); at once
+                        when an attempt starts or stops waiting for its target's resource lock.
 * ``result-sender``  -- writes each outcome from the outbox to the current stream, removing it once written.
 * ``drain``          -- only after ``request_drain``: ``Draining``, no new work, wait for running operations up
                         to ``grace`` then cancel them ("worker shutting down"), deliver the results (a few
@@ -99,6 +100,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._finished = asyncio.Event()
         self._stream_changed = asyncio.Condition()
+        self._heartbeat_now = asyncio.Event()  # set (from slot threads) when an attempt starts or stops waiting
         self._stream: ManagerStream | None = None
         self._welcome: Welcome | None = None
         self._drain_announced_on: ManagerStream | None = None
@@ -137,6 +139,8 @@ class Worker:
         if self._started:
             raise RuntimeError("a Worker runs once")
         self._started = True
+        loop = asyncio.get_running_loop()
+        self._executor.watch_status(lambda: loop.call_soon_threadsafe(self._heartbeat_now.set))
         self._spawn("stream", self._stream_loop())
         self._spawn("heartbeater", self._heartbeat_loop())
         self._spawn("result-sender", self._send_loop())
@@ -219,6 +223,7 @@ class Worker:
             slots=self.config.slots,
             running=tuple(self._executor.running()),
             version=dbmaint.__version__,
+            waiting=self._executor.waiting_reasons(),
         )
 
     async def _set_stream(self, stream: ManagerStream | None, welcome: Welcome | None) -> None:
@@ -420,11 +425,13 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         while True:
             stream, welcome = await self._wait_for_stream()
-            await asyncio.sleep(welcome.heartbeat_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heartbeat_now.wait(), welcome.heartbeat_interval)
             if self._stream is not stream:
-                continue
+                continue  # a wake-up stays set for the next stream
+            self._heartbeat_now.clear()
             try:
-                await stream.send(heartbeat_message(self._executor.running()))
+                await stream.send(heartbeat_message(self._executor.running(), self._executor.waiting_reasons()))
             except StreamClosed as exc:
                 log.debug("heartbeat not sent: %s", exc)
                 await self._wait_for_stream(not_this=stream)

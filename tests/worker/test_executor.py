@@ -19,7 +19,7 @@ from dbmaint.operations import (
 )
 from dbmaint.v1 import maintenance_pb2 as pb
 from worker_service.cancel import CancelToken, OperationCancelled
-from worker_service.engines.base import OperationFailed
+from worker_service.engines.base import OperationFailed, RunStatus
 from worker_service.executor import NO_FREE_SLOT, Assignment, Executor, run_assignment, validate_assignment
 from worker_service.stream import assignment_from_proto, decode_config
 from worker_service.targets import BoundTarget
@@ -125,6 +125,7 @@ class FakeEngine:
         cancel: CancelToken,
         deadline: datetime | None,
         scope: TableScope = TableScope(),  # noqa: B008 - immutable
+        status: RunStatus | None = None,
     ) -> OperationReport:
         self.started.set()
         self.scopes.append(scope)

@@ -7,11 +7,15 @@ An engine runs one maintenance operation on one database URL, on the calling (sl
   deadline passes (raise ``DeadlineExceeded``) -- see ``worker_service.cancel``;
 * raise ``OperationFailed`` with a message fit for the job's error (no URL, no password) when the operation
   fails; any other exception is a bug the executor still reports as FAILED;
-* never create a database that does not exist.
+* never create a database that does not exist;
+* hold the target's resource lock for the whole operation, on the operation's own session, waiting for it
+  while another attempt holds it (``worker_service.engines.fence``) and saying so through ``status``.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
@@ -33,6 +37,42 @@ class OperationFailed(Exception):
     def __init__(self, message: str, report: OperationReport | None = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+class RunStatus:
+    """What one running attempt is doing that the manager should see, beyond "running": today the reason it
+    waits (for the target's resource lock), empty while it works.
+
+    The engine sets it on the slot thread; the worker reads it on its event loop (thread-safe). ``on_change``
+    is called, on the setting thread, with the new reason each time it changes (the executor logs it and wakes
+    the heartbeat, so the manager hears of a wait at once rather than at the next interval).
+    """
+
+    def __init__(self, target: str = "", on_change: Callable[[str], None] | None = None) -> None:
+        self.target = target
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._waiting_reason = ""
+
+    @property
+    def waiting_reason(self) -> str:
+        with self._lock:
+            return self._waiting_reason
+
+    def waiting(self, reason: str) -> None:
+        """The attempt waits, for ``reason`` (one line a person can read)."""
+        self._set(reason)
+
+    def working(self) -> None:
+        """The attempt no longer waits."""
+        self._set("")
+
+    def _set(self, reason: str) -> None:
+        with self._lock:
+            changed = reason != self._waiting_reason
+            self._waiting_reason = reason
+        if changed and self._on_change is not None:
+            self._on_change(reason)
 
 
 class Engine(Protocol):
@@ -59,8 +99,9 @@ class Engine(Protocol):
         cancel: CancelToken,
         deadline: datetime | None,
         scope: TableScope = EVERYTHING,
+        status: RunStatus | None = None,
     ) -> OperationReport:
         """Run ``operation`` on the tables of ``scope`` in the database at ``url``; blocks the calling thread
         until done or interrupted. Scope names are matched against the catalog: one that does not exist raises
-        OperationFailed naming it."""
+        OperationFailed naming it. ``status`` (None: nobody listens) hears of a wait for the resource lock."""
         ...

@@ -29,6 +29,11 @@ database is accepted (a server-wide target), but then the request must name its 
 no scope fails rather than touching every database. A name that is not in the catalog fails the operation
 (``OperationFailed`` naming it) before any statement runs.
 
+Resource lock (``worker_service.engines.fence``): right after the session settings the operation takes
+``GET_LOCK(name, 0)`` on its work connection (``NamedLock`` gives the name) and holds it until that connection
+closes; while another connection holds it, the operation waits (try-lock every 0.25 s, stopped by a cancel or
+the deadline) and names the holder's connection id (``IS_USED_LOCK``).
+
 Results. OPTIMIZE and ANALYZE answer with (Table, Op, Msg_type, Msg_text) rows: all are read and quoted in the
 notes (InnoDB's "Table does not support optimize, doing recreate + analyze instead" followed by status OK is a
 success). Each table ends one of three ways:
@@ -71,6 +76,7 @@ Secrets. Errors and notes never carry the URL or its password (server and driver
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import logging
 import re
@@ -95,7 +101,8 @@ from worker_service.cancel import (
     interruption,
     seconds_left,
 )
-from worker_service.engines.base import EVERYTHING, EngineUnavailable, OperationFailed
+from worker_service.engines import fence
+from worker_service.engines.base import EVERYTHING, EngineUnavailable, OperationFailed, RunStatus
 from worker_service.faults import NO_FAULTS, FaultPlan
 from worker_service.logs import redact
 
@@ -234,6 +241,44 @@ def _close(conn: Any) -> None:
 
 def _describe_error(code: int | None, message: str) -> str:
     return f"({code}) {message}" if code is not None else message
+
+
+LOCK_NAME_PREFIX = "dbmaint:"
+MAX_LOCK_NAME = 64  # GET_LOCK's limit
+
+
+def lock_name(database: str) -> str:
+    """The resource lock's name for a target database: ``dbmaint:<database>`` (``dbmaint:`` alone for a URL
+    without a database, a server-wide target); a name over 64 characters (a long database name) becomes
+    ``dbmaint:sha1:`` + the first 40 hex digits of the SHA-1 of the database name. ``GET_LOCK`` names are
+    server-wide, hence the database in the name; MariaDB compares them case-insensitively."""
+    name = LOCK_NAME_PREFIX + database
+    if len(name) <= MAX_LOCK_NAME:
+        return name
+    return f"{LOCK_NAME_PREFIX}sha1:{hashlib.sha1(database.encode()).hexdigest()[:40]}"
+
+
+class NamedLock:
+    """The MariaDB dialect part of the resource fence: ``GET_LOCK(lock_name(database), 0)`` on the work
+    connection, released when that connection ends (or by ``RELEASE_LOCK``)."""
+
+    def __init__(self, cursor: Any, database: str) -> None:
+        self._cursor = cursor
+        self.name = lock_name(database)
+
+    @property
+    def description(self) -> str:
+        return f"GET_LOCK({self.name!r}) on the work connection"
+
+    def try_acquire(self) -> bool:
+        self._cursor.execute("SELECT GET_LOCK(%s, 0)", (self.name,))
+        row = self._cursor.fetchone()
+        return bool(row and row[0] == 1)
+
+    def holder(self) -> str:
+        self._cursor.execute("SELECT IS_USED_LOCK(%s)", (self.name,))
+        row = self._cursor.fetchone()
+        return f"MariaDB connection id {row[0]}" if row and row[0] is not None else "another MariaDB connection"
 
 
 class _Killer:
@@ -565,6 +610,7 @@ class MariadbEngine:
         cancel: CancelToken,
         deadline: datetime | None,
         scope: TableScope = EVERYTHING,
+        status: RunStatus | None = None,
     ) -> OperationReport:
         operation = Operation(operation)
         check(cancel, deadline)
@@ -585,6 +631,8 @@ class MariadbEngine:
                 mariadb = "mariadb" in str(version).lower()
                 cursor.execute(f"SET SESSION lock_wait_timeout = {lock_wait}")
                 cursor.execute("SET SESSION lc_messages = 'en_US'")
+                lock = NamedLock(cursor, url.database or "")
+                waited = fence.acquire(lock, cancel, deadline, status or RunStatus())
                 tables, before = self._resolve(cursor, url, scope)
                 stale = self._stale_statistics(cursor, tables, before)
             except pymysql.MySQLError as exc:
@@ -592,6 +640,7 @@ class MariadbEngine:
                     f"reading the MariaDB catalog failed: {_describe_error(*_server_error(exc, url))}"
                 ) from None
             session_notes.append(f"server: {version}; lock_wait_timeout={lock_wait} s")
+            session_notes.append(fence.lock_note(lock, waited))
             if deadline is not None:
                 session_notes.append(
                     "max_statement_time: seconds left to the deadline + 1"

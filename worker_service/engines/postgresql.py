@@ -32,6 +32,13 @@ partitioned parents not (like vacuumdb); a partitioned table may be named explic
 schema is looked up in the scope's schemas if given, else in the connection's ``search_path``, first match
 wins. An unknown name fails the operation (``OperationFailed`` naming every unknown name) before anything runs.
 
+Resource lock (``worker_service.engines.fence``): right after the session settings, before anything is read,
+the operation takes a session advisory lock on its own maintenance connection (``AdvisoryLock`` gives the keys)
+and holds it until that connection closes; while another session holds it, the operation waits (try-lock every
+0.25 s, stopped by a cancel or the deadline) and says so, naming the holder's backend pid from ``pg_locks``. A
+killed worker's backend keeps the lock only as long as it runs: ``client_connection_check_interval`` makes it
+notice the lost client within seconds, stop its statement and exit.
+
 Session settings: ``lock_timeout`` (so no statement waits long behind another session's lock),
 ``statement_timeout`` = the time left to the deadline plus ``STATEMENT_TIMEOUT_MARGIN`` (0, none, without a
 deadline: the job's deadline is the limit, not a role default), and, on servers >= 14,
@@ -93,7 +100,8 @@ from sqlalchemy.engine import URL
 
 from dbmaint.operations import Operation, OperationReport, TableScope
 from worker_service.cancel import CancelToken, check, interrupting, interruption, seconds_left
-from worker_service.engines.base import EVERYTHING, EngineUnavailable, OperationFailed
+from worker_service.engines import fence
+from worker_service.engines.base import EVERYTHING, EngineUnavailable, OperationFailed, RunStatus
 from worker_service.faults import NO_FAULTS, FaultPlan
 from worker_service.logs import redact
 
@@ -105,7 +113,11 @@ APPLICATION_NAME = "dbmaint-worker"
 # The server-side statement_timeout backs up the worker's own deadline timer (which fires first): it stops the
 # statement even if the worker is gone.
 STATEMENT_TIMEOUT_MARGIN = 1.0
+# A backend whose worker died notices it (the socket closed) within this interval, even mid-VACUUM, stops and
+# releases the resource lock (PostgreSQL >= 14).
 CLIENT_CHECK_INTERVAL_MS = 2000
+# key1 of the resource lock: the ASCII bytes "dbmt" as an int4.
+ADVISORY_LOCK_CLASS = 0x64626D74
 CANCEL_RESEND_SECONDS = 0.5
 CANCEL_JOIN_SECONDS = 5.0
 # A report travels in one gRPC message: per-table notes beyond this many are counted, not listed (skipped tables
@@ -231,10 +243,10 @@ class _Progress:
     table_notes: list[str] = field(default_factory=list)
     tail_notes: list[str] = field(default_factory=list)
 
-    def report(self, bytes_after: int | None) -> OperationReport:
+    def report(self, bytes_after: int | None, unknown: str = "not read after the failure") -> OperationReport:
         summary = [
             f"database size: {self.bytes_before} -> "
-            + (f"{bytes_after} bytes" if bytes_after is not None else "unknown (not read after the failure)"),
+            + (f"{bytes_after} bytes" if bytes_after is not None else f"unknown ({unknown})"),
             f"tables: {self.processed} processed, {self.skipped} skipped"
             + ("" if self.below_threshold is None else f", {self.below_threshold} below the thresholds"),
         ]
@@ -293,6 +305,49 @@ class _BackendCanceller:
             thread = self._thread
         if thread is not None:
             thread.join(CANCEL_JOIN_SECONDS)
+
+
+class AdvisoryLock:
+    """The PostgreSQL dialect part of the resource fence: a session advisory lock on the maintenance connection.
+
+    Keys: the two-int4 form ``pg_try_advisory_lock(key1, key2)``, with ``key1 = ADVISORY_LOCK_CLASS``
+    (1684172148, the ASCII bytes "dbmt": dbmaint's space among the applications' own advisory locks) and
+    ``key2`` = the OID of the target database (``pg_database.oid`` of ``current_database()``, as a signed
+    int4). Advisory locks are already scoped to the database they are taken in, so every worker maintaining
+    this database, whatever its URL (host alias, user), contends for the same lock; the OID in key2 just makes
+    the lock self-describing in ``pg_locks`` (``locktype = 'advisory'``, ``classid = 1684172148``, ``objid =``
+    the database OID, ``objsubid = 2``). A session lock: a transaction's end does not release it, the end of
+    the session does (the connection closes, or the backend exits).
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        row = conn.execute(
+            "SELECT oid::int8 FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()"
+        ).fetchone()
+        assert row is not None
+        self.database_oid = int(row[0])
+        self.keys = (
+            ADVISORY_LOCK_CLASS,
+            self.database_oid - 2**32 if self.database_oid >= 2**31 else self.database_oid,
+        )
+
+    @property
+    def description(self) -> str:
+        return f"session advisory lock {self.keys} on the maintenance connection"
+
+    def try_acquire(self) -> bool:
+        row = self._conn.execute("SELECT pg_catalog.pg_try_advisory_lock(%s, %s)", self.keys).fetchone()
+        return bool(row and row[0])
+
+    def holder(self) -> str:
+        row = self._conn.execute(
+            "SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2"
+            " AND classid = %s::int8::oid AND objid = %s::int8::oid"
+            " AND database = %s::int8::oid",
+            (ADVISORY_LOCK_CLASS, self.database_oid, self.database_oid),
+        ).fetchone()
+        return f"PostgreSQL backend pid {row[0]}" if row and row[0] is not None else "another PostgreSQL session"
 
 
 def sanitize(text: str, url: URL) -> str:
@@ -520,8 +575,13 @@ class _Session:
             self.progress.skipped += 1
             self.progress.table_notes.append(f"skipped table {relation.qualified}: {text} -- {warning}")
             return
-        after = self.figures([relation]).get(relation.oid)
         self.progress.processed += 1
+        try:
+            after: _Figures | str | None = self.figures([relation]).get(relation.oid)
+        except pg_errors.QueryCanceled:
+            # The statement is done: a cancel (or the deadline's statement_timeout) landing on this bookkeeping
+            # query must not undo it. The figures are unknown; the next statement's check stops the operation.
+            after = "unknown (interrupted)"
         self.progress.table_notes.append(
             f"table {relation.qualified}: {text}{why} -- "
             + _changes(before, after)
@@ -610,7 +670,9 @@ def _size(value: int | None) -> str:
     return "unknown (locked)" if value is None else str(value)
 
 
-def _changes(before: _Figures, after: _Figures | None) -> str:
+def _changes(before: _Figures, after: _Figures | str | None) -> str:
+    if isinstance(after, str):
+        return f"dead tuples {before.dead_tuples}, size {_size(before.size)} bytes before; figures after: {after}"
     if after is None:
         return f"dead tuples {before.dead_tuples} -> ?, size {_size(before.size)} -> ? bytes (table gone)"
     return (
@@ -695,6 +757,7 @@ class PostgresqlEngine:
         cancel: CancelToken,
         deadline: datetime | None,
         scope: TableScope = EVERYTHING,
+        status: RunStatus | None = None,
     ) -> OperationReport:
         operation = Operation(operation)
         check(cancel, deadline)
@@ -705,7 +768,9 @@ class PostgresqlEngine:
         progress = _Progress(self.name, time.monotonic())
         conn = self._connect(url, deadline)
         try:
-            return self._run(conn, operation, url, cancel, deadline, scope, lock_timeout, progress)
+            return self._run(
+                conn, operation, url, cancel, deadline, scope, lock_timeout, progress, status or RunStatus()
+            )
         finally:
             conn.close()
 
@@ -719,6 +784,7 @@ class PostgresqlEngine:
         scope: TableScope,
         lock_timeout: float,
         progress: _Progress,
+        status: RunStatus,
     ) -> OperationReport:
         session = _Session(conn, url, operation, cancel, deadline, progress)
         canceller = _BackendCanceller(conn)
@@ -727,6 +793,11 @@ class PostgresqlEngine:
         with interrupting(canceller, cancel, deadline) as interrupts:
             try:
                 progress.notes.append(session.prepare(lock_timeout))
+                session.current = "waiting for the resource lock"
+                lock = AdvisoryLock(conn)
+                waited = fence.acquire(lock, cancel, deadline, status)
+                progress.notes.append(fence.lock_note(lock, waited))
+                session.current = "reading the catalog"
                 progress.bytes_before = session.database_size()
                 relations = session.relations(scope)
                 before = session.figures(relations)
@@ -753,6 +824,10 @@ class PostgresqlEngine:
 
         try:
             bytes_after = session.database_size()
+        except pg_errors.QueryCanceled:
+            # The work is done; a late cancel request (or statement_timeout) hit the size query: COMPLETED, the
+            # honest outcome, with the size after unknown.
+            return progress.report(None, "the size query after the work was interrupted")
         except psycopg.Error as exc:
             reason = sanitize(str(exc), url)
             raise OperationFailed(

@@ -4,6 +4,12 @@ Each operation runs on its own autocommit connection (``isolation_level=None``) 
 missing file fails instead of being created empty. Sizes come from ``PRAGMA page_count``, ``freelist_count``
 and ``page_size`` before and after (bytes = page_count * page_size).
 
+Resource lock (``worker_service.engines.fence``): before opening the database the operation takes an exclusive
+``fcntl.flock`` on ``<database file>.dbmaint-lock`` (created next to the database if missing -- never the
+database itself) and holds it to the end, waiting while another process (or slot) holds it. The kernel drops it
+when the process dies, even by kill -9, and keeps it while the process is frozen. The holder writes its pid and
+host into the file, so a waiter can name it.
+
 The statement is interrupted two ways, whichever comes first: ``Connection.interrupt()`` called from the
 cancelling thread (or the deadline timer), and a progress handler that returns non-zero once the token is
 cancelled or the deadline passed (it also covers a cancel that arrives before the statement started). The
@@ -12,7 +18,11 @@ progress handler is also where ``DBMAINT_FAULTS`` slows a statement down (see ``
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import fcntl
 import os
+import socket
 import sqlite3
 import time
 import urllib.parse
@@ -23,7 +33,8 @@ from sqlalchemy.engine import URL
 
 from dbmaint.operations import Operation, OperationReport, TableScope
 from worker_service.cancel import CancelToken, check, interrupting, interruption
-from worker_service.engines.base import EVERYTHING, EngineUnavailable, OperationFailed
+from worker_service.engines import fence
+from worker_service.engines.base import EVERYTHING, EngineUnavailable, OperationFailed, RunStatus
 from worker_service.faults import NO_FAULTS, FaultPlan
 
 STATEMENTS: dict[Operation, str] = {
@@ -38,6 +49,7 @@ DEFAULT_BUSY_TIMEOUT = 5.0
 # nothing. With a slow fault it is called on every instruction, so even a tiny statement gets slowed.
 PROGRESS_INTERVAL = 1000
 FAULT_STEP_SECONDS = 0.01
+LOCK_FILE_SUFFIX = ".dbmaint-lock"
 # A slow fault sleeps one step per VM instruction for this many instructions, then the rest of the time at once.
 # VACUUM: far enough in that it holds its write lock (after ~42 steps), yet below the ~70 steps VACUUM takes even
 # on a database without tables, so the full time is always reached. Other statements can be as short as 6 steps
@@ -89,6 +101,45 @@ class _Progress:
                 return 1
             steps = None if steps is None else steps - 1
         return 0
+
+
+class FileLock:
+    """The SQLite dialect part of the resource fence: an exclusive ``flock`` on ``<database>.dbmaint-lock``.
+
+    ``flock`` locks belong to the open file, so two slots of one worker exclude each other too. Open on
+    construction (OperationFailed if the lock file cannot be created); ``close`` releases it.
+    """
+
+    def __init__(self, database: str) -> None:
+        self.path = database + LOCK_FILE_SUFFIX
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise OperationFailed(f"cannot open the resource lock file {self.path}: {exc.strerror}") from None
+
+    @property
+    def description(self) -> str:
+        return f"flock on {self.path}"
+
+    def try_acquire(self) -> bool:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        with contextlib.suppress(OSError):  # only for the waiters' message
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        return True
+
+    def holder(self) -> str:
+        try:
+            written = os.pread(self._fd, 200, 0).decode(errors="replace").strip()
+        except OSError:
+            written = ""
+        return f"another process, {written}" if written.startswith("pid ") else "another process"
+
+    def close(self) -> None:
+        os.close(self._fd)  # closing the only descriptor of this open file releases the flock
 
 
 def database_path(url: URL) -> str:
@@ -201,16 +252,33 @@ class SqliteEngine:
         cancel: CancelToken,
         deadline: datetime | None,
         scope: TableScope = EVERYTHING,
+        status: RunStatus | None = None,
     ) -> OperationReport:
         operation = Operation(operation)
-        statement = STATEMENTS[operation]
         path = database_path(url)
         check(cancel, deadline)
         if not os.path.exists(path):
             raise OperationFailed(f"sqlite database file does not exist: {path}")
         if not os.path.isfile(path):
             raise OperationFailed(f"sqlite database path is not a file: {path}")
+        lock = FileLock(path)
+        try:
+            waited = fence.acquire(lock, cancel, deadline, status or RunStatus())
+            report = self._run(operation, url, path, cancel, deadline, scope)
+        finally:
+            lock.close()
+        return dataclasses.replace(report, notes=(*report.notes, fence.lock_note(lock, waited)))
 
+    def _run(
+        self,
+        operation: Operation,
+        url: URL,
+        path: str,
+        cancel: CancelToken,
+        deadline: datetime | None,
+        scope: TableScope,
+    ) -> OperationReport:
+        statement = STATEMENTS[operation]
         started = time.monotonic()
         try:
             conn = self._connect(path, url)

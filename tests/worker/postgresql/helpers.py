@@ -225,3 +225,29 @@ def locked(url: URL, table: str, mode: str = "ACCESS EXCLUSIVE") -> Iterator[psy
     finally:
         conn.rollback()
         conn.close()
+
+
+@contextmanager
+def slow_vacuums(url: URL, delay: str = "20ms") -> Iterator[None]:
+    """New sessions of this database run VACUUM slowly: a database-level ``vacuum_cost_delay`` with
+    ``vacuum_cost_limit = 1`` makes VACUUM sleep after almost every page (up to 4 x the delay for a page it
+    dirties). Sessions already open keep their settings; the settings are reset at the end."""
+    database = sql.Identifier(str(url.database))
+    with connect(url) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} SET vacuum_cost_delay = {}").format(database, sql.Literal(delay)))
+        conn.execute(sql.SQL("ALTER DATABASE {} SET vacuum_cost_limit = 1").format(database))
+    try:
+        yield
+    finally:
+        with connect(url) as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} RESET vacuum_cost_delay").format(database))
+            conn.execute(sql.SQL("ALTER DATABASE {} RESET vacuum_cost_limit").format(database))
+
+
+def vacuum_progress(url: URL) -> list[Row]:
+    """(pid, phase, heap_blks_scanned, heap_blks_total) of every VACUUM running in this database now."""
+    return query(
+        url,
+        "SELECT pid, phase, heap_blks_scanned, heap_blks_total FROM pg_stat_progress_vacuum WHERE datname = %s",
+        (url.database,),
+    )
