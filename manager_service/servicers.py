@@ -37,7 +37,18 @@ from manager_service.errors import (
 )
 from manager_service.events import WatcherDropped
 from manager_service.orchestrator import Orchestrator, Snapshot
-from manager_service.validation import TARGET_NAME, Limits, validate_job_id, validate_maintenance
+from manager_service.validation import (
+    CANCEL_REASON_MAX_LENGTH,
+    RESULT_ERROR_MAX_LENGTH,
+    TARGET_NAME,
+    Limits,
+    is_job_id,
+    sanitize_report,
+    sanitize_text,
+    validate_job_id,
+    validate_maintenance,
+    validate_worker_id,
+)
 from manager_service.workers import (
     AssignCommand,
     CancelCommand,
@@ -212,7 +223,7 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CancelJobResponse:
-        reason = request.reason.strip()[:500] or "cancelled by request"
+        reason = sanitize_text(request.reason.strip(), CANCEL_REASON_MAX_LENGTH) or "cancelled by request"
         job = await self._orchestrator.cancel(validate_job_id(request.id), reason)
         return pb.CancelJobResponse(job=self._job(job))
 
@@ -220,8 +231,8 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
     async def DrainWorker(
         self, request: pb.DrainWorkerRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DrainWorkerResponse:
-        worker_id = _worker_id(request.worker_id.strip(), "worker_id")
-        reason = request.reason.strip()[:500] or "drain requested"
+        worker_id = validate_worker_id(request.worker_id.strip(), "worker_id")
+        reason = sanitize_text(request.reason.strip(), CANCEL_REASON_MAX_LENGTH) or "drain requested"
         session = self._orchestrator.drain_worker(worker_id, reason)
         return pb.DrainWorkerResponse(worker=worker_to_proto(session))
 
@@ -235,17 +246,11 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
         )
 
 
-def _worker_id(value: str, field: str) -> str:
-    if not value or len(value) > 255:
-        raise InvalidArgument(field, "1-255 characters required")
-    return value
-
-
 def _hello(message: pb.WorkerMessage, peer: str) -> HelloInfo:
     if message.WhichOneof("kind") != "hello":
         raise InvalidArgument("hello", "the first message on the stream must be a Hello")
     hello = message.hello
-    _worker_id(hello.worker_id, "hello.worker_id")
+    validate_worker_id(hello.worker_id, "hello.worker_id")
     if not hello.targets:
         raise InvalidArgument("hello.targets", "a worker must serve at least one target")
     for index, name in enumerate(hello.targets):
@@ -253,6 +258,8 @@ def _hello(message: pb.WorkerMessage, peer: str) -> HelloInfo:
             raise InvalidArgument(f"hello.targets[{index}]", f"invalid target name {name[:80]!r}")
     if not 1 <= hello.slots <= MAX_SLOTS:
         raise InvalidArgument("hello.slots", f"must be between 1 and {MAX_SLOTS}")
+    for index, child in enumerate(hello.running):
+        validate_job_id(child.job_id, f"hello.running[{index}].job_id")
     return HelloInfo(
         worker_id=hello.worker_id,
         targets=frozenset(hello.targets),
@@ -265,16 +272,17 @@ def _hello(message: pb.WorkerMessage, peer: str) -> HelloInfo:
 
 
 def _outcome(session: WorkerSession, result: pb.Result) -> ChildOutcome | None:
+    """The outcome a worker's result reports, its text sanitized; None when it cannot apply to any child."""
     status = wire.status_from_proto(result.status)
-    if status is None or not status.is_terminal:
+    if status is None or not status.is_terminal or not is_job_id(result.job_id):
         return None
     return ChildOutcome(
         job_id=result.job_id,
         attempt=result.attempt,
         worker_id=session.worker_id,
         status=status,
-        error=result.error[:4000] or None,
-        report=wire.report_from_proto(result.result) if result.HasField("result") else None,
+        error=sanitize_text(result.error, RESULT_ERROR_MAX_LENGTH) or None,
+        report=sanitize_report(wire.report_from_proto(result.result)) if result.HasField("result") else None,
     )
 
 
@@ -408,6 +416,11 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         for result in results:
             outcome = _outcome(session, result)
             if outcome is None:
-                log.warning("worker %s sent a result with status %d; ignored", session.worker_id, result.status)
+                log.warning(
+                    "worker %s sent a result with status %d for job id %r; ignored",
+                    session.worker_id,
+                    result.status,
+                    result.job_id[:80],
+                )
             else:
                 self._orchestrator.submit_result(session, outcome)
