@@ -41,6 +41,7 @@ from manager_service.validation import (
     CANCEL_REASON_MAX_LENGTH,
     RESULT_ERROR_MAX_LENGTH,
     TARGET_NAME,
+    WORKER_VERSION_MAX_LENGTH,
     Limits,
     is_job_id,
     sanitize_report,
@@ -266,7 +267,7 @@ def _hello(message: pb.WorkerMessage, peer: str) -> HelloInfo:
         slots=hello.slots,
         running=tuple((r.job_id, r.attempt) for r in hello.running),
         peer=peer,
-        version=hello.version,
+        version=sanitize_text(hello.version, WORKER_VERSION_MAX_LENGTH),
         accepts_batches=hello.accepts_batches,
     )
 
@@ -398,7 +399,8 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                         session, [(r.job_id, r.attempt) for r in message.heartbeat.running]
                     )
                 elif kind == "draining":
-                    self._orchestrator.mark_draining(session, message.draining.reason or "draining")
+                    reason = sanitize_text(message.draining.reason, CANCEL_REASON_MAX_LENGTH)
+                    self._orchestrator.mark_draining(session, reason or "draining")
                 else:
                     log.warning("worker %s sent an unexpected %s message; ignored", session.worker_id, kind)
         except asyncio.CancelledError:

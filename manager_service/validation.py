@@ -10,7 +10,8 @@ The rules for text that comes from outside the manager:
 - **Free text is sanitized, never refused.** What a worker reports (a result's error, the report's engine and
   notes) and a client's cancel reason are stored and shown to operators: every control character except
   newline and tab becomes U+FFFD (NUL always does, so the store never sees one), and each is cut to a
-  bounded length. A worker whose message is sanitized still gets its result applied.
+  bounded length. A worker whose message is sanitized still gets its result applied. So is what only
+  reaches the logs (a worker's version, a draining reason): no escape sequence reaches an operator's terminal.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ RESULT_ERROR_MAX_LENGTH = 4000
 REPORT_ENGINE_MAX_LENGTH = 64
 REPORT_NOTE_MAX_LENGTH = 2000
 REPORT_MAX_NOTES = 1000
-CANCEL_REASON_MAX_LENGTH = 500
+CANCEL_REASON_MAX_LENGTH = 500  # a drain reason too
+WORKER_VERSION_MAX_LENGTH = 64
 REPLACEMENT = "\ufffd"
 # Control characters (C0, DEL, C1) and lone surrogates; newline and tab are kept in free text.
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")

@@ -5,6 +5,7 @@ and other control characters in its Hello and results are refused or sanitized. 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,10 @@ def test_a_hostile_worker_changes_nothing_it_does_not_hold(tmp_path: Path, db_ur
 
 
 def test_nul_and_control_characters_from_a_worker_are_sanitized_and_the_manager_keeps_running(
-    tmp_path: Path, db_url: str
+    tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="manager_service")
+
     async def body() -> None:
         async with running_manager(tmp_path, database_url=db_url) as m:
             # A Hello whose worker id holds a NUL is refused, naming the field.
@@ -137,6 +140,11 @@ def test_nul_and_control_characters_from_a_worker_are_sanitized_and_the_manager_
             third = (await hostile.wait_assignments(3))[2]
             await hostile.complete(third)
             assert (await eventually(lambda: _terminal(m, more.parent.id))).job.status == pb.JOB_STATUS_COMPLETED
+
+            # What only reaches the log is sanitized too: no escape sequence for an operator's terminal.
+            await hostile.drain("bye\x1b[2J\x00")
+            await eventually(lambda: _draining(m, "hostile"), message="the draining notice was handled")
+            assert "worker hostile is draining (bye\ufffd[2J\ufffd)" in caplog.text
 
     run_async(body())
 
