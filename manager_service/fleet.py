@@ -77,6 +77,8 @@ class Lease:
     waiting_reason: str = ""
     # Set once a cancel is stored: sent to the holder now and on every reconnect until the attempt ends.
     cancel_reason: str | None = None
+    # The holder's stream that carried the assignment (or listed the attempt in its Hello); None: none did.
+    stream: int | None = None
 
     @property
     def key(self) -> RunKey:
@@ -144,7 +146,7 @@ class FleetCore:
         return [self.leases[job_id] for job_id in sorted(self._held_by.get(worker_id, ()))]
 
     def used_slots(self, session: WorkerSession) -> int:
-        return len(self._held_by.get(session.worker_id, ())) + len(session.foreign)
+        return len(self._held_by.get(session.worker_id, ())) + session.foreign
 
     def session_of(self, stream: int) -> WorkerSession | None:
         return self._streams.get(stream)
@@ -238,13 +240,14 @@ class FleetCore:
                 sends.append(Send(stream, CancelCommand(lease.job_id, lease.attempt, lease.cancel_reason)))
             report = listed.pop(lease.key, None)
             if report is not None:
+                lease.stream = stream
                 lease.expires_at = now + self.settings.lease_timeout
                 lease.waiting_reason = report.waiting_reason
             else:
                 # Not running there any more: its result may still be on the way (re-sent after Hello).
                 lease.expires_at = min(lease.expires_at, now + self.settings.reconnect_grace)
         for key in listed:
-            session.foreign.add(key)
+            session.reported.add(key)
             sends.append(Send(stream, CancelCommand(key[0], key[1], NOT_ASSIGNED)))
         return sends
 
@@ -256,8 +259,9 @@ class FleetCore:
         return session
 
     def heartbeat(self, stream: int, running: Sequence[RunningReport], now: float) -> None:
-        """Renew the leases the worker holds at the listed attempts. A heartbeat never ends a lease: it may have
-        been sent before an assignment arrived. Foreign attempts it no longer lists have stopped."""
+        """Renew the leases the worker holds at the listed attempts. A heartbeat never ends a lease nor a revoked
+        attempt: it may have been sent before their assignment arrived. Reported attempts it no longer lists have
+        stopped."""
         session = self._streams.get(stream)
         if session is None:
             return
@@ -269,8 +273,8 @@ class FleetCore:
             if lease is not None and lease.worker_id == session.worker_id and lease.attempt == report.attempt:
                 lease.expires_at = now + self.settings.lease_timeout
                 lease.waiting_reason = report.waiting_reason
-        if session.foreign:
-            session.foreign &= listed
+        if session.reported:
+            session.reported &= listed
 
     def draining(self, stream: int) -> WorkerSession | None:
         """The worker says it drains: it gets no new work."""
@@ -312,7 +316,7 @@ class FleetCore:
             if lease is not None and lease.key == received.key and lease.worker_id == worker_id:
                 released.add(lease.target)
                 freed[worker_id] += 1
-            elif session is not None and received.key in session.foreign:
+            elif session is not None and session.holds_foreign(received.key):
                 freed[worker_id] += 1
         planned = tuple(self._plan(frozenset(released), freed)) if starts else ()
         if not results and not planned:
@@ -340,7 +344,7 @@ class FleetCore:
         outcome = received.outcome
         session = self._streams.get(received.stream)
         if session is not None:
-            session.foreign.discard(received.key)
+            session.forget_foreign(received.key)
             if session.accepts_acks:
                 report.sends.append(Send(received.stream, AckCommand(outcome.job_id, outcome.attempt)))
         lease = self.leases.get(outcome.job_id)
@@ -371,6 +375,7 @@ class FleetCore:
         session = self.sessions.get(plan.worker_id)
         if session is None:
             return  # gone during the write: the lease lapses unless it comes back and reports the child
+        lease.stream = session.stream
         job = started.child
         assert job.operation is not None and job.parent_id is not None
         command = AssignCommand(
@@ -405,14 +410,16 @@ class FleetCore:
 
     def released(self, lease: Lease, transition: Transition | None, now: float) -> list[Send]:
         """The store released ``lease``'s attempt (re-queued, failed or cancelled it; None: it had already
-        ended). A holder that is still connected is told to stop and keeps the slot until it has."""
+        ended). A holder still connected on the stream that carried the attempt is told to stop, and the attempt
+        keeps its slot until its result says it has. (On a later stream the worker would have listed it in its
+        Hello had it run it: then there is nothing to stop.)"""
         if self.leases.get(lease.job_id) is not lease:
             return []
         self._unhold(lease)
         sends: list[Send] = []
         session = self.sessions.get(lease.worker_id)
-        if session is not None:
-            session.foreign.add(lease.key)
+        if session is not None and session.stream == lease.stream:
+            session.revoked.add(lease.key)
             sends.append(Send(session.stream, CancelCommand(lease.job_id, lease.attempt, "lease lapsed")))
         if transition is not None and transition.child.status is JobStatus.PENDING:
             self.enqueue(transition.child, now)

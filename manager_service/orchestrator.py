@@ -16,12 +16,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import ParamSpec, TypeVar
 
+from sqlalchemy.exc import DataError
+
 from dbmaint.operations import JobStatus
 from manager_service.domain import (
+    BatchOutcome,
     ChildOutcome,
     CreateOutcome,
     Job,
@@ -378,6 +381,9 @@ class Orchestrator:
             return
         try:
             batch = await self._write(self._store.apply_batch, turn.outcomes, turn.starts)
+        except DataError as error:
+            log.warning("the store refused a value of this turn (%s); applying its parts one by one", error.orig)
+            batch = await self._apply_isolating(turn)
         except BaseException:
             self._core.turn_failed(turn)  # retried on the next turn
             raise
@@ -386,6 +392,28 @@ class Orchestrator:
         self._route(report.sends)
         self._record_turn(turn, batch.finished, report)
         self._events.publish(j for t in (*batch.finished, *batch.started) for j in (t.child, t.parent))
+
+    async def _apply_isolating(self, turn: Turn) -> BatchOutcome:
+        """A turn the store refused as a whole (one value it cannot hold; nothing was written): the starts alone,
+        then each result alone. A result the store still refuses fails its child with a fixed error instead, so
+        one bad value costs its own child, never the manager nor the rest of the turn."""
+        started = (await self._write(self._store.apply_batch, [], turn.starts)).started if turn.starts else []
+        finished: list[Transition] = []
+        for outcome in turn.outcomes:
+            try:
+                batch = await self._write(self._store.apply_batch, [outcome], [])
+            except DataError as error:
+                first_line = str(error.orig).splitlines()[0] if str(error.orig) else type(error.orig).__name__
+                replacement = replace(
+                    outcome,
+                    status=JobStatus.FAILED,
+                    error=f"the manager could not store this result: {first_line[:300]}",
+                    report=None,
+                )
+                log.warning("job %s attempt %d: %s", outcome.job_id, outcome.attempt, replacement.error)
+                batch = await self._write(self._store.apply_batch, [replacement], [])
+            finished.extend(batch.finished)
+        return BatchOutcome(finished, started)
 
     def _record_turn(self, turn: Turn, finished: list[Transition], report: TurnReport) -> None:
         for wait in report.waits:

@@ -37,7 +37,20 @@ from manager_service.errors import (
 )
 from manager_service.events import WatcherDropped
 from manager_service.orchestrator import Orchestrator, Snapshot
-from manager_service.validation import TARGET_NAME, Limits, validate_job_id, validate_maintenance
+from manager_service.validation import (
+    CANCEL_REASON_MAX_LENGTH,
+    RESULT_ERROR_MAX_LENGTH,
+    TARGET_NAME,
+    WAITING_REASON_MAX_LENGTH,
+    WORKER_VERSION_MAX_LENGTH,
+    Limits,
+    is_job_id,
+    sanitize_report,
+    sanitize_text,
+    validate_job_id,
+    validate_maintenance,
+    validate_worker_id,
+)
 from manager_service.workers import (
     AckCommand,
     AssignCommand,
@@ -218,7 +231,7 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CancelJobResponse:
-        reason = request.reason.strip()[:500] or "cancelled by request"
+        reason = sanitize_text(request.reason.strip(), CANCEL_REASON_MAX_LENGTH) or "cancelled by request"
         job = await self._orchestrator.cancel(validate_job_id(request.id), reason)
         return pb.CancelJobResponse(job=self._job(job))
 
@@ -226,8 +239,8 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
     async def DrainWorker(
         self, request: pb.DrainWorkerRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DrainWorkerResponse:
-        worker_id = _worker_id(request.worker_id.strip(), "worker_id")
-        reason = request.reason.strip()[:500] or "drain requested"
+        worker_id = validate_worker_id(request.worker_id.strip(), "worker_id")
+        reason = sanitize_text(request.reason.strip(), CANCEL_REASON_MAX_LENGTH) or "drain requested"
         session = self._orchestrator.drain_worker(worker_id, reason)
         return pb.DrainWorkerResponse(worker=self._worker(session))
 
@@ -241,17 +254,11 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
         )
 
 
-def _worker_id(value: str, field: str) -> str:
-    if not value or len(value) > 255:
-        raise InvalidArgument(field, "1-255 characters required")
-    return value
-
-
 def _hello(message: pb.WorkerMessage, peer: str) -> HelloInfo:
     if message.WhichOneof("kind") != "hello":
         raise InvalidArgument("hello", "the first message on the stream must be a Hello")
     hello = message.hello
-    _worker_id(hello.worker_id, "hello.worker_id")
+    validate_worker_id(hello.worker_id, "hello.worker_id")
     if not hello.targets:
         raise InvalidArgument("hello.targets", "a worker must serve at least one target")
     for index, name in enumerate(hello.targets):
@@ -259,33 +266,39 @@ def _hello(message: pb.WorkerMessage, peer: str) -> HelloInfo:
             raise InvalidArgument(f"hello.targets[{index}]", f"invalid target name {name[:80]!r}")
     if not 1 <= hello.slots <= MAX_SLOTS:
         raise InvalidArgument("hello.slots", f"must be between 1 and {MAX_SLOTS}")
+    for index, child in enumerate(hello.running):
+        validate_job_id(child.job_id, f"hello.running[{index}].job_id")
     return HelloInfo(
         worker_id=hello.worker_id,
         targets=frozenset(hello.targets),
         slots=hello.slots,
         running=_running(hello.running),
         peer=peer,
-        version=hello.version,
+        version=sanitize_text(hello.version, WORKER_VERSION_MAX_LENGTH),
         accepts_batches=hello.accepts_batches,
         accepts_acks=hello.accepts_acks,
     )
 
 
 def _running(running: Iterable[pb.RunningChild]) -> tuple[RunningReport, ...]:
-    return tuple(RunningReport(r.job_id, r.attempt, r.waiting_reason[:500]) for r in running)
+    return tuple(
+        RunningReport(r.job_id, r.attempt, sanitize_text(r.waiting_reason, WAITING_REASON_MAX_LENGTH))
+        for r in running
+    )
 
 
 def _outcome(worker_id: str, result: pb.Result) -> ChildOutcome | None:
+    """The outcome a worker's result reports, its text sanitized; None when it cannot apply to any child."""
     status = wire.status_from_proto(result.status)
-    if status is None or not status.is_terminal:
+    if status is None or not status.is_terminal or not is_job_id(result.job_id):
         return None
     return ChildOutcome(
         job_id=result.job_id,
         attempt=result.attempt,
         worker_id=worker_id,
         status=status,
-        error=result.error[:4000] or None,
-        report=wire.report_from_proto(result.result) if result.HasField("result") else None,
+        error=sanitize_text(result.error, RESULT_ERROR_MAX_LENGTH) or None,
+        report=sanitize_report(wire.report_from_proto(result.result)) if result.HasField("result") else None,
     )
 
 
@@ -436,7 +449,8 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                 elif kind == "heartbeat":
                     self._orchestrator.heartbeat(stream, _running(message.heartbeat.running))
                 elif kind == "draining":
-                    self._orchestrator.mark_draining(stream, message.draining.reason or "draining")
+                    reason = sanitize_text(message.draining.reason, CANCEL_REASON_MAX_LENGTH)
+                    self._orchestrator.mark_draining(stream, reason or "draining")
                 else:
                     log.warning("worker %s sent an unexpected %s message; ignored", worker_id, kind)
         except asyncio.CancelledError:
@@ -455,7 +469,12 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         for result in results:
             outcome = _outcome(worker_id, result)
             if outcome is None:
-                log.warning("worker %s sent a result with status %d; ignored", worker_id, result.status)
+                log.warning(
+                    "worker %s sent a result with status %d for job id %r; ignored",
+                    worker_id,
+                    result.status,
+                    result.job_id[:80],
+                )
             else:
                 outcomes.append(outcome)
         self._orchestrator.submit_results(stream, outcomes)

@@ -1,18 +1,46 @@
-"""Validation of client requests. Pure: raises InvalidArgument naming the field, returns plain values."""
+"""Validation of client requests and worker input. Pure: raises InvalidArgument naming the field, returns
+plain values.
+
+The rules for text that comes from outside the manager:
+
+- **Ids are refused, never repaired.** A job id, a parent id, a worker id (in a Hello or a DrainWorker) and a
+  request id with a control character (C0 including NUL, DEL, C1) or a lone surrogate are INVALID_ARGUMENT,
+  naming the field and the character. Nothing with such an id can exist, and a NUL cannot even be sent to
+  PostgreSQL as a query parameter. A worker's result for such a job id is ignored.
+- **Free text is sanitized, never refused.** What a worker reports (a result's error, the report's engine and
+  notes) and a client's cancel reason are stored and shown to operators: every control character except
+  newline and tab becomes U+FFFD (NUL always does, so the store never sees one), and each is cut to a
+  bounded length. A worker whose message is sanitized still gets its result applied. So is what only
+  reaches the logs (a worker's version, a draining reason): no escape sequence reaches an operator's terminal.
+"""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from dbmaint.operations import DEFAULT_OPERATIONS, Operation, TableScope
+from dbmaint.operations import DEFAULT_OPERATIONS, Operation, OperationReport, TableScope
 from manager_service.domain import MaintenanceSpec
 from manager_service.errors import InvalidArgument
 
 TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 JOB_ID_MAX_LENGTH = 64
+WORKER_ID_MAX_LENGTH = 255
+# Bounds of the free text a worker reports (a whole report must fit one 16 MiB message anyway).
+RESULT_ERROR_MAX_LENGTH = 4000
+REPORT_ENGINE_MAX_LENGTH = 64
+REPORT_NOTE_MAX_LENGTH = 2000
+REPORT_MAX_NOTES = 1000
+CANCEL_REASON_MAX_LENGTH = 500  # a drain reason too
+WAITING_REASON_MAX_LENGTH = 500  # why a running attempt waits (the target's resource lock)
+WORKER_VERSION_MAX_LENGTH = 64
+REPLACEMENT = "\ufffd"
+# Control characters (C0, DEL, C1) and lone surrogates; newline and tab are kept in free text.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_UNSAFE_IN_ID = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # "schema.table" of two 63-byte PostgreSQL (64-character MariaDB) identifiers.
 CATALOG_NAME_MAX_LENGTH = 129
 
@@ -57,6 +85,8 @@ def validate_maintenance(
             f"{len(targets)} targets x {len(chosen)} operations = {children} child jobs; the limit is "
             f"{limits.max_children}",
         )
+    if request_id:
+        _refuse_control_characters(request_id, "request_id")
     if request_id and not REQUEST_ID.fullmatch(request_id):
         raise InvalidArgument("request_id", "must be 1-128 characters of [A-Za-z0-9._:-]")
     return MaintenanceSpec(
@@ -91,4 +121,44 @@ def validate_job_id(job_id: str, field: str = "id") -> str:
         raise InvalidArgument(field, "a job id is required")
     if len(job_id) > JOB_ID_MAX_LENGTH:
         raise InvalidArgument(field, f"a job id has at most {JOB_ID_MAX_LENGTH} characters")
+    _refuse_control_characters(job_id, field)
     return job_id
+
+
+def is_job_id(value: str) -> bool:
+    """Whether ``value`` could be a job id (for worker input, which is ignored rather than refused)."""
+    return 0 < len(value) <= JOB_ID_MAX_LENGTH and _UNSAFE_IN_ID.search(value) is None
+
+
+def validate_worker_id(worker_id: str, field: str) -> str:
+    if not worker_id or len(worker_id) > WORKER_ID_MAX_LENGTH:
+        raise InvalidArgument(field, f"1-{WORKER_ID_MAX_LENGTH} characters required")
+    _refuse_control_characters(worker_id, field)
+    return worker_id
+
+
+def _refuse_control_characters(value: str, field: str) -> None:
+    found = _UNSAFE_IN_ID.search(value)
+    if found is not None:
+        character = found.group()
+        name = unicodedata.name(character, "") or ("lone surrogate" if character >= "\ud800" else "control")
+        raise InvalidArgument(
+            field,
+            f"control character U+{ord(character):04X} ({name}) at position {found.start()}: "
+            "ids have printable characters only",
+        )
+
+
+def sanitize_text(value: str, limit: int) -> str:
+    """``value`` with every control character but newline and tab (and any lone surrogate) replaced by U+FFFD,
+    cut to ``limit`` characters: fit to store and to show, whatever a worker or a client sent."""
+    return _UNSAFE.sub(REPLACEMENT, value[:limit])
+
+
+def sanitize_report(report: OperationReport) -> OperationReport:
+    """A worker's report with its engine and notes sanitized and bounded (at most REPORT_MAX_NOTES notes)."""
+    engine = sanitize_text(report.engine, REPORT_ENGINE_MAX_LENGTH)
+    notes = tuple(sanitize_text(note, REPORT_NOTE_MAX_LENGTH) for note in report.notes[:REPORT_MAX_NOTES])
+    if engine == report.engine and notes == report.notes:
+        return report
+    return replace(report, engine=engine, notes=notes)

@@ -107,8 +107,24 @@ class WorkerSession:
     connected_at: datetime = field(default_factory=utcnow)
     last_seen_at: datetime = field(default_factory=utcnow)
     draining: bool = False
-    # Attempts it says it runs that are not (or no longer) its own: each still takes a slot until it stops them.
-    foreign: set[RunKey] = field(default_factory=set)
+    # Attempts it runs that are not (or no longer) its own: each still takes a slot until it stops them.
+    # Reported ones (it listed them) end when a heartbeat stops listing them or their result arrives; revoked
+    # ones (their lease lapsed while it was connected) end only with their result or the stream: a heartbeat
+    # may have crossed the assignment on the wire, so not being listed proves nothing.
+    reported: set[RunKey] = field(default_factory=set)
+    revoked: set[RunKey] = field(default_factory=set)
+
+    @property
+    def foreign(self) -> int:
+        """How many slots attempts that are not its own take."""
+        return len(self.reported | self.revoked)
+
+    def holds_foreign(self, key: RunKey) -> bool:
+        return key in self.reported or key in self.revoked
+
+    def forget_foreign(self, key: RunKey) -> None:
+        self.reported.discard(key)
+        self.revoked.discard(key)
 
     def touch(self) -> None:
         self.last_seen_at = utcnow()

@@ -19,6 +19,13 @@ from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 DEFAULT_MANAGER = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 10.0
 MANAGER = "the dbmaint manager"
+# The largest message the manager sends (its MAX_MESSAGE_BYTES): a parent with many children can exceed gRPC's
+# default receive limit of 4 MiB.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
 
 # Exit codes. 1 is "it ran, but the job did not complete" (or "not SERVING"); argparse uses 2 for bad usage.
 EXIT_OK = 0
@@ -104,7 +111,7 @@ class ManagerClient:
         self.timeout = timeout
         security = security if security is not None else client_security()
         self._metadata = security.metadata
-        self._channel = sync_channel(address, security.tls)
+        self._channel = sync_channel(address, security.tls, CHANNEL_OPTIONS)
         # The generated stub is untyped: each method below states the type of what its RPC returns.
         self._stub: Any = pb_grpc.MaintenanceServiceStub(self._channel)  # type: ignore[no-untyped-call]
 

@@ -8,9 +8,11 @@ from collections.abc import Callable
 import pytest
 from grpc_health.v1 import health_pb2
 
+from dbmaint.cli.client import MAX_MESSAGE_BYTES
 from dbmaint.cli.main import main
 from dbmaint.operations import CHILD_JOB_TYPE, PARENT_JOB_TYPE
 from dbmaint.v1 import maintenance_pb2 as pb
+from manager_service import server
 from tests.cli.fake_manager import FakeManager
 from tests.cli.helpers import Run
 
@@ -134,6 +136,24 @@ def test_get_json(cli: Cli, fake: FakeManager) -> None:
     assert data["job"]["id"] == created.parent.id
     assert data["job"]["status"] == "JOB_STATUS_PENDING"
     assert len(data["children"]) == 3
+
+
+def test_get_reads_a_response_larger_than_the_grpc_default_of_4_mib(cli: Cli, fake: FakeManager) -> None:
+    # The manager sends messages up to 16 MiB (a parent with many children, long reports); the CLI's channel
+    # must take them, not fail with RESOURCE_EXHAUSTED at gRPC's default 4 MiB receive limit.
+    created = fake.create("alpha", "beta")
+    with fake.service.cond:
+        for child_id in fake.service.children[created.parent.id]:
+            child = fake.service.jobs[child_id]
+            child.result.notes.extend(f"table t{i}: " + "x" * 1000 for i in range(1000))
+    result = cli("get", created.parent.id, "--json")
+    assert result.code == 0, result.err
+    assert len(result.out) > 5 * 1024 * 1024
+    assert json.loads(result.out)["job"]["id"] == created.parent.id
+
+
+def test_the_cli_channel_takes_messages_as_large_as_the_manager_sends() -> None:
+    assert MAX_MESSAGE_BYTES == server.MAX_MESSAGE_BYTES
 
 
 def test_get_an_unknown_job_is_not_found(cli: Cli) -> None:

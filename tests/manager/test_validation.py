@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from dbmaint.operations import Operation
+from dbmaint.operations import Operation, OperationReport
 from manager_service.errors import InvalidArgument
-from manager_service.validation import Limits, validate_job_id, validate_maintenance
+from manager_service.validation import (
+    REPORT_ENGINE_MAX_LENGTH,
+    REPORT_MAX_NOTES,
+    REPORT_NOTE_MAX_LENGTH,
+    Limits,
+    sanitize_report,
+    sanitize_text,
+    validate_job_id,
+    validate_maintenance,
+    validate_worker_id,
+)
 
 LIMITS = Limits(max_targets=5, max_children=6, max_attempts=4)
 
@@ -143,3 +153,70 @@ def test_fingerprint_covers_the_scope() -> None:
     plain = validate_maintenance(["db"], [], "k", LIMITS)
     narrowed = validate_maintenance(["db"], [], "k", LIMITS, tables=["orders"])
     assert plain.fingerprint != narrowed.fingerprint
+
+
+# -- control characters: refused in ids, replaced in worker text
+
+CONTROL_CHARACTERS = ["\x00", "\x01", "\x1b", "\x7f", "\x85", "\x9f", "\ud800"]
+
+
+@pytest.mark.parametrize("character", CONTROL_CHARACTERS, ids=lambda c: f"U+{ord(c):04X}")
+def test_a_job_id_with_a_control_character_is_refused_naming_the_field(character: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        validate_job_id(f"abc{character}def", "parent_id")
+    assert info.value.field == "parent_id"
+    assert "control character" in info.value.problem
+    assert f"U+{ord(character):04X}" in info.value.problem
+
+
+@pytest.mark.parametrize("character", [*CONTROL_CHARACTERS, "\n", "\t"], ids=lambda c: f"U+{ord(c):04X}")
+def test_a_worker_id_with_a_control_character_is_refused_naming_the_field(character: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        validate_worker_id(f"worker{character}1", "hello.worker_id")
+    assert info.value.field == "hello.worker_id"
+    assert "control character" in info.value.problem
+
+
+def test_a_worker_id_has_1_to_255_characters() -> None:
+    assert validate_worker_id("w" * 255, "worker_id") == "w" * 255
+    assert validate_worker_id("wörker-1 (eu)", "worker_id") == "wörker-1 (eu)"
+    for bad in ("", "w" * 256):
+        with pytest.raises(InvalidArgument) as info:
+            validate_worker_id(bad, "worker_id")
+        assert info.value.field == "worker_id"
+
+
+def test_worker_text_keeps_newlines_tabs_and_printable_unicode() -> None:
+    text = "VACUUM failed:\n\tdatabase is locked — réessayez 数据库"
+    assert sanitize_text(text, 4000) == text
+
+
+@pytest.mark.parametrize("character", [*CONTROL_CHARACTERS, "\r", "\x0b"], ids=lambda c: f"U+{ord(c):04X}")
+def test_worker_text_has_every_other_control_character_replaced(character: str) -> None:
+    assert sanitize_text(f"a{character}b{character}", 4000) == "a\ufffdb\ufffd"
+
+
+def test_worker_text_is_cut_to_its_limit_after_the_replacement() -> None:
+    assert sanitize_text("\x00" * 10, 4) == "\ufffd" * 4
+    assert sanitize_text("x" * 5000, 4000) == "x" * 4000
+
+
+def test_a_report_from_a_worker_is_sanitized_and_bounded() -> None:
+    report = OperationReport(
+        engine="sqlite\x00\x1b[31m" + "e" * 200,
+        objects_processed=3,
+        notes=("fine\nnote", "bad\x00note", "n" * 5000, *(f"note {i}" for i in range(2000))),
+    )
+    clean = sanitize_report(report)
+    assert clean.engine.startswith("sqlite\ufffd\ufffd[31m")
+    assert len(clean.engine) == REPORT_ENGINE_MAX_LENGTH
+    assert clean.objects_processed == 3
+    assert clean.notes[:2] == ("fine\nnote", "bad\ufffdnote")
+    assert clean.notes[2] == "n" * REPORT_NOTE_MAX_LENGTH
+    assert len(clean.notes) == REPORT_MAX_NOTES
+    assert not any(c in note for note in (clean.engine, *clean.notes) for c in CONTROL_CHARACTERS)
+
+
+def test_a_clean_report_is_returned_unchanged() -> None:
+    report = OperationReport(engine="postgresql", duration_seconds=1.5, notes=("VACUUM", "page_count 3 -> 2"))
+    assert sanitize_report(report) == report
