@@ -21,6 +21,7 @@ from dbmaint import wire
 from dbmaint.operations import CHILD_JOB_TYPE
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
+from manager_service.server import SERVER_OPTIONS
 
 _DROP = object()
 _END = object()
@@ -186,7 +187,7 @@ class FakeManagerServer:
         return f"127.0.0.1:{self.port}"
 
     async def start(self) -> str:
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=SERVER_OPTIONS)  # the manager's keepalive and ping policy
         pb_grpc.add_WorkerServiceServicer_to_server(self.manager, server)
         port = server.add_insecure_port(f"127.0.0.1:{self.port}")
         assert port, "could not bind the fake manager"
