@@ -37,7 +37,8 @@ WRITE_TIMEOUT = 30.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # Keepalive: a link that silently drops our bytes (a half-open TCP connection) ends the stream within
 # KEEPALIVE_TIME + KEEPALIVE_TIMEOUT, instead of when the kernel gives up on the unacknowledged data (minutes).
-# The manager's ping policy (manager_service.server) admits a ping every KEEPALIVE_TIME; keep them in step.
+# The manager's ping policy admits a ping every 2 s (manager_service.server.MIN_PING_INTERVAL_MS): keep
+# KEEPALIVE_TIME_MS well above it, or the manager answers the pings with GOAWAY ENHANCE_YOUR_CALM.
 KEEPALIVE_TIME_MS = 5_000
 KEEPALIVE_TIMEOUT_MS = 5_000
 CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (

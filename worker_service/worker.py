@@ -475,7 +475,7 @@ class Worker:
         # Delivered means acknowledged, for a manager that sends acks: a result written into a dying link is lost.
         if len(self._outbox) and not await self._outbox.wait_empty(self.timings.deliver_timeout):
             log.warning(
-                "could not deliver %d result(s) (written and acknowledged) within %gs; "
+                "%d result(s) not delivered within %gs (not written, or not acknowledged); "
                 "the manager re-queues those children",
                 len(self._outbox),
                 self.timings.deliver_timeout,

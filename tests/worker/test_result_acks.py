@@ -147,6 +147,27 @@ def test_a_manager_that_sends_no_acks_gets_results_forgotten_once_written(small_
     run(scenario())
 
 
+def test_a_result_kept_for_its_ack_is_resent_to_an_older_manager_and_forgotten_once_written(
+    small_db: Path,
+) -> None:
+    async def scenario() -> None:
+        async with fake_manager(sends_acks=True) as server:
+            worker = make_worker(server.address, {"orders": small_db})
+            runner = asyncio.create_task(worker.run())
+            first = await stream_number(server, 0)
+            await first.assign("job-1", "orders")
+            await eventually(lambda: first.result_for("job-1"), message="the result")
+            server.manager.sends_acks = False  # the next manager is an older one (a rolling deploy back)
+            await first.drop()
+            second = await stream_number(server, 1)
+            await eventually(lambda: second.result_for("job-1"), message="the re-sent result")
+            await eventually(lambda: not worker.undelivered(), message="forgotten once written")
+            await worker.shutdown()
+            assert await runner == 0
+
+    run(scenario())
+
+
 def test_drain_waits_for_the_ack_before_half_closing(small_db: Path) -> None:
     async def scenario() -> None:
         async with fake_manager(sends_acks=True) as server:
