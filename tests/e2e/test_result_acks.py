@@ -71,6 +71,8 @@ def test_a_result_written_into_a_dying_link_is_resent_and_the_child_completes_at
 
         done = fleet.wait_status(parent_id, COMPLETED, FAILED, timeout=60)
         assert len(lost_lines(worker)) == 1, worker.log()  # one reconnect: the cut
+        # The re-sent result was acknowledged, so the worker forgot it (its debug line).
+        wait_for(lambda: "result acknowledged" in worker.log(), timeout=10, message=worker.log)
     child = done.children[0]
     assert (child.status, child.attempt, child.error) == (COMPLETED, 1, ""), fleet.describe(parent_id)
     assert child.result.bytes_after > 0
