@@ -30,6 +30,28 @@ MAINTENANCE_SERVICE = pb.DESCRIPTOR.services_by_name["MaintenanceService"].full_
 WORKER_SERVICE = pb.DESCRIPTOR.services_by_name["WorkerService"].full_name
 HEALTH_SERVICES = ("", MAINTENANCE_SERVICE, WORKER_SERVICE)
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Keepalive, both ways, so a half-open link (a worker whose bytes vanish) ends its stream within seconds:
+# - the manager pings each connection after KEEPALIVE_TIME_MS without reading from it and drops it when the
+#   ping is not answered within KEEPALIVE_TIMEOUT_MS, however long it has sent no data (an idle stream);
+# - it admits a client ping every MIN_PING_INTERVAL_MS, data or not: below the worker's keepalive time
+#   (worker_service.stream.KEEPALIVE_TIME_MS, 5 s), with room for timer jitter. More frequent pings are strikes;
+#   past MAX_PING_STRIKES the client gets GOAWAY ENHANCE_YOUR_CALM ("too_many_pings").
+KEEPALIVE_TIME_MS = 5_000
+KEEPALIVE_TIMEOUT_MS = 5_000
+MIN_PING_INTERVAL_MS = 2_000
+MAX_PING_STRIKES = 2
+SERVER_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    # What actually ends the transport when a ping goes unanswered (gRPC core's own default is a minute).
+    ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
+    ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
+]
 
 
 class ManagerServer:
@@ -60,14 +82,7 @@ class ManagerServer:
         server = grpc.aio.server(
             # Auth first: a refused call is not even parsed. Then unparsable requests become INVALID_ARGUMENT.
             interceptors=[*([AuthInterceptor(auth)] if auth.enabled else []), MalformedRequestInterceptor()],
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.keepalive_time_ms", 20_000),
-                ("grpc.keepalive_timeout_ms", 10_000),
-                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-            ],
+            options=SERVER_OPTIONS,
         )
         pb_grpc.add_MaintenanceServiceServicer_to_server(
             MaintenanceServicer(self._orchestrator, self.config.limits), server

@@ -1,8 +1,9 @@
 """The gRPC edge: one ``WorkerService.Connect`` stream, and the protobuf <-> plain conversions it needs.
 
 This is the only module of the worker that touches protobuf messages. Up the stream go ``Hello`` (first),
-``Result``, ``Heartbeat`` and ``Draining``; down come ``Welcome`` (first), ``Assignment`` and ``Cancel``, which
-``receive`` turns into the plain ``Welcome``, ``executor.Assignment`` and ``CancelRequest``.
+``Result``, ``Heartbeat`` and ``Draining``; down come ``Welcome`` (first), ``Assignment``, ``Cancel``, ``Drain``
+and ``ResultAck``, which ``receive`` turns into the plain ``Welcome``, ``executor.Assignment``, ``CancelRequest``,
+``DrainRequest`` and ``ResultAcked``.
 
 Every way a stream can end -- the manager closing it, an RPC error, a write that does not complete -- surfaces
 as ``StreamClosed``, which the worker treats as "reconnect".
@@ -32,10 +33,27 @@ CONNECT_METHOD = "/dbmaint.v1.WorkerService/Connect"
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 WELCOME_TIMEOUT = 10.0
 WRITE_TIMEOUT = 30.0
+# As large as the manager sends and takes (manager_service.server.MAX_MESSAGE_BYTES).
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Keepalive: a link that silently drops our bytes (a half-open TCP connection) ends the stream within
+# KEEPALIVE_TIME + KEEPALIVE_TIMEOUT, instead of when the kernel gives up on the unacknowledged data (minutes).
+# The manager's ping policy admits a ping every 2 s (manager_service.server.MIN_PING_INTERVAL_MS): keep
+# KEEPALIVE_TIME_MS well above it, or the manager answers the pings with GOAWAY ENHANCE_YOUR_CALM.
+KEEPALIVE_TIME_MS = 5_000
+KEEPALIVE_TIMEOUT_MS = 5_000
 CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 5000),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    # What actually ends the transport when a ping goes unanswered (gRPC core's own default is a minute).
+    ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.keepalive_permit_without_calls", 1),
+    # Ping however long the link has carried no data of ours: a black hole is exactly that case.
+    ("grpc.http2.max_pings_without_data", 0),
 )
 _EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
 _STREAM_ERRORS = (grpc.RpcError, grpc.aio.BaseError, asyncio.InvalidStateError)
@@ -68,9 +86,12 @@ class Hello:
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
+    """``sends_acks``: this manager acknowledges each result (keep results until their ``ResultAcked``)."""
+
     lease_timeout: float
     heartbeat_interval: float
     manager_id: str
+    sends_acks: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +110,14 @@ class DrainRequest:
     reason: str
 
 
-ManagerEvent = Welcome | Assignment | CancelRequest | DrainRequest
+@dataclass(frozen=True, slots=True)
+class ResultAcked:
+    """The manager committed the results of these attempts (one ``ResultAck``, or a ``ResultAckBatch``)."""
+
+    keys: tuple[RunKey, ...]
+
+
+ManagerEvent = Welcome | Assignment | CancelRequest | DrainRequest | ResultAcked
 
 
 # -- plain -> protobuf ------------------------------------------------------------------------------------------
@@ -113,6 +141,7 @@ def hello_message(hello: Hello) -> pb.WorkerMessage:
             running=_running(hello.running, hello.waiting),
             version=hello.version,
             accepts_batches=True,
+            accepts_acks=True,
         )
     )
 
@@ -192,7 +221,12 @@ def welcome_from_proto(message: pb.Welcome) -> Welcome:
     interval = message.heartbeat_interval.ToNanoseconds() / 1e9
     if interval <= 0:
         interval = lease / 3 if lease > 0 else DEFAULT_HEARTBEAT_INTERVAL
-    return Welcome(lease_timeout=lease, heartbeat_interval=interval, manager_id=message.manager_id)
+    return Welcome(
+        lease_timeout=lease,
+        heartbeat_interval=interval,
+        manager_id=message.manager_id,
+        sends_acks=message.sends_acks,
+    )
 
 
 def events_from_proto(message: pb.ManagerMessage) -> list[ManagerEvent]:
@@ -209,6 +243,10 @@ def events_from_proto(message: pb.ManagerMessage) -> list[ManagerEvent]:
         return [CancelRequest(message.cancel.job_id, message.cancel.attempt, message.cancel.reason)]
     if kind == "drain":
         return [DrainRequest(message.drain.reason)]
+    if kind == "result_ack":
+        return [ResultAcked(((message.result_ack.job_id, message.result_ack.attempt),))]
+    if kind == "result_acks":
+        return [ResultAcked(tuple((a.job_id, a.attempt) for a in message.result_acks.acks))]
     return []
 
 

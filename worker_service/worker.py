@@ -3,16 +3,19 @@
 Side tasks, each of which must run until the worker stops (an unexpected end or exception stops the worker
 with an error, exit code 1):
 
-* ``stream``         -- connect, ``Hello``, ``Welcome``, re-send the outbox, then read ``Assignment`` and
-                        ``Cancel`` until the stream ends; reconnect with backoff. Operations keep running while
-                        the stream is down, and the next ``Hello`` lists them.
+* ``stream``         -- connect, ``Hello``, ``Welcome``, re-send the outbox, then read ``Assignment``,
+                        ``Cancel`` and ``ResultAck`` until the stream ends; reconnect with backoff. Operations keep
+                        running while the stream is down, and the next ``Hello`` lists them (and only them: a
+                        finished attempt whose result waits for its ack is not running).
 * ``heartbeater``    -- a ``Heartbeat`` listing the running attempts every ``heartbeat_interval`` (from
                         ``Welcome``), also while an operation runs (operations run on slot threads); at once
                         when an attempt starts or stops waiting for its target's resource lock.
-* ``result-sender``  -- writes each outcome from the outbox to the current stream, removing it once written.
+* ``result-sender``  -- writes each outcome from the outbox to the current stream, once per stream. A manager
+                        that sends acks (``Welcome.sends_acks``) has it forgotten on its ``ResultAck``; an older
+                        one once written.
 * ``drain``          -- only after ``request_drain``: ``Draining``, no new work, wait for running operations up
-                        to ``grace`` then cancel them ("worker shutting down"), deliver the results (a few
-                        seconds at most), half-close the stream, stop (exit code 0).
+                        to ``grace`` then cancel them ("worker shutting down"), deliver the results and wait
+                        for their acks (a few seconds at most), half-close the stream, stop (exit code 0).
 
 An ``Assignment`` that arrives while draining (sent before the manager read our ``Draining``) is neither
 started nor reported: the manager gets it back when this worker's stream ends, as for a lost worker.
@@ -42,6 +45,7 @@ from worker_service.stream import (
     Hello,
     ManagerEvent,
     ManagerStream,
+    ResultAcked,
     StreamClosed,
     Welcome,
     draining_message,
@@ -64,7 +68,7 @@ class WorkerTimings:
     welcome_timeout: float = 10.0
     # After the grace period: how long to wait for cancelled operations to stop.
     cancel_timeout: float = 5.0
-    # How long a drain waits for the results to be written to a stream.
+    # How long a drain waits for the results to be delivered (written, and acknowledged by a manager that acks).
     deliver_timeout: float = 5.0
     # After the half-close: how long to wait for the manager to end the stream.
     close_timeout: float = 2.0
@@ -130,6 +134,7 @@ class Worker:
         return self._executor.running()
 
     def undelivered(self) -> list[Outcome]:
+        """The results the manager may not have: not written yet, or written and not acknowledged."""
         return self._outbox.pending()
 
     # -- life cycle -------------------------------------------------------------------------------------------
@@ -295,7 +300,7 @@ class Worker:
 
     async def _serve(self, stream: ManagerStream, welcome: Welcome) -> None:
         """Re-send the outbox (right after Hello), go live, then handle what the manager sends until the end."""
-        await self._flush(stream)
+        await self._flush(stream, welcome)
         await self._set_stream(stream, welcome)
         await self._announce_drain(stream)
         while True:
@@ -316,6 +321,8 @@ class Worker:
             self._on_assignment(event)
         elif isinstance(event, CancelRequest):
             self._on_cancel(event)
+        elif isinstance(event, ResultAcked):
+            self._on_acked(event)
         elif isinstance(event, DrainRequest):
             log.info("the manager asks this worker to drain: %s", event.reason or "no reason given")
             self.request_drain(f"asked by the manager: {event.reason}" if event.reason else "asked by the manager")
@@ -396,27 +403,41 @@ class Worker:
         else:
             log.info("cancel for an attempt not running here (finished, or another attempt): ignored", extra=extra)
 
+    def _on_acked(self, acked: ResultAcked) -> None:
+        """The manager committed these results: forget them. An ack for a result not kept here is ignored."""
+        for job_id, attempt in self._outbox.acknowledge(acked.keys):
+            log.debug("result acknowledged", extra={"job_id": job_id, "attempt": attempt})
+
     # -- results and heartbeats -------------------------------------------------------------------------------
 
-    async def _flush(self, stream: ManagerStream) -> None:
-        """Write every outcome in the outbox to ``stream``, oldest first, removing each once written. What
-        finished meanwhile goes in one message: fewer, larger writes when many children end close together."""
-        while pending := self._outbox.pending()[:RESULTS_PER_MESSAGE]:
-            await stream.send(results_message(pending))
-            for outcome in pending:
-                self._outbox.remove(outcome.key)
+    async def _flush(self, stream: ManagerStream, welcome: Welcome) -> None:
+        """Write every outcome ``stream`` has not carried yet, oldest first. A manager that sends acks has each
+        kept until its ack (a written result may still die with the link); an older one has it forgotten once
+        written. What finished meanwhile goes in one message: fewer, larger writes when many children end close
+        together."""
+        while batch := self._outbox.unsent(stream)[:RESULTS_PER_MESSAGE]:
+            await stream.send(results_message(batch))
+            if welcome.sends_acks:
+                self._outbox.mark_sent([outcome.key for outcome in batch], stream)
+            else:
+                for outcome in batch:
+                    self._outbox.remove(outcome.key)
+            for outcome in batch:
                 log.debug(
-                    "result %s delivered",
+                    "result %s written%s",
                     outcome.status.value,
+                    ", kept until acknowledged" if welcome.sends_acks else "",
                     extra={"job_id": outcome.job_id, "attempt": outcome.attempt},
                 )
 
     async def _send_loop(self) -> None:
         while True:
-            await self._outbox.wait_for_items()
-            stream, _ = await self._wait_for_stream()
+            stream, welcome = await self._wait_for_stream()
+            await self._outbox.wait_unsent(stream)
+            if self._stream is not stream:
+                continue  # that stream ended meanwhile; the next one carries everything right after its Hello
             try:
-                await self._flush(stream)
+                await self._flush(stream, welcome)
             except StreamClosed as exc:
                 log.debug("result not delivered, kept for the next stream: %s", exc)
                 await stream.close()  # makes the reader see the end now
@@ -458,9 +479,11 @@ class Worker:
                 if still:
                     log.error("%d operation(s) did not stop after cancel; leaving them", len(still))
 
+        # Delivered means acknowledged, for a manager that sends acks: a result written into a dying link is lost.
         if len(self._outbox) and not await self._outbox.wait_empty(self.timings.deliver_timeout):
             log.warning(
-                "could not deliver %d result(s) within %gs; the manager re-queues those children",
+                "%d result(s) not delivered within %gs (not written, or not acknowledged); "
+                "the manager re-queues those children",
                 len(self._outbox),
                 self.timings.deliver_timeout,
             )

@@ -21,6 +21,7 @@ from dbmaint import wire
 from dbmaint.operations import CHILD_JOB_TYPE
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
+from manager_service.server import SERVER_OPTIONS
 
 _DROP = object()
 _END = object()
@@ -73,6 +74,14 @@ class FakeStream:
     async def cancel(self, job_id: str, attempt: int = 1, reason: str = "cancelled by test") -> None:
         await self.send(pb.ManagerMessage(cancel=pb.Cancel(job_id=job_id, attempt=attempt, reason=reason)))
 
+    async def ack(self, job_id: str, attempt: int = 1) -> None:
+        """Acknowledge one result (``ResultAck``), as the manager does once it committed it."""
+        await self.send(pb.ManagerMessage(result_ack=pb.ResultAck(job_id=job_id, attempt=attempt)))
+
+    async def ack_batch(self, *keys: tuple[str, int]) -> None:
+        acks = [pb.ResultAck(job_id=job_id, attempt=attempt) for job_id, attempt in keys]
+        await self.send(pb.ManagerMessage(result_acks=pb.ResultAckBatch(acks=acks)))
+
     async def drop(self) -> None:
         """End the stream with UNAVAILABLE, as a manager that went away."""
         await self.outgoing.put(_DROP)
@@ -111,9 +120,14 @@ def assignment(
 
 
 class FakeManager(pb_grpc.WorkerServiceServicer):
-    def __init__(self, heartbeat_interval: float = 0.1, lease_timeout: float = 2.0) -> None:
+    """``sends_acks``: answer a Hello that accepts acks with ``Welcome.sends_acks`` (the test sends the acks)."""
+
+    def __init__(
+        self, heartbeat_interval: float = 0.1, lease_timeout: float = 2.0, sends_acks: bool = False
+    ) -> None:
         self.heartbeat_interval = heartbeat_interval
         self.lease_timeout = lease_timeout
+        self.sends_acks = sends_acks
         self.streams: list[FakeStream] = []
 
     @property
@@ -132,6 +146,7 @@ class FakeManager(pb_grpc.WorkerServiceServicer):
                     lease_timeout=wire.duration(self.lease_timeout),
                     heartbeat_interval=wire.duration(self.heartbeat_interval),
                     manager_id="fake-manager",
+                    sends_acks=self.sends_acks and first.hello.accepts_acks,
                 )
             )
         )
@@ -172,7 +187,7 @@ class FakeManagerServer:
         return f"127.0.0.1:{self.port}"
 
     async def start(self) -> str:
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=SERVER_OPTIONS)  # the manager's keepalive and ping policy
         pb_grpc.add_WorkerServiceServicer_to_server(self.manager, server)
         port = server.add_insecure_port(f"127.0.0.1:{self.port}")
         assert port, "could not bind the fake manager"
