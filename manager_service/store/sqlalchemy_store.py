@@ -24,7 +24,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -377,6 +377,9 @@ class SQLAlchemyJobStore:
         # (holder, term, ttl) once acquire_lease took the lease: from then on every write checks it.
         self._fence: tuple[str, int, float] | None = None
         self._lock_file: IO[str] | None = None
+        # Called (on the thread of the write) whenever this store finds it lost the lease: the manager stops
+        # acting at once, whichever write noticed it first.
+        self.on_lease_lost: Callable[[LeaseLost], None] | None = None
 
     @property
     def engine(self) -> Engine:
@@ -431,12 +434,15 @@ class SQLAlchemyJobStore:
         row = conn.execute(READ_LEASE, {"b_name": LEASE_NAME}).first()
         now_holder, address = (row.holder, row.address) if row is not None else ("", "")
         state = LeaseState(False, now_holder, address, row.term if row is not None else 0, None)
-        return LeaseLost(
+        lost = LeaseLost(
             f"this manager ({holder}, term {term}) no longer holds the job store's lease; {what}: "
             f"{state.describe()}",
             now_holder,
             address,
         )
+        if self.on_lease_lost is not None:
+            self.on_lease_lost(lost)
+        return lost
 
     def _reconcile(self, token: str, probe: str, lost: BaseException) -> None:
         """The link broke during COMMIT: read the write's marker back from row ``probe``. Returns if the write
