@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import uuid
 from collections.abc import Coroutine
 from typing import Any
@@ -73,7 +74,11 @@ class ManagerServer:
 
     @property
     def advertised_address(self) -> str:
-        return f"{self.config.listen.rpartition(':')[0]}:{self.port}"
+        """Where this manager listens, as a standby names it (a wildcard listener by its host name)."""
+        host = self.config.listen.rpartition(":")[0]
+        if host in ("0.0.0.0", "[::]", "::", ""):
+            host = socket.gethostname()
+        return f"{host}:{self.port}"
 
     async def start(self) -> int:
         """Open the store, bind, take the store lease (or stand by), and start serving. Returns the bound port.
