@@ -21,7 +21,7 @@ from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 from manager_service.auth import AuthInterceptor
 from manager_service.config import ManagerConfig, is_loopback
-from manager_service.errors import LeaseLost, StoreUnavailable
+from manager_service.errors import CommitOutcomeUnknown, LeaseLost, StoreUnavailable
 from manager_service.gate import HandlerTable, LeaderGate
 from manager_service.malformed import MalformedRequestInterceptor
 from manager_service.metrics import NO_FLEET, ManagerMetrics
@@ -163,10 +163,10 @@ class ManagerServer:
         )
 
         # Called on the thread of the write that found the lease gone: the step down runs on the loop.
-        def on_lease_lost(lost: LeaseLost) -> None:
-            self._loop.call_soon_threadsafe(self._lease_lost, store, lost)
+        def on_stop(why: LeaseLost | CommitOutcomeUnknown) -> None:
+            self._loop.call_soon_threadsafe(self._store_stopped, store, why)
 
-        store.on_lease_lost = on_lease_lost
+        store.on_stop = on_stop
         return store
 
     async def wait(self) -> None:
@@ -207,19 +207,24 @@ class ManagerServer:
             await self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         log.info("standby: %s; taking over when its lease lapses", state.describe())
 
-    async def _step_down(self, orchestrator: Orchestrator, lost: LeaseLost) -> None:
-        """Stop acting at once: refuse new calls, NOT_SERVING, end the term's streams, stand by."""
+    async def _step_down(self, orchestrator: Orchestrator, why: LeaseLost | CommitOutcomeUnknown) -> None:
+        """Stop acting at once: refuse new calls, NOT_SERVING, end the term's streams, stand by. After a write
+        whose outcome is unknown the lease is still ours: the next poll takes it again (a new term) and rebuilds
+        the in-flight state from the store, which is the only record to trust then."""
         async with self._role:
             if self._orchestrator is not orchestrator or self._shutdown_started:
                 return  # already stepped down from this term
             self._orchestrator = None
-            holder = LeaseState(False, lost.holder, lost.address, 0, None).describe() if lost.holder else ""
-            self._gate.stand_by(
-                f"this manager ({self.manager_id}) is a standby: {holder or 'it lost the job store lease'}"
-            )
+            if isinstance(why, LeaseLost):
+                holder = LeaseState(False, why.holder, why.address, 0, None).describe() if why.holder else ""
+                refusal = f"is a standby: {holder or 'it lost the job store lease'}"
+                log.warning("lost the job store lease: %s; standing by", why)
+            else:
+                refusal = "is rebuilding its state from the job store after a write whose outcome was unknown"
+                log.warning("%s: ending this term; it rebuilds from the store once the store answers", why)
+            self._gate.stand_by(f"this manager ({self.manager_id}) {refusal}")
             for service in GATED_SERVICES:
                 await self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-            log.warning("lost the job store lease: %s; standing by", lost)
             self.metrics.watch_fleet(lambda: NO_FLEET)
             await self._close_term(orchestrator)
 
@@ -229,17 +234,17 @@ class ManagerServer:
         await asyncio.to_thread(orchestrator.close_store)
         self._store = None
 
-    def _lease_lost(self, store: SQLAlchemyJobStore, lost: LeaseLost) -> None:
-        """A write or a renewal of ``store`` found the lease gone (called on the loop)."""
+    def _store_stopped(self, store: SQLAlchemyJobStore, why: LeaseLost | CommitOutcomeUnknown) -> None:
+        """``store`` stopped writing: the lease is gone, or a write's outcome is unknown (called on the loop)."""
         orchestrator = self._orchestrator
         if orchestrator is not None and self._store is store:
-            self._spawn(self._step_down(orchestrator, lost))
+            self._spawn(self._step_down(orchestrator, why))
 
     def _on_fatal(self, orchestrator: Orchestrator, fatal: asyncio.Future[None]) -> None:
         error = None if fatal.cancelled() else fatal.exception()
         if error is None:
             return
-        if isinstance(error, LeaseLost):
+        if isinstance(error, (LeaseLost, CommitOutcomeUnknown)):
             self._spawn(self._step_down(orchestrator, error))
         elif not self._failure.done():
             self._failure.set_exception(error)

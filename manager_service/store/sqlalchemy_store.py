@@ -377,9 +377,13 @@ class SQLAlchemyJobStore:
         # (holder, term, ttl) once acquire_lease took the lease: from then on every write checks it.
         self._fence: tuple[str, int, float] | None = None
         self._lock_file: IO[str] | None = None
-        # Called (on the thread of the write) whenever this store finds it lost the lease: the manager stops
-        # acting at once, whichever write noticed it first.
-        self.on_lease_lost: Callable[[LeaseLost], None] | None = None
+        # Set when a write's outcome stayed unknown: this store writes nothing more (its owner's memory may
+        # disagree with the store; it must rebuild from a fresh store).
+        self._unsure: CommitOutcomeUnknown | None = None
+        # Called (on the thread of the write) when this store stops writing: it lost the lease (LeaseLost), or a
+        # write's outcome is unknown (CommitOutcomeUnknown). The manager stops acting at once, whichever write
+        # noticed it first.
+        self.on_stop: Callable[[LeaseLost | CommitOutcomeUnknown], None] | None = None
 
     @property
     def engine(self) -> Engine:
@@ -401,6 +405,8 @@ class SQLAlchemyJobStore:
     def _write_transaction(self) -> Iterator[Connection]:
         """A write transaction: the lease is checked first (LeaseLost: nothing is written), the body stamps the
         rows it writes (``_stamp``), and a COMMIT whose outcome is unknown is reconciled from the store."""
+        if self._unsure is not None:
+            raise CommitOutcomeUnknown(f"this store writes nothing more: {self._unsure}")
         token = os.urandom(16).hex()
         probe: str | None = None
         lost: DBAPIError | None = None
@@ -440,14 +446,15 @@ class SQLAlchemyJobStore:
             now_holder,
             address,
         )
-        if self.on_lease_lost is not None:
-            self.on_lease_lost(lost)
+        if self.on_stop is not None:
+            self.on_stop(lost)
         return lost
 
     def _reconcile(self, token: str, probe: str, lost: BaseException) -> None:
         """The link broke during COMMIT: read the write's marker back from row ``probe``. Returns if the write
-        committed; raises StoreUnavailable if it did not, CommitOutcomeUnknown if the store stays unreachable,
-        LeaseLost if another manager has the store now (whatever happened, it rebuilds from the store)."""
+        committed; raises StoreUnavailable if it did not, LeaseLost if another manager has the store now
+        (whatever happened, it rebuilds from the store), and CommitOutcomeUnknown if the store stays
+        unreachable: then every later write of this store raises it too, without writing."""
         for delay in RECONCILE_DELAYS:
             time.sleep(delay)
             try:
@@ -468,10 +475,13 @@ class SQLAlchemyJobStore:
                 f"the job store is unavailable: the connection broke during COMMIT ({_first_line(lost)}); "
                 "the write did not commit"
             ) from lost
-        raise CommitOutcomeUnknown(
+        self._unsure = CommitOutcomeUnknown(
             f"the job store is unavailable: the connection broke during COMMIT ({_first_line(lost)}) and the "
             "store could not be reached to learn whether the write committed"
-        ) from lost
+        )
+        if self.on_stop is not None:
+            self.on_stop(self._unsure)
+        raise self._unsure from lost
 
     # -- the store lease
 

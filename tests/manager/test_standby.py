@@ -15,6 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from dbmaint.v1 import maintenance_pb2 as pb
 from manager_service.errors import StoreInUse
@@ -130,5 +131,50 @@ def test_a_second_manager_on_one_sqlite_store_cannot_start(tmp_path: Path) -> No
             with pytest.raises(StoreInUse, match=r"jobs\.db\.manager-lock"):
                 async with running_manager(tmp_path):
                     pass
+
+    run_async(scenario(), timeout=60)
+
+
+def test_after_a_write_whose_outcome_is_unknown_the_manager_rebuilds_from_the_store(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The create committed, but the link broke during COMMIT and the store could not be reached to look: the
+    manager cannot trust its memory, so it ends the term and takes the store again, rebuilt from it."""
+    monkeypatch.setattr("manager_service.store.sqlalchemy_store.RECONCILE_DELAYS", (0.0, 0.01))
+
+    async def scenario() -> None:
+        async with running_manager(tmp_path, database_url=db_url, store_lease=1.5) as manager:
+            store = manager.server._store
+            assert store is not None
+            dialect, engine = store.engine.dialect, store.engine
+            original_commit, original_connect = dialect.do_commit, engine.connect
+            cut = [False]
+
+            def do_commit(dbapi_connection: object) -> None:
+                original_commit(dbapi_connection)
+                cut[0] = True
+                raise dialect.loaded_dbapi.OperationalError("server closed the connection unexpectedly")
+
+            def connect() -> object:
+                if cut[0]:
+                    raise OperationalError("SELECT", {}, Exception("connection refused"))
+                return original_connect()
+
+            monkeypatch.setattr(dialect, "do_commit", do_commit)
+            monkeypatch.setattr(engine, "connect", connect)
+            refused = await _refused(manager.create(["db"], [pb.OPERATION_ANALYZE]))
+            assert refused.code() == grpc.StatusCode.UNAVAILABLE
+            assert "whether the write committed" in (refused.details() or "")
+
+            async def serving_again() -> bool:
+                return await _health(manager) == (SERVING, SERVING, SERVING) and manager.server._store is not store
+
+            await eventually(serving_again, timeout=10, message="a new term after the unknown commit")
+            listed = await manager.api.ListJobs(pb.ListJobsRequest(type="database_maintenance_parent"), timeout=5)
+            assert len(listed.jobs) == 1, "the create had committed"
+            worker = await manager.connected_worker("w1", ["db"])
+            (assignment,) = await worker.wait_assignments(1)
+            reply = await manager.get(listed.jobs[0].id)
+            assert assignment.job_id == reply.children[0].id, "rebuilt from the store"
 
     run_async(scenario(), timeout=60)

@@ -135,9 +135,43 @@ def test_a_store_unreachable_after_a_broken_commit_raises_commit_outcome_unknown
 
     monkeypatch.setattr(store.engine, "connect", connect)
 
+    stopped: list[BaseException] = []
+    store.on_stop = stopped.append
+
     with pytest.raises(CommitOutcomeUnknown) as unknown:
         store.apply_batch(results, starts)
 
     assert isinstance(unknown.value, StoreUnavailable)
     assert "whether the write committed" in str(unknown.value)
     assert len(calls) == 3, "one connection for the write, then one per bounded look"
+    assert stopped == [unknown.value], "the owner is told at once"
+
+
+def test_after_an_unknown_commit_the_store_writes_nothing_more(
+    store: SQLAlchemyJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its owner's memory may disagree with the store now: it must rebuild from a fresh store first."""
+    results, starts, parent_id = _results_and_starts(store)
+    _break_commit(store, monkeypatch, commit_first=False)
+    monkeypatch.setattr("manager_service.store.sqlalchemy_store.RECONCILE_DELAYS", (0.0,))
+    original_connect = store.engine.connect
+    unreachable = [False]
+
+    def connect() -> Any:
+        if unreachable[0]:
+            raise OperationalError("SELECT", {}, Exception("connection refused"))
+        unreachable[0] = True  # after the write's own connection
+        return original_connect()
+
+    monkeypatch.setattr(store.engine, "connect", connect)
+    with pytest.raises(CommitOutcomeUnknown):
+        store.apply_batch(results, starts)
+    monkeypatch.setattr(store.engine, "connect", original_connect)  # the store answers again
+    before = {job.id: job.version for job in store.get_children(parent_id)}
+
+    with pytest.raises(CommitOutcomeUnknown, match="writes nothing more"):
+        store.apply_batch(results, starts)
+    with pytest.raises(CommitOutcomeUnknown):
+        store.create_maintenance(SPEC)
+    assert {job.id: job.version for job in store.get_children(parent_id)} == before
+    assert store.count_jobs() == 3
