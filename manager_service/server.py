@@ -171,7 +171,8 @@ class ManagerServer:
 
     async def wait(self) -> None:
         """Until shutdown, or until something fails for another reason than a lost lease (then stop and raise
-        its error). A fatal LeaseLost of the orchestrator is not a failure: the manager stands by."""
+        its error). A fatal LeaseLost (or CommitOutcomeUnknown) of the orchestrator is not a failure: the manager
+        steps down to standby (and, after an unknown commit, takes the store again and rebuilds)."""
         stopped: asyncio.Future[Any] = asyncio.ensure_future(self._stopped.wait())
         done, _ = await asyncio.wait({stopped, self._failure}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
@@ -187,6 +188,7 @@ class ManagerServer:
         try:
             await orchestrator.start()
         except BaseException:
+            await asyncio.to_thread(_release_quietly, store)  # a standby need not wait for it to lapse
             await self._close_term(orchestrator)
             raise
         orchestrator.fatal.add_done_callback(lambda fatal: self._on_fatal(orchestrator, fatal))

@@ -8,6 +8,7 @@ and requests UNAVAILABLE, naming the holder.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from dbmaint.v1 import maintenance_pb2 as pb
-from manager_service.errors import StoreInUse
+from manager_service.errors import LeaseLost, StoreInUse
 from manager_service.server import MAINTENANCE_SERVICE, WORKER_SERVICE
 from tests.support.servers import fresh_postgres_database
 
@@ -176,5 +177,26 @@ def test_after_a_write_whose_outcome_is_unknown_the_manager_rebuilds_from_the_st
             (assignment,) = await worker.wait_assignments(1)
             reply = await manager.get(listed.jobs[0].id)
             assert assignment.job_id == reply.children[0].id, "rebuilt from the store"
+
+    run_async(scenario(), timeout=60)
+
+
+def test_a_fatal_lease_lost_of_the_orchestrator_steps_down_instead_of_stopping(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running_manager(tmp_path, store_lease=1.5) as manager:
+            waiting = asyncio.ensure_future(manager.server.wait())
+            first = manager.server._orchestrator
+            assert first is not None
+            first.fatal.set_exception(LeaseLost("another manager took the store"))
+
+            await eventually(lambda: manager.server._orchestrator not in (None, first), timeout=10)
+            assert not waiting.done(), "a lost lease does not stop the manager"
+            assert await _health(manager) == (SERVING, SERVING, SERVING), "the lease was free again: a new term"
+
+            second = manager.server._orchestrator
+            assert second is not None
+            second.fatal.set_exception(RuntimeError("a side task died"))
+            with pytest.raises(RuntimeError, match="a side task died"):
+                await asyncio.wait_for(waiting, 10)
 
     run_async(scenario(), timeout=60)
