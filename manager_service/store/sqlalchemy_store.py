@@ -372,7 +372,7 @@ class SQLAlchemyJobStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._lock_rows = engine.dialect.name != "sqlite"  # SQLite locks the whole file for a writer anyway
-        # The lease row is PostgreSQL's (any server database); a SQLite store is fenced by its lock file.
+        # The lease row is PostgreSQL's; a SQLite store is fenced by its lock file instead.
         self._lease_rows = engine.dialect.name != "sqlite"
         # (holder, term, ttl) once acquire_lease took the lease: from then on every write checks it.
         self._fence: tuple[str, int, float] | None = None

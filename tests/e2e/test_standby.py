@@ -117,7 +117,8 @@ def test_the_standby_takes_over_from_a_killed_leader_within_a_lease_and_complete
             killed = time.monotonic()
             wait_for(lambda: second.health(WORKER_SERVICE) == SERVING, timeout=20, message="no takeover")
             took = time.monotonic() - killed
-            assert took < STORE_LEASE + STORE_LEASE / 3 + 2, f"took over after {took:.1f}s"
+            # What was left of the lease (at most all of it), then the standby's next poll (a third of it).
+            assert took < STORE_LEASE + STORE_LEASE / 3 + 3, f"took over after {took:.1f}s"
             link.switch(second.manager_port)
 
             done = second.wait_status(created.parent.id, COMPLETED, pb.JOB_STATUS_FAILED, timeout=90)
@@ -144,9 +145,12 @@ def test_a_leader_frozen_past_its_lease_is_replaced_and_on_waking_commits_nothin
             # children. The new one gives the workers 20 s to come back to it.
             old.start_manager("--store-lease", str(STORE_LEASE), "--lease-timeout", "4")
             new.start_manager("--store-lease", str(STORE_LEASE), "--lease-timeout", "20")
+            # The VACUUMs outlast the takeover: the workers list them in their Hello to the new leader, which keeps
+            # them. (A result sent into the frozen leader's stream would be lost until results are acknowledged,
+            # issue 9 scenario 5: not what this test is about.)
             workers = [
                 old.start_worker(name, targets, "--manager", link.address, "--log-format", "json", faults=faults)
-                for name, faults in (("w1", "slow:vacuum=3"), ("w2", "slow:vacuum=3"))
+                for name, faults in (("w1", "slow:vacuum=12"), ("w2", "slow:vacuum=12"))
             ]
             created = old.create(list(targets), OPERATIONS)
             old.wait_child(created.parent.id, lambda c: c.status == RUNNING)
