@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from dbmaint.v1 import maintenance_pb2 as pb
+from manager_service.config import parse_config
 from manager_service.errors import LeaseLost, StoreInUse
 from manager_service.server import MAINTENANCE_SERVICE, WORKER_SERVICE
 from tests.support.servers import fresh_postgres_database
@@ -200,3 +201,15 @@ def test_a_fatal_lease_lost_of_the_orchestrator_steps_down_instead_of_stopping(t
                 await asyncio.wait_for(waiting, 10)
 
     run_async(scenario(), timeout=60)
+
+
+def test_the_store_lease_is_a_setting_and_the_idle_timeout_stays_below_it() -> None:
+    assert parse_config([], {}).store_lease == 15.0
+    assert parse_config([], {"DBMAINT_STORE_LEASE": "4"}).store_lease == 4.0
+    config = parse_config(["--store-lease", "6"], {"DBMAINT_STORE_LEASE": "4"})
+    assert config.store_lease == 6.0
+    for lease in (0.5, 1.5, 3.0, 15.0, 60.0):
+        idle = parse_config(["--store-lease", str(lease)], {}).store_idle_timeout
+        assert 0 < idle < lease
+    with pytest.raises(SystemExit):
+        parse_config(["--store-lease", "0"], {})
