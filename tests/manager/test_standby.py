@@ -89,7 +89,7 @@ def test_a_standby_takes_over_at_once_when_the_leader_shuts_down_cleanly(tmp_pat
                 async def serving() -> bool:
                     return await _health(second) == (SERVING, SERVING, SERVING)
 
-                await eventually(serving, timeout=3, message="the standby took over within a poll (lease/3)")
+                await eventually(serving, timeout=5, message="the standby took over at its next poll (lease/3)")
                 worker = await second.connected_worker("w1", ["db"])
                 (assignment,) = await worker.wait_assignments(1)
                 assert assignment.job_id == created.children[0].id, "rebuilt from the store"
