@@ -218,8 +218,10 @@ class ManagerServer:
                 return  # already stepped down from this term
             self._orchestrator = None
             if isinstance(why, LeaseLost):
-                holder = LeaseState(False, why.holder, why.address, 0, None).describe() if why.holder else ""
-                refusal = f"is a standby: {holder or 'it lost the job store lease'}"
+                holder = LeaseState(False, why.holder, why.address, 0, None).describe()
+                if why.holder in ("", self.manager_id):  # it lapsed and nobody took it: the next poll takes it
+                    holder = "its job store lease lapsed; taking it again"
+                refusal = f"is a standby: {holder}"
                 log.warning("lost the job store lease: %s; standing by", why)
             else:
                 refusal = "is rebuilding its state from the job store after a write whose outcome was unknown"
