@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dbmaint import runtime
 from dbmaint.logs import JsonFormatter
 from manager_service.config import ManagerConfig, parse_config
+from manager_service.errors import StoreInUse
 from manager_service.server import ManagerServer
 from manager_service.store import migrations
 from manager_service.store.sqlalchemy_store import make_engine
@@ -30,6 +31,10 @@ async def run(config: ManagerConfig) -> int:
         loop.add_signal_handler(signum, _on_signal, server, signum)
     try:
         await server.start()
+    except StoreInUse as error:
+        log.error("cannot start: %s", error)  # a configuration error: one line, no traceback
+        await server.shutdown()
+        return 2
     except Exception as error:
         log.error("cannot start: %s", error)
         await server.shutdown()

@@ -55,6 +55,7 @@ class ManagerConfig:
     max_workers: int = 1_000
     max_watchers: int = 1_000
     shutdown_grace: float = 5.0
+    store_lease: float = 15.0
     log_level: str = "INFO"
     # None: on when the listener is on loopback (grpcurl on the same machine), off when it is reachable from
     # elsewhere; a flag or DBMAINT_REFLECTION decides otherwise.
@@ -77,6 +78,12 @@ class ManagerConfig:
     @property
     def limits(self) -> Limits:
         return Limits(max_targets=self.max_targets, max_children=self.max_children, max_attempts=self.max_attempts)
+
+    @property
+    def store_idle_timeout(self) -> float:
+        """Seconds PostgreSQL lets a store session sit idle inside a transaction: below the store lease, so a
+        frozen manager's open transaction cannot hold a standby's takeover up for long."""
+        return min(self.store_lease / 2, max(1.0, self.store_lease / 3))
 
     @property
     def orchestrator_settings(self) -> OrchestratorSettings:
@@ -125,6 +132,13 @@ _OPTIONS: list[tuple[str, str, str, Callable[[str], object], str]] = [
         "DBMAINT_SHUTDOWN_GRACE",
         float,
         "seconds in-flight RPCs get to finish on SIGTERM",
+    ),
+    (
+        "--store-lease",
+        "store_lease",
+        "DBMAINT_STORE_LEASE",
+        float,
+        "seconds a manager holds the job store without renewing it; a standby takes over once it lapses",
     ),
     ("--log-level", "log_level", "DBMAINT_LOG_LEVEL", str, "DEBUG, INFO, WARNING or ERROR"),
     ("--log-format", "log_format", "DBMAINT_LOG_FORMAT", str, "text, or json: one JSON object per line"),
@@ -196,6 +210,8 @@ def _check(config: ManagerConfig, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--listen must be HOST:PORT, got {config.listen!r}")
     if config.lease_timeout <= 0 or config.heartbeat_interval <= 0:
         parser.error("--lease-timeout and --heartbeat-interval must be positive")
+    if config.store_lease <= 0:
+        parser.error("--store-lease must be positive")
     if config.heartbeat_interval >= config.lease_timeout:
         parser.error("--heartbeat-interval must be shorter than --lease-timeout")
     if (

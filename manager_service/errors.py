@@ -47,3 +47,25 @@ class Unavailable(DomainError):
 class StoreUnavailable(Unavailable):
     """The job store cannot be reached (a lost connection, a database restarting). Nothing was changed; the
     request can be retried."""
+
+
+class CommitOutcomeUnknown(StoreUnavailable):
+    """The link to the store broke during COMMIT and the store could not be reached again to look: the write
+    may or may not have committed. Unlike its base class, it does NOT mean "nothing changed": rebuild what you
+    hold in memory from the store before acting on that write again."""
+
+
+class LeaseLost(Unavailable):
+    """This manager no longer holds the store's lease (another manager took it, or it lapsed): nothing was
+    written, and this manager must stop acting on the store. ``holder`` and ``address`` name the holder now
+    (empty if nobody holds it)."""
+
+    def __init__(self, message: str, holder: str = "", address: str = "") -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.address = address
+
+
+class StoreInUse(Exception):
+    """The store admits one manager and another one has it (a SQLite store's lock file is held): a
+    configuration error, reported at start."""

@@ -28,9 +28,13 @@ class FleetView:
     queue_depth: dict[str, int]  # pending children per target
 
 
+NO_FLEET = FleetView(workers=0, draining_workers=0, slots_total=0, slots_busy=0, queue_depth={})
+
+
 class ManagerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._fleet: _FleetCollector | None = None
         self.jobs_created = Counter(
             "dbmaint_jobs_created",
             "Jobs stored, by type and operation (empty for a parent).",
@@ -56,8 +60,13 @@ class ManagerMetrics:
         )
 
     def watch_fleet(self, view: Callable[[], FleetView]) -> None:
-        """Register the scrape-time gauges, read through ``view``."""
-        self.registry.register(_FleetCollector(view))
+        """Register the scrape-time gauges, read through ``view``; a later call replaces the view (each
+        leadership term of the manager has its own orchestrator)."""
+        if self._fleet is None:
+            self._fleet = _FleetCollector(view)
+            self.registry.register(self._fleet)
+        else:
+            self._fleet.view = view
 
     def created(self, jobs: Iterable[tuple[str, str]]) -> None:
         """(type, operation) of each stored job."""
@@ -70,10 +79,10 @@ class ManagerMetrics:
 
 class _FleetCollector(Collector):
     def __init__(self, view: Callable[[], FleetView]) -> None:
-        self._view = view
+        self.view = view
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        view = self._view()
+        view = self.view()
         yield GaugeMetricFamily("dbmaint_workers_connected", "Worker streams connected now.", value=view.workers)
         yield GaugeMetricFamily(
             "dbmaint_workers_draining", "Connected workers that take no new work.", value=view.draining_workers

@@ -34,6 +34,8 @@ from manager_service.domain import (
     utcnow,
 )
 from manager_service.errors import (
+    CommitOutcomeUnknown,
+    LeaseLost,
     NotFound,
     ResourceExhausted,
     StoreUnavailable,
@@ -57,6 +59,9 @@ log = logging.getLogger(__name__)
 
 # How long the dispatcher waits before trying again when the job store is unavailable.
 STORE_RETRY_SECONDS = 1.0
+# Errors after which this manager must not act on the store any more: another manager holds it, or a commit's
+# outcome is unknown (memory may disagree with the store). The side task dies; the server steps down.
+STOP_ACTING = (LeaseLost, CommitOutcomeUnknown)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -142,7 +147,10 @@ class Orchestrator:
         if task.cancelled() or self._closing:
             return
         error = task.exception() or RuntimeError(f"side task {task.get_name()} stopped")
-        log.critical("side task %s died: %r; stopping the manager", task.get_name(), error)
+        if isinstance(error, STOP_ACTING):
+            log.warning("%s: this manager stops acting on the store", error)
+        else:
+            log.critical("side task %s died: %r; stopping the manager", task.get_name(), error)
         if not self.fatal.done():
             self.fatal.set_exception(error)
 
@@ -161,7 +169,7 @@ class Orchestrator:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             try:
                 await self._commit_once(starts=False)
-            except StoreUnavailable as error:
+            except (StoreUnavailable, LeaseLost) as error:
                 log.warning("could not apply the last results before stopping: %s; workers re-send them", error)
         for stream in list(self._outboxes):
             self._route([Send(stream, CloseCommand("manager shutting down"))])
@@ -368,6 +376,8 @@ class Orchestrator:
             try:
                 async with self._lock:
                     await self._commit_once(starts=not self._closing)
+            except STOP_ACTING:
+                raise  # the store is another manager's now, or memory may disagree with it: the server steps down
             except StoreUnavailable as error:
                 # Nothing was changed (memory moves only after the store did): try again shortly.
                 log.warning("dispatch paused: %s; retrying in %.0fs", error, STORE_RETRY_SECONDS)
@@ -466,6 +476,8 @@ class Orchestrator:
                 continue
             try:
                 await self._release_lapsed()
+            except STOP_ACTING:
+                raise
             except StoreUnavailable as error:
                 log.warning("lease check paused: %s; retrying", error)
             self._wake.set()

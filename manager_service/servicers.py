@@ -30,6 +30,7 @@ from manager_service.errors import (
     DomainError,
     FailedPrecondition,
     InvalidArgument,
+    LeaseLost,
     NotFound,
     ResourceExhausted,
     Unavailable,
@@ -77,6 +78,7 @@ _STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    LeaseLost: grpc.StatusCode.UNAVAILABLE,  # another manager holds the store now: ask it
     WatcherDropped: grpc.StatusCode.UNAVAILABLE,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     WorkerNotFound: grpc.StatusCode.NOT_FOUND,

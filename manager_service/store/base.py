@@ -25,7 +25,42 @@ class Page:
     next_before_seq: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseState:
+    """The store lease as one store object sees it. ``held``: this store's holder has it, at ``term``.
+    Otherwise ``holder``/``address`` name who has it (empty: nobody). ``expires_in``: seconds left by the
+    database's clock (None: never expires, as a SQLite store's lock file)."""
+
+    held: bool
+    holder: str
+    address: str
+    term: int
+    expires_in: float | None
+
+    def describe(self) -> str:
+        if not self.holder:
+            return "no manager holds the job store"
+        where = f" at {self.address}" if self.address else ""
+        return f"manager {self.holder}{where} holds the job store (term {self.term})"
+
+
 class JobStore(Protocol):
+    """Writes (create_maintenance, apply_batch, start_children, finish_child, release_child, cancel_job) are
+    fenced once ``acquire_lease`` has succeeded: each checks the lease at its start and raises LeaseLost, having
+    written nothing, when this store's holder and term no longer hold it."""
+
+    def acquire_lease(self, holder: str, ttl: float, address: str = "") -> LeaseState:
+        """Take the store's lease for ``ttl`` seconds if it is free, lapsed or already ours (the term grows by
+        one), and fence every later write with it. Otherwise answer who holds it. A SQLite store takes an OS
+        lock on a file next to the database for as long as it is open, or raises StoreInUse."""
+
+    def renew_lease(self) -> LeaseState:
+        """Extend the lease by its ttl from the database's now(). Raises LeaseLost if this holder and term do
+        not have it any more."""
+
+    def release_lease(self) -> None:
+        """Give the lease up at once (clean shutdown): a standby takes over on its next poll."""
+
     def create_maintenance(self, spec: MaintenanceSpec) -> CreateOutcome:
         """Store the parent and all its children in ONE transaction. A known request_id returns the stored
         parent (created=False); the same key with other parameters raises AlreadyExists."""

@@ -1,5 +1,5 @@
-"""The schema: one ``jobs`` table for parents and children. Changes here need a migration in
-``migrations/versions`` (a test fails when the two drift)."""
+"""The schema: one ``jobs`` table for parents and children, and ``store_lease``, the row that says which manager
+may write. Changes here need a migration in ``migrations/versions`` (a test fails when the two drift)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,25 @@ jobs = Table(
     Column("started_at", DateTime(timezone=True), nullable=True),
     Column("finished_at", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The marker of the last write transaction that wrote the row: when the link breaks during COMMIT, the
+    # store looks for it to learn whether that transaction committed. Not indexed (a changing indexed column
+    # would cost every update); it is looked up by the row's id.
+    Column("commit_token", String(32), nullable=True),
     Index("ix_jobs_parent_position", "parent_id", "position"),
     Index("ix_jobs_status_seq", "status", "seq"),
     Index("ix_jobs_type_seq", "type", "seq"),
+)
+
+# Which manager may write to the store (PostgreSQL; a SQLite store admits one manager through an OS file lock).
+# ``term`` grows with every change of holder: every write transaction checks (holder, term) on this row FOR
+# SHARE, so a takeover (an UPDATE of the row) waits for the old holder's writes, and fences out the rest.
+# ``expires_at`` is set and judged by the database's clock.
+store_lease = Table(
+    "store_lease",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("address", String(255), nullable=False),
+    Column("term", Integer, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
 )

@@ -3,24 +3,51 @@
 Each public method is one transaction. Child changes are guarded by their expected status and attempt (the
 fence), and move the parent's counters in the same transaction, so a crash between two statements can never
 leave a parent that disagrees with its children.
+
+Once a store has taken the lease (``acquire_lease``), every write transaction first reads the lease row FOR SHARE
+with this store's holder and term, unexpired by the database's ``now()``; no row means LeaseLost and nothing is
+written. A takeover UPDATEs that row, so it waits for every write of the old holder still in flight, and
+PostgreSQL ends a session idle in a transaction after ``idle_in_transaction_timeout`` (set below the lease), so a
+frozen manager cannot hold a takeover up for long. A SQLite store admits one manager: an OS lock on a companion
+file, held while the store is open.
+
+Every write stamps the rows it writes with a fresh ``commit_token``. When the link breaks during COMMIT, the
+store reconnects and reads the token back from one of those rows: committed, the write's outcome is returned;
+not committed, StoreUnavailable (nothing changed); the store still unreachable, CommitOutcomeUnknown.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from sqlalchemy import Connection, Engine, Row, bindparam, create_engine, event, func, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Interval,
+    Row,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from dbmaint.operations import CHILD_JOB_TYPE, PARENT_JOB_TYPE, JobStatus, Operation, OperationReport
 from manager_service import state_machine
@@ -37,10 +64,18 @@ from manager_service.domain import (
     Transition,
     utcnow,
 )
-from manager_service.errors import AlreadyExists, FailedPrecondition, NotFound, StoreUnavailable
+from manager_service.errors import (
+    AlreadyExists,
+    CommitOutcomeUnknown,
+    FailedPrecondition,
+    LeaseLost,
+    NotFound,
+    StoreInUse,
+    StoreUnavailable,
+)
 from manager_service.store import migrations
-from manager_service.store.base import Page
-from manager_service.store.models import jobs
+from manager_service.store.base import LeaseState, Page
+from manager_service.store.models import jobs, store_lease
 
 UNFINISHED = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
 PROGRESS_COUNTERS = ("pending", "running", "succeeded", "failed", "cancelled")
@@ -67,6 +102,7 @@ FINISH_CHILD = (
         finished_at=bindparam("b_now"),
         updated_at=bindparam("b_now"),
         version=jobs.c.version + 1,
+        commit_token=bindparam("b_token"),
     )
 )
 START_CHILD = (
@@ -83,6 +119,7 @@ START_CHILD = (
         error=None,
         updated_at=bindparam("b_now"),
         version=jobs.c.version + 1,
+        commit_token=bindparam("b_token"),
     )
 )
 SETTLE_PARENT = (
@@ -95,17 +132,78 @@ SETTLE_PARENT = (
         error=bindparam("b_error"),
         updated_at=bindparam("b_now"),
         version=jobs.c.version + 1,
+        commit_token=bindparam("b_token"),
         **{name: bindparam(f"b_{name}") for name in PROGRESS_COUNTERS},
     )
 )
+# The lease check at the start of every write transaction (PostgreSQL). FOR SHARE: writes of one holder do not
+# block each other, but a takeover's UPDATE of the row waits until they end.
+CHECK_LEASE = (
+    select(store_lease.c.term)
+    .where(
+        store_lease.c.name == bindparam("b_name"),
+        store_lease.c.holder == bindparam("b_holder"),
+        store_lease.c.term == bindparam("b_term"),
+        store_lease.c.expires_at > func.now(),
+    )
+    .with_for_update(read=True)
+)
+READ_LEASE = select(store_lease.c.holder, store_lease.c.address, store_lease.c.term).where(
+    store_lease.c.name == bindparam("b_name")
+)
+_EXPIRES_IN = func.extract("epoch", store_lease.c.expires_at - func.now()).label("expires_in")
+_UNTIL = func.now() + bindparam("b_ttl", type_=Interval())
+_OURS = (
+    store_lease.c.name == bindparam("b_name"),
+    store_lease.c.holder == bindparam("b_holder"),
+    store_lease.c.term == bindparam("b_term"),
+)
+# Free (released), lapsed by the database's clock, or ours already: the term grows, fencing every older one.
+TAKE_LEASE = (
+    update(store_lease)
+    .where(
+        store_lease.c.name == bindparam("b_name"),
+        or_(
+            store_lease.c.holder == bindparam("b_holder"),
+            store_lease.c.holder == "",
+            store_lease.c.expires_at <= func.now(),
+        ),
+    )
+    .values(
+        holder=bindparam("b_holder"),
+        address=bindparam("b_address"),
+        term=store_lease.c.term + 1,
+        expires_at=_UNTIL,
+    )
+    .returning(store_lease.c.term, _EXPIRES_IN)
+)
+LEASE_STATE = select(store_lease.c.holder, store_lease.c.address, store_lease.c.term, _EXPIRES_IN).where(
+    store_lease.c.name == bindparam("b_name")
+)
+RENEW_LEASE = (
+    update(store_lease).where(*_OURS).values(expires_at=_UNTIL).returning(store_lease.c.address, _EXPIRES_IN)
+)
+RELEASE_LEASE = update(store_lease).where(*_OURS).values(holder="", address="", expires_at=func.now())
+COMMIT_TOKEN_OF = select(jobs.c.commit_token).where(jobs.c.id == bindparam("b_id"))
+LEASE_NAME = "manager"
+# Pauses before each look for a write's marker after the link broke during its COMMIT (bounded: the caller
+# waits on it).
+RECONCILE_DELAYS = (0.0, 0.2, 0.5, 1.0, 2.0)
+# Keys of a write transaction's connection.info: its marker and the id of one row it stamped.
+TOKEN_KEY = "dbmaint_commit_token"
+PROBE_KEY = "dbmaint_commit_probe"
 # IN lists are sent in chunks of this many ids, under every backend's bind-parameter limit.
 IN_CHUNK = 500
 
 
-def open_store(url: str, *, migrate: bool = True) -> SQLAlchemyJobStore:
+def open_store(
+    url: str, *, migrate: bool = True, idle_in_transaction_timeout: float | None = None
+) -> SQLAlchemyJobStore:
     """Open the store at a SQLAlchemy URL, bringing its schema to the newest migration first (unless
-    ``migrate`` is False: then a schema that is not current is an error)."""
-    engine = make_engine(url)
+    ``migrate`` is False: then a schema that is not current is an error). ``idle_in_transaction_timeout``
+    (PostgreSQL): seconds after which the server ends a session of this store idle inside a transaction; a
+    manager sets it below its store lease."""
+    engine = make_engine(url, idle_in_transaction_timeout=idle_in_transaction_timeout)
     if migrate:
         migrations.upgrade(engine)
     else:
@@ -118,8 +216,15 @@ def open_store(url: str, *, migrate: bool = True) -> SQLAlchemyJobStore:
     return SQLAlchemyJobStore(engine)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, idle_in_transaction_timeout: float | None = None) -> Engine:
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and idle_in_transaction_timeout is not None:
+        setting = f"-c idle_in_transaction_session_timeout={max(1, round(idle_in_transaction_timeout * 1000))}"
+        options = parsed.query.get("options")
+        given = " ".join(options) if isinstance(options, tuple) else options
+        return create_engine(
+            parsed, pool_pre_ping=True, connect_args={"options": f"{given} {setting}" if given else setting}
+        )
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
@@ -195,15 +300,61 @@ def _row_to_job(row: Row[Any]) -> Job:
     )
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error)
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _stamp(conn: Connection, job_id: str) -> str:
+    """The marker of the write transaction on ``conn``, to set on every row it writes; remembers ``job_id`` as
+    the row to look at if the outcome of the COMMIT is unknown."""
+    conn.info.setdefault(PROBE_KEY, job_id)
+    token: str = conn.info[TOKEN_KEY]
+    return token
+
+
+def _sqlite_lock_path(engine: Engine) -> Path | None:
+    """The companion lock file of a SQLite store (None for an in-memory database, shared with nobody)."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser().resolve().with_name(Path(database).name + ".manager-lock")
+
+
+def _lock_sqlite_store(path: Path, holder: str, address: str) -> IO[str]:
+    """Hold an exclusive OS lock on ``path`` (released when the process dies) or raise StoreInUse naming it."""
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip()
+        handle.close()
+        raise StoreInUse(
+            f"the SQLite job store is in use by another manager ({owner or 'unknown'}): it holds the lock file "
+            f"{path}. A SQLite store admits one manager; stop the other one, or use PostgreSQL to run a standby"
+        ) from None
+    handle.truncate(0)
+    handle.write(f"manager {holder} pid {os.getpid()}{f' at {address}' if address else ''}\n")
+    handle.flush()
+    return handle
+
+
+def _link_lost(error: DBAPIError) -> bool:
+    """Is this the connection failing (lost, refused, ended by the server) rather than the statement?"""
+    return isinstance(error, (OperationalError, InterfaceError)) or error.connection_invalidated
+
+
 @contextmanager
 def _store_errors() -> Iterator[None]:
     """A lost or refused connection is the store being unavailable (the request may be retried); any other
     database error is a bug and stays what it is."""
     try:
         yield
-    except (OperationalError, InterfaceError) as error:
-        first_line = str(error.orig or error).splitlines()[0] if str(error.orig or error) else type(error).__name__
-        raise StoreUnavailable(f"the job store is unavailable: {first_line}") from error
+    except DBAPIError as error:
+        if not _link_lost(error):
+            raise
+        raise StoreUnavailable(f"the job store is unavailable: {_first_line(error)}") from error
 
 
 def _round_robin(pairs: list[tuple[str, Operation]], per_target: int) -> list[tuple[int, tuple[str, Operation]]]:
@@ -221,6 +372,18 @@ class SQLAlchemyJobStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._lock_rows = engine.dialect.name != "sqlite"  # SQLite locks the whole file for a writer anyway
+        # The lease row is PostgreSQL's; a SQLite store is fenced by its lock file instead.
+        self._lease_rows = engine.dialect.name != "sqlite"
+        # (holder, term, ttl) once acquire_lease took the lease: from then on every write checks it.
+        self._fence: tuple[str, int, float] | None = None
+        self._lock_file: IO[str] | None = None
+        # Set when a write's outcome stayed unknown: this store writes nothing more (its owner's memory may
+        # disagree with the store; it must rebuild from a fresh store).
+        self._unsure: CommitOutcomeUnknown | None = None
+        # Called (on the thread of the write) when this store stops writing: it lost the lease (LeaseLost), or a
+        # write's outcome is unknown (CommitOutcomeUnknown). The manager stops acting at once, whichever write
+        # noticed it first.
+        self.on_stop: Callable[[LeaseLost | CommitOutcomeUnknown], None] | None = None
 
     @property
     def engine(self) -> Engine:
@@ -228,11 +391,148 @@ class SQLAlchemyJobStore:
 
     def close(self) -> None:
         self._engine.dispose()
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the SQLite store's lock
+            self._lock_file = None
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
+        """A read transaction (several reads that must agree)."""
         with _store_errors(), self._engine.begin() as conn:
             yield conn
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[Connection]:
+        """A write transaction: the lease is checked first (LeaseLost: nothing is written), the body stamps the
+        rows it writes (``_stamp``), and a COMMIT whose outcome is unknown is reconciled from the store."""
+        if self._unsure is not None:
+            raise CommitOutcomeUnknown(f"this store writes nothing more: {self._unsure}")
+        token = os.urandom(16).hex()
+        probe: str | None = None
+        lost: DBAPIError | None = None
+        with _store_errors(), self._engine.connect() as conn:
+            conn.info[TOKEN_KEY] = token
+            conn.info.pop(PROBE_KEY, None)
+            with conn.begin() as transaction:
+                self._check_lease(conn)
+                yield conn
+                probe = conn.info.pop(PROBE_KEY, None)
+                try:
+                    transaction.commit()
+                except DBAPIError as error:
+                    if not _link_lost(error):
+                        raise
+                    lost = error
+        if lost is not None and probe is not None:
+            # A write that wrote no row has the same outcome committed or not: only the others need a look.
+            self._reconcile(token, probe, lost)
+
+    def _check_lease(self, conn: Connection) -> None:
+        if self._fence is None or not self._lease_rows:
+            return
+        holder, term, _ = self._fence
+        if conn.execute(CHECK_LEASE, {"b_name": LEASE_NAME, "b_holder": holder, "b_term": term}).first() is None:
+            raise self._lease_lost(conn, "nothing was written")
+
+    def _lease_lost(self, conn: Connection, what: str) -> LeaseLost:
+        assert self._fence is not None
+        holder, term, _ = self._fence
+        row = conn.execute(READ_LEASE, {"b_name": LEASE_NAME}).first()
+        now_holder, address = (row.holder, row.address) if row is not None else ("", "")
+        state = LeaseState(False, now_holder, address, row.term if row is not None else 0, None)
+        lost = LeaseLost(
+            f"this manager ({holder}, term {term}) no longer holds the job store's lease; {what}: "
+            f"{state.describe()}",
+            now_holder,
+            address,
+        )
+        if self.on_stop is not None:
+            self.on_stop(lost)
+        return lost
+
+    def _reconcile(self, token: str, probe: str, lost: BaseException) -> None:
+        """The link broke during COMMIT: read the write's marker back from row ``probe``. Returns if the write
+        committed; raises StoreUnavailable if it did not, LeaseLost if another manager has the store now
+        (whatever happened, it rebuilds from the store), and CommitOutcomeUnknown if the store stays
+        unreachable: then every later write of this store raises it too, without writing."""
+        for delay in RECONCILE_DELAYS:
+            time.sleep(delay)
+            try:
+                with self._engine.connect() as conn:
+                    if self._fence is not None and self._lease_rows:
+                        holder, term, _ = self._fence
+                        params = {"b_name": LEASE_NAME, "b_holder": holder, "b_term": term}
+                        if conn.execute(CHECK_LEASE, params).first() is None:
+                            raise self._lease_lost(conn, "a write's COMMIT was cut and cannot be checked")
+                    found = conn.execute(COMMIT_TOKEN_OF, {"b_id": probe}).scalar()
+            except DBAPIError as error:
+                if not _link_lost(error):
+                    raise
+                continue
+            if found == token:
+                return
+            raise StoreUnavailable(
+                f"the job store is unavailable: the connection broke during COMMIT ({_first_line(lost)}); "
+                "the write did not commit"
+            ) from lost
+        self._unsure = CommitOutcomeUnknown(
+            f"the job store is unavailable: the connection broke during COMMIT ({_first_line(lost)}) and the "
+            "store could not be reached to learn whether the write committed"
+        )
+        if self.on_stop is not None:
+            self.on_stop(self._unsure)
+        raise self._unsure from lost
+
+    # -- the store lease
+
+    def acquire_lease(self, holder: str, ttl: float, address: str = "") -> LeaseState:
+        if not self._lease_rows:
+            return self._lock_sqlite(holder, ttl, address)
+        params = {"b_name": LEASE_NAME, "b_holder": holder, "b_address": address, "b_ttl": timedelta(seconds=ttl)}
+        with self._transaction() as conn:
+            conn.execute(
+                pg_insert(store_lease)
+                .values(name=LEASE_NAME, holder="", address="", term=0, expires_at=func.now())
+                .on_conflict_do_nothing(index_elements=[store_lease.c.name])
+            )
+            taken = conn.execute(TAKE_LEASE, params).first()
+            if taken is None:
+                row = conn.execute(LEASE_STATE, {"b_name": LEASE_NAME}).one()
+                return LeaseState(False, row.holder, row.address, row.term, float(row.expires_in))
+        self._fence = (holder, taken.term, ttl)
+        return LeaseState(True, holder, address, taken.term, float(taken.expires_in))
+
+    def _lock_sqlite(self, holder: str, ttl: float, address: str) -> LeaseState:
+        path = _sqlite_lock_path(self._engine)
+        if path is not None and self._lock_file is None:
+            self._lock_file = _lock_sqlite_store(path, holder, address)
+        self._fence = (holder, 1, ttl)
+        return LeaseState(True, holder, address, 1, None)
+
+    def renew_lease(self) -> LeaseState:
+        if self._fence is None:
+            raise LeaseLost("this store never took the job store's lease")
+        holder, term, ttl = self._fence
+        if not self._lease_rows:
+            return LeaseState(True, holder, "", term, None)
+        params = {"b_name": LEASE_NAME, "b_holder": holder, "b_term": term, "b_ttl": timedelta(seconds=ttl)}
+        with self._transaction() as conn:
+            renewed = conn.execute(RENEW_LEASE, params).first()
+            if renewed is None:
+                raise self._lease_lost(conn, "it cannot be renewed")
+        return LeaseState(True, holder, renewed.address, term, float(renewed.expires_in))
+
+    def release_lease(self) -> None:
+        if self._fence is None:
+            return
+        holder, term, _ = self._fence
+        if not self._lease_rows:
+            if self._lock_file is not None:
+                self._lock_file.close()
+                self._lock_file = None
+            return
+        with self._transaction() as conn:
+            conn.execute(RELEASE_LEASE, {"b_name": LEASE_NAME, "b_holder": holder, "b_term": term})
 
     @contextmanager
     def _connect(self) -> Iterator[Connection]:
@@ -277,7 +577,7 @@ class SQLAlchemyJobStore:
 
     def create_maintenance(self, spec: MaintenanceSpec) -> CreateOutcome:
         try:
-            with self._transaction() as conn:
+            with self._write_transaction() as conn:
                 if spec.request_id:
                     existing = self._find_request(conn, spec)
                     if existing is not None:
@@ -308,6 +608,7 @@ class SQLAlchemyJobStore:
     def _insert_maintenance(self, conn: Connection, spec: MaintenanceSpec) -> CreateOutcome:
         now = utcnow()
         parent_id = str(uuid.uuid4())
+        token = _stamp(conn, parent_id)
         pairs = list(product(spec.targets, spec.operations))
         scope = spec.scope.to_config()
         conn.execute(
@@ -329,6 +630,7 @@ class SQLAlchemyJobStore:
                 pending=len(pairs),
                 created_at=now,
                 updated_at=now,
+                commit_token=token,
             )
         )
         conn.execute(
@@ -347,6 +649,7 @@ class SQLAlchemyJobStore:
                     "max_attempts": spec.max_attempts,
                     "created_at": now,
                     "updated_at": now,
+                    "commit_token": token,
                 }
                 for position, (target, operation) in _round_robin(pairs, len(spec.operations))
             ],
@@ -372,7 +675,7 @@ class SQLAlchemyJobStore:
         if not outcomes and not starts:
             return BatchOutcome([], [])
         now = utcnow()
-        with self._transaction() as conn:
+        with self._write_transaction() as conn:
             ids = [o.job_id for o in outcomes] + [r.job_id for r in starts]
             self._lock_parents_of(conn, ids)
             rows = self._find_many(conn, ids, lock=True)
@@ -413,6 +716,7 @@ class SQLAlchemyJobStore:
                     "b_error": outcome.error,
                     "b_result": json.dumps(outcome.report.to_dict()) if outcome.report else None,
                     "b_now": now,
+                    "b_token": _stamp(conn, child.id),
                 }
             )
         if params:
@@ -439,7 +743,13 @@ class SQLAlchemyJobStore:
             rows[child.id] = after
             changed.append((child, after))
             params.append(
-                {"b_id": child.id, "b_attempt": child.attempt, "b_worker": request.worker_id, "b_now": now}
+                {
+                    "b_id": child.id,
+                    "b_attempt": child.attempt,
+                    "b_worker": request.worker_id,
+                    "b_now": now,
+                    "b_token": _stamp(conn, child.id),
+                }
             )
         if params:
             conn.execute(START_CHILD, params)
@@ -493,6 +803,7 @@ class SQLAlchemyJobStore:
                     "b_finished": after.finished_at,
                     "b_error": after.error,
                     "b_now": now,
+                    "b_token": _stamp(conn, parent.id),
                     **{f"b_{name}": getattr(progress, name) for name in PROGRESS_COUNTERS},
                 }
             )
@@ -502,7 +813,7 @@ class SQLAlchemyJobStore:
 
     def release_child(self, job_id: str, attempt: int, why: str) -> Transition | None:
         now = utcnow()
-        with self._transaction() as conn:
+        with self._write_transaction() as conn:
             child = self._lock_family(conn, job_id)
             if child is None or child.status is not JobStatus.RUNNING or child.attempt != attempt:
                 return None
@@ -520,6 +831,7 @@ class SQLAlchemyJobStore:
                     finished_at=None if requeued else now,
                     updated_at=now,
                     version=jobs.c.version + 1,
+                    commit_token=_stamp(conn, child.id),
                 )
             )
             after = self._job(conn, child.id)
@@ -530,7 +842,7 @@ class SQLAlchemyJobStore:
 
     def cancel_job(self, job_id: str, reason: str) -> CancelOutcome:
         now = utcnow()
-        with self._transaction() as conn:
+        with self._write_transaction() as conn:
             job = self._lock_family(conn, job_id)
             if job is None:
                 raise NotFound(job_id)
@@ -546,7 +858,13 @@ class SQLAlchemyJobStore:
         conn.execute(
             update(jobs)
             .where(jobs.c.id == parent.id)
-            .values(cancel_requested=True, error=reason, updated_at=now, version=jobs.c.version + 1)
+            .values(
+                cancel_requested=True,
+                error=reason,
+                updated_at=now,
+                version=jobs.c.version + 1,
+                commit_token=_stamp(conn, parent.id),
+            )
         )
         children = self._children(conn, parent.id)
         pending = [c.id for c in children if c.status is JobStatus.PENDING]
@@ -576,7 +894,12 @@ class SQLAlchemyJobStore:
             conn.execute(
                 update(jobs)
                 .where(jobs.c.id.in_(job_ids))
-                .values(cancel_requested=True, updated_at=now, version=jobs.c.version + 1)
+                .values(
+                    cancel_requested=True,
+                    updated_at=now,
+                    version=jobs.c.version + 1,
+                    commit_token=_stamp(conn, job_ids[0]),
+                )
             )
 
     def _cancel_pending(self, conn: Connection, job_ids: list[str], reason: str, now: datetime) -> list[Job]:
@@ -593,6 +916,7 @@ class SQLAlchemyJobStore:
                 finished_at=now,
                 updated_at=now,
                 version=jobs.c.version + 1,
+                commit_token=_stamp(conn, job_ids[0]),
             )
         )
         cancelled = self._find_many(conn, job_ids)

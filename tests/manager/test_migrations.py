@@ -9,7 +9,7 @@ from pathlib import Path
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from manager_service.store import migrations, open_store
 from manager_service.store.models import metadata
@@ -41,7 +41,9 @@ def test_upgrade_is_idempotent_and_downgrade_reverses_it(db_url: str) -> None:
 def test_a_store_made_before_migrations_is_adopted(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/old.db"
     engine = make_engine(url)
-    metadata.create_all(engine)  # what the first release did, with no alembic_version table
+    with engine.begin() as conn:  # what the first release made: revision 0001's tables, no alembic_version
+        command.upgrade(migrations.alembic_config(conn), migrations.FIRST_REVISION)
+        conn.execute(text("DROP TABLE alembic_version"))
     assert migrations.current_revision(engine) is None
     store = open_store(url)
     assert migrations.current_revision(store.engine) == migrations.head_revision()
