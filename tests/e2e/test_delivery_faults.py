@@ -1,0 +1,357 @@
+"""Delivery guarantees under real faults (issue 9): streams that hang up at the worst moment, manager restarts
+in the middle of a run, cancels stored while a worker is away, and a run that processes die under.
+
+Each test names the README promise it tries to break. Real manager and worker processes over TCP; every wait
+polls with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Iterable
+from itertools import pairwise
+from pathlib import Path
+
+import grpc
+import pytest
+
+from dbmaint.v1 import maintenance_pb2 as pb
+from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
+from tests.support.polling import run_async, wait_for
+from tests.support.processes import Cluster, Proc
+from tests.support.targets import integrity_ok, make_sqlite_target
+
+pytestmark = pytest.mark.e2e
+
+ALL_OPERATIONS = [pb.OPERATION_VACUUM, pb.OPERATION_ANALYZE, pb.OPERATION_REINDEX, pb.OPERATION_OPTIMIZE]
+COMPLETED = pb.JOB_STATUS_COMPLETED
+CANCELLED = pb.JOB_STATUS_CANCELLED
+RUNNING = pb.JOB_STATUS_RUNNING
+TERMINAL = (COMPLETED, pb.JOB_STATUS_FAILED, CANCELLED)
+
+
+def _targets(tmp_path: Path, names: Iterable[str], rows: int) -> dict[str, Path]:
+    paths = {name: tmp_path / "targets" / f"{name}.db" for name in names}
+    for path in paths.values():
+        make_sqlite_target(path, rows=rows)
+    return paths
+
+
+def _status(value: int) -> str:
+    return pb.JobStatus.Name(value)  # type: ignore[arg-type]
+
+
+def _started_job_ids(workers: Iterable[Proc]) -> Counter[str]:
+    """How many times the workers (``--log-format json``) started each child, over all their lives."""
+    return Counter(
+        str(line["job_id"])
+        for worker in workers
+        for line in worker.json_lines()
+        if "job_id" in line and str(line["message"]).startswith("started ")
+    )
+
+
+# -- 1. a worker that hangs up right after its Hello --------------------------------------------------------------
+
+HANG_UPS = 300
+GHOST_TARGET = "t0"
+
+
+# A client that reads slowly: its stream window of a few bytes holds the Welcome in flight until it reads.
+SLOW_READER = [("grpc.http2.lookahead_bytes", 1), ("grpc.http2.bdp_probe", 0)]
+
+
+async def _hello_then_hang_up(address: str, worker_ids: list[str], target: str) -> None:
+    """Open one WorkerService.Connect stream per id, all at once, each sending a valid Hello and hanging up at
+    once, at one of five moments: right after the write or a few milliseconds later on a slow-reading channel
+    (the Welcome is still being sent), a few milliseconds after the write on an ordinary channel, right after
+    reading the Welcome, or by closing its own channel right after the write (a process that dies)."""
+    rng = random.Random(9)
+    moments = 5
+    slow = grpc.aio.insecure_channel(address, options=SLOW_READER)
+    plain = grpc.aio.insecure_channel(address)
+
+    async def one(index: int, worker_id: str) -> None:
+        moment = index % moments
+        own = grpc.aio.insecure_channel(address) if moment == 4 else None
+        call = pb_grpc.WorkerServiceStub(own or (slow if moment < 2 else plain)).Connect()
+        hello = pb.Hello(worker_id=worker_id, targets=[target], slots=2, version="ghost", accepts_batches=True)
+        try:
+            await call.write(pb.WorkerMessage(hello=hello))
+            if moment in (1, 2):
+                await asyncio.sleep(rng.uniform(0, 0.01))
+            elif moment == 3:
+                await call.read()  # the Welcome
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            pass  # already ended: a hang-up all the same
+        if own is not None:
+            await own.close(grace=None)
+        else:
+            call.cancel()
+
+    try:
+        # Connected first, so the slow reader's window is settled before the first stream opens.
+        await asyncio.gather(slow.channel_ready(), plain.channel_ready())
+        await asyncio.gather(*(one(i, w) for i, w in enumerate(worker_ids)))
+    finally:
+        await slow.close(grace=None)
+        await plain.close(grace=None)
+
+
+def _hang_up(fleet: Cluster, prefix: str) -> list[str]:
+    ids = [f"{prefix}-{i:03d}" for i in range(HANG_UPS)]
+    run_async(_hello_then_hang_up(fleet.address, ids, GHOST_TARGET), timeout=60)
+    return ids
+
+
+def _still_listed(fleet: Cluster, ids: list[str], within: float = 10.0) -> list[str]:
+    """The hung-up ids ListWorkers still lists once it has settled: polls until none is left or ``within``
+    seconds passed (the manager may take a moment to notice a hang-up)."""
+    deadline = time.monotonic() + within
+    while True:
+        listed = sorted(fleet.worker_ids() & set(ids))
+        if not listed or time.monotonic() >= deadline:
+            return listed
+        time.sleep(0.1)
+
+
+def test_workers_that_hang_up_right_after_hello_leave_no_session(fleet: Cluster, tmp_path: Path) -> None:
+    """Promise: no session outlives its stream, whatever the moment of the hang-up. Tries to break it with 300
+    streams that send a valid Hello and hang up at once, at five different moments around the Welcome."""
+    _targets(tmp_path, [GHOST_TARGET], rows=200)
+    manager = fleet.start_manager()
+    ids = _hang_up(fleet, "ghost")
+
+    leaked = _still_listed(fleet, ids)
+
+    assert manager.alive(), manager.log()
+    assert not leaked, f"{len(leaked)} of {HANG_UPS} hung-up streams are still listed as workers: {leaked[:10]}"
+
+
+def test_no_assignment_goes_to_a_worker_that_hung_up_after_hello(fleet: Cluster, tmp_path: Path) -> None:
+    """Promise: work goes only to workers that are there. Tries to break it by creating work on the target that
+    300 hung-up streams announced, once a real worker serves it too (the hung-up ones connected first and
+    announced as many slots, so a leaked session would win the dispatcher's tie). Every child must complete at
+    its first attempt on the real worker."""
+    targets = _targets(tmp_path, [GHOST_TARGET], rows=2_000)
+    # One attempt: a child given to a hung-up stream fails after one lease instead of three.
+    fleet.start_manager("--lease-timeout", "3", "--max-attempts", "1")
+    ids = _hang_up(fleet, "ghost")
+    fleet.start_worker("real", targets, slots=2)
+    _still_listed(fleet, ids)  # let the manager settle; the outcome is judged on the run below
+
+    created = fleet.create([GHOST_TARGET], ALL_OPERATIONS)
+    done = fleet.wait_status(created.parent.id, *TERMINAL, timeout=60)
+
+    lost = [f"{pb.Operation.Name(c.operation)} attempt={c.attempt} worker={c.worker_id}" for c in done.children]
+    assert done.job.status == COMPLETED, fleet.describe(created.parent.id)
+    assert all(c.attempt == 1 and c.worker_id == "real" for c in done.children), (
+        f"children went to hung-up streams first: {lost}"
+    )
+
+
+def test_a_worker_can_reuse_the_id_of_a_stream_that_hung_up_after_hello(fleet: Cluster, tmp_path: Path) -> None:
+    """Promise: a worker id is free again once its stream has ended. Tries to break it by starting a real
+    worker with the id of one of 300 streams that hung up right after their Hello (one the manager still lists,
+    if any: the worst case). It must connect, not be refused with ALREADY_EXISTS."""
+    targets = _targets(tmp_path, [GHOST_TARGET], rows=200)
+    fleet.start_manager()
+    ids = _hang_up(fleet, "ghost")
+    leaked = _still_listed(fleet, ids)
+    reused = leaked[0] if leaked else ids[HANG_UPS // 2]
+
+    worker = fleet.start_worker(reused, targets, wait_connected=False)
+
+    wait_for(
+        lambda: "connected to manager" in worker.log(),
+        timeout=15,
+        message=lambda: (
+            f"worker {reused} (an id {len(leaked)} hung-up streams left listed) never connected:\n"
+            f"{worker.log()[-3000:]}"
+        ),
+    )
+    assert "ALREADY_EXISTS" not in worker.log()
+    fleet.wait_worker(reused, worker)
+
+
+# -- 3. a graceful manager restart --------------------------------------------------------------------------------
+
+RESTART_TARGETS = 300  # x 4 operations = 1,200 children, as in the issue
+
+
+def test_a_sigterm_restart_of_the_manager_reruns_nothing(fleet: Cluster, tmp_path: Path) -> None:
+    """Promise: a graceful restart (SIGTERM, as in a rolling deploy) re-runs nothing: results already received
+    are applied, and no start is committed without its assignment reaching the worker. Tries to break it with
+    1,200 children on 300 SQLite files, two workers with 8 slots each, and a SIGTERM when about 30% are done;
+    the new manager on the same store must finish the run with every child at attempt 1, and the workers' logs
+    must show no child started twice."""
+    names = [f"db{i:03d}" for i in range(RESTART_TARGETS)]
+    targets = _targets(tmp_path, names, rows=200)
+    fleet.start_manager("--lease-timeout", "15")
+    workers = [fleet.start_worker(w, targets, "--log-format", "json", slots=8) for w in ("w1", "w2")]
+    created = fleet.create(names, ALL_OPERATIONS)
+    total = len(created.children)
+    assert total == 4 * RESTART_TARGETS
+
+    wait_for(
+        lambda: fleet.get(created.parent.id).job.progress.succeeded >= total * 3 // 10,
+        timeout=90,
+        interval=0.02,
+        message=lambda: fleet.describe(created.parent.id)[:2000],
+    )
+    fleet.restart_manager(graceful=True)
+    done = fleet.wait_status(created.parent.id, *TERMINAL, timeout=120)
+
+    assert done.job.status == COMPLETED, fleet.describe(created.parent.id)[:4000]
+    again = [
+        f"{c.target}/{pb.Operation.Name(c.operation)} attempt={c.attempt}" for c in done.children if c.attempt > 1
+    ]
+    assert not again, (
+        f"{len(again)} of {total} children ran a second attempt after the SIGTERM restart: {again[:20]}"
+    )
+    assert [c.status for c in done.children] == [COMPLETED] * total
+    started = _started_job_ids(workers)
+    twice = {job_id: n for job_id, n in started.items() if n > 1}
+    assert not twice, (
+        f"{len(twice)} children were started more than once by the workers: {list(twice.items())[:20]}"
+    )
+    assert set(started) == {c.id for c in done.children}
+    assert done.job.progress.succeeded == total
+
+
+# -- 4. a cancel stored while the worker is away ------------------------------------------------------------------
+
+NATURAL_VACUUM = 40.0  # seconds the injected fault makes the VACUUM take unless it is interrupted
+
+
+@pytest.mark.parametrize("graceful", [False, True], ids=["manager-killed", "manager-sigterm"])
+def test_a_cancel_stored_while_the_worker_is_away_reaches_the_running_vacuum(
+    fleet: Cluster, tmp_path: Path, graceful: bool
+) -> None:
+    """Promise: a cancel reaches the running statement, even across a manager restart. Tries to break it by
+    storing the cancel when the new manager has not seen the worker yet: a 40 s VACUUM runs, the worker is
+    frozen (SIGSTOP), the manager is killed -9 (or stopped with SIGTERM) and restarted on the same store, the
+    parent is cancelled, then the worker thaws and reconnects listing the child in its Hello. The VACUUM must
+    be interrupted within seconds and the child end CANCELLED."""
+    targets = _targets(tmp_path, ["slowpoke"], rows=20_000)
+    fleet.start_manager("--lease-timeout", "15")
+    worker = fleet.start_worker("w1", targets, faults=f"slow:vacuum={NATURAL_VACUUM:g}")
+    created = fleet.create(["slowpoke"], [pb.OPERATION_VACUUM, pb.OPERATION_ANALYZE])
+    vacuum_id = created.children[0].id
+    wait_for(lambda: "started vacuum" in worker.log(), timeout=20, message=lambda: worker.log())
+    began = time.monotonic()
+
+    worker.freeze()
+    try:
+        fleet.restart_manager(graceful=graceful)
+        answer = fleet.stub.CancelJob(pb.CancelJobRequest(id=created.parent.id, reason="stop it"), timeout=10)
+        assert answer.job.cancel_requested
+    finally:
+        worker.thaw()
+    fleet.wait_worker("w1", worker)
+    reconnected = time.monotonic()
+
+    done = wait_for(
+        lambda: (r := fleet.get(created.parent.id)).job.status in TERMINAL and r,
+        timeout=10,
+        message=lambda: (
+            f"not cancelled within 10 s of the worker reconnecting: {fleet.describe(created.parent.id)}"
+        ),
+    )
+    stopped_after = time.monotonic() - began
+    assert done.job.status == CANCELLED, fleet.describe(created.parent.id)
+    vacuum, analyze = done.children
+    assert vacuum.id == vacuum_id and vacuum.status == CANCELLED and vacuum.attempt == 1
+    assert analyze.status == CANCELLED and analyze.started_at.seconds == 0, "the pending child never ran"
+    assert "vacuum cancelled" in worker.log() and "vacuum completed" not in worker.log(), worker.log()[-3000:]
+    assert stopped_after < NATURAL_VACUUM - 10, (
+        f"stopped {stopped_after:.1f}s after it began ({reconnected - began:.1f}s at reconnect)"
+    )
+    assert integrity_ok(targets["slowpoke"])
+
+
+# -- the kill loop ------------------------------------------------------------------------------------------------
+
+LOOP_TARGETS = 40  # x 4 operations = 160 children
+WORKER_KILLS = 8
+MANAGER_KILLS = 4
+
+
+def _contents(path: Path) -> tuple[list[tuple[str, str]], int]:
+    """The schema objects (type, name) and the row count of a target, read-only."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        objects = conn.execute("SELECT type, name FROM sqlite_master ORDER BY type, name").fetchall()
+        (rows,) = conn.execute("SELECT count(*) FROM items").fetchone()
+        return [(str(t), str(n)) for t, n in objects], int(rows)
+    finally:
+        conn.close()
+
+
+def test_a_run_completes_exactly_while_workers_and_the_manager_are_killed(fleet: Cluster, tmp_path: Path) -> None:
+    """Promise: nothing is lost when a process dies, each result counts once, one operation at a time per target
+    in the order requested, and the targets stay intact. Tries to break it with 160 children (40 SQLite files x
+    4 operations), three workers with 2 slots each whose operations are slowed so kills land mid-operation, lease
+    3 s, 10 attempts allowed, and 12 kills -9 spaced over the run: a worker 8 times (one running a child, restarted
+    at once with the same id) and the manager 4 times (restarted at once on the same port and store)."""
+    names = [f"db{i:02d}" for i in range(LOOP_TARGETS)]
+    targets = _targets(tmp_path, names, rows=2_000)
+    before = {name: _contents(path) for name, path in targets.items()}
+    fleet.start_manager("--lease-timeout", "3", "--heartbeat-interval", "0.5", "--max-attempts", "10")
+    workers = {
+        w: fleet.start_worker(w, targets, "--log-format", "json", faults="slow:*=0.5", slots=2)
+        for w in ("w1", "w2", "w3")
+    }
+    created = fleet.create(names, ALL_OPERATIONS)
+    parent_id, total = created.parent.id, len(created.children)
+    kills = ["worker", "worker", "manager"] * MANAGER_KILLS
+    assert kills.count("worker") == WORKER_KILLS
+    run_began = time.monotonic()
+
+    succeeded = 0
+    for number, victim in enumerate(kills, 1):
+        # Space the kills: some children finish between two of them, and some child is running now.
+        wanted = succeeded + 6
+
+        def progressed(wanted: int = wanted) -> pb.GetJobResponse | None:
+            reply = fleet.get(parent_id)
+            running = any(c.status == RUNNING for c in reply.children)
+            return reply if reply.job.progress.succeeded >= wanted and running else None
+
+        def stuck(number: int = number, victim: str = victim) -> str:
+            return f"no progress before kill {number} ({victim}): {fleet.describe(parent_id)}"
+
+        reply = wait_for(progressed, timeout=30, message=stuck)
+        succeeded = reply.job.progress.succeeded
+        assert succeeded < total, f"the run ended before kill {number}: make it longer"
+        if victim == "manager":
+            fleet.restart_manager(graceful=False)
+        else:
+            busy = Counter(c.worker_id for c in reply.children if c.status == RUNNING and c.worker_id in workers)
+            name = busy.most_common(1)[0][0] if busy else f"w{number % 3 + 1}"
+            workers[name].kill9()
+            workers[name] = fleet.respawn(workers[name])
+
+    done = fleet.wait_status(parent_id, *TERMINAL, timeout=max(30.0, 170 - (time.monotonic() - run_began)))
+
+    summary = Counter(_status(c.status) for c in done.children)
+    assert done.job.status == COMPLETED, f"{summary}\n{fleet.describe(parent_id)}"
+    assert [c.status for c in done.children] == [COMPLETED] * total, summary
+    progress = done.job.progress
+    assert (progress.total, progress.succeeded) == (total, total), progress
+    assert (progress.pending, progress.running, progress.failed, progress.cancelled) == (0, 0, 0, 0), progress
+    for name in names:
+        mine = sorted((c for c in done.children if c.target == name), key=lambda c: c.position)
+        assert [c.operation for c in mine] == ALL_OPERATIONS
+        for earlier, later in pairwise(mine):
+            assert earlier.finished_at.ToDatetime() <= later.started_at.ToDatetime(), (
+                f"{name}: {pb.Operation.Name(later.operation)} started before "
+                f"{pb.Operation.Name(earlier.operation)} finished"
+            )
+    for name, path in targets.items():
+        assert integrity_ok(path), f"{name} is damaged"
+        assert _contents(path) == before[name], f"{name} lost tables or rows"
