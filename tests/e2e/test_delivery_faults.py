@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 
@@ -282,14 +285,110 @@ MANAGER_KILLS = 4
 
 
 def _contents(path: Path) -> tuple[list[tuple[str, str]], int]:
-    """The schema objects (type, name) and the row count of a target, read-only."""
+    """The schema objects (type, name; not SQLite's own, such as ANALYZE's sqlite_stat1) and the row count of a
+    target, read-only."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        objects = conn.execute("SELECT type, name FROM sqlite_master ORDER BY type, name").fetchall()
+        objects = conn.execute(
+            "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name"
+        ).fetchall()
         (rows,) = conn.execute("SELECT count(*) FROM items").fetchone()
         return [(str(t), str(n)) for t, n in objects], int(rows)
     finally:
         conn.close()
+
+
+@dataclass(frozen=True)
+class Span:
+    """One attempt as a worker ran it, from its log: from "started" to its end line, or to the kill -9 that
+    ended the process (the moment before the signal was sent: a conservative end)."""
+
+    target: str
+    job_id: str
+    attempt: int
+    worker: str
+    start: datetime
+    end: datetime
+
+
+def _spans(worker: Proc, killed_at: list[datetime]) -> list[Span]:
+    """The attempts a worker process ran over all its lives (one per start line in its log; life ``k`` ended at
+    ``killed_at[k]``, the last one is still running)."""
+    spans: list[Span] = []
+    open_: dict[tuple[str, int], tuple[str, datetime]] = {}
+    lives = 0
+
+    def end_life() -> None:
+        end = killed_at[lives - 1] if lives - 1 < len(killed_at) else datetime.max.replace(tzinfo=UTC)
+        for (job_id, attempt), (target, start) in open_.items():
+            spans.append(Span(target, job_id, attempt, worker.name, start, end))
+        open_.clear()
+
+    for line in worker.json_lines():
+        message = str(line["message"])
+        if message.startswith("dbmaint-worker "):
+            if lives:
+                end_life()
+            lives += 1
+            continue
+        if "job_id" not in line:
+            continue
+        key = (str(line["job_id"]), int(str(line["attempt"])))
+        at = datetime.fromisoformat(str(line["time"]))
+        if message.startswith("started "):
+            open_[key] = (str(line["target"]), at)
+        elif key in open_ and OUTCOME_LINE.match(message):
+            target, start = open_.pop(key)
+            spans.append(Span(target, key[0], key[1], worker.name, start, at))
+    end_life()
+    return spans
+
+
+OUTCOME_LINE = re.compile(r"^(vacuum|analyze|reindex|optimize) (completed|cancelled|failed)\b")
+
+
+def _overlaps(spans: Iterable[Span]) -> list[str]:
+    """Pairs of attempts that ran on one target at the same time."""
+    found: list[str] = []
+    by_target: dict[str, list[Span]] = {}
+    for span in spans:
+        by_target.setdefault(span.target, []).append(span)
+    for target, mine in by_target.items():
+        mine.sort(key=lambda s: s.start)
+        for i, earlier in enumerate(mine):
+            for later in mine[i + 1 :]:
+                if later.start >= earlier.end:
+                    break
+                found.append(
+                    f"{target}: {earlier.job_id[:8]}#{earlier.attempt} on {earlier.worker} "
+                    f"[{earlier.start:%H:%M:%S.%f}-{earlier.end:%H:%M:%S.%f}] and "
+                    f"{later.job_id[:8]}#{later.attempt} on {later.worker} from {later.start:%H:%M:%S.%f}"
+                )
+    return found
+
+
+def _outcome_lines(workers: Iterable[Proc]) -> int:
+    """How many results the workers have logged (each is sent to the manager right after its line)."""
+    return sum(1 for worker in workers for line in worker.json_lines() if OUTCOME_LINE.match(str(line["message"])))
+
+
+def _busy_worker(fleet: Cluster, parent_id: str, workers: dict[str, Proc], succeeded: int) -> str | None:
+    """The name of a worker that is running an operation now (its log says it started the child's attempt and
+    nothing after), once at least ``succeeded`` children have completed; None if there is none yet."""
+    reply = fleet.get(parent_id)
+    if reply.job.progress.succeeded < succeeded:
+        return None
+    for child in reply.children:
+        if child.status != RUNNING or child.worker_id not in workers:
+            continue
+        mine = [
+            str(line["message"])
+            for line in workers[child.worker_id].json_lines()
+            if line.get("job_id") == child.id and line.get("attempt") == child.attempt
+        ]
+        if mine and mine[-1].startswith("started "):
+            return child.worker_id
+    return None
 
 
 def test_a_run_completes_exactly_while_workers_and_the_manager_are_killed(fleet: Cluster, tmp_path: Path) -> None:
@@ -303,7 +402,7 @@ def test_a_run_completes_exactly_while_workers_and_the_manager_are_killed(fleet:
     before = {name: _contents(path) for name, path in targets.items()}
     fleet.start_manager("--lease-timeout", "3", "--heartbeat-interval", "0.5", "--max-attempts", "10")
     workers = {
-        w: fleet.start_worker(w, targets, "--log-format", "json", faults="slow:*=0.5", slots=2)
+        w: fleet.start_worker(w, targets, "--log-format", "json", faults="slow:*=1", slots=2)
         for w in ("w1", "w2", "w3")
     }
     created = fleet.create(names, ALL_OPERATIONS)
@@ -311,30 +410,38 @@ def test_a_run_completes_exactly_while_workers_and_the_manager_are_killed(fleet:
     kills = ["worker", "worker", "manager"] * MANAGER_KILLS
     assert kills.count("worker") == WORKER_KILLS
     run_began = time.monotonic()
+    killed_at: dict[str, list[datetime]] = {name: [] for name in workers}
 
     succeeded = 0
     for number, victim in enumerate(kills, 1):
-        # Space the kills: some children finish between two of them, and some child is running now.
+        # Space the kills: some children finish between two of them.
         wanted = succeeded + 6
-
-        def progressed(wanted: int = wanted) -> pb.GetJobResponse | None:
-            reply = fleet.get(parent_id)
-            running = any(c.status == RUNNING for c in reply.children)
-            return reply if reply.job.progress.succeeded >= wanted and running else None
-
-        def stuck(number: int = number, victim: str = victim) -> str:
-            return f"no progress before kill {number} ({victim}): {fleet.describe(parent_id)}"
-
-        reply = wait_for(progressed, timeout=30, message=stuck)
-        succeeded = reply.job.progress.succeeded
-        assert succeeded < total, f"the run ended before kill {number}: make it longer"
         if victim == "manager":
+            # The worst moment: a worker has just reported a result, which may not be committed yet.
+            reported = _outcome_lines(workers.values())
+            wait_for(
+                lambda wanted=wanted, reported=reported: (  # type: ignore[misc]
+                    fleet.get(parent_id).job.progress.succeeded >= wanted
+                    and _outcome_lines(workers.values()) > reported
+                ),
+                timeout=30,
+                interval=0.01,
+                message=lambda number=number: f"no progress before kill {number}: {fleet.describe(parent_id)}",
+            )
             fleet.restart_manager(graceful=False)
         else:
-            busy = Counter(c.worker_id for c in reply.children if c.status == RUNNING and c.worker_id in workers)
-            name = busy.most_common(1)[0][0] if busy else f"w{number % 3 + 1}"
+            # Mid-operation: a worker that has started an operation and not finished it.
+            name = wait_for(
+                lambda wanted=wanted: _busy_worker(fleet, parent_id, workers, wanted),
+                timeout=30,
+                interval=0.02,
+                message=lambda number=number: f"nothing running for kill {number}: {fleet.describe(parent_id)}",
+            )
+            killed_at[name].append(datetime.now(UTC))
             workers[name].kill9()
             workers[name] = fleet.respawn(workers[name])
+        succeeded = fleet.get(parent_id).job.progress.succeeded
+        assert succeeded < total, f"the run ended by kill {number}: make it longer"
 
     done = fleet.wait_status(parent_id, *TERMINAL, timeout=max(30.0, 170 - (time.monotonic() - run_began)))
 
@@ -352,6 +459,10 @@ def test_a_run_completes_exactly_while_workers_and_the_manager_are_killed(fleet:
                 f"{name}: {pb.Operation.Name(later.operation)} started before "
                 f"{pb.Operation.Name(earlier.operation)} finished"
             )
+    spans = [span for name, worker in workers.items() for span in _spans(worker, killed_at[name])]
+    assert {s.job_id for s in spans} == {c.id for c in done.children}
+    overlaps = _overlaps(spans)
+    assert not overlaps, f"{len(overlaps)} times two attempts ran on one target at once: {overlaps[:10]}"
     for name, path in targets.items():
         assert integrity_ok(path), f"{name} is damaged"
         assert _contents(path) == before[name], f"{name} lost tables or rows"
