@@ -189,9 +189,9 @@ RESTART_TARGETS = 300  # x 4 operations = 1,200 children, as in the issue
 def test_a_sigterm_restart_of_the_manager_reruns_nothing(fleet: Cluster, tmp_path: Path) -> None:
     """Promise: a graceful restart (SIGTERM, as in a rolling deploy) re-runs nothing: results already received
     are applied, and no start is committed without its assignment reaching the worker. Tries to break it with
-    1,200 children on 300 SQLite files, two workers with 8 slots each, and a SIGTERM when about 30% are done;
-    the new manager on the same store must finish the run with every child at attempt 1, and the workers' logs
-    must show no child started twice."""
+    1,200 children on 300 SQLite files, two workers with 8 slots each, and a SIGTERM restart on the same store
+    when about 30% are done, and another at 60%: the run must finish with every child at attempt 1, and the
+    workers' logs must show no child started twice."""
     names = [f"db{i:03d}" for i in range(RESTART_TARGETS)]
     targets = _targets(tmp_path, names, rows=200)
     fleet.start_manager("--lease-timeout", "15")
@@ -200,13 +200,17 @@ def test_a_sigterm_restart_of_the_manager_reruns_nothing(fleet: Cluster, tmp_pat
     total = len(created.children)
     assert total == 4 * RESTART_TARGETS
 
-    wait_for(
-        lambda: fleet.get(created.parent.id).job.progress.succeeded >= total * 3 // 10,
-        timeout=90,
-        interval=0.02,
-        message=lambda: fleet.describe(created.parent.id)[:2000],
-    )
-    fleet.restart_manager(graceful=True)
+    for share in (3, 6):  # two restarts, at ~30% and ~60% done: a rolling deploy of two steps
+        reply = wait_for(
+            lambda share=share: (
+                (r := fleet.get(created.parent.id)).job.progress.succeeded >= total * share // 10 and r
+            ),
+            timeout=90,
+            interval=0.02,
+            message=lambda: fleet.describe(created.parent.id)[:2000],
+        )
+        assert reply.job.progress.succeeded < total, "the run ended before the restart: make it longer"
+        fleet.restart_manager(graceful=True)
     done = fleet.wait_status(created.parent.id, *TERMINAL, timeout=120)
 
     assert done.job.status == COMPLETED, fleet.describe(created.parent.id)[:4000]
@@ -214,7 +218,7 @@ def test_a_sigterm_restart_of_the_manager_reruns_nothing(fleet: Cluster, tmp_pat
         f"{c.target}/{pb.Operation.Name(c.operation)} attempt={c.attempt}" for c in done.children if c.attempt > 1
     ]
     assert not again, (
-        f"{len(again)} of {total} children ran a second attempt after the SIGTERM restart: {again[:20]}"
+        f"{len(again)} of {total} children ran a second attempt across two SIGTERM restarts: {again[:20]}"
     )
     assert [c.status for c in done.children] == [COMPLETED] * total
     started = _started_job_ids(workers)
