@@ -21,12 +21,15 @@ from pathlib import Path
 
 import grpc
 import pytest
+from psycopg import sql
+from sqlalchemy.engine import URL
 
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 from tests.support.polling import run_async, wait_for
 from tests.support.processes import Cluster, Proc
 from tests.support.targets import integrity_ok, make_sqlite_target
+from tests.worker.postgresql.helpers import connect, make_table, table_stats, worker_backends
 
 pytestmark = pytest.mark.e2e
 
@@ -232,10 +235,38 @@ def test_a_sigterm_restart_of_the_manager_reruns_nothing(fleet: Cluster, tmp_pat
 
 # -- 4. a cancel stored while the worker is away ------------------------------------------------------------------
 
-NATURAL_VACUUM = 40.0  # seconds the injected fault makes the VACUUM take unless it is interrupted
+NATURAL_VACUUM = 40.0  # seconds the injected fault makes the SQLite VACUUM take unless it is interrupted
+WITHIN_RECONNECT = 10.0  # seconds after the worker reconnects by which the child must be CANCELLED
 
 
-@pytest.mark.parametrize("graceful", [False, True], ids=["manager-killed", "manager-sigterm"])
+def _cancel_while_the_worker_is_away(
+    fleet: Cluster, worker: Proc, parent_id: str, graceful: bool
+) -> pb.GetJobResponse:
+    """Freeze the worker (SIGSTOP: its operation and its connections stay), restart the manager on the same store
+    (kill -9, or SIGTERM when ``graceful``), cancel the parent there before the worker is back, thaw the worker
+    and wait for it to reconnect; returns the parent once it is terminal (at most ``WITHIN_RECONNECT`` later)."""
+    worker.freeze()
+    try:
+        fleet.restart_manager(graceful=graceful)
+        answer = fleet.stub.CancelJob(pb.CancelJobRequest(id=parent_id, reason="stop it"), timeout=10)
+        assert answer.job.cancel_requested
+        assert worker.name not in fleet.worker_ids(), "the cancel must be stored before the worker is back"
+    finally:
+        worker.thaw()
+    fleet.wait_worker(worker.name, worker)
+    return wait_for(
+        lambda: (r := fleet.get(parent_id)).job.status in TERMINAL and r,
+        timeout=WITHIN_RECONNECT,
+        message=lambda: (
+            f"not cancelled within {WITHIN_RECONNECT:g}s of the worker reconnecting: {fleet.describe(parent_id)}"
+        ),
+    )
+
+
+RESTARTS = pytest.mark.parametrize("graceful", [False, True], ids=["manager-killed", "manager-sigterm"])
+
+
+@RESTARTS
 def test_a_cancel_stored_while_the_worker_is_away_reaches_the_running_vacuum(
     fleet: Cluster, tmp_path: Path, graceful: bool
 ) -> None:
@@ -252,33 +283,54 @@ def test_a_cancel_stored_while_the_worker_is_away_reaches_the_running_vacuum(
     wait_for(lambda: "started vacuum" in worker.log(), timeout=20, message=lambda: worker.log())
     began = time.monotonic()
 
-    worker.freeze()
-    try:
-        fleet.restart_manager(graceful=graceful)
-        answer = fleet.stub.CancelJob(pb.CancelJobRequest(id=created.parent.id, reason="stop it"), timeout=10)
-        assert answer.job.cancel_requested
-    finally:
-        worker.thaw()
-    fleet.wait_worker("w1", worker)
-    reconnected = time.monotonic()
+    done = _cancel_while_the_worker_is_away(fleet, worker, created.parent.id, graceful)
 
-    done = wait_for(
-        lambda: (r := fleet.get(created.parent.id)).job.status in TERMINAL and r,
-        timeout=10,
-        message=lambda: (
-            f"not cancelled within 10 s of the worker reconnecting: {fleet.describe(created.parent.id)}"
-        ),
-    )
     stopped_after = time.monotonic() - began
     assert done.job.status == CANCELLED, fleet.describe(created.parent.id)
     vacuum, analyze = done.children
     assert vacuum.id == vacuum_id and vacuum.status == CANCELLED and vacuum.attempt == 1
     assert analyze.status == CANCELLED and analyze.started_at.seconds == 0, "the pending child never ran"
     assert "vacuum cancelled" in worker.log() and "vacuum completed" not in worker.log(), worker.log()[-3000:]
-    assert stopped_after < NATURAL_VACUUM - 10, (
-        f"stopped {stopped_after:.1f}s after it began ({reconnected - began:.1f}s at reconnect)"
-    )
+    assert stopped_after < NATURAL_VACUUM - 10, f"the VACUUM stopped only {stopped_after:.1f}s after it began"
     assert integrity_ok(targets["slowpoke"])
+
+
+@RESTARTS
+def test_a_cancel_stored_while_the_worker_is_away_stops_a_real_postgresql_vacuum(
+    fleet: Cluster, postgres_url: URL, graceful: bool
+) -> None:
+    """Promise: as above, on a real PostgreSQL VACUUM rather than an injected delay: the database throttles it
+    (``vacuum_cost_delay`` 100 ms, ``vacuum_cost_limit`` 1: about a minute on this table's dead rows), it
+    runs on the server while the worker is frozen and the manager restarts, and the cancel stored meanwhile must
+    stop it on the server once the worker is back: the child ends CANCELLED, no statement of the worker is
+    left active, and the table was never vacuumed."""
+    make_table(postgres_url, "orders", 5_000, delete="even")
+    with connect(postgres_url) as conn:
+        database = sql.Identifier(str(postgres_url.database))
+        conn.execute(sql.SQL("ALTER DATABASE {} SET vacuum_cost_delay = 100").format(database))
+        conn.execute(sql.SQL("ALTER DATABASE {} SET vacuum_cost_limit = 1").format(database))
+    fleet.start_manager("--lease-timeout", "15")
+    worker = fleet.start_worker("w1", {"pg": postgres_url})
+    created = fleet.create(["pg"], [pb.OPERATION_VACUUM, pb.OPERATION_ANALYZE])
+    wait_for(
+        lambda: any(state == "active" and "VACUUM" in q.upper() for _, state, q in worker_backends(postgres_url)),
+        timeout=20,
+        message=lambda: f"the VACUUM never showed up in pg_stat_activity: {worker.log()[-3000:]}",
+    )
+
+    done = _cancel_while_the_worker_is_away(fleet, worker, created.parent.id, graceful)
+
+    assert done.job.status == CANCELLED, fleet.describe(created.parent.id)
+    vacuum, analyze = done.children
+    assert vacuum.status == CANCELLED and vacuum.attempt == 1, fleet.describe(created.parent.id)
+    assert analyze.status == CANCELLED and analyze.started_at.seconds == 0, "the pending child never ran"
+    wait_for(
+        lambda: not [b for b in worker_backends(postgres_url) if b[1] == "active"],
+        timeout=5,
+        message=lambda: f"the VACUUM still runs on the server: {worker_backends(postgres_url)}",
+    )
+    assert "vacuum cancelled" in worker.log(), worker.log()[-3000:]
+    assert table_stats(postgres_url, "public.orders")["last_vacuum"] is None, "the VACUUM ran to its end"
 
 
 # -- the kill loop ------------------------------------------------------------------------------------------------
