@@ -48,7 +48,22 @@ def _targets(tmp_path: Path, names: Iterable[str], rows: int) -> dict[str, Path]
 
 
 def _status(value: int) -> str:
-    return pb.JobStatus.Name(value)  # type: ignore[arg-type]
+    return pb.JobStatus.Name(value)
+
+
+def _terminal(fleet: Cluster, parent_id: str) -> pb.GetJobResponse | None:
+    reply = fleet.get(parent_id)
+    return reply if reply.job.status in TERMINAL else None
+
+
+def _wait_succeeded(fleet: Cluster, parent_id: str, at_least: int, timeout: float = 90) -> pb.GetJobResponse:
+    """Poll until at least ``at_least`` children of the parent have completed; returns that reading."""
+
+    def probe() -> pb.GetJobResponse | None:
+        reply = fleet.get(parent_id)
+        return reply if reply.job.progress.succeeded >= at_least else None
+
+    return wait_for(probe, timeout=timeout, interval=0.02, message=lambda: fleet.describe(parent_id)[:3000])
 
 
 def _started_job_ids(workers: Iterable[Proc]) -> Counter[str]:
@@ -204,14 +219,7 @@ def test_a_sigterm_restart_of_the_manager_reruns_nothing(fleet: Cluster, tmp_pat
     assert total == 4 * RESTART_TARGETS
 
     for share in (3, 6):  # two restarts, at ~30% and ~60% done: a rolling deploy of two steps
-        reply = wait_for(
-            lambda share=share: (
-                (r := fleet.get(created.parent.id)).job.progress.succeeded >= total * share // 10 and r
-            ),
-            timeout=90,
-            interval=0.02,
-            message=lambda: fleet.describe(created.parent.id)[:2000],
-        )
+        reply = _wait_succeeded(fleet, created.parent.id, total * share // 10)
         assert reply.job.progress.succeeded < total, "the run ended before the restart: make it longer"
         fleet.restart_manager(graceful=True)
     done = fleet.wait_status(created.parent.id, *TERMINAL, timeout=120)
@@ -255,7 +263,7 @@ def _cancel_while_the_worker_is_away(
         worker.thaw()
     fleet.wait_worker(worker.name, worker)
     return wait_for(
-        lambda: (r := fleet.get(parent_id)).job.status in TERMINAL and r,
+        lambda: _terminal(fleet, parent_id),
         timeout=WITHIN_RECONNECT,
         message=lambda: (
             f"not cancelled within {WITHIN_RECONNECT:g}s of the worker reconnecting: {fleet.describe(parent_id)}"
@@ -338,6 +346,7 @@ def test_a_cancel_stored_while_the_worker_is_away_stops_a_real_postgresql_vacuum
 LOOP_TARGETS = 40  # x 4 operations = 160 children
 WORKER_KILLS = 8
 MANAGER_KILLS = 4
+LOOP_BUDGET = 170.0  # seconds from the parent's creation to its end, kills included
 
 
 def _contents(path: Path) -> tuple[list[tuple[str, str]], int]:
@@ -428,12 +437,31 @@ def _outcome_lines(workers: Iterable[Proc]) -> int:
     return sum(1 for worker in workers for line in worker.json_lines() if OUTCOME_LINE.match(str(line["message"])))
 
 
-def _busy_worker(fleet: Cluster, parent_id: str, workers: dict[str, Proc], succeeded: int) -> str | None:
-    """The name of a worker that is running an operation now (its log says it started the child's attempt and
-    nothing after), once at least ``succeeded`` children have completed; None if there is none yet."""
+def _wait_for_a_fresh_result(fleet: Cluster, workers: Iterable[Proc], parent_id: str, timeout: float) -> None:
+    """Poll until a worker logs a result it had not logged when called (it is sent right after its line)."""
+    workers = list(workers)
+    reported = _outcome_lines(workers)
+    wait_for(
+        lambda: _outcome_lines(workers) > reported,
+        timeout=timeout,
+        interval=0.01,
+        message=lambda: f"no result reported: {fleet.describe(parent_id)}",
+    )
+
+
+def _wait_for_a_busy_worker(fleet: Cluster, parent_id: str, workers: dict[str, Proc], timeout: float) -> str:
+    """Poll until a worker is running an operation (its log says it started the child's attempt and nothing
+    after); returns its name."""
+    return wait_for(
+        lambda: _busy_worker(fleet, parent_id, workers),
+        timeout=timeout,
+        interval=0.02,
+        message=lambda: f"nothing running: {fleet.describe(parent_id)}",
+    )
+
+
+def _busy_worker(fleet: Cluster, parent_id: str, workers: dict[str, Proc]) -> str | None:
     reply = fleet.get(parent_id)
-    if reply.job.progress.succeeded < succeeded:
-        return None
     for child in reply.children:
         if child.status != RUNNING or child.worker_id not in workers:
             continue
@@ -465,8 +493,11 @@ def test_a_run_completes_exactly_while_workers_and_the_manager_are_killed(fleet:
     parent_id, total = created.parent.id, len(created.children)
     kills = ["worker", "worker", "manager"] * MANAGER_KILLS
     assert kills.count("worker") == WORKER_KILLS
-    run_began = time.monotonic()
+    deadline = time.monotonic() + LOOP_BUDGET
     killed_at: dict[str, list[datetime]] = {name: [] for name in workers}
+
+    def left() -> float:
+        return max(1.0, min(30.0, deadline - time.monotonic()))
 
     succeeded = 0
     for number, victim in enumerate(kills, 1):
@@ -474,32 +505,20 @@ def test_a_run_completes_exactly_while_workers_and_the_manager_are_killed(fleet:
         wanted = succeeded + 6
         if victim == "manager":
             # The worst moment: a worker has just reported a result, which may not be committed yet.
-            reported = _outcome_lines(workers.values())
-            wait_for(
-                lambda wanted=wanted, reported=reported: (  # type: ignore[misc]
-                    fleet.get(parent_id).job.progress.succeeded >= wanted
-                    and _outcome_lines(workers.values()) > reported
-                ),
-                timeout=30,
-                interval=0.01,
-                message=lambda number=number: f"no progress before kill {number}: {fleet.describe(parent_id)}",
-            )
+            _wait_succeeded(fleet, parent_id, wanted, timeout=left())
+            _wait_for_a_fresh_result(fleet, workers.values(), parent_id, timeout=left())
             fleet.restart_manager(graceful=False)
         else:
             # Mid-operation: a worker that has started an operation and not finished it.
-            name = wait_for(
-                lambda wanted=wanted: _busy_worker(fleet, parent_id, workers, wanted),
-                timeout=30,
-                interval=0.02,
-                message=lambda number=number: f"nothing running for kill {number}: {fleet.describe(parent_id)}",
-            )
+            _wait_succeeded(fleet, parent_id, wanted, timeout=left())
+            name = _wait_for_a_busy_worker(fleet, parent_id, workers, timeout=left())
             killed_at[name].append(datetime.now(UTC))
             workers[name].kill9()
             workers[name] = fleet.respawn(workers[name])
         succeeded = fleet.get(parent_id).job.progress.succeeded
         assert succeeded < total, f"the run ended by kill {number}: make it longer"
 
-    done = fleet.wait_status(parent_id, *TERMINAL, timeout=max(30.0, 170 - (time.monotonic() - run_began)))
+    done = fleet.wait_status(parent_id, *TERMINAL, timeout=max(1.0, deadline - time.monotonic()))
 
     summary = Counter(_status(c.status) for c in done.children)
     assert done.job.status == COMPLETED, f"{summary}\n{fleet.describe(parent_id)}"
