@@ -104,8 +104,16 @@ class Proc:
             return ""
 
     def json_lines(self) -> list[dict[str, object]]:
-        """The lines of a ``--log-format json`` log (gRPC's C core writes its own plain lines: skipped)."""
-        return [json.loads(line) for line in self.log().splitlines() if line.startswith("{")]
+        """The lines of a ``--log-format json`` log, over every life of the process. gRPC's C core writes its own
+        plain lines, and a kill -9 can cut the last line short: both are skipped."""
+        lines = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                try:
+                    lines.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return lines
 
     def stop(self) -> None:
         if self.alive():
@@ -294,7 +302,9 @@ class Cluster:
         return "\n".join(lines)
 
     def logs(self) -> str:
-        return "\n".join(f"----- {p.name} ({p.log_path})\n{p.log()[-6000:]}" for p in self.processes)
+        # A respawned process appends to the log of the one it replaces: each file once.
+        latest = {p.log_path: p for p in self.processes}
+        return "\n".join(f"----- {p.name} ({p.log_path})\n{p.log()[-6000:]}" for p in latest.values())
 
     def close_channel(self) -> None:
         if self._channel is not None:
