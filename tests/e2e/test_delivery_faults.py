@@ -206,6 +206,7 @@ def test_a_worker_can_reuse_the_id_of_a_stream_that_hung_up_after_hello(fleet: C
 RESTART_TARGETS = 300  # x 4 operations = 1,200 children, as in the issue
 
 
+@pytest.mark.parametrize("store_backend", ["sqlite", "postgresql"], indirect=True)
 def test_a_sigterm_restart_of_the_manager_reruns_nothing(fleet: Cluster, tmp_path: Path) -> None:
     """Promise: a graceful restart (SIGTERM, as in a rolling deploy) re-runs nothing: results already received
     are applied, and no start is committed without its assignment reaching the worker. Tries to break it with
