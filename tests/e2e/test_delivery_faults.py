@@ -250,18 +250,19 @@ NATURAL_VACUUM = 40.0  # seconds the injected fault makes the SQLite VACUUM take
 WITHIN_RECONNECT = 10.0  # seconds after the worker reconnects by which the child must be CANCELLED
 
 
-def _cancel_while_the_worker_is_away(
-    fleet: Cluster, worker: Proc, parent_id: str, graceful: bool
-) -> pb.GetJobResponse:
+def _cancel_while_the_worker_is_away(fleet: Cluster, worker: Proc, parent_id: str, how: str) -> pb.GetJobResponse:
     """Freeze the worker (SIGSTOP: its operation and its connections stay), restart the manager on the same store
-    (kill -9, or SIGTERM when ``graceful``), cancel the parent there before the worker is back, thaw the worker
-    and wait for it to reconnect; returns the parent once it is terminal (at most ``WITHIN_RECONNECT`` later)."""
+    (``how``: kill -9, SIGTERM, or kill -9 and once more right after the cancel is stored), cancel the parent
+    there before the worker is back, thaw the worker and wait for it to reconnect; returns the parent once it is
+    terminal (at most ``WITHIN_RECONNECT`` later)."""
     worker.freeze()
     try:
-        fleet.restart_manager(graceful=graceful)
+        fleet.restart_manager(graceful=how == SIGTERM)
         answer = fleet.stub.CancelJob(pb.CancelJobRequest(id=parent_id, reason="stop it"), timeout=10)
         assert answer.job.cancel_requested
         assert worker.name not in fleet.worker_ids(), "the cancel must be stored before the worker is back"
+        if how == KILL_AFTER_CANCEL:
+            fleet.restart_manager(graceful=False)  # stored, never sent: the next manager has only the store
     finally:
         worker.thaw()
     fleet.wait_worker(worker.name, worker)
@@ -274,18 +275,19 @@ def _cancel_while_the_worker_is_away(
     )
 
 
-RESTARTS = pytest.mark.parametrize("graceful", [False, True], ids=["manager-killed", "manager-sigterm"])
+KILL, SIGTERM, KILL_AFTER_CANCEL = "manager-killed", "manager-sigterm", "manager-killed-again-after-the-cancel"
 
 
-@RESTARTS
+@pytest.mark.parametrize("how", [KILL, SIGTERM, KILL_AFTER_CANCEL])
 def test_a_cancel_stored_while_the_worker_is_away_reaches_the_running_vacuum(
-    fleet: Cluster, tmp_path: Path, graceful: bool
+    fleet: Cluster, tmp_path: Path, how: str
 ) -> None:
     """Promise: a cancel reaches the running statement, even across a manager restart. Tries to break it by
     storing the cancel when the new manager has not seen the worker yet: a 40 s VACUUM runs, the worker is
     frozen (SIGSTOP), the manager is killed -9 (or stopped with SIGTERM) and restarted on the same store, the
-    parent is cancelled, then the worker thaws and reconnects listing the child in its Hello. The VACUUM must
-    be interrupted within seconds and the child end CANCELLED."""
+    parent is cancelled (in a third variant the manager is then killed -9 again: the cancel is stored and was
+    never sent), then the worker thaws and reconnects listing the child in its Hello. The VACUUM must be
+    interrupted within seconds and the child end CANCELLED."""
     targets = _targets(tmp_path, ["slowpoke"], rows=20_000)
     fleet.start_manager("--lease-timeout", "15")
     worker = fleet.start_worker("w1", targets, faults=f"slow:vacuum={NATURAL_VACUUM:g}")
@@ -294,7 +296,7 @@ def test_a_cancel_stored_while_the_worker_is_away_reaches_the_running_vacuum(
     wait_for(lambda: "started vacuum" in worker.log(), timeout=20, message=lambda: worker.log())
     began = time.monotonic()
 
-    done = _cancel_while_the_worker_is_away(fleet, worker, created.parent.id, graceful)
+    done = _cancel_while_the_worker_is_away(fleet, worker, created.parent.id, how)
 
     stopped_after = time.monotonic() - began
     assert done.job.status == CANCELLED, fleet.describe(created.parent.id)
@@ -306,9 +308,9 @@ def test_a_cancel_stored_while_the_worker_is_away_reaches_the_running_vacuum(
     assert integrity_ok(targets["slowpoke"])
 
 
-@RESTARTS
+@pytest.mark.parametrize("how", [KILL, SIGTERM])
 def test_a_cancel_stored_while_the_worker_is_away_stops_a_real_postgresql_vacuum(
-    fleet: Cluster, postgres_url: URL, graceful: bool
+    fleet: Cluster, postgres_url: URL, how: str
 ) -> None:
     """Promise: as above, on a real PostgreSQL VACUUM rather than an injected delay: the database throttles it
     (``vacuum_cost_delay`` 100 ms, ``vacuum_cost_limit`` 1: about a minute on this table's dead rows), it
@@ -329,7 +331,7 @@ def test_a_cancel_stored_while_the_worker_is_away_stops_a_real_postgresql_vacuum
         message=lambda: f"the VACUUM never showed up in pg_stat_activity: {worker.log()[-3000:]}",
     )
 
-    done = _cancel_while_the_worker_is_away(fleet, worker, created.parent.id, graceful)
+    done = _cancel_while_the_worker_is_away(fleet, worker, created.parent.id, how)
 
     assert done.job.status == CANCELLED, fleet.describe(created.parent.id)
     vacuum, analyze = done.children
