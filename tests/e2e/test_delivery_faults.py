@@ -140,10 +140,9 @@ def _still_listed(fleet: Cluster, ids: list[str], within: float = 10.0) -> list[
         time.sleep(0.1)
 
 
-def test_workers_that_hang_up_right_after_hello_leave_no_session(fleet: Cluster, tmp_path: Path) -> None:
+def test_workers_that_hang_up_right_after_hello_leave_no_session(fleet: Cluster) -> None:
     """Promise: no session outlives its stream, whatever the moment of the hang-up. Tries to break it with 300
     streams that send a valid Hello and hang up at once, at five different moments around the Welcome."""
-    _targets(tmp_path, [GHOST_TARGET], rows=200)
     manager = fleet.start_manager()
     ids = _hang_up(fleet, "ghost")
 
