@@ -3,6 +3,7 @@ free TCP ports, logs to files (shown when a test fails), killed for sure at the 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -81,6 +82,13 @@ class Proc:
         self.signal(signal.SIGKILL)
         self.wait(10)
 
+    def freeze(self) -> None:
+        """SIGSTOP: the process holds its sockets and files but does nothing until ``thaw``."""
+        self.signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.signal(signal.SIGCONT)
+
     def terminate_and_wait(self, timeout: float = 30.0) -> int:
         self.signal(signal.SIGTERM)
         return self.wait(timeout)
@@ -95,10 +103,26 @@ class Proc:
         except FileNotFoundError:
             return ""
 
+    def json_lines(self) -> list[dict[str, object]]:
+        """The lines of a ``--log-format json`` log, over every life of the process. gRPC's C core writes its own
+        plain lines, and a kill -9 can cut the last line short: both are skipped."""
+        lines = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                try:
+                    lines.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return lines
+
     def stop(self) -> None:
         if self.alive():
             self.signal(signal.SIGKILL)
             self.wait(10)
+
+    def respawn(self) -> Proc:
+        """A new process with the same command line and environment, appending to the same log."""
+        return Proc(self.name, self.args, self.env, self.log_path).start()
 
 
 @dataclass
@@ -110,6 +134,7 @@ class Cluster:
     manager_args: list[str] = field(default_factory=list)
     processes: list[Proc] = field(default_factory=list)
     manager: Proc | None = None
+    _manager_env: dict[str, str] | None = None
     _channel: grpc.Channel | None = None
 
     @property
@@ -123,6 +148,8 @@ class Cluster:
         return self.store or f"sqlite:///{self.workdir / 'jobs.db'}"
 
     def start_manager(self, *extra: str, env: dict[str, str] | None = None) -> Proc:
+        self.manager_args = list(extra)
+        self._manager_env = env
         args = [
             sys.executable,
             "-m",
@@ -146,6 +173,28 @@ class Cluster:
             message=lambda: f"manager not SERVING; log:\n{proc.log()}",
         )
         return proc
+
+    def restart_manager(self, *, graceful: bool, timeout: float = 30.0) -> Proc:
+        """Stop the manager (SIGTERM and wait for it to exit, or kill -9), then start a new one at once on the
+        same port and store with the same options. Returns the new process once it is SERVING."""
+        assert self.manager is not None, "no manager to restart"
+        if graceful:
+            code = self.manager.terminate_and_wait(timeout)
+            assert code == 0, f"the manager exited with {code} on SIGTERM:\n{self.manager.log()[-6000:]}"
+        else:
+            self.manager.kill9()
+        # A fresh channel: the old one may sit in its reconnect backoff for seconds after the restart.
+        self.close_channel()
+        return self.start_manager(*self.manager_args, env=self._manager_env)
+
+    def respawn(self, proc: Proc, wait_connected: bool = False) -> Proc:
+        """Start ``proc`` again (after a kill) with the same command line, environment and log file."""
+        assert not proc.alive(), f"{proc.name} still runs"
+        again = proc.respawn()
+        self.processes.append(again)
+        if wait_connected:
+            self.wait_worker(proc.name, again)
+        return again
 
     def start_worker(
         self,
@@ -177,13 +226,15 @@ class Cluster:
             self.wait_worker(worker_id, proc)
         return proc
 
+    def worker_ids(self) -> set[str]:
+        """The ids ListWorkers lists now."""
+        return {w.worker_id for w in self.stub.ListWorkers(pb.ListWorkersRequest(), timeout=5).workers}
+
     def wait_worker(self, worker_id: str, proc: Proc | None = None) -> None:
         def connected() -> bool:
             if proc is not None and not proc.alive():
                 _raise(proc)
-            return worker_id in {
-                w.worker_id for w in self.stub.ListWorkers(pb.ListWorkersRequest(), timeout=5).workers
-            }
+            return worker_id in self.worker_ids()
 
         wait_for(
             connected,
@@ -251,12 +302,17 @@ class Cluster:
         return "\n".join(lines)
 
     def logs(self) -> str:
-        return "\n".join(f"----- {p.name} ({p.log_path})\n{p.log()[-6000:]}" for p in self.processes)
+        # A respawned process appends to the log of the one it replaces: each file once.
+        latest = {p.log_path: p for p in self.processes}
+        return "\n".join(f"----- {p.name} ({p.log_path})\n{p.log()[-6000:]}" for p in latest.values())
 
-    def close(self) -> None:
+    def close_channel(self) -> None:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+
+    def close(self) -> None:
+        self.close_channel()
         for proc in self.processes:
             proc.stop()
 
