@@ -387,11 +387,15 @@ def _spans(worker: Proc, killed_at: list[datetime]) -> list[Span]:
     open_: dict[tuple[str, int], tuple[str, datetime]] = {}
     lives = 0
 
+    waiting: set[tuple[str, int]] = set()  # started, but waiting for the target's resource lock: not running
+
     def end_life() -> None:
         end = killed_at[lives - 1] if lives - 1 < len(killed_at) else datetime.max.replace(tzinfo=UTC)
         for (job_id, attempt), (target, start) in open_.items():
-            spans.append(Span(target, job_id, attempt, worker.name, start, end))
+            if (job_id, attempt) not in waiting:
+                spans.append(Span(target, job_id, attempt, worker.name, start, end))
         open_.clear()
+        waiting.clear()
 
     for line in worker.json_lines():
         message = str(line["message"])
@@ -406,9 +410,16 @@ def _spans(worker: Proc, killed_at: list[datetime]) -> list[Span]:
         at = datetime.fromisoformat(str(line["time"]))
         if message.startswith("started "):
             open_[key] = (str(line["target"]), at)
+        elif key in open_ and message.startswith("waiting for the resource lock"):
+            waiting.add(key)
+        elif key in open_ and message.startswith("no longer waiting"):
+            waiting.discard(key)
+            open_[key] = (open_[key][0], at)  # the statement starts now
         elif key in open_ and OUTCOME_LINE.match(message):
             target, start = open_.pop(key)
-            spans.append(Span(target, key[0], key[1], worker.name, start, at))
+            if key not in waiting:
+                spans.append(Span(target, key[0], key[1], worker.name, start, at))
+            waiting.discard(key)
     end_life()
     return spans
 
