@@ -257,12 +257,15 @@ class FleetModel(RuleBasedStateMachine):
             if key in worker.running:
                 worker.running[key].cancelled = True
         elif isinstance(command, AckCommand):
+            key = (command.job_id, command.attempt)
             child = self.store.children.get(command.job_id)
-            unsettled = child is not None and state_machine.result_applies(
-                child, command.attempt, worker.worker_id
+            unsettled = child is not None and state_machine.result_applies(child, key[1], worker.worker_id)
+            # An ack for a result the worker does not hold is ignored (it may answer a result another process
+            # made up); one that makes it forget a result the store has not settled loses that result.
+            assert not (key in worker.unacked and unsettled), (
+                f"acknowledged before the store settled it: {command}"
             )
-            assert not unsettled, f"acknowledged before the store settled it: {command}"
-            worker.unacked.pop((command.job_id, command.attempt), None)
+            worker.unacked.pop(key, None)
 
     def deliver_up(self, worker: WorkerProcess) -> None:
         assert worker.stream is not None
