@@ -17,6 +17,7 @@ from grpc_health.v1._async import HealthServicer
 
 from dbmaint.auth import TlsFiles
 from dbmaint.metrics import serve_metrics
+from dbmaint.transport import SERVER_OPTIONS
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 from manager_service.auth import AuthInterceptor
@@ -37,29 +38,6 @@ MAINTENANCE_SERVICE = pb.DESCRIPTOR.services_by_name["MaintenanceService"].full_
 WORKER_SERVICE = pb.DESCRIPTOR.services_by_name["WorkerService"].full_name
 # SERVING only on the manager that holds the job store; the empty name is SERVING while the process runs.
 GATED_SERVICES = (MAINTENANCE_SERVICE, WORKER_SERVICE)
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-# Keepalive, both ways, so a half-open link (a worker whose bytes vanish) ends its stream within seconds:
-# - the manager pings each connection after KEEPALIVE_TIME_MS without reading from it and drops it when the
-#   ping is not answered within KEEPALIVE_TIMEOUT_MS, however long it has sent no data (an idle stream);
-# - it admits a client ping every MIN_PING_INTERVAL_MS, data or not: below the worker's keepalive time
-#   (worker_service.stream.KEEPALIVE_TIME_MS, 5 s), with room for timer jitter. More frequent pings are strikes;
-#   past MAX_PING_STRIKES the client gets GOAWAY ENHANCE_YOUR_CALM ("too_many_pings").
-KEEPALIVE_TIME_MS = 5_000
-KEEPALIVE_TIMEOUT_MS = 5_000
-MIN_PING_INTERVAL_MS = 2_000
-MAX_PING_STRIKES = 2
-SERVER_OPTIONS: list[tuple[str, int]] = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
-    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
-    # What actually ends the transport when a ping goes unanswered (gRPC core's own default is a minute).
-    ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
-    ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
-]
 
 
 class ManagerServer:

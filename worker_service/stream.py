@@ -24,6 +24,7 @@ import grpc.aio
 
 from dbmaint import wire
 from dbmaint.auth import TlsFiles, aio_channel, bearer_metadata
+from dbmaint.transport import STREAM_CLIENT_OPTIONS
 from dbmaint.v1 import maintenance_pb2 as pb
 from worker_service.executor import Assignment, Outcome, RunKey
 
@@ -33,28 +34,6 @@ CONNECT_METHOD = "/dbmaint.v1.WorkerService/Connect"
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 WELCOME_TIMEOUT = 10.0
 WRITE_TIMEOUT = 30.0
-# As large as the manager sends and takes (manager_service.server.MAX_MESSAGE_BYTES).
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-# Keepalive: a link that silently drops our bytes (a half-open TCP connection) ends the stream within
-# KEEPALIVE_TIME + KEEPALIVE_TIMEOUT, instead of when the kernel gives up on the unacknowledged data (minutes).
-# The manager's ping policy admits a ping every 2 s (manager_service.server.MIN_PING_INTERVAL_MS): keep
-# KEEPALIVE_TIME_MS well above it, or the manager answers the pings with GOAWAY ENHANCE_YOUR_CALM.
-KEEPALIVE_TIME_MS = 5_000
-KEEPALIVE_TIMEOUT_MS = 5_000
-CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 5000),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
-    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
-    # What actually ends the transport when a ping goes unanswered (gRPC core's own default is a minute).
-    ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
-    ("grpc.keepalive_permit_without_calls", 1),
-    # Ping however long the link has carried no data of ours: a black hole is exactly that case.
-    ("grpc.http2.max_pings_without_data", 0),
-)
 _EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
 _STREAM_ERRORS = (grpc.RpcError, grpc.aio.BaseError, asyncio.InvalidStateError)
 
@@ -272,7 +251,7 @@ class ManagerStream:
     ) -> None:
         self.address = address
         self._write_timeout = write_timeout
-        self._channel = aio_channel(address, tls, CHANNEL_OPTIONS)
+        self._channel = aio_channel(address, tls, STREAM_CLIENT_OPTIONS)
         connect = self._channel.stream_stream(
             CONNECT_METHOD,
             request_serializer=pb.WorkerMessage.SerializeToString,

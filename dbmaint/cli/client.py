@@ -13,19 +13,13 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dbmaint.auth import ClientSecurity, CredentialError, sync_channel
+from dbmaint.transport import CLIENT_OPTIONS
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 
 DEFAULT_MANAGER = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 10.0
 MANAGER = "the dbmaint manager"
-# The largest message the manager sends (its MAX_MESSAGE_BYTES): a parent with many children can exceed gRPC's
-# default receive limit of 4 MiB.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-CHANNEL_OPTIONS = (
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-)
 
 # Exit codes. 1 is "it ran, but the job did not complete" (or "not SERVING"); argparse uses 2 for bad usage.
 EXIT_OK = 0
@@ -111,7 +105,7 @@ class ManagerClient:
         self.timeout = timeout
         security = security if security is not None else client_security()
         self._metadata = security.metadata
-        self._channel = sync_channel(address, security.tls, CHANNEL_OPTIONS)
+        self._channel = sync_channel(address, security.tls, CLIENT_OPTIONS)
         # The generated stub is untyped: each method below states the type of what its RPC returns.
         self._stub: Any = pb_grpc.MaintenanceServiceStub(self._channel)  # type: ignore[no-untyped-call]
 

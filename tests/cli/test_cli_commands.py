@@ -8,11 +8,9 @@ from collections.abc import Callable
 import pytest
 from grpc_health.v1 import health_pb2
 
-from dbmaint.cli.client import MAX_MESSAGE_BYTES
 from dbmaint.cli.main import main
 from dbmaint.operations import CHILD_JOB_TYPE, PARENT_JOB_TYPE
 from dbmaint.v1 import maintenance_pb2 as pb
-from manager_service import server
 from tests.cli.fake_manager import FakeManager
 from tests.cli.helpers import Run
 
@@ -150,10 +148,6 @@ def test_get_reads_a_response_larger_than_the_grpc_default_of_4_mib(cli: Cli, fa
     assert result.code == 0, result.err
     assert len(result.out) > 5 * 1024 * 1024
     assert json.loads(result.out)["job"]["id"] == created.parent.id
-
-
-def test_the_cli_channel_takes_messages_as_large_as_the_manager_sends() -> None:
-    assert MAX_MESSAGE_BYTES == server.MAX_MESSAGE_BYTES
 
 
 def test_get_an_unknown_job_is_not_found(cli: Cli) -> None:

@@ -1,6 +1,6 @@
 """Two manager processes on one store (issue 9, scenario 7): one acts, the other stands by and takes over.
 
-Real processes on a fresh PostgreSQL job store. Workers reach the managers through a relay the test switches
+Real processes on a fresh PostgreSQL job store. Workers reach the managers through a TCP proxy the test switches
 to the new leader (client and worker failover is a later issue). A SQLite store admits one manager.
 """
 
@@ -21,7 +21,7 @@ from dbmaint.v1 import maintenance_pb2 as pb
 from manager_service.server import MAINTENANCE_SERVICE, WORKER_SERVICE
 from tests.support.polling import wait_for
 from tests.support.processes import Cluster, Proc, _clean_env, cluster, free_port
-from tests.support.relay import relay
+from tests.support.proxy import TcpProxy
 from tests.support.servers import fresh_postgres_database
 from tests.support.targets import make_sqlite_target
 
@@ -100,7 +100,7 @@ def test_the_standby_takes_over_from_a_killed_leader_within_a_lease_and_complete
     with (
         cluster(tmp_path / "a", store=pg_store) as first,
         cluster(tmp_path / "b", store=pg_store) as second,
-        relay(first.manager_port) as link,
+        TcpProxy(first.address) as link,
     ):
         try:
             first.start_manager("--store-lease", str(STORE_LEASE))
@@ -119,7 +119,7 @@ def test_the_standby_takes_over_from_a_killed_leader_within_a_lease_and_complete
             took = time.monotonic() - killed
             # What was left of the lease (at most all of it), then the standby's next poll (a third of it).
             assert took < STORE_LEASE + STORE_LEASE / 3 + 3, f"took over after {took:.1f}s"
-            link.switch(second.manager_port)
+            link.switch(second.address)
 
             done = second.wait_status(created.parent.id, COMPLETED, pb.JOB_STATUS_FAILED, timeout=90)
             assert done.job.status == COMPLETED, second.describe(created.parent.id)
@@ -138,7 +138,7 @@ def test_a_leader_frozen_past_its_lease_is_replaced_and_on_waking_commits_nothin
     with (
         cluster(tmp_path / "a", store=pg_store) as old,
         cluster(tmp_path / "b", store=pg_store) as new,
-        relay(old.manager_port) as link,
+        TcpProxy(old.address) as link,
     ):
         try:
             # The old leader's worker leases (4 s) lapse while it is frozen: on waking it would re-queue those
@@ -160,7 +160,7 @@ def test_a_leader_frozen_past_its_lease_is_replaced_and_on_waking_commits_nothin
             old.manager.signal(signal.SIGSTOP)
             frozen = time.monotonic()
             wait_for(lambda: new.health(WORKER_SERVICE) == SERVING, timeout=30, message="no takeover")
-            link.switch(new.manager_port)  # the workers follow the new leader
+            link.switch(new.address)  # the workers follow the new leader
             wait_for(lambda: time.monotonic() - frozen > 6, timeout=10)  # past the old leader's worker leases
             old.manager.signal(signal.SIGCONT)
 

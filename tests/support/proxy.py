@@ -8,6 +8,7 @@
         proxy.blackhole()   # half-open: both sides keep their connection, every byte is silently dropped
         proxy.cut()         # close every connection now: both sides see a reset (or EOF)
         proxy.heal()        # forward again: new connections reach the target
+        proxy.switch(other) # new connections go to another server; open ones are cut (a failover)
 
 The three ways a link behaves:
 
@@ -114,6 +115,17 @@ class TcpProxy:
     def heal(self) -> None:
         """Forward new connections to the target again (black-holed open connections stay black-holed)."""
         self._call(self._stop_blackhole)
+
+    def switch(self, target: str) -> None:
+        """Forward new connections to another ``target`` and cut the open ones, as a failover between two
+        servers does: clients pointed at the proxy follow the test's choice."""
+
+        def retarget() -> None:
+            self.target = target
+            self._target = _parse(target)
+            self._cut_all()
+
+        self._call(retarget)
 
     def close(self) -> None:
         """Stop the proxy: close every connection and the listening socket (idempotent)."""

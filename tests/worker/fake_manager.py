@@ -19,9 +19,9 @@ import grpc.aio
 
 from dbmaint import wire
 from dbmaint.operations import CHILD_JOB_TYPE
+from dbmaint.transport import SERVER_OPTIONS
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
-from manager_service.server import SERVER_OPTIONS
 
 _DROP = object()
 _END = object()
