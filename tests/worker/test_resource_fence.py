@@ -131,14 +131,15 @@ def test_the_executor_reports_a_waiting_attempt_and_wakes_the_heartbeat(sample_d
                 future = executor.start(assignment())
                 await asyncio.to_thread(wait_until, lambda: executor.waiting_reasons(), 5)
                 assert executor.waiting_reasons() == {("job-1", 2): WAITING}
-                assert woken.is_set(), "the heartbeat was not woken when the wait began"
+                # The reason is visible a moment before the slot thread calls back: wait for the call, bounded.
+                assert await asyncio.to_thread(woken.wait, 5), "the heartbeat was not woken when the wait began"
                 heartbeat = heartbeat_message(executor.running(), executor.waiting_reasons())
                 [child] = heartbeat.heartbeat.running
                 assert (child.job_id, child.attempt, child.waiting_reason) == ("job-1", 2, WAITING)
                 woken.clear()
             outcome = await asyncio.wait_for(future, 10)
             assert outcome.status is JobStatus.COMPLETED
-            assert woken.is_set(), "the heartbeat was not woken when the wait ended"
+            assert await asyncio.to_thread(woken.wait, 5), "the heartbeat was not woken when the wait ended"
             assert executor.waiting_reasons() == {}
         finally:
             executor.close()
