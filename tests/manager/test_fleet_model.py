@@ -360,13 +360,18 @@ class FleetModel(RuleBasedStateMachine):
     )
     def worker_sends_a_result_it_does_not_hold(self, worker_id: str, index: int, offset: int) -> None:
         """A result for another worker's child (its attempt, or a stale or future one): it must change nothing,
-        and must not hide the holder's own result."""
+        and must not hide the holder's own result. (A result for an attempt of its own that it still runs, or
+        was revoked from it, is a lie about its own slots: it can only over-commit itself; not made here.)"""
         worker = self.workers[worker_id]
         others = [lease for lease in self.core.leases.values() if lease.worker_id != worker_id]
-        if worker.stream is not None and others:
-            lease = others[index % len(others)]
-            outcome = ChildOutcome(lease.job_id, lease.attempt + offset, worker_id, JobStatus.COMPLETED)
-            self.core.receive(worker.stream, [outcome])
+        session = self.core.session_of(worker.stream) if worker.stream is not None else None
+        if session is None or not others:
+            return
+        lease = others[index % len(others)]
+        key = (lease.job_id, lease.attempt + offset)
+        if key in worker.running or session.holds_foreign(key):
+            return
+        self.core.receive(session.stream, [ChildOutcome(*key, worker_id, JobStatus.COMPLETED)])
 
     @rule(worker_id=st.sampled_from(sorted(WORKERS)), index=st.integers(0, 5))
     def worker_echoes_a_result_another_worker_has_in_flight(self, worker_id: str, index: int) -> None:
