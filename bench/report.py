@@ -304,13 +304,14 @@ def print_tier(
             present = [float(v) for v in values if v is not None]
             if not present:
                 continue
+            digits = 0 if all(v.is_integer() for v in present) and max(present) >= 10 else 3  # counts
             table.add_row(
                 label,
                 name,
-                _fmt(statistics.median(present)),
-                _fmt(min(present)),
-                _fmt(max(present)),
-                ", ".join(_fmt(None if v is None else float(v)) for v in values),
+                _fmt(statistics.median(present), digits),
+                _fmt(min(present), digits),
+                _fmt(max(present), digits),
+                ", ".join(_fmt(None if v is None else float(v), digits) for v in values),
             )
             label = ""
         if label:
