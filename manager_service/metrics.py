@@ -80,7 +80,7 @@ class ManagerMetrics:
         self.dispatch_gap = Histogram(
             "dbmaint_dispatch_gap_seconds",
             "Time from a worker's result arriving to that worker's next assignment being sent, when the child "
-            "it gets was already queued as the result arrived (the critical path of a busy fleet).",
+            "it gets could already run as the result arrived (the critical path of a busy fleet).",
             buckets=GAP_BUCKETS,
             registry=self.registry,
         )

@@ -122,8 +122,10 @@ class Orchestrator:
         self._lock = asyncio.Lock()
         self._core = FleetCore(settings.fleet)
         self._outboxes: dict[int, asyncio.Queue[Command]] = {}
-        # Per stream, when each result not yet followed by an assignment arrived (dispatch-gap metric only).
+        # Dispatch-gap metric only: per stream, when each result not yet followed by an assignment arrived; per
+        # target with queued work, when the last result that frees it arrived.
         self._result_arrivals: dict[int, deque[float]] = {}
+        self._target_freed_at: dict[str, float] = {}
         self._events = EventBus(settings.max_watch_backlog)
         self._wake = asyncio.Event()
         self._closing = False
@@ -370,8 +372,7 @@ class Orchestrator:
         if session is not None:
             session.touch()
             outcomes = list(outcomes)
-            arrivals = self._result_arrivals.setdefault(stream, deque(maxlen=MAX_RESULT_ARRIVALS))
-            arrivals.extend([time.monotonic()] * len(outcomes))
+            self._note_arrivals(stream, outcomes, time.monotonic())
         self._core.receive(stream, outcomes)
         self._wake.set()
 
@@ -438,22 +439,35 @@ class Orchestrator:
             finished.extend(batch.finished)
         return BatchOutcome(finished, started)
 
+    def _note_arrivals(self, stream: int, outcomes: Sequence[ChildOutcome], now: float) -> None:
+        """For the dispatch gap: when these results arrived on ``stream``, and that they free their targets (those
+        with queued work) from ``now``."""
+        arrivals = self._result_arrivals.setdefault(stream, deque(maxlen=MAX_RESULT_ARRIVALS))
+        arrivals.extend([now] * len(outcomes))
+        for outcome in outcomes:
+            lease = self._core.leases.get(outcome.job_id)
+            if lease is not None and self._core.queue.head(lease.target) is not None:
+                self._target_freed_at[lease.target] = now
+
     def _observe_dispatch_gaps(self, sends: Sequence[Send], queued_at: dict[str, float | None], at: float) -> None:
         """``dbmaint_dispatch_gap_seconds``: each assignment sent to a stream is paired with the oldest result that
         arrived on it and was not paired yet (a result frees a slot, an assignment fills one). The gap, from that
-        arrival to ``at`` (the assignment queued for sending), is observed only when the assigned child was
-        already queued when the result arrived: work was waiting, so the gap is the manager's. Otherwise the
-        pairing is dropped unobserved (the worker was idle for want of work). Assignments with no result to pair
-        (a fresh worker, a new parent filling free slots) are not observed."""
+        arrival to ``at`` (the assignment queued for sending), is observed only when the assigned child could
+        already run when the result arrived: it was queued, and the last result freeing its target (if any came
+        after it was queued) had arrived. Work was waiting, so the gap is the manager's. Otherwise the pairing
+        is dropped unobserved (the worker was idle for want of runnable work). Assignments with no result to
+        pair (a fresh worker, a new parent filling free slots) are not observed."""
         for send in sends:
-            if not isinstance(send.command, AssignCommand):
+            command = send.command
+            if not isinstance(command, AssignCommand):
                 continue
+            freed = self._target_freed_at.pop(command.target, None)
             arrivals = self._result_arrivals.get(send.stream)
             if not arrivals:
                 continue
             arrived = arrivals.popleft()
-            since = queued_at.get(send.command.job_id)
-            if since is not None and since <= arrived:
+            since = queued_at.get(command.job_id)
+            if since is not None and (since if freed is None else max(since, freed)) <= arrived:
                 self.metrics.dispatch_gap.observe(max(0.0, at - arrived))
 
     def _record_turn(self, turn: Turn, finished: list[Transition], report: TurnReport) -> None:
