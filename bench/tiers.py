@@ -256,4 +256,6 @@ def run_figures(result: RunResult) -> dict[str, float | None]:
         "GetJob MiB": None if reads.get("getjob_bytes") is None else reads["getjob_bytes"] / MIB,
         "dbmaint get s": reads.get("cli_get_seconds"),
         "manager peak RSS MiB": _peak_rss_mib(result),
+        # CPU time other processes used during the run (see CpuMeter): well above 0, the run was disturbed.
+        "other CPU s": result.details.get("other_cpu_seconds"),
     }
