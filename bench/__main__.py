@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 
 from rich.console import Console
 
-from bench import celery_runner, dbmaint_runner, direct, ops, report, scale
+from bench import celery_runner, dbmaint_runner, direct, ops, report, scale, tiers
 from bench.model import RunResult, summarize
 from bench.workload import Fleet, Workload, ensure_fleet, manifest, restore_fleet, workload
 
@@ -33,7 +34,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "latest.json"
 DEFAULT_CACHE = REPO_ROOT / "bench" / ".cache"
 DEFAULT_RUNS = {"small": 3, "large": 2, "scale": 1}
+TIER_RUNS = 3
 SIZE_CHOICES = ("small", "large", "scale", "all")
+TIER_CHOICES = (*tiers.TIERS, "all")
 SCHEMA = "dbmaint-bench/1"
 
 
@@ -47,9 +50,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m bench",
         description="Benchmark dbmaint against the same SQL run directly (and optionally through Celery).",
     )
-    parser.add_argument("--size", choices=SIZE_CHOICES, default="all", help="which workload(s) (default: all)")
     parser.add_argument(
-        "--runs", type=int, default=None, help="runs per runner (default: small 3, large 2, scale 1)"
+        "--size",
+        choices=SIZE_CHOICES,
+        default=None,
+        help="which workload(s) (default: all, unless --tier is given)",
+    )
+    parser.add_argument(
+        "--tier",
+        choices=TIER_CHOICES,
+        action="append",
+        default=None,
+        help="a named tier of issue 10 (repeatable; all: every tier); fixed workers and slots",
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help=f"runs per runner (default: small 3, large 2, scale 1; every tier {TIER_RUNS})",
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated fleets (default: 1)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default: {DEFAULT_OUT})")
@@ -270,6 +288,63 @@ class Bench:
         report.print_targets(self.console, targets)
         return section
 
+    def _tier_runner(
+        self, tier: tiers.Tier, setup: tiers.TierRunner, operations: Sequence[str]
+    ) -> Callable[[Fleet, Path, int], RunResult]:
+        if tier.size == "scale":
+            return lambda fleet, place, run: scale.run_once(
+                fleet, place, run, setup.workers, setup.slots, self.args.scale_repeats, self.args.timeout
+            )
+        return lambda fleet, place, run: dbmaint_runner.run_once(
+            fleet,
+            place,
+            tier.name,
+            run,
+            setup.workers,
+            setup.slots,
+            operations,
+            self.args.timeout,
+            job_only=setup.job_only,
+            runner=setup.label,
+        )
+
+    def run_tier(self, tier: tiers.Tier) -> dict[str, Any]:
+        """Every run of the tier's runners (direct(P=2) first), interleaved; then the figures and verdicts."""
+        began = time.perf_counter()
+        spec, cached = self._prepare(tier.size)
+        repeats = self.args.scale_repeats if tier.size == "scale" else 1
+        operations = list(ops.OPERATIONS) * repeats
+        children = spec.children(len(operations))
+        runs = self.args.runs or TIER_RUNS
+        runners: dict[str, Callable[[Fleet, Path, int], RunResult]] = {}
+        if tier.baseline:
+            runners[tiers.DIRECT] = lambda fleet, _place, run: direct.run_once(
+                fleet, 2, tier.name, run, operations
+            )
+        for setup in tier.runners:
+            runners[setup.label] = self._tier_runner(tier, setup, operations)
+        results: list[RunResult] = []
+        for run in range(1, runs + 1):
+            for label, body in runners.items():
+                results.append(self._one(tier.name, label, cached, run, children, body))
+        figures = tiers.tier_figures(tier, results)
+        targets = tiers.tier_targets(tier.name, figures)
+        section = {
+            "tier": tier.name,
+            "description": tier.description,
+            "workload": _describe(spec, cached, children, runs),
+            "runs_per_runner": runs,
+            "runners": list(runners),
+            "runs": [r.to_json() for r in results],
+            "figures": asdict(figures),
+            "targets": [t.to_json() for t in targets],
+            "elapsed_seconds": round(time.perf_counter() - began, 1),
+        }
+        per_run = {index: tiers.run_figures(result) for index, result in enumerate(results)}
+        report.print_tier(self.console, section, results, per_run)
+        report.print_targets(self.console, targets)
+        return section
+
     def run_scale(self) -> dict[str, Any]:
         began = time.perf_counter()
         spec, cached = self._prepare("scale")
@@ -311,7 +386,9 @@ class Bench:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(width=max(Console().width, 130))
-    sizes = ["small", "large", "scale"] if args.size == "all" else [args.size]
+    size = args.size or ("all" if not args.tier else None)
+    sizes = ["small", "large", "scale"] if size == "all" else [size] if size else []
+    chosen = list(tiers.TIERS) if args.tier and "all" in args.tier else list(dict.fromkeys(args.tier or []))
     began = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     description = machine()
@@ -325,10 +402,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": description,
         "config": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
         "sizes": {},
+        "tiers": {},
     }
     try:
         for name in sizes:
             output["sizes"][name] = bench.run_scale() if name == "scale" else bench.run_size(name)
+        for name in chosen:
+            output["tiers"][name] = bench.run_tier(tiers.TIERS[name])
     finally:
         if args.keep:
             console.print(f"scratch folder kept: {scratch}")
@@ -340,7 +420,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(output, indent=1) + "\n")
     console.print(f"total {output['elapsed_seconds']:.1f}s; JSON: {args.out}")
-    failed = [r for s in output["sizes"].values() for r in s["runs"] if not r["ok"]]
+    sections = [*output["sizes"].values(), *output["tiers"].values()]
+    failed = [r for s in sections for r in s["runs"] if not r["ok"]]
     return 1 if failed else 0
 
 

@@ -3,7 +3,9 @@
 Per run: a fresh job store, the processes started and ready (health SERVING, every worker in ListWorkers),
 then the clock runs from the ``CreateMaintenance`` call to the moment ``WatchJob`` shows the parent
 terminal. CPU: the manager's and workers' process trees (``/proc``) and this process (the client), from just
-before ``CreateMaintenance`` to just after the terminal status.
+before ``CreateMaintenance`` to just after the terminal status. The watch is ``job_only`` (the parent's changes)
+unless ``job_only=False``: then it is one full watcher of every child's change, as grpcurl watches. After the
+run, the manager's ``dbmaint_dispatch_gap_seconds`` histogram is read (``dispatch_gap`` in the details).
 """
 
 from __future__ import annotations
@@ -11,15 +13,33 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bench import ops
-from bench.fleet import create, dbmaint_fleet, watch_until_terminal
-from bench.model import RunResult
+from bench.fleet import DbmaintFleet, create, dbmaint_fleet, watch_until_terminal
+from bench.model import RunResult, histogram_quantile
 from bench.procs import CpuMeter
 from bench.workload import Fleet
 from dbmaint.v1 import maintenance_pb2 as pb
 
 DEFAULT_TIMEOUT = 1800.0
+DISPATCH_GAP = "dbmaint_dispatch_gap_seconds"
+
+
+def dispatch_gap(running: DbmaintFleet) -> dict[str, Any]:
+    """The manager's dispatch-gap histogram: count, p50 and p99 in ms (from the buckets, see
+    ``histogram_quantile``), and the buckets; an ``error`` instead when it could not be read."""
+    try:
+        buckets = running.histogram(DISPATCH_GAP)
+    except OSError as error:
+        return {"error": f"{type(error).__name__}: {error}"}
+    p50, p99 = histogram_quantile(buckets, 0.50), histogram_quantile(buckets, 0.99)
+    return {
+        "count": int(buckets[-1][1]) if buckets else 0,
+        "p50_ms": None if p50 is None else round(1000 * p50, 4),
+        "p99_ms": None if p99 is None else round(1000 * p99, 4),
+        "buckets": [[le, count] for le, count in buckets],
+    }
 
 
 def run_once(
@@ -31,6 +51,8 @@ def run_once(
     slots: int | None = None,
     operations: Sequence[str] = ops.OPERATIONS,
     timeout: float = DEFAULT_TIMEOUT,
+    job_only: bool = True,
+    runner: str = "dbmaint",
 ) -> RunResult:
     workdir.mkdir(parents=True, exist_ok=True)
     targets_file = fleet.write_targets_file(workdir / "targets.txt")
@@ -44,10 +66,11 @@ def run_once(
         started = time.perf_counter()
         response = create(stub, names, operations)
         created = time.perf_counter()
-        status, finished = watch_until_terminal(stub, response.parent.id, timeout)
+        status, finished = watch_until_terminal(stub, response.parent.id, timeout, job_only)
         wall = finished - started
         cpu = meter.stop()
         reply = stub.GetJob(pb.GetJobRequest(id=response.parent.id), timeout=60)
+        gap = dispatch_gap(running)
     findings = running.findings()
     completed = [c for c in reply.children if c.status == pb.JOB_STATUS_COMPLETED]
     vacuums = [c for c in completed if c.operation == pb.OPERATION_VACUUM]
@@ -55,7 +78,7 @@ def run_once(
         "" if status == pb.JOB_STATUS_COMPLETED else f"parent ended {pb.JobStatus.Name(status)}: {reply.job.error}"
     )
     return RunResult(
-        runner="dbmaint",
+        runner=runner,
         size=size,
         run=run,
         children=children,
@@ -67,7 +90,12 @@ def run_once(
         vacuum_bytes_after=sum(c.result.bytes_after for c in vacuums),
         error=error,
         details={
-            "setup": {"workers": workers, "slots": sorted({int(i.slots) for i in infos})},
+            "setup": {
+                "workers": workers,
+                "slots": sorted({int(i.slots) for i in infos}),
+                "watcher": "job_only" if job_only else "full",
+            },
+            "dispatch_gap": gap,
             "parent_id": response.parent.id,
             "parent_status": pb.JobStatus.Name(status),
             "children_reported": len(reply.children),

@@ -3,13 +3,16 @@ N workers (``python -m worker_service``, every one serving every target through 
 separate processes on free loopback ports, and a gRPC client to the manager.
 
 ``wait_ready`` returns once the manager's ``grpc.health.v1`` says SERVING and ``ListWorkers`` lists every
-worker: the runners start their clock only after that.
+worker: the runners start their clock only after that. The manager serves Prometheus metrics on a loopback port
+(``--metrics-listen``); ``histogram`` reads one of its histograms (e.g. ``dbmaint_dispatch_gap_seconds``).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.procs import Service, free_port, stop_all, wait_until
 from dbmaint.v1 import maintenance_pb2 as pb
@@ -38,6 +42,7 @@ OPERATION_PROTO = {
 class DbmaintFleet:
     workdir: Path
     manager_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     manager: Service | None = None
     workers: list[Service] = field(default_factory=list)
     exit_codes: dict[str, int | None] = field(default_factory=dict)
@@ -63,6 +68,8 @@ class DbmaintFleet:
                 self.address,
                 "--database-url",
                 f"sqlite:///{store}",
+                "--metrics-listen",
+                f"127.0.0.1:{self.metrics_port}",
                 *manager_args,
             ],
             self.workdir / "manager.log",
@@ -114,6 +121,14 @@ class DbmaintFleet:
     def stub(self) -> pb_grpc.MaintenanceServiceStub:
         return pb_grpc.MaintenanceServiceStub(self.channel)
 
+    def histogram(self, name: str) -> list[tuple[float, float]]:
+        """The cumulative buckets ``(le, count)`` of the manager's histogram ``name``, in ``le`` order (empty
+        if the manager does not expose it)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            text = reply.read().decode()
+        return histogram_buckets(text, name)
+
     def pids(self) -> dict[str, int]:
         return {service.name: service.pid for service in self.services}
 
@@ -154,9 +169,26 @@ def create(
     return response
 
 
-def watch_until_terminal(stub: pb_grpc.MaintenanceServiceStub, job_id: str, timeout: float) -> tuple[int, float]:
-    """Follow ``WatchJob`` until the job is terminal; returns (status, time.perf_counter() when seen)."""
-    stream = stub.WatchJob(pb.WatchJobRequest(id=job_id, job_only=True), timeout=timeout)
+def histogram_buckets(exposition: str, name: str) -> list[tuple[float, float]]:
+    """``(le, cumulative count)`` of histogram ``name`` (without ``_seconds``' suffixes) in a Prometheus text
+    exposition, sorted by ``le`` (+Inf last)."""
+    buckets = [
+        (float(sample.labels["le"]), sample.value)
+        for family in text_string_to_metric_families(exposition)
+        if family.name == name
+        for sample in family.samples
+        if sample.name == f"{name}_bucket"
+    ]
+    return sorted(buckets, key=lambda bucket: bucket[0] if not math.isinf(bucket[0]) else math.inf)
+
+
+def watch_until_terminal(
+    stub: pb_grpc.MaintenanceServiceStub, job_id: str, timeout: float, job_only: bool = True
+) -> tuple[int, float]:
+    """Follow ``WatchJob`` until the job is terminal; returns (status, time.perf_counter() when seen).
+    ``job_only=False`` watches every child's change too, as grpcurl does by default (each one is received and
+    parsed here: the full watcher's cost is part of the run)."""
+    stream = stub.WatchJob(pb.WatchJobRequest(id=job_id, job_only=job_only), timeout=timeout)
     try:
         for message in stream:
             if message.HasField("snapshot"):

@@ -39,6 +39,14 @@ class RunResult:
     def total_cpu_seconds(self) -> float:
         return sum(self.cpu_seconds.values())
 
+    @property
+    def service_cpu_ms_per_child(self) -> float | None:
+        """CPU milliseconds per child of the processes doing the work (dbmaint: manager and workers; direct: the
+        pool processes), without the benchmark's own client; None without children."""
+        if not self.children:
+            return None
+        return 1000 * sum(v for k, v in self.cpu_seconds.items() if k != "client") / self.children
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["ok"] = self.ok
@@ -68,6 +76,26 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     low = math.floor(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def histogram_quantile(buckets: Sequence[tuple[float, float]], fraction: float) -> float | None:
+    """The ``fraction`` quantile of a Prometheus histogram from its cumulative buckets ``(le, count)`` (sorted,
+    +Inf last), as Prometheus' ``histogram_quantile`` computes it: find the first bucket whose cumulative count
+    reaches ``fraction`` x total, and interpolate linearly between its lower and upper bound (the first bucket's
+    lower bound is 0). In the +Inf bucket the result is the highest finite bound (a lower bound of the truth).
+    None when nothing was observed. The value is only as fine as the buckets; but whether it is <= a bucket
+    bound is exact: it is iff that bucket's cumulative count reaches the rank."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = fraction * buckets[-1][1]
+    lower, below = 0.0, 0.0
+    for upper, cumulative in buckets:
+        if cumulative >= rank and cumulative > below:
+            if math.isinf(upper):
+                return lower
+            return lower + (upper - lower) * (rank - below) / (cumulative - below)
+        lower, below = upper, cumulative
+    return lower
 
 
 @dataclass(frozen=True)

@@ -232,6 +232,14 @@ class Service:
         return [line for line in self.log_lines() if LOG_FINDING.search(line)][:MAX_FINDINGS]
 
 
+def timed_run(name: str, argv: list[str], log: Path, timeout: float) -> tuple[float, int | None]:
+    """Run ``argv`` to its end as a ``Service`` (output to ``log``): (seconds from just before the process is
+    started to its exit, its exit code; None when it was killed at ``timeout``). Process start is included."""
+    began = time.perf_counter()
+    code = Service(name, argv, log).start().wait_or_kill(timeout)
+    return time.perf_counter() - began, code
+
+
 def stop_all(services: Iterable[Service], timeout: float = 20.0) -> dict[str, int | None]:
     """SIGTERM to all, then wait (SIGKILL after ``timeout``); returns each exit code (None: killed)."""
     services = list(services)

@@ -1,7 +1,8 @@
 """The targets from the issue, checked against the measurements, and the printed tables.
 
 Small: dbmaint <= 1.5 x direct(P=2) and < 0.35 x Celery; large: dbmaint <= 1.10 x direct(P=2); scale:
-create < 1 s, manager peak RSS < 200 MiB, assignment latency p50 < 5 ms and p99 < 50 ms.
+create < 1 s, manager peak RSS < 200 MiB, assignment latency p50 < 5 ms and p99 < 50 ms (the sizes' targets).
+The tiers' targets (issue 10) are in ``bench/tiers.py``; their tables are printed by ``print_tier``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ RUNNER_ORDER = ("direct-p1", "direct-p2", "dbmaint", "celery")
 
 @dataclass(frozen=True)
 class Target:
-    """``measured`` must be below ``limit`` (``inclusive``: or equal)."""
+    """``measured`` must be below ``limit`` (``inclusive``: or equal). No figure (None or NaN): not measured,
+    never met. ``error`` (the measurement itself failed, e.g. a command exited non-zero): missed, whatever
+    the figure."""
 
     name: str
     limit: float
@@ -30,9 +33,12 @@ class Target:
     unit: str
     inclusive: bool = True
     note: str = ""
+    error: str = ""
 
     @property
     def met(self) -> bool | None:
+        if self.error:
+            return False
         if self.measured is None or math.isnan(self.measured):
             return None
         return self.measured <= self.limit if self.inclusive else self.measured < self.limit
@@ -40,6 +46,8 @@ class Target:
     @property
     def verdict(self) -> str:
         met = self.met
+        if self.error:
+            return f"MISSED ({self.error})"
         if met is None:
             return "not measured"
         assert self.measured is not None
@@ -264,3 +272,49 @@ def print_findings(console: Console, findings: dict[str, dict[str, list[str]]]) 
             console.print(f"  {run} {process}: {len(lines)} line(s)")
             for line in lines[:3]:
                 console.print(f"    {line[:200]}", markup=False, highlight=False)
+
+
+def print_tier(
+    console: Console, section: dict[str, Any], results: Sequence[RunResult], figures: dict[int, dict[str, Any]]
+) -> None:
+    """One row per (runner, figure) the runs produced: median, min, max and the runs' values in order.
+    ``figures``: index in ``results`` -> that run's figures (``tiers.run_figures``); failed runs are left out
+    of the statistics and counted in the runner's first row."""
+    workload = section["workload"]
+    title = (
+        f"tier {section['tier']}: {section['description']} — {workload['targets']} targets x "
+        f"{workload['rows']:,} rows, {workload['children']:,} children per run, "
+        f"{section['runs_per_runner']} run(s)"
+    )
+    table = Table(title=title, title_justify="left")
+    table.add_column("runner")
+    table.add_column("figure")
+    for column in ("median", "min", "max", "runs in order"):
+        table.add_column(column, justify="right")
+    for runner in section["runners"]:
+        indexes = [i for i, r in enumerate(results) if r.runner == runner]
+        failed = sum(1 for i in indexes if not results[i].ok)
+        label = runner + (f" [red]({failed} failed)[/red]" if failed else "")
+        setup = next((results[i].details.get("setup") for i in indexes if results[i].ok), None)
+        if setup:
+            table.add_row(label, "setup", _setup(setup), "", "", "")
+            label = ""
+        names = [name for i in indexes for name in figures[i]]
+        for name in dict.fromkeys(names):
+            values = [figures[i].get(name) for i in indexes if results[i].ok]
+            present = [float(v) for v in values if v is not None]
+            if not present:
+                continue
+            digits = 0 if all(v.is_integer() for v in present) and max(present) >= 10 else 3  # counts
+            table.add_row(
+                label,
+                name,
+                _fmt(statistics.median(present), digits),
+                _fmt(min(present), digits),
+                _fmt(max(present), digits),
+                ", ".join(_fmt(None if v is None else float(v), digits) for v in values),
+            )
+            label = ""
+        if label:
+            table.add_row(label, "[red]no successful run (see the JSON)[/red]", "", "", "", "")
+    console.print(table)

@@ -1,14 +1,19 @@
 """The scale run: one parent of 10,000 children (100 small targets x the four operations repeated 25 times)
-on a manager and four workers.
+on a manager and four workers (the ``scale`` tier: two workers of eight slots).
 
 Measured: the ``CreateMaintenance`` RPC latency, the time to the parent's terminal status (from the create
 call), the manager's peak RSS (``VmHWM`` of /proc/<pid>/status at the end, plus the largest ``VmRSS`` seen by
 sampling every 100 ms), and the assignment latency computed from the job records (see ``assignment_latency``).
+Once the parent is terminal (every child holds its result: the largest answer): ``GetJob`` of the parent
+(``GETJOB_CALLS`` calls, each timed; its serialized size), and ``dbmaint get`` of the parent as a fresh process
+(process start included, output to a file), and the manager's dispatch-gap histogram.
 """
 
 from __future__ import annotations
 
 import re
+import statistics
+import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -18,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import ops
-from bench.fleet import create, dbmaint_fleet, seconds, watch_until_terminal
+from bench.dbmaint_runner import dispatch_gap
+from bench.fleet import DbmaintFleet, create, dbmaint_fleet, seconds, watch_until_terminal
 from bench.model import RunResult, percentile
-from bench.procs import CpuMeter, memory_kib
+from bench.procs import CpuMeter, memory_kib, timed_run
 from bench.workload import Fleet
 from dbmaint.v1 import maintenance_pb2 as pb
 
@@ -28,6 +34,8 @@ REPEATS = 25
 DEFAULT_WORKERS = 4
 DEFAULT_TIMEOUT = 1800.0
 RSS_SAMPLE_INTERVAL = 0.1
+GETJOB_CALLS = 3
+CLI_TIMEOUT = 300.0
 LATENCY_NOTE = (
     "assignment latency as the manager records it: a child's started_at (set when the manager assigns it) "
     "minus the moment it became runnable, from GetJob's timestamps. 'as specified': runnable = max(parent "
@@ -157,6 +165,34 @@ def latency_summary(values: Sequence[float]) -> dict[str, float] | None:
     }
 
 
+def cli_argv(*args: str) -> list[str]:
+    """``dbmaint`` (the console script beside this Python, as an operator runs it; else ``python -m``)."""
+    script = Path(sys.executable).with_name("dbmaint")
+    return [str(script), *args] if script.exists() else [sys.executable, "-m", "dbmaint.cli.main", *args]
+
+
+def parent_reads(running: DbmaintFleet, parent_id: str, workdir: Path) -> tuple[pb.GetJobResponse, dict[str, Any]]:
+    """Time ``GetJob`` of the parent (``GETJOB_CALLS`` times; the median counts) and ``dbmaint get`` of it (one
+    fresh process, to its exit). Returns the last reply and the figures."""
+    times = []
+    reply = pb.GetJobResponse()
+    for _ in range(GETJOB_CALLS):
+        began = time.perf_counter()
+        reply = running.stub.GetJob(pb.GetJobRequest(id=parent_id), timeout=120)
+        times.append(time.perf_counter() - began)
+    argv = cli_argv("--manager", running.address, "--timeout", "120", "get", parent_id)
+    cli_seconds, cli_code = timed_run("dbmaint-get", argv, workdir / "dbmaint-get.log", CLI_TIMEOUT)
+    figures = {
+        "getjob_seconds": [round(t, 4) for t in times],
+        "getjob_median_seconds": round(statistics.median(times), 4),
+        "getjob_bytes": reply.ByteSize(),
+        "getjob_children": len(reply.children),
+        "cli_get_seconds": round(cli_seconds, 3),
+        "cli_get_exit_code": cli_code,
+    }
+    return reply, figures
+
+
 class _RssSampler(threading.Thread):
     def __init__(self, pid: int) -> None:
         super().__init__(name="rss-sampler", daemon=True)
@@ -205,7 +241,8 @@ def run_once(
         cpu = meter.stop()
         sampled_peak = sampler.stop()
         rss_after = memory_kib(manager_pid)
-        reply = stub.GetJob(pb.GetJobRequest(id=response.parent.id), timeout=120)
+        reply, reads = parent_reads(running, response.parent.id, workdir)
+        gap = dispatch_gap(running)
     completed = [c for c in reply.children if c.status == pb.JOB_STATUS_COMPLETED]
     received = worker_received(line for worker in running.workers for line in worker.log_lines())
     times = child_times(reply.job, reply.children, received)
@@ -221,6 +258,8 @@ def run_once(
         "create_seconds": round(created - started, 4),
         "other_cpu_seconds": meter.other_seconds,
         "finish_seconds": round(finished - started, 4),
+        "parent_reads": reads,
+        "dispatch_gap": gap,
         "manager_rss_kib": {
             "before_create": rss_before.get("VmRSS"),
             "peak_sampled": sampled_peak,

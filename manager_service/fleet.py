@@ -155,6 +155,10 @@ class FleetCore:
     def inbox_size(self) -> int:
         return len(self._inbox)
 
+    def pending_since(self, job_id: str) -> float | None:
+        """When ``job_id`` last became PENDING (the ``now`` it was queued with); None if it is not pending."""
+        return self._pending_since.get(job_id)
+
     def waiting_reason(self, child: Job) -> str:
         """Why a pending child has not started yet (or a running one has not started its statement), in words an
         operator can act on."""

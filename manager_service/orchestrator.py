@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -47,6 +48,7 @@ from manager_service.fleet import FleetCore, FleetSettings, Lease, Turn, TurnRep
 from manager_service.metrics import FleetView, ManagerMetrics
 from manager_service.store.base import JobStore, Page
 from manager_service.workers import (
+    AssignCommand,
     CloseCommand,
     Command,
     HelloInfo,
@@ -62,6 +64,9 @@ STORE_RETRY_SECONDS = 1.0
 # Errors after which this manager must not act on the store any more: another manager holds it, or a commit's
 # outcome is unknown (memory may disagree with the store). The side task dies; the server steps down.
 STOP_ACTING = (LeaseLost, CommitOutcomeUnknown)
+
+# Result arrival times kept per stream for the dispatch-gap metric (more than any worker has slots).
+MAX_RESULT_ARRIVALS = 10_000
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -117,6 +122,10 @@ class Orchestrator:
         self._lock = asyncio.Lock()
         self._core = FleetCore(settings.fleet)
         self._outboxes: dict[int, asyncio.Queue[Command]] = {}
+        # Dispatch-gap metric only: per stream, when each result not yet followed by an assignment arrived; per
+        # target with queued work, when the last result that frees it arrived.
+        self._result_arrivals: dict[int, deque[float]] = {}
+        self._target_freed_at: dict[str, float] = {}
         self._events = EventBus(settings.max_watch_backlog)
         self._wake = asyncio.Event()
         self._closing = False
@@ -323,6 +332,7 @@ class Orchestrator:
     def disconnect_worker(self, stream: int, why: str) -> None:
         """The stream ended (however it ended). Its leases stay until they lapse or the worker comes back."""
         self._outboxes.pop(stream, None)
+        self._result_arrivals.pop(stream, None)
         session = self._core.disconnect(stream)
         if session is None:
             return
@@ -361,6 +371,8 @@ class Orchestrator:
         session = self._core.session_of(stream)
         if session is not None:
             session.touch()
+            outcomes = list(outcomes)
+            self._note_arrivals(stream, outcomes, time.monotonic())
         self._core.receive(stream, outcomes)
         self._wake.set()
 
@@ -398,8 +410,10 @@ class Orchestrator:
             self._core.turn_failed(turn)  # retried on the next turn
             raise
         deadline = utcnow() + timedelta(seconds=self.settings.operation_timeout)
+        queued_at = {p.child.job_id: self._core.pending_since(p.child.job_id) for p in turn.planned}
         report = self._core.turn_applied(turn, batch, time.monotonic(), deadline)
         self._route(report.sends)
+        self._observe_dispatch_gaps(report.sends, queued_at, time.monotonic())
         self._record_turn(turn, batch.finished, report)
         self._events.publish(j for t in (*batch.finished, *batch.started) for j in (t.child, t.parent))
 
@@ -424,6 +438,37 @@ class Orchestrator:
                 batch = await self._write(self._store.apply_batch, [replacement], [])
             finished.extend(batch.finished)
         return BatchOutcome(finished, started)
+
+    def _note_arrivals(self, stream: int, outcomes: Sequence[ChildOutcome], now: float) -> None:
+        """For the dispatch gap: when these results arrived on ``stream``, and that they free their targets (those
+        with queued work) from ``now``."""
+        arrivals = self._result_arrivals.setdefault(stream, deque(maxlen=MAX_RESULT_ARRIVALS))
+        arrivals.extend([now] * len(outcomes))
+        for outcome in outcomes:
+            lease = self._core.leases.get(outcome.job_id)
+            if lease is not None and self._core.queue.head(lease.target) is not None:
+                self._target_freed_at[lease.target] = now
+
+    def _observe_dispatch_gaps(self, sends: Sequence[Send], queued_at: dict[str, float | None], at: float) -> None:
+        """``dbmaint_dispatch_gap_seconds``: each assignment sent to a stream is paired with the oldest result that
+        arrived on it and was not paired yet (a result frees a slot, an assignment fills one). The gap, from that
+        arrival to ``at`` (the assignment queued for sending), is observed only when the assigned child could
+        already run when the result arrived: it was queued, and the last result freeing its target (if any came
+        after it was queued) had arrived. Work was waiting, so the gap is the manager's. Otherwise the pairing
+        is dropped unobserved (the worker was idle for want of runnable work). Assignments with no result to
+        pair (a fresh worker, a new parent filling free slots) are not observed."""
+        for send in sends:
+            command = send.command
+            if not isinstance(command, AssignCommand):
+                continue
+            freed = self._target_freed_at.pop(command.target, None)
+            arrivals = self._result_arrivals.get(send.stream)
+            if not arrivals:
+                continue
+            arrived = arrivals.popleft()
+            since = queued_at.get(command.job_id)
+            if since is not None and (since if freed is None else max(since, freed)) <= arrived:
+                self.metrics.dispatch_gap.observe(max(0.0, at - arrived))
 
     def _record_turn(self, turn: Turn, finished: list[Transition], report: TurnReport) -> None:
         for wait in report.waits:

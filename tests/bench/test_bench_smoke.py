@@ -87,6 +87,58 @@ def test_tiny_benchmark_writes_the_expected_json(tmp_path: Path) -> None:
     assert small["targets"][1]["met"] is None  # no Celery run: not measured
 
 
+@pytest.mark.e2e
+def test_tiny_tiers_write_their_figures_and_verdicts(tmp_path: Path) -> None:
+    """The one-slot and scale tiers on 4 targets of 50 rows (scale: the four operations twice), one run each:
+    every runner completes, the manager's dispatch-gap histogram is read, the scale tier's reads succeed, and
+    every target has a verdict (whatever the timings)."""
+    out = tmp_path / "tiers.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--tier",
+            "one-slot",
+            "--tier",
+            "scale",
+            "--targets",
+            str(TARGETS),
+            "--rows",
+            str(ROWS),
+            "--runs",
+            "1",
+            "--scale-repeats",
+            "2",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    data = json.loads(out.read_text())
+    assert data["sizes"] == {}
+    assert list(data["tiers"]) == ["one-slot", "scale"]
+    one_slot, scale = data["tiers"]["one-slot"], data["tiers"]["scale"]
+    assert [r["runner"] for r in one_slot["runs"]] == ["direct-p2", "dbmaint"]
+    assert all(r["ok"] for tier in (one_slot, scale) for r in tier["runs"])
+    dbmaint = one_slot["runs"][1]["details"]
+    assert dbmaint["setup"] == {"workers": 2, "slots": [1], "watcher": "job_only"}
+    # One slot per worker, each target's next operation queued from the start: every assignment after the
+    # first one per worker follows a result while work was queued.
+    assert dbmaint["dispatch_gap"]["count"] == TARGETS * OPERATIONS - 2
+    assert one_slot["figures"]["gap_p50_ms"] is not None
+    reads = scale["runs"][0]["details"]["parent_reads"]
+    assert reads["cli_get_exit_code"] == 0 and reads["getjob_children"] == TARGETS * OPERATIONS * 2
+    for tier in (one_slot, scale):
+        assert tier["targets"] and all(t["met"] is not None for t in tier["targets"]), tier["targets"]
+
+
 def test_assignment_latency_from_job_records() -> None:
     # One worker with one slot, two targets: a0 runs 0.0-1.0, b0 waits for the slot and starts at 1.1,
     # a1 waits for its target (a0, finished at 1.0) and for the slot (b0 finishes at 2.0), starts at 2.05.

@@ -70,3 +70,49 @@ def test_metrics_move_when_a_job_runs(tmp_path: Path) -> None:
 async def _parent_done(m: Manager, parent_id: str) -> bool:
     job = await m.job(parent_id)
     return job.status in (pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_FAILED)
+
+
+def test_dispatch_gap_is_observed_only_when_work_was_queued(tmp_path: Path) -> None:
+    """One slot, one target, three operations: the second and third children were queued when the results
+    before them arrived (two gaps). The last result finds nothing queued; the child of a parent created later
+    fills the free slot but is no gap."""
+
+    async def body() -> None:
+        async with running_manager(tmp_path, metrics_listen="127.0.0.1:0") as m:
+            w = await m.connected_worker("w1", ["db1"], slots=1)
+            first = await m.create(["db1"], [pb.OPERATION_VACUUM, pb.OPERATION_ANALYZE, pb.OPERATION_REINDEX])
+            for count in (1, 2, 3):
+                await w.complete((await w.wait_assignments(count))[count - 1])
+            await eventually(lambda: _parent_done(m, first.parent.id))
+            assert (await scrape(m))[("dbmaint_dispatch_gap_seconds_count", ())] == 2
+
+            second = await m.create(["db1"], [pb.OPERATION_ANALYZE])
+            await w.complete((await w.wait_assignments(4))[3])
+            await eventually(lambda: _parent_done(m, second.parent.id))
+            after = await scrape(m)
+            assert after[("dbmaint_dispatch_gap_seconds_count", ())] == 2
+            assert 0 < after[("dbmaint_dispatch_gap_seconds_sum", ())] < 5
+            assert after[("dbmaint_dispatch_gap_seconds_bucket", (("le", "0.001"),))] <= 2
+
+    run_async(body())
+
+
+def test_no_dispatch_gap_when_the_queued_child_could_not_run_yet(tmp_path: Path) -> None:
+    """Two slots: db1's second child is queued but waits for its target while db2's child ends (a result, a free
+    slot, nothing runnable). When db1's first child ends, its second one goes out: paired with db2's result, but
+    it could not run when that arrived (its target was freed later), so it is no gap."""
+
+    async def body() -> None:
+        async with running_manager(tmp_path, metrics_listen="127.0.0.1:0") as m:
+            w = await m.connected_worker("w1", ["db1", "db2"], slots=2)
+            first = await m.create(["db1"], [pb.OPERATION_VACUUM, pb.OPERATION_ANALYZE])
+            db1_first = (await w.wait_assignments(1))[0]
+            second = await m.create(["db2"], [pb.OPERATION_VACUUM])
+            await w.complete((await w.wait_assignments(2))[1])
+            await eventually(lambda: _parent_done(m, second.parent.id))
+            await w.complete(db1_first)
+            await w.complete((await w.wait_assignments(3))[2])
+            await eventually(lambda: _parent_done(m, first.parent.id))
+            assert (await scrape(m))[("dbmaint_dispatch_gap_seconds_count", ())] == 0
+
+    run_async(body())
