@@ -74,7 +74,7 @@ from manager_service.errors import (
     StoreUnavailable,
 )
 from manager_service.store import migrations
-from manager_service.store.base import LeaseState, Page
+from manager_service.store.base import ChildrenPage, LeaseState, Page
 from manager_service.store.models import jobs, store_lease
 
 UNFINISHED = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
@@ -136,6 +136,7 @@ SETTLE_PARENT = (
         **{name: bindparam(f"b_{name}") for name in PROGRESS_COUNTERS},
     )
 )
+INSERT_CHILDREN = jobs.insert().returning(jobs.c.seq, sort_by_parameter_order=True)
 # The lease check at the start of every write transaction (PostgreSQL). FOR SHARE: writes of one holder do not
 # block each other, but a takeover's UPDATE of the row waits until they end.
 CHECK_LEASE = (
@@ -185,6 +186,17 @@ RENEW_LEASE = (
 )
 RELEASE_LEASE = update(store_lease).where(*_OURS).values(holder="", address="", expires_at=func.now())
 COMMIT_TOKEN_OF = select(jobs.c.commit_token).where(jobs.c.id == bindparam("b_id"))
+# A page of a parent's children by keyset on (parent_id, position), the index ix_jobs_parent_position: the
+# database reads one page of rows (+1, to know whether more follow), however many children the parent has.
+CHILDREN_AFTER = (
+    select(jobs)
+    .where(jobs.c.parent_id == bindparam("b_parent"), jobs.c.position > bindparam("b_after"))
+    .order_by(jobs.c.position)
+    .limit(bindparam("b_limit"))
+)
+CHILDREN_AFTER_WITH_STATUS = CHILDREN_AFTER.where(jobs.c.status.in_(bindparam("b_statuses", expanding=True)))
+# The children a repeated request_id answers with (the first page; GetJob reads the rest).
+FIRST_CHILDREN_PAGE = 500
 LEASE_NAME = "manager"
 # Pauses before each look for a write's marker after the link broke during its COMMIT (bounded: the caller
 # waits on it).
@@ -550,6 +562,36 @@ class SQLAlchemyJobStore:
         with self._connect() as conn:
             return self._children(conn, parent_id)
 
+    def children_page(
+        self,
+        parent_id: str,
+        limit: int,
+        after_position: int | None = None,
+        statuses: Sequence[JobStatus] = (),
+    ) -> ChildrenPage:
+        with self._connect() as conn:
+            return self._children_page(conn, parent_id, limit, after_position, statuses)
+
+    def _children_page(
+        self,
+        conn: Connection,
+        parent_id: str,
+        limit: int,
+        after_position: int | None = None,
+        statuses: Sequence[JobStatus] = (),
+    ) -> ChildrenPage:
+        params: dict[str, Any] = {
+            "b_parent": parent_id,
+            "b_after": -1 if after_position is None else after_position,
+            "b_limit": limit + 1,
+        }
+        query = CHILDREN_AFTER
+        if statuses:
+            query = CHILDREN_AFTER_WITH_STATUS
+            params["b_statuses"] = sorted({status.value for status in statuses})
+        found = [_row_to_job(r) for r in conn.execute(query, params)]
+        return ChildrenPage(found[:limit], len(found) > limit)
+
     def list_jobs(self, filter: JobFilter, limit: int, before_seq: int | None) -> Page:
         query = select(jobs).order_by(jobs.c.seq.desc()).limit(limit + 1)
         if filter.status is not None:
@@ -603,7 +645,8 @@ class SQLAlchemyJobStore:
                 f"(parent {row._mapping['id']})"
             )
         parent = _row_to_job(row)
-        return CreateOutcome(parent, self._children(conn, parent.id), created=False)
+        page = self._children_page(conn, parent.id, FIRST_CHILDREN_PAGE)
+        return CreateOutcome(parent, page.children, created=False, more_children=page.more)
 
     def _insert_maintenance(self, conn: Connection, spec: MaintenanceSpec) -> CreateOutcome:
         now = utcnow()
@@ -633,29 +676,49 @@ class SQLAlchemyJobStore:
                 commit_token=token,
             )
         )
-        conn.execute(
-            jobs.insert(),
-            [
-                {
-                    "id": str(uuid.uuid4()),
-                    "type": CHILD_JOB_TYPE,
-                    "parent_id": parent_id,
-                    "status": JobStatus.PENDING.value,
-                    "target": target,
-                    "operation": str(operation),
-                    "position": position,
-                    "config": json.dumps({"operation": str(operation), "target": target, **scope}),
-                    "attempt": 1,
-                    "max_attempts": spec.max_attempts,
-                    "created_at": now,
-                    "updated_at": now,
-                    "commit_token": token,
-                }
-                for position, (target, operation) in _round_robin(pairs, len(spec.operations))
-            ],
-        )
-        parent = self._job(conn, parent_id)
-        return CreateOutcome(parent, self._children(conn, parent_id), created=True)
+        rows = [
+            {
+                "id": str(uuid.uuid4()),
+                "type": CHILD_JOB_TYPE,
+                "parent_id": parent_id,
+                "status": JobStatus.PENDING.value,
+                "target": target,
+                "operation": str(operation),
+                "position": position,
+                "config": {"operation": str(operation), "target": target, **scope},
+                "attempt": 1,
+                "max_attempts": spec.max_attempts,
+                "created_at": now,
+                "updated_at": now,
+                "commit_token": token,
+            }
+            for position, (target, operation) in _round_robin(pairs, len(spec.operations))
+        ]
+        # The children are built from what was inserted and the seq each got (RETURNING): re-reading and
+        # decoding 10,000 rows cost more than the insert itself.
+        inserted = conn.execute(
+            INSERT_CHILDREN, [{**row, "config": json.dumps(row["config"])} for row in rows]
+        ).all()
+        children = [
+            Job(
+                id=row["id"],
+                seq=seq,
+                type=CHILD_JOB_TYPE,
+                status=JobStatus.PENDING,
+                config=row["config"],
+                created_at=now,
+                version=1,
+                parent_id=parent_id,
+                target=row["target"],
+                operation=Operation(row["operation"]),
+                position=row["position"],
+                attempt=1,
+                max_attempts=spec.max_attempts,
+            )
+            for row, (seq,) in zip(rows, inserted, strict=True)
+        ]
+        children.sort(key=lambda child: child.position)
+        return CreateOutcome(self._job(conn, parent_id), children, created=True)
 
     # -- child transitions
 
