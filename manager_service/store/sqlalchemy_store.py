@@ -76,6 +76,7 @@ from manager_service.errors import (
 from manager_service.store import migrations
 from manager_service.store.base import ChildrenPage, LeaseState, Page
 from manager_service.store.models import jobs, store_lease
+from manager_service.validation import DEFAULT_CHILDREN_PAGE_SIZE
 
 UNFINISHED = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
 PROGRESS_COUNTERS = ("pending", "running", "succeeded", "failed", "cancelled")
@@ -196,7 +197,7 @@ CHILDREN_AFTER = (
 )
 CHILDREN_AFTER_WITH_STATUS = CHILDREN_AFTER.where(jobs.c.status.in_(bindparam("b_statuses", expanding=True)))
 # The children a repeated request_id answers with (the first page; GetJob reads the rest).
-FIRST_CHILDREN_PAGE = 500
+FIRST_CHILDREN_PAGE = DEFAULT_CHILDREN_PAGE_SIZE
 LEASE_NAME = "manager"
 # Pauses before each look for a write's marker after the link broke during its COMMIT (bounded: the caller
 # waits on it).
@@ -676,47 +677,47 @@ class SQLAlchemyJobStore:
                 commit_token=token,
             )
         )
-        rows = [
-            {
-                "id": str(uuid.uuid4()),
-                "type": CHILD_JOB_TYPE,
-                "parent_id": parent_id,
-                "status": JobStatus.PENDING.value,
-                "target": target,
-                "operation": str(operation),
-                "position": position,
-                "config": {"operation": str(operation), "target": target, **scope},
-                "attempt": 1,
-                "max_attempts": spec.max_attempts,
-                "created_at": now,
-                "updated_at": now,
-                "commit_token": token,
-            }
-            for position, (target, operation) in _round_robin(pairs, len(spec.operations))
-        ]
-        # The children are built from what was inserted and the seq each got (RETURNING): re-reading and
-        # decoding 10,000 rows cost more than the insert itself.
-        inserted = conn.execute(
-            INSERT_CHILDREN, [{**row, "config": json.dumps(row["config"])} for row in rows]
-        ).all()
+        # The children are built from what is inserted and the seq each got (RETURNING): re-reading and decoding
+        # 10,000 rows cost more than the insert itself.
         children = [
             Job(
-                id=row["id"],
-                seq=seq,
+                id=str(uuid.uuid4()),
+                seq=0,
                 type=CHILD_JOB_TYPE,
                 status=JobStatus.PENDING,
-                config=row["config"],
+                config={"operation": str(operation), "target": target, **scope},
                 created_at=now,
-                version=1,
                 parent_id=parent_id,
-                target=row["target"],
-                operation=Operation(row["operation"]),
-                position=row["position"],
+                target=target,
+                operation=operation,
+                position=position,
                 attempt=1,
                 max_attempts=spec.max_attempts,
             )
-            for row, (seq,) in zip(rows, inserted, strict=True)
+            for position, (target, operation) in _round_robin(pairs, len(spec.operations))
         ]
+        inserted = conn.execute(
+            INSERT_CHILDREN,
+            [
+                {
+                    "id": child.id,
+                    "type": CHILD_JOB_TYPE,
+                    "parent_id": parent_id,
+                    "status": JobStatus.PENDING.value,
+                    "target": child.target,
+                    "operation": str(child.operation),
+                    "position": child.position,
+                    "config": json.dumps(child.config),
+                    "attempt": 1,
+                    "max_attempts": spec.max_attempts,
+                    "created_at": now,
+                    "updated_at": now,
+                    "commit_token": token,
+                }
+                for child in children
+            ],
+        ).scalars()
+        children = [replace(child, seq=seq) for child, seq in zip(children, inserted, strict=True)]
         children.sort(key=lambda child: child.position)
         return CreateOutcome(self._job(conn, parent_id), children, created=True)
 
