@@ -31,8 +31,7 @@ from dbmaint.cli.client import (
     ManagerClient,
     health_status,
 )
-from dbmaint.cli.demo import DEFAULT_ROWS, describe_demo_db, make_demo_db, run_demo
-from dbmaint.cli.demo_postgres import DEMO_TABLE, describe_demo_table, make_demo_postgres, parse_database_url
+from dbmaint.cli.demo import DEFAULT_ROWS, DEMO_TABLE, describe_demo_db, make_demo_db, run_demo
 from dbmaint.cli.render import (
     children_table,
     job_details,
@@ -50,6 +49,10 @@ from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.wire import operation_to_proto, status_from_proto, status_label, status_to_proto
 
 Handler = Callable[[argparse.Namespace, Console], int]
+# What `dbmaint get PARENT` shows by default: the children that did not complete, one screenful-sized page (a
+# rich table row costs about 1 ms to render: a page of 100 keeps the command well under a second).
+NOT_COMPLETED = (pb.JOB_STATUS_PENDING, pb.JOB_STATUS_RUNNING, pb.JOB_STATUS_FAILED, pb.JOB_STATUS_CANCELLED)
+GET_PAGE_SIZE = 100
 N = TypeVar("N", int, float)
 _TYPE_ALIASES = {"parent": PARENT_JOB_TYPE, "child": CHILD_JOB_TYPE} | {name: name for name in JOB_TYPES}
 
@@ -108,7 +111,7 @@ def cmd_create(args: argparse.Namespace, console: Console) -> int:
             return EXIT_OK
         parent = response.parent
         if response.created:
-            console.print(Text(f"created parent {parent.id} with {len(response.children)} children"))
+            console.print(Text(f"created parent {parent.id} with {parent.progress.total} children"))
         else:
             console.print(
                 Text(
@@ -118,23 +121,66 @@ def cmd_create(args: argparse.Namespace, console: Console) -> int:
             )
         if not args.watch:
             console.print(children_table(list(response.children)))
+            if response.next_children_page_token:
+                console.print(
+                    Text(
+                        f"the first {len(response.children)} of {parent.progress.total} children: "
+                        f"`dbmaint get {parent.id} --children` lists every child"
+                    )
+                )
             return EXIT_OK
         return watch_until_terminal(client, parent.id, console)
 
 
 def cmd_get(args: argparse.Namespace, console: Console) -> int:
     with ManagerClient(args.manager, args.timeout) as client:
-        response = client.get(args.id)
-    if args.json:
-        print_json(console, response)
-        return EXIT_OK
+        if args.children:
+            return _print_every_child(client, args.id, console, args.json)
+        if args.json:
+            print_json(console, client.get(args.id))
+            return EXIT_OK
+        response = client.get(args.id, page_size=GET_PAGE_SIZE, statuses=NOT_COMPLETED)
     job = response.job
-    console.print(job_details(job))
+    _print_job(console, job)
     if is_parent(job):
-        console.print(children_table(sorted(response.children, key=lambda child: child.position)))
-    elif job.HasField("result"):
+        if response.children:
+            console.print(children_table(list(response.children), title="children not completed"))
+        _print_hidden_children(console, job, len(response.children), bool(response.next_children_page_token))
+    return EXIT_OK
+
+
+def _print_job(console: Console, job: pb.Job) -> None:
+    console.print(job_details(job))
+    if not is_parent(job) and job.HasField("result"):
         console.print(Text("result", style="bold underline"))
         console.print(result_details(job.result))
+
+
+def _print_hidden_children(console: Console, parent: pb.Job, shown: int, more: bool) -> None:
+    """The line under the default view of a parent: how many children it did not show, and how to see them."""
+    progress = parent.progress
+    hidden = []
+    if more:
+        hidden.append(f"{max(progress.total - progress.succeeded - shown, 1)} more children not completed")
+    if progress.succeeded:
+        hidden.append(f"{progress.succeeded} completed children not shown")
+    if hidden:
+        console.print(Text(f"{'; '.join(hidden)}: `dbmaint get {parent.id} --children` lists every child"))
+
+
+def _print_every_child(client: ManagerClient, job_id: str, console: Console, as_json: bool) -> int:
+    """The job, then its children page by page as they arrive (never one huge read)."""
+    first = True
+    for response in client.pages(job_id):
+        if as_json:
+            print_json(console, response)
+            continue
+        if first:
+            _print_job(console, response.job)
+        if response.children:
+            console.print(children_table(list(response.children), title="children" if first else None))
+        console.file.flush()
+        first = False
     return EXIT_OK
 
 
@@ -222,6 +268,9 @@ def cmd_make_demo_db(args: argparse.Namespace, console: Console) -> int:
     )
     where: str = args.where
     if "://" in where:
+        # Imported here: SQLAlchemy takes a sizeable share of the CLI's start, and only this command needs it.
+        from dbmaint.cli.demo_postgres import describe_demo_table, make_demo_postgres, parse_database_url
+
         url = parse_database_url(where)
         if url.get_backend_name() == "postgresql":
             table, made = make_demo_postgres(url, args.rows, if_exists=if_exists)
@@ -311,9 +360,22 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--watch", "-w", action="store_true", help="follow the job live; exit 0 iff it completed")
     mode.add_argument("--json", action="store_true", help="print the response as JSON")
 
-    get = command("get", cmd_get, "show a parent with its children, or a child with its result")
+    get = command(
+        "get",
+        cmd_get,
+        "show a parent with its counters and the children that did not complete, or a child with its result",
+    )
     get.add_argument("id", metavar="ID")
-    json_option(get)
+    get.add_argument(
+        "--children",
+        action="store_true",
+        help="list every child of the parent, page by page (with --json: one JSON document per page)",
+    )
+    get.add_argument(
+        "--json",
+        action="store_true",
+        help="print the manager's answer as JSON: the job and the first page of its children (500)",
+    )
 
     listing = command("list", cmd_list, "list jobs, newest first")
     listing.add_argument("--status", choices=[status.value for status in JobStatus])
