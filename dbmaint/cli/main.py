@@ -43,7 +43,7 @@ from dbmaint.cli.render import (
     watch_view,
     workers_table,
 )
-from dbmaint.cli.watch import follow, is_parent
+from dbmaint.cli.watch import NOT_COMPLETED, follow, is_parent
 from dbmaint.operations import CHILD_JOB_TYPE, JOB_TYPES, PARENT_JOB_TYPE, JobStatus, Operation
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.wire import operation_to_proto, status_from_proto, status_label, status_to_proto
@@ -51,7 +51,6 @@ from dbmaint.wire import operation_to_proto, status_from_proto, status_label, st
 Handler = Callable[[argparse.Namespace, Console], int]
 # What `dbmaint get PARENT` shows by default: the children that did not complete, one screenful-sized page (a
 # rich table row costs about 1 ms to render: a page of 100 keeps the command well under a second).
-NOT_COMPLETED = (pb.JOB_STATUS_PENDING, pb.JOB_STATUS_RUNNING, pb.JOB_STATUS_FAILED, pb.JOB_STATUS_CANCELLED)
 GET_PAGE_SIZE = 100
 N = TypeVar("N", int, float)
 _TYPE_ALIASES = {"parent": PARENT_JOB_TYPE, "child": CHILD_JOB_TYPE} | {name: name for name in JOB_TYPES}

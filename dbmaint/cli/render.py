@@ -34,6 +34,8 @@ _SHORT_TYPES = {PARENT_JOB_TYPE: "parent", CHILD_JOB_TYPE: "child"}
 # Wide enough that ids are never folded when the output goes to a file or a pipe.
 _PIPE_WIDTH = 200
 _BAR_WIDTH = 24
+# The live view shows at least this many child rows, however short the terminal.
+_MIN_LIVE_ROWS = 5
 
 
 def make_console() -> Console:
@@ -336,9 +338,11 @@ class LiveView:
             return Text("")
         now = datetime.now(UTC)
         tick = time.monotonic()
-        rows = state.rows
+        # A parent of thousands of children shows its counters and the rows that fit the terminal: the running
+        # children first, then the failed, cancelled and pending ones (the completed ones are counted).
+        rows = state.rows_within(max(_MIN_LIVE_ROWS, self._console.height - 4))
         table = Table.grid(padding=(0, 2))
-        table.add_column(min_width=max(len(child_label(row)) for row in rows) + 2, no_wrap=True)
+        table.add_column(min_width=max((len(child_label(row)) for row in rows), default=0) + 2, no_wrap=True)
         table.add_column(min_width=9, no_wrap=True)  # status
         table.add_column(width=_BAR_WIDTH, no_wrap=True)
         table.add_column(min_width=max((len(row.worker_id) for row in rows), default=1), no_wrap=True)
@@ -367,6 +371,9 @@ class LiveView:
         if not is_parent(job):
             return table
         progress = job.progress
+        hidden = progress.total - len(rows)
+        if hidden > 0:
+            table.add_row(Text(f"  … {hidden} more ({progress.succeeded} completed)", style="dim"))
         done = finished(progress)
         seconds = job_seconds(job, now)
         header = Table.grid(padding=(0, 2))
@@ -442,6 +449,15 @@ def watch_view(console: Console) -> LiveView | LineView:
 
 
 def print_outcome(console: Console, state: WatchState) -> None:
-    """The results table of a watched job and its one-line summary."""
+    """The results table of a watched job and its one-line summary. A parent with more children than one page
+    shows those that did not complete (``follow`` read them) and says how to list the rest."""
     console.print(results_table(state.rows))
+    job = state.job
+    if is_parent(job) and len(state.rows) < job.progress.total:
+        console.print(
+            Text(
+                f"{job.progress.total - len(state.rows)} more children not shown "
+                f"({job.progress.succeeded} completed): `dbmaint get {job.id} --children` lists every child"
+            )
+        )
     console.print(summary(state))
