@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from google.protobuf.json_format import MessageToJson
 from google.protobuf.message import Message
 from rich.console import Console
 from rich.text import Text
@@ -49,9 +48,9 @@ from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.wire import operation_to_proto, status_from_proto, status_label, status_to_proto
 
 Handler = Callable[[argparse.Namespace, Console], int]
-# What `dbmaint get PARENT` shows by default: the children that did not complete, one screenful-sized page (a
-# rich table row costs about 1 ms to render: a page of 100 keeps the command well under a second).
-GET_PAGE_SIZE = 100
+# What `dbmaint get PARENT` shows by default: the children that did not complete, a screenful (a rich table row
+# costs 1-2 ms to render: a page of 50 keeps the command, process start included, well under a second).
+GET_PAGE_SIZE = 50
 N = TypeVar("N", int, float)
 _TYPE_ALIASES = {"parent": PARENT_JOB_TYPE, "child": CHILD_JOB_TYPE} | {name: name for name in JOB_TYPES}
 
@@ -73,6 +72,8 @@ def _ranged(kind: Callable[[str], N], low: N, high: N | None = None) -> Callable
 
 
 def print_json(console: Console, message: Message) -> None:
+    from google.protobuf.json_format import MessageToJson  # here: a tenth of the CLI's imports, for --json only
+
     text = MessageToJson(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
     print(text, file=console.file, flush=True)
 
