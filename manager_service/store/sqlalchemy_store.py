@@ -137,7 +137,7 @@ SETTLE_PARENT = (
         **{name: bindparam(f"b_{name}") for name in PROGRESS_COUNTERS},
     )
 )
-INSERT_CHILDREN = jobs.insert().returning(jobs.c.seq, sort_by_parameter_order=True)
+INSERT_CHILDREN = jobs.insert().returning(jobs.c.id, jobs.c.seq)
 # The lease check at the start of every write transaction (PostgreSQL). FOR SHARE: writes of one holder do not
 # block each other, but a takeover's UPDATE of the row waits until they end.
 CHECK_LEASE = (
@@ -677,15 +677,47 @@ class SQLAlchemyJobStore:
                 commit_token=token,
             )
         )
-        # The children are built from what is inserted and the seq each got (RETURNING): re-reading and decoding
-        # 10,000 rows cost more than the insert itself.
+        # The children are built from what is inserted and the seq each got (RETURNING, matched by id: the
+        # order of returned rows is not promised): re-reading and decoding 10,000 rows cost more than the insert.
+        planned = [
+            (
+                str(uuid.uuid4()),
+                position,
+                target,
+                operation,
+                {"operation": str(operation), "target": target, **scope},
+            )
+            for position, (target, operation) in _round_robin(pairs, len(spec.operations))
+        ]
+        inserted = conn.execute(
+            INSERT_CHILDREN,
+            [
+                {
+                    "id": child_id,
+                    "type": CHILD_JOB_TYPE,
+                    "parent_id": parent_id,
+                    "status": JobStatus.PENDING.value,
+                    "target": target,
+                    "operation": str(operation),
+                    "position": position,
+                    "config": json.dumps(config),
+                    "attempt": 1,
+                    "max_attempts": spec.max_attempts,
+                    "created_at": now,
+                    "updated_at": now,
+                    "commit_token": token,
+                }
+                for child_id, position, target, operation, config in planned
+            ],
+        )
+        seqs: dict[str, int] = {row.id: row.seq for row in inserted}
         children = [
             Job(
-                id=str(uuid.uuid4()),
-                seq=0,
+                id=child_id,
+                seq=seqs[child_id],
                 type=CHILD_JOB_TYPE,
                 status=JobStatus.PENDING,
-                config={"operation": str(operation), "target": target, **scope},
+                config=config,
                 created_at=now,
                 parent_id=parent_id,
                 target=target,
@@ -694,30 +726,8 @@ class SQLAlchemyJobStore:
                 attempt=1,
                 max_attempts=spec.max_attempts,
             )
-            for position, (target, operation) in _round_robin(pairs, len(spec.operations))
+            for child_id, position, target, operation, config in planned
         ]
-        inserted = conn.execute(
-            INSERT_CHILDREN,
-            [
-                {
-                    "id": child.id,
-                    "type": CHILD_JOB_TYPE,
-                    "parent_id": parent_id,
-                    "status": JobStatus.PENDING.value,
-                    "target": child.target,
-                    "operation": str(child.operation),
-                    "position": child.position,
-                    "config": json.dumps(child.config),
-                    "attempt": 1,
-                    "max_attempts": spec.max_attempts,
-                    "created_at": now,
-                    "updated_at": now,
-                    "commit_token": token,
-                }
-                for child in children
-            ],
-        ).scalars()
-        children = [replace(child, seq=seq) for child, seq in zip(children, inserted, strict=True)]
         children.sort(key=lambda child: child.position)
         return CreateOutcome(self._job(conn, parent_id), children, created=True)
 
