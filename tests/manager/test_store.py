@@ -574,6 +574,21 @@ def test_create_answers_with_children_equal_to_what_it_stored(store: SQLAlchemyJ
     assert outcome.parent == store.get_job(outcome.parent.id)
 
 
+def test_children_are_stored_exactly_as_sqlalchemy_stores_the_parent(store: SQLAlchemyJobStore) -> None:
+    """The children go in through the driver directly: every value must land as SQLAlchemy writes it (SQLite
+    keeps datetimes as text; a different format would sort and compare differently)."""
+    store.create_maintenance(spec(("db1", "db2"), (V, A)))
+    columns = "created_at, updated_at, cancel_requested, version, attempt, total, commit_token"
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(f"SELECT parent_id IS NULL, {columns} FROM jobs").all()
+    parent = next(row for row in rows if row[0])
+    kids = [row for row in rows if not row[0]]
+    assert len(kids) == 4
+    for kid in kids:
+        assert (kid[1], kid[2], kid[7]) == (parent[1], parent[2], parent[7]), "same instant, same text, same token"
+        assert (kid[3], kid[4], kid[5], kid[6]) == (False, 1, 1, 0)
+
+
 def test_children_page_walks_the_children_in_position_order(store: SQLAlchemyJobStore) -> None:
     outcome = store.create_maintenance(spec([f"db{i}" for i in range(7)], (V, A)))  # 14 children
     seen: list[Job] = []
