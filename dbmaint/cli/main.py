@@ -32,6 +32,8 @@ from dbmaint.cli.client import (
 )
 from dbmaint.cli.demo import DEFAULT_ROWS, DEMO_TABLE, describe_demo_db, make_demo_db, run_demo
 from dbmaint.cli.render import (
+    child_line,
+    children_header,
     children_table,
     job_details,
     jobs_table,
@@ -169,7 +171,7 @@ def _print_hidden_children(console: Console, parent: pb.Job, shown: int, more: b
 
 
 def _print_every_child(client: ManagerClient, job_id: str, console: Console, as_json: bool) -> int:
-    """The job, then its children page by page as they arrive (never one huge read)."""
+    """The job, then its children page by page as they arrive (never one huge read), one plain line each."""
     first = True
     for response in client.pages(job_id):
         if as_json:
@@ -177,8 +179,10 @@ def _print_every_child(client: ManagerClient, job_id: str, console: Console, as_
             continue
         if first:
             _print_job(console, response.job)
+            if is_parent(response.job):
+                print(children_header(), file=console.file)
         if response.children:
-            console.print(children_table(list(response.children), title="children" if first else None))
+            print("\n".join(child_line(child) for child in response.children), file=console.file)
         console.file.flush()
         first = False
     return EXIT_OK

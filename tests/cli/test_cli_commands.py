@@ -198,8 +198,12 @@ def test_get_children_lists_every_child_page_by_page(cli: Cli, fake: FakeManager
     assert result.code == 0, result.err
     ids = fake.service.children[created.parent.id]
     assert all(child_id in result.out for child_id in ids)
-    rows = [cell for cell in first_column(result.out) if cell.isdigit()]
-    assert rows == [str(position) for position in range(900)], "every child once, in position order"
+    lines = result.out.splitlines()
+    header = next(index for index, line in enumerate(lines) if line.startswith("#  "))
+    assert lines[header].split()[:5] == ["#", "id", "target", "operation", "status"]
+    rows = [line.split() for line in lines[header + 1 :]]
+    assert [row[0] for row in rows] == [str(position) for position in range(900)], "every child, in order"
+    assert rows[0][1:5] == [ids[0], "db0", "vacuum", "pending"]
     requests = [r for r in fake.service.requests if isinstance(r, pb.GetJobRequest)]
     assert [r.children_page_token for r in requests] == ["", "after:499"]
     assert all(not r.children_status for r in requests)
