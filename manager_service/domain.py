@@ -81,9 +81,14 @@ class MaintenanceSpec:
 
 @dataclass(frozen=True, slots=True)
 class CreateOutcome:
+    """A new parent with ALL its children, in position order (the manager queues them); or, for a repeated
+    request_id (``created`` False), the stored parent with the first page of its children and ``more_children``
+    when more follow."""
+
     parent: Job
     children: list[Job]
     created: bool
+    more_children: bool = False
 
 
 @dataclass(frozen=True, slots=True)

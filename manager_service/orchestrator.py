@@ -47,6 +47,7 @@ from manager_service.events import EventBus
 from manager_service.fleet import FleetCore, FleetSettings, Lease, Turn, TurnReport
 from manager_service.metrics import FleetView, ManagerMetrics
 from manager_service.store.base import JobStore, Page
+from manager_service.validation import DEFAULT_CHILDREN_PAGE_SIZE
 from manager_service.workers import (
     AssignCommand,
     CloseCommand,
@@ -94,8 +95,11 @@ class OrchestratorSettings:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
+    """A job and (a parent) one page of its children; ``more_children``: more follow that page."""
+
     job: Job
     children: list[Job]
+    more_children: bool = False
 
 
 def job_extra(child: Job, worker_id: str, attempt: int | None = None) -> dict[str, object]:
@@ -219,12 +223,24 @@ class Orchestrator:
             )
         return outcome
 
-    async def get(self, job_id: str, with_children: bool = True) -> Snapshot:
+    async def get(
+        self,
+        job_id: str,
+        with_children: bool = True,
+        *,
+        page_size: int = DEFAULT_CHILDREN_PAGE_SIZE,
+        after_position: int | None = None,
+        statuses: Sequence[JobStatus] = (),
+    ) -> Snapshot:
+        """The job and (a parent) one page of its children: ``page_size`` after ``after_position``, in position
+        order, only those with one of ``statuses`` if given."""
         job = await self._read(self._store.get_job, job_id)
         if job is None:
             raise NotFound(job_id)
-        children = await self._read(self._store.get_children, job.id) if job.is_parent and with_children else []
-        return Snapshot(job, children)
+        if not (job.is_parent and with_children):
+            return Snapshot(job, [])
+        page = await self._read(self._store.children_page, job.id, page_size, after_position, statuses)
+        return Snapshot(job, page.children, page.more)
 
     async def list_jobs(self, filter: JobFilter, limit: int, before_seq: int | None) -> Page:
         return await self._read(self._store.list_jobs, filter, limit, before_seq)

@@ -40,6 +40,7 @@ from manager_service.events import WatcherDropped
 from manager_service.orchestrator import Orchestrator, Snapshot
 from manager_service.validation import (
     CANCEL_REASON_MAX_LENGTH,
+    DEFAULT_CHILDREN_PAGE_SIZE,
     RESULT_ERROR_MAX_LENGTH,
     TARGET_NAME,
     WAITING_REASON_MAX_LENGTH,
@@ -48,6 +49,7 @@ from manager_service.validation import (
     is_job_id,
     sanitize_report,
     sanitize_text,
+    validate_children_page_size,
     validate_job_id,
     validate_maintenance,
     validate_worker_id,
@@ -147,6 +149,37 @@ def _decode_page_token(token: str) -> int | None:
     raise InvalidArgument("page_token", "not a token returned by ListJobs")
 
 
+def _encode_children_token(position: int | None) -> str:
+    """The token of the page after the child at ``position`` ("" when no page follows)."""
+    return base64.urlsafe_b64encode(f"c1:{position}".encode()).decode() if position is not None else ""
+
+
+def _decode_children_token(token: str) -> int | None:
+    if not token:
+        return None
+    try:
+        version, _, position = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if version == "c1" and position.isascii() and position.isdigit() and int(position) < 2**31:
+            return int(position)
+    except (binascii.Error, UnicodeError, ValueError):
+        pass
+    raise InvalidArgument("children_page_token", "not a token returned by GetJob or CreateMaintenance")
+
+
+def _children_statuses(values: Iterable[int]) -> list[JobStatus]:
+    statuses = []
+    for index, value in enumerate(values):
+        status = wire.status_from_proto(value)
+        if status is None:
+            raise InvalidArgument(f"children_status[{index}]", f"unknown or unspecified status {value}")
+        statuses.append(status)
+    return statuses
+
+
+def _next_children_token(children: list[Job], more: bool) -> str:
+    return _encode_children_token(children[-1].position if more and children else None)
+
+
 class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
     def __init__(self, orchestrator: Orchestrator, limits: Limits) -> None:
         self._orchestrator = orchestrator
@@ -159,7 +192,11 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
         return worker_to_proto(session, self._orchestrator.running_job_ids(session))
 
     def _snapshot(self, snapshot: Snapshot) -> pb.GetJobResponse:
-        return pb.GetJobResponse(job=self._job(snapshot.job), children=[self._job(c) for c in snapshot.children])
+        return pb.GetJobResponse(
+            job=self._job(snapshot.job),
+            children=[self._job(c) for c in snapshot.children],
+            next_children_page_token=_next_children_token(snapshot.children, snapshot.more_children),
+        )
 
     @translate_errors
     async def CreateMaintenance(
@@ -174,17 +211,28 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
             tables=list(request.tables),
         )
         outcome = await self._orchestrator.create(spec)
+        # A new parent comes with all its children (the manager queued them): answer with the first page.
+        page = outcome.children[:DEFAULT_CHILDREN_PAGE_SIZE]
+        more = outcome.more_children or len(outcome.children) > len(page)
         return pb.CreateMaintenanceResponse(
             parent=self._job(outcome.parent),
-            children=[self._job(c) for c in outcome.children],
+            children=[self._job(c) for c in page],
             created=outcome.created,
+            next_children_page_token=_next_children_token(page, more),
         )
 
     @translate_errors
     async def GetJob(
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetJobResponse:
-        return self._snapshot(await self._orchestrator.get(validate_job_id(request.id)))
+        job_id = validate_job_id(request.id)
+        page_size = validate_children_page_size(request.children_page_size)
+        after = _decode_children_token(request.children_page_token)
+        statuses = _children_statuses(request.children_status)
+        snapshot = await self._orchestrator.get(
+            job_id, page_size=page_size, after_position=after, statuses=statuses
+        )
+        return self._snapshot(snapshot)
 
     @translate_errors
     async def ListJobs(

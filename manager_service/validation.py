@@ -43,6 +43,10 @@ _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _UNSAFE_IN_ID = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # "schema.table" of two 63-byte PostgreSQL (64-character MariaDB) identifiers.
 CATALOG_NAME_MAX_LENGTH = 129
+# Pages of a parent's children (GetJob; CreateMaintenance and the WatchJob snapshot answer with the default
+# page). 5,000 children are about 2 MB of protobuf: under the 4 MiB default message limit of most clients.
+DEFAULT_CHILDREN_PAGE_SIZE = 500
+MAX_CHILDREN_PAGE_SIZE = 5_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +118,15 @@ def _catalog_names(field: str, names: Sequence[str], limits: Limits) -> tuple[st
             raise InvalidArgument(f"{field}[{index}]", f"duplicate name {name!r}")
         seen.add(name)
     return tuple(names)
+
+
+def validate_children_page_size(size: int, field: str = "children_page_size") -> int:
+    """The number of children a page holds: 0 is the default page, anything outside 0-5000 is refused."""
+    if size < 0 or size > MAX_CHILDREN_PAGE_SIZE:
+        raise InvalidArgument(
+            field, f"must be between 1 and {MAX_CHILDREN_PAGE_SIZE} (0: the default {DEFAULT_CHILDREN_PAGE_SIZE})"
+        )
+    return size or DEFAULT_CHILDREN_PAGE_SIZE
 
 
 def validate_job_id(job_id: str, field: str = "id") -> str:

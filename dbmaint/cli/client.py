@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -133,9 +133,28 @@ class ManagerClient:
         response: pb.CreateMaintenanceResponse = self._call(self._stub.CreateMaintenance, request)
         return response
 
-    def get(self, job_id: str) -> pb.GetJobResponse:
-        response: pb.GetJobResponse = self._call(self._stub.GetJob, pb.GetJobRequest(id=job_id))
+    def get(
+        self, job_id: str, *, page_size: int = 0, page_token: str = "", statuses: Sequence[pb.JobStatus] = ()
+    ) -> pb.GetJobResponse:
+        """The job and (a parent) one page of its children: ``page_size`` (0: the manager's default of 500) after
+        ``page_token``, only those with one of ``statuses`` if given."""
+        request = pb.GetJobRequest(
+            id=job_id, children_page_size=page_size, children_page_token=page_token, children_status=statuses
+        )
+        response: pb.GetJobResponse = self._call(self._stub.GetJob, request)
         return response
+
+    def pages(
+        self, job_id: str, *, page_size: int = 0, statuses: Sequence[pb.JobStatus] = ()
+    ) -> Iterator[pb.GetJobResponse]:
+        """GetJob page after page until the last page of the children (one answer for a child job)."""
+        token = ""
+        while True:
+            response = self.get(job_id, page_size=page_size, page_token=token, statuses=statuses)
+            yield response
+            token = response.next_children_page_token
+            if not token:
+                return
 
     def list(self, request: pb.ListJobsRequest) -> pb.ListJobsResponse:
         response: pb.ListJobsResponse = self._call(self._stub.ListJobs, request)

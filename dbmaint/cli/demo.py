@@ -40,6 +40,9 @@ from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.wire import operation_to_proto
 
 DEFAULT_ROWS = 20_000
+# The demo table `make-demo-db` creates in a PostgreSQL database (dbmaint.cli.demo_postgres); here so that the
+# CLI names it in its help without importing SQLAlchemy at every start.
+DEMO_TABLE = "dbmaint_demo_events"
 DEMO_TARGETS = {"alpha": DEFAULT_ROWS, "beta": DEFAULT_ROWS * 3 // 2}
 WORKER_IDS = ("demo-worker-1", "demo-worker-2")
 START_TIMEOUT = 30.0

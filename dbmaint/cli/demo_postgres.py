@@ -25,9 +25,9 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from dbmaint.cli.client import EXIT_FAILURE, EXIT_REJECTED, CliError
+from dbmaint.cli.demo import DEMO_TABLE
 from dbmaint.cli.render import format_bytes
 
-DEMO_TABLE = "dbmaint_demo_events"
 DEMO_INDEX = f"{DEMO_TABLE}_kind_created"
 APPLICATION_NAME = "dbmaint make-demo-db"
 CONNECT_TIMEOUT = 10

@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from google.protobuf.json_format import MessageToJson
 from google.protobuf.message import Message
 from rich.console import Console
 from rich.text import Text
@@ -31,9 +30,10 @@ from dbmaint.cli.client import (
     ManagerClient,
     health_status,
 )
-from dbmaint.cli.demo import DEFAULT_ROWS, describe_demo_db, make_demo_db, run_demo
-from dbmaint.cli.demo_postgres import DEMO_TABLE, describe_demo_table, make_demo_postgres, parse_database_url
+from dbmaint.cli.demo import DEFAULT_ROWS, DEMO_TABLE, describe_demo_db, make_demo_db, run_demo
 from dbmaint.cli.render import (
+    child_line,
+    children_header,
     children_table,
     job_details,
     jobs_table,
@@ -44,12 +44,15 @@ from dbmaint.cli.render import (
     watch_view,
     workers_table,
 )
-from dbmaint.cli.watch import follow, is_parent
+from dbmaint.cli.watch import NOT_COMPLETED, follow, is_parent
 from dbmaint.operations import CHILD_JOB_TYPE, JOB_TYPES, PARENT_JOB_TYPE, JobStatus, Operation
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.wire import operation_to_proto, status_from_proto, status_label, status_to_proto
 
 Handler = Callable[[argparse.Namespace, Console], int]
+# What `dbmaint get PARENT` shows by default: the children that did not complete, a screenful (a rich table row
+# costs 1-2 ms to render: a page of 50 keeps the command, process start included, well under a second).
+GET_PAGE_SIZE = 50
 N = TypeVar("N", int, float)
 _TYPE_ALIASES = {"parent": PARENT_JOB_TYPE, "child": CHILD_JOB_TYPE} | {name: name for name in JOB_TYPES}
 
@@ -71,6 +74,8 @@ def _ranged(kind: Callable[[str], N], low: N, high: N | None = None) -> Callable
 
 
 def print_json(console: Console, message: Message) -> None:
+    from google.protobuf.json_format import MessageToJson  # here: a tenth of the CLI's imports, for --json only
+
     text = MessageToJson(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
     print(text, file=console.file, flush=True)
 
@@ -108,7 +113,7 @@ def cmd_create(args: argparse.Namespace, console: Console) -> int:
             return EXIT_OK
         parent = response.parent
         if response.created:
-            console.print(Text(f"created parent {parent.id} with {len(response.children)} children"))
+            console.print(Text(f"created parent {parent.id} with {parent.progress.total} children"))
         else:
             console.print(
                 Text(
@@ -118,23 +123,68 @@ def cmd_create(args: argparse.Namespace, console: Console) -> int:
             )
         if not args.watch:
             console.print(children_table(list(response.children)))
+            if response.next_children_page_token:
+                console.print(
+                    Text(
+                        f"the first {len(response.children)} of {parent.progress.total} children: "
+                        f"`dbmaint get {parent.id} --children` lists every child"
+                    )
+                )
             return EXIT_OK
         return watch_until_terminal(client, parent.id, console)
 
 
 def cmd_get(args: argparse.Namespace, console: Console) -> int:
     with ManagerClient(args.manager, args.timeout) as client:
-        response = client.get(args.id)
-    if args.json:
-        print_json(console, response)
-        return EXIT_OK
+        if args.children:
+            return _print_every_child(client, args.id, console, args.json)
+        if args.json:
+            print_json(console, client.get(args.id))
+            return EXIT_OK
+        response = client.get(args.id, page_size=GET_PAGE_SIZE, statuses=NOT_COMPLETED)
     job = response.job
-    console.print(job_details(job))
+    _print_job(console, job)
     if is_parent(job):
-        console.print(children_table(sorted(response.children, key=lambda child: child.position)))
-    elif job.HasField("result"):
+        if response.children:
+            console.print(children_table(list(response.children), title="children not completed"))
+        _print_hidden_children(console, job, len(response.children), bool(response.next_children_page_token))
+    return EXIT_OK
+
+
+def _print_job(console: Console, job: pb.Job) -> None:
+    console.print(job_details(job))
+    if not is_parent(job) and job.HasField("result"):
         console.print(Text("result", style="bold underline"))
         console.print(result_details(job.result))
+
+
+def _print_hidden_children(console: Console, parent: pb.Job, shown: int, more: bool) -> None:
+    """The line under the default view of a parent: how many children it did not show, and how to see them."""
+    progress = parent.progress
+    hidden = []
+    if more:
+        hidden.append(f"{max(progress.total - progress.succeeded - shown, 1)} more children not completed")
+    if progress.succeeded:
+        hidden.append(f"{progress.succeeded} completed children not shown")
+    if hidden:
+        console.print(Text(f"{'; '.join(hidden)}: `dbmaint get {parent.id} --children` lists every child"))
+
+
+def _print_every_child(client: ManagerClient, job_id: str, console: Console, as_json: bool) -> int:
+    """The job, then its children page by page as they arrive (never one huge read), one plain line each."""
+    first = True
+    for response in client.pages(job_id):
+        if as_json:
+            print_json(console, response)
+            continue
+        if first:
+            _print_job(console, response.job)
+            if is_parent(response.job):
+                print(children_header(), file=console.file)
+        if response.children:
+            print("\n".join(child_line(child) for child in response.children), file=console.file)
+        console.file.flush()
+        first = False
     return EXIT_OK
 
 
@@ -222,6 +272,9 @@ def cmd_make_demo_db(args: argparse.Namespace, console: Console) -> int:
     )
     where: str = args.where
     if "://" in where:
+        # Imported here: SQLAlchemy takes a sizeable share of the CLI's start, and only this command needs it.
+        from dbmaint.cli.demo_postgres import describe_demo_table, make_demo_postgres, parse_database_url
+
         url = parse_database_url(where)
         if url.get_backend_name() == "postgresql":
             table, made = make_demo_postgres(url, args.rows, if_exists=if_exists)
@@ -311,9 +364,22 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--watch", "-w", action="store_true", help="follow the job live; exit 0 iff it completed")
     mode.add_argument("--json", action="store_true", help="print the response as JSON")
 
-    get = command("get", cmd_get, "show a parent with its children, or a child with its result")
+    get = command(
+        "get",
+        cmd_get,
+        "show a parent with its counters and the children that did not complete, or a child with its result",
+    )
     get.add_argument("id", metavar="ID")
-    json_option(get)
+    get.add_argument(
+        "--children",
+        action="store_true",
+        help="list every child of the parent, page by page (with --json: one JSON document per page)",
+    )
+    get.add_argument(
+        "--json",
+        action="store_true",
+        help="print the manager's answer as JSON: the job and the first page of its children (500)",
+    )
 
     listing = command("list", cmd_list, "list jobs, newest first")
     listing.add_argument("--status", choices=[status.value for status in JobStatus])

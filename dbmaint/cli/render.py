@@ -34,6 +34,8 @@ _SHORT_TYPES = {PARENT_JOB_TYPE: "parent", CHILD_JOB_TYPE: "child"}
 # Wide enough that ids are never folded when the output goes to a file or a pipe.
 _PIPE_WIDTH = 200
 _BAR_WIDTH = 24
+# The live view shows at least this many child rows, however short the terminal.
+_MIN_LIVE_ROWS = 5
 
 
 def make_console() -> Console:
@@ -212,6 +214,48 @@ def children_table(children: list[pb.Job], title: str | None = "children") -> Ta
     return table
 
 
+# `dbmaint get --children`: one plain line per child (a rich table row costs 1-2 ms: 10,000 children took 18 s).
+_CHILD_COLUMNS = (
+    ("#", 6),
+    ("id", 36),
+    ("target", 20),
+    ("operation", 9),
+    ("status", 9),
+    ("worker", 16),
+    ("attempt", 7),
+    ("duration", 9),
+    ("reclaimed", 16),
+    ("error / waiting", 0),
+)
+
+
+def _columns(values: tuple[str, ...]) -> str:
+    return "  ".join(value.ljust(width) for value, (_, width) in zip(values, _CHILD_COLUMNS, strict=True)).rstrip()
+
+
+def children_header() -> str:
+    return _columns(tuple(name for name, _ in _CHILD_COLUMNS))
+
+
+def child_line(child: pb.Job) -> str:
+    """One child as a line under :func:`children_header` (a long value widens its column on that line only)."""
+    seconds = job_seconds(child)
+    return _columns(
+        (
+            str(child.position),
+            child.id,
+            child.target,
+            operation_label(child.operation),
+            status_label(child.status),
+            child.worker_id,
+            str(child.attempt) if child.attempt else "",
+            format_seconds(seconds) if seconds is not None else "",
+            reclaimed_text(child),
+            " ".join(outcome(child).split()),
+        )
+    )
+
+
 def results_table(rows: list[pb.Job], title: str | None = "results") -> Table:
     table = _table(title)
     for name in ("target", "operation", "status", "worker", "attempt", "duration"):
@@ -336,9 +380,11 @@ class LiveView:
             return Text("")
         now = datetime.now(UTC)
         tick = time.monotonic()
-        rows = state.rows
+        # A parent of thousands of children shows its counters and the rows that fit the terminal: the running
+        # children first, then the failed, cancelled and pending ones (the completed ones are counted).
+        rows = state.rows_within(max(_MIN_LIVE_ROWS, self._console.height - 4))
         table = Table.grid(padding=(0, 2))
-        table.add_column(min_width=max(len(child_label(row)) for row in rows) + 2, no_wrap=True)
+        table.add_column(min_width=max((len(child_label(row)) for row in rows), default=0) + 2, no_wrap=True)
         table.add_column(min_width=9, no_wrap=True)  # status
         table.add_column(width=_BAR_WIDTH, no_wrap=True)
         table.add_column(min_width=max((len(row.worker_id) for row in rows), default=1), no_wrap=True)
@@ -367,6 +413,9 @@ class LiveView:
         if not is_parent(job):
             return table
         progress = job.progress
+        hidden = progress.total - len(rows)
+        if hidden > 0:
+            table.add_row(Text(f"  … {hidden} more ({progress.succeeded} completed)", style="dim"))
         done = finished(progress)
         seconds = job_seconds(job, now)
         header = Table.grid(padding=(0, 2))
@@ -442,6 +491,15 @@ def watch_view(console: Console) -> LiveView | LineView:
 
 
 def print_outcome(console: Console, state: WatchState) -> None:
-    """The results table of a watched job and its one-line summary."""
+    """The results table of a watched job and its one-line summary. A parent with more children than one page
+    shows those that did not complete (``follow`` read them) and says how to list the rest."""
     console.print(results_table(state.rows))
+    job = state.job
+    if is_parent(job) and len(state.rows) < job.progress.total:
+        console.print(
+            Text(
+                f"{job.progress.total - len(state.rows)} more children not shown "
+                f"({job.progress.succeeded} completed): `dbmaint get {job.id} --children` lists every child"
+            )
+        )
     console.print(summary(state))

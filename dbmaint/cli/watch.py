@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -23,34 +24,61 @@ def is_parent(job: pb.Job) -> bool:
     return job.type == PARENT_JOB_TYPE
 
 
+# The children that did not complete: what `dbmaint get` shows by default, and the results of a large parent.
+NOT_COMPLETED = (pb.JOB_STATUS_PENDING, pb.JOB_STATUS_RUNNING, pb.JOB_STATUS_FAILED, pb.JOB_STATUS_CANCELLED)
+# Which children a view with little room shows first.
+_SHOW_FIRST = {
+    pb.JOB_STATUS_RUNNING: 0,
+    pb.JOB_STATUS_FAILED: 1,
+    pb.JOB_STATUS_CANCELLED: 2,
+    pb.JOB_STATUS_PENDING: 3,
+}
+
+
 @dataclass
 class WatchState:
-    """The watched job and (for a parent) its children in requested order, as the stream last reported them."""
+    """The watched job and (for a parent) the children the stream reported, as it last reported them: those of
+    the snapshot's page and every child that changed since. A change costs O(1), whatever the parent's size."""
 
     job: pb.Job
-    children: list[pb.Job] = field(default_factory=list)
+    by_id: dict[str, pb.Job] = field(default_factory=dict)
+    _in_order: list[pb.Job] | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, response: pb.GetJobResponse) -> WatchState:
-        return cls(job=response.job, children=sorted(response.children, key=lambda child: child.position))
+        return cls(job=response.job, by_id={child.id: child for child in response.children})
+
+    @property
+    def children(self) -> list[pb.Job]:
+        """The known children in requested order (sorted once per change, when asked)."""
+        if self._in_order is None:
+            self._in_order = sorted(self.by_id.values(), key=lambda child: child.position)
+        return self._in_order
 
     def apply(self, job: pb.Job) -> pb.Job | None:
         """Records a changed job; returns the version it replaces (None for a job not seen before)."""
         if job.id == self.job.id:
-            previous, self.job = self.job, job
-            return previous
-        for index, child in enumerate(self.children):
-            if child.id == job.id:
-                self.children[index] = job
-                return child
-        self.children.append(job)
-        self.children.sort(key=lambda child: child.position)
-        return None
+            watched, self.job = self.job, job
+            return watched
+        previous = self.by_id.get(job.id)
+        self.by_id[job.id] = job
+        self._in_order = None
+        return previous
 
     @property
     def rows(self) -> list[pb.Job]:
         """What a view shows one row for: the children of a parent, or the watched child itself."""
         return self.children if is_parent(self.job) else [self.job]
+
+    def rows_within(self, limit: int) -> list[pb.Job]:
+        """At most ``limit`` rows, in requested order: all of them if they fit; otherwise the children that did
+        not complete, running ones first, then failed, cancelled and pending ones."""
+        rows = self.rows
+        if len(rows) <= limit:
+            return rows
+        unfinished = (row for row in rows if row.status in _SHOW_FIRST)
+        picked = heapq.nsmallest(limit, unfinished, key=lambda row: (_SHOW_FIRST[row.status], row.position))
+        return sorted(picked, key=lambda row: row.position)
 
     @property
     def completed(self) -> bool:
@@ -110,4 +138,7 @@ def follow(client: ManagerClient, job_id: str, view: WatchView) -> WatchState:
     finally:
         if started:
             view.stop()
-    return WatchState.of(client.get(job_id))
+    final = client.get(job_id)
+    if final.next_children_page_token:  # more children than a page: the results show those that did not complete
+        final = client.get(job_id, statuses=NOT_COMPLETED)
+    return WatchState.of(final)

@@ -132,28 +132,38 @@ class CreateMaintenanceRequest(_message.Message):
     def __init__(self, targets: _Optional[_Iterable[str]] = ..., operations: _Optional[_Iterable[_Union[Operation, str]]] = ..., request_id: _Optional[str] = ..., schemas: _Optional[_Iterable[str]] = ..., tables: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateMaintenanceResponse(_message.Message):
-    __slots__ = ("parent", "children", "created")
+    __slots__ = ("parent", "children", "created", "next_children_page_token")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     CHILDREN_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CHILDREN_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     parent: Job
     children: _containers.RepeatedCompositeFieldContainer[Job]
     created: bool
-    def __init__(self, parent: _Optional[_Union[Job, _Mapping]] = ..., children: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., created: _Optional[bool] = ...) -> None: ...
+    next_children_page_token: str
+    def __init__(self, parent: _Optional[_Union[Job, _Mapping]] = ..., children: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., created: _Optional[bool] = ..., next_children_page_token: _Optional[str] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "children_page_size", "children_page_token", "children_status")
     ID_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_STATUS_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    children_page_size: int
+    children_page_token: str
+    children_status: _containers.RepeatedScalarFieldContainer[JobStatus]
+    def __init__(self, id: _Optional[str] = ..., children_page_size: _Optional[int] = ..., children_page_token: _Optional[str] = ..., children_status: _Optional[_Iterable[_Union[JobStatus, str]]] = ...) -> None: ...
 
 class GetJobResponse(_message.Message):
-    __slots__ = ("job", "children")
+    __slots__ = ("job", "children", "next_children_page_token")
     JOB_FIELD_NUMBER: _ClassVar[int]
     CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CHILDREN_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     job: Job
     children: _containers.RepeatedCompositeFieldContainer[Job]
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., children: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+    next_children_page_token: str
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., children: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_children_page_token: _Optional[str] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("status", "type", "parent_id", "page_size", "page_token")

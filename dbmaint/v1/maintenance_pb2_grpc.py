@@ -78,13 +78,14 @@ class MaintenanceServiceServicer:
 
     def CreateMaintenance(self, request, context):
         """Stores a parent and one child per (target, operation) in one transaction, then dispatches the children.
+        Answers with the parent and the first page of its children.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """Reads a parent with its children, or a child.
+        """Reads a parent with one page of its children (children_page_size, children_page_token), or a child.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from dbmaint.operations import JobStatus
 from manager_service.domain import (
     BatchOutcome,
     CancelOutcome,
@@ -23,6 +24,14 @@ from manager_service.domain import (
 class Page:
     jobs: list[Job]
     next_before_seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChildrenPage:
+    """One page of a parent's children in position order; ``more``: children (of the filter) follow it."""
+
+    children: list[Job]
+    more: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +77,16 @@ class JobStore(Protocol):
     def get_job(self, job_id: str) -> Job | None: ...
 
     def get_children(self, parent_id: str) -> list[Job]: ...
+
+    def children_page(
+        self,
+        parent_id: str,
+        limit: int,
+        after_position: int | None = None,
+        statuses: Sequence[JobStatus] = (),
+    ) -> ChildrenPage:
+        """At most ``limit`` children of ``parent_id`` after ``after_position``, in position order, only those
+        with one of ``statuses`` if any are given: read by keyset on (parent_id, position), one page of rows."""
 
     def list_jobs(self, filter: JobFilter, limit: int, before_seq: int | None) -> Page:
         """Newest first; ``before_seq`` continues a previous page."""

@@ -29,6 +29,8 @@ from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 
 TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+DEFAULT_CHILDREN_PAGE_SIZE = 500  # as the real manager: GetJob, CreateMaintenance and the WatchJob snapshot page
+MAX_CHILDREN_PAGE_SIZE = 5000
 TERMINAL = (pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_FAILED, pb.JOB_STATUS_CANCELLED)
 MIB = 1024 * 1024
 
@@ -188,8 +190,13 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
             if request.request_id:
                 for job in self.jobs.values():
                     if job.type == PARENT_JOB_TYPE and job.request_id == request.request_id:
-                        kids = [self.jobs[child_id] for child_id in self.children[job.id]]
-                        return pb.CreateMaintenanceResponse(parent=job, children=kids, created=False)
+                        page = self._page(job.id, pb.GetJobRequest(id=job.id), context)
+                        return pb.CreateMaintenanceResponse(
+                            parent=job,
+                            children=page.children,
+                            created=False,
+                            next_children_page_token=page.next_children_page_token,
+                        )
             chosen: tuple[Operation, ...] = tuple(operations) or DEFAULT_OPERATIONS
             parent = pb.Job(
                 id=str(uuid.uuid4()),
@@ -220,23 +227,51 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
                     self.order.append(child.id)
                     self.children[parent.id].append(child.id)
                     self._publish(child)
-            kids = [self.jobs[child_id] for child_id in self.children[parent.id]]
+            page = self._page(parent.id, pb.GetJobRequest(id=parent.id), context)
         if self.autorun:
             self.play(parent.id)
-        return pb.CreateMaintenanceResponse(parent=parent, children=kids, created=True)
+        return pb.CreateMaintenanceResponse(
+            parent=parent,
+            children=page.children,
+            created=True,
+            next_children_page_token=page.next_children_page_token,
+        )
 
-    def _get(self, job_id: str, context: Any) -> pb.GetJobResponse:
+    def _page(self, job_id: str, request: pb.GetJobRequest, context: Any) -> pb.GetJobResponse:
+        """One page of the children of ``job_id`` as ``request`` asks (no job). Caller holds ``cond``."""
+        size = request.children_page_size
+        if size < 0 or size > MAX_CHILDREN_PAGE_SIZE:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "children_page_size: must be between 1 and 5000")
+        after = -1
+        if request.children_page_token:
+            if not request.children_page_token.startswith("after:"):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "children_page_token: not a token from GetJob")
+            after = int(request.children_page_token.removeprefix("after:"))
+        statuses = set(request.children_status)
+        kids = [
+            kid
+            for kid in (self.jobs[child_id] for child_id in self.children.get(job_id, []))
+            if kid.position > after and (not statuses or kid.status in statuses)
+        ]
+        page = kids[: size or DEFAULT_CHILDREN_PAGE_SIZE]
+        more = len(kids) > len(page)
+        return pb.GetJobResponse(
+            children=page, next_children_page_token=f"after:{page[-1].position}" if more else ""
+        )
+
+    def _get(self, request: pb.GetJobRequest, context: Any) -> pb.GetJobResponse:
         with self.cond:
-            job = self.jobs.get(job_id)
+            job = self.jobs.get(request.id)
             if job is None:
-                context.abort(grpc.StatusCode.NOT_FOUND, f"job {job_id!r} not found")
-            kids = [self.jobs[child_id] for child_id in self.children.get(job_id, [])]
-            return pb.GetJobResponse(job=job, children=kids)
+                context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.id!r} not found")
+            page = self._page(request.id, request, context)
+            page.job.CopyFrom(job)
+            return page
 
     def GetJob(self, request: pb.GetJobRequest, context: Any) -> pb.GetJobResponse:
         self.requests.append(request)
         time.sleep(self.hang)
-        return self._get(request.id, context)
+        return self._get(request, context)
 
     def ListJobs(self, request: pb.ListJobsRequest, context: Any) -> pb.ListJobsResponse:
         self.requests.append(request)
@@ -260,7 +295,7 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
     def WatchJob(self, request: pb.WatchJobRequest, context: Any) -> Iterator[pb.WatchJobResponse]:
         self.requests.append(request)
         with self.cond:
-            snapshot = self._get(request.id, context)
+            snapshot = self._get(pb.GetJobRequest(id=request.id), context)
             seen = len(self.events)
         yield pb.WatchJobResponse(snapshot=snapshot)
         if self.drop_watches > 0:

@@ -150,6 +150,85 @@ def test_get_reads_a_response_larger_than_the_grpc_default_of_4_mib(cli: Cli, fa
     assert json.loads(result.out)["job"]["id"] == created.parent.id
 
 
+def test_get_a_parent_shows_its_counters_and_only_the_children_that_did_not_complete(
+    cli: Cli, fake: FakeManager
+) -> None:
+    created = fake.create("alpha", "broken1", autorun=True)
+    fake.wait_terminal(created.parent.id)
+
+    result = cli("get", created.parent.id)
+
+    assert result.code == 0, result.err
+    assert "6/6 done: 3 succeeded, 3 failed, 0 cancelled, 0 running, 0 pending" in result.out
+    by_target = {child.id: child.target for child in created.children}
+    shown = [child_id for child_id in by_target if child_id in result.out]
+    assert sorted(by_target[child_id] for child_id in shown) == ["broken1"] * 3, "only the failed children"
+    assert f"3 completed children not shown: `dbmaint get {created.parent.id} --children` lists every child" in (
+        result.out
+    )
+    request = last_request(fake, pb.GetJobRequest)
+    assert isinstance(request, pb.GetJobRequest)
+    assert set(request.children_status) == {
+        pb.JOB_STATUS_PENDING,
+        pb.JOB_STATUS_RUNNING,
+        pb.JOB_STATUS_FAILED,
+        pb.JOB_STATUS_CANCELLED,
+    }
+
+
+def test_get_a_large_parent_shows_the_first_page_and_how_many_more_did_not_complete(
+    cli: Cli, fake: FakeManager
+) -> None:
+    created = fake.create(*(f"db{i}" for i in range(300)))  # 900 pending children
+
+    result = cli("get", created.parent.id)
+
+    assert result.code == 0, result.err
+    children = fake.service.children[created.parent.id]
+    assert [child_id in result.out for child_id in children[:51]] == [True] * 50 + [False]
+    assert f"850 more children not completed: `dbmaint get {created.parent.id} --children`" in result.out
+
+
+def test_get_children_lists_every_child_page_by_page(cli: Cli, fake: FakeManager) -> None:
+    created = fake.create(*(f"db{i}" for i in range(300)))  # 900 children: two pages of the default 500
+    fake.service.requests.clear()
+
+    result = cli("get", created.parent.id, "--children")
+
+    assert result.code == 0, result.err
+    ids = fake.service.children[created.parent.id]
+    assert all(child_id in result.out for child_id in ids)
+    lines = result.out.splitlines()
+    header = next(index for index, line in enumerate(lines) if line.startswith("#  "))
+    assert lines[header].split()[:5] == ["#", "id", "target", "operation", "status"]
+    rows = [line.split() for line in lines[header + 1 :]]
+    assert [row[0] for row in rows] == [str(position) for position in range(900)], "every child, in order"
+    assert rows[0][1:5] == [ids[0], "db0", "vacuum", "pending"]
+    requests = [r for r in fake.service.requests if isinstance(r, pb.GetJobRequest)]
+    assert [r.children_page_token for r in requests] == ["", "after:499"]
+    assert all(not r.children_status for r in requests)
+
+
+def test_get_children_json_prints_one_document_per_page(cli: Cli, fake: FakeManager) -> None:
+    created = fake.create(*(f"db{i}" for i in range(200)))  # 600 children
+
+    result = cli("get", created.parent.id, "--children", "--json")
+
+    assert result.code == 0, result.err
+    pages = [json.loads(chunk) for chunk in result.out.replace("}\n{", "}\n\x00{").split("\x00")]
+    assert [len(page["children"]) for page in pages] == [500, 100]
+    assert pages[0]["next_children_page_token"] and not pages[1]["next_children_page_token"]
+
+
+def test_create_of_a_large_parent_says_the_answer_holds_the_first_page(cli: Cli, fake: FakeManager) -> None:
+    result = cli("create", *(f"db{i}" for i in range(200)))  # 600 children
+
+    assert result.code == 0, result.err
+    parent_id = fake.service.order[0]
+    assert f"created parent {parent_id} with 600 children" in result.out
+    assert f"the first 500 of 600 children: `dbmaint get {parent_id} --children` lists every child" in result.out
+
+
 def test_get_an_unknown_job_is_not_found(cli: Cli) -> None:
     result = cli("get", "no-such-job")
 

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from dbmaint.cli.render import LiveView
 from dbmaint.cli.watch import WatchState
+from dbmaint.v1 import maintenance_pb2 as pb
 from tests.cli.fake_manager import FakeManager
 from tests.cli.helpers import DBMAINT, Run
 
@@ -123,7 +124,7 @@ def test_watch_reopens_a_dropped_stream(cli: Cli, fake: FakeManager) -> None:
 def test_live_view_renders_one_row_per_child(fake: FakeManager) -> None:
     created = fake.create("alpha", "flaky", autorun=True)
     fake.wait_terminal(created.parent.id)
-    state = WatchState.of(fake.service._get(created.parent.id, None))
+    state = WatchState.of(fake.service._get(pb.GetJobRequest(id=created.parent.id), None))
     out = StringIO()
     console = Console(file=out, width=160, force_terminal=True, color_system=None)
     view = LiveView(console)
@@ -183,3 +184,76 @@ def test_watch_on_a_terminal_uses_the_live_view_and_ends_with_the_exit_code(fake
     assert "database disk image is malformed" in text
     assert f"parent {created.parent.id}" in text
     assert "Traceback" not in text
+
+
+def _child(position: int, status: int) -> pb.Job:
+    return pb.Job(
+        id=f"child-{position}",
+        type="database_maintenance_operation",
+        parent_id="p",
+        target=f"db{position // 4}",
+        operation=pb.OPERATION_VACUUM,
+        status=status,
+        position=position,
+        attempt=1,
+    )
+
+
+def test_watch_state_keeps_the_changes_of_children_beyond_the_snapshot_page() -> None:
+    parent = pb.Job(id="p", type="database_maintenance_parent", status=pb.JOB_STATUS_RUNNING)
+    state = WatchState.of(pb.GetJobResponse(job=parent, children=[_child(1, 1), _child(0, 1)]))
+    assert [c.position for c in state.rows] == [0, 1]
+
+    assert state.apply(_child(700, pb.JOB_STATUS_RUNNING)) is None
+    previous = state.apply(_child(0, pb.JOB_STATUS_RUNNING))
+
+    assert previous is not None and previous.status == pb.JOB_STATUS_PENDING
+    assert [(c.position, c.status) for c in state.rows] == [(0, 2), (1, 1), (700, 2)]
+
+
+def test_live_view_of_10000_children_shows_the_counters_and_the_unfinished_rows_that_fit() -> None:
+    statuses = {0: pb.JOB_STATUS_FAILED, 5000: pb.JOB_STATUS_RUNNING, 9999: pb.JOB_STATUS_RUNNING}
+    children = [
+        _child(i, statuses.get(i, pb.JOB_STATUS_COMPLETED if i < 9000 else pb.JOB_STATUS_PENDING))
+        for i in range(10_000)
+    ]
+    progress = pb.Progress(total=10_000, succeeded=8_997, failed=1, running=2, pending=1_000)
+    parent = pb.Job(id="p", type="database_maintenance_parent", status=pb.JOB_STATUS_RUNNING, progress=progress)
+    state = WatchState.of(pb.GetJobResponse(job=parent, children=children))
+    out = StringIO()
+    console = Console(file=out, width=160, height=12, force_terminal=True, color_system=None)
+
+    console.print(_render(console, state))
+
+    lines = out.getvalue().splitlines()
+    assert "parent p" in lines[0] and "8998/10000 done" in lines[0]
+    shown = [line.split()[:3] for line in lines[1:-1]]
+    assert len(shown) == 8, "as many rows as the terminal has room for"
+    assert shown[:3] == [
+        ["db0", "vacuum", "failed"],
+        ["db1250", "vacuum", "running"],
+        ["db2250", "vacuum", "pending"],
+    ]
+    assert ["db2499", "vacuum", "running"] in shown
+    assert lines[-1].strip() == "… 9992 more (8997 completed)"
+
+
+def _render(console: Console, state: WatchState) -> object:
+    view = LiveView(console)
+    view._state = state
+    return view._render()
+
+
+def test_watch_of_a_parent_larger_than_a_page_ends_with_the_children_that_did_not_complete(
+    cli: Cli, fake: FakeManager
+) -> None:
+    created = fake.create(*(f"db{i}" for i in range(200)))  # 600 children
+    fake.service.CancelJob(pb.CancelJobRequest(id=created.parent.id), None)
+
+    result = cli("watch", created.parent.id)
+
+    assert result.code == 1
+    assert len([row for row in body_rows(result.out) if row[2] == "cancelled"]) == 500
+    assert f"100 more children not shown (0 completed): `dbmaint get {created.parent.id} --children`" in result.out
+    requests = [r for r in fake.service.requests if isinstance(r, pb.GetJobRequest)]
+    assert len(requests[-1].children_status) == 4, "the results re-read the children that did not complete"

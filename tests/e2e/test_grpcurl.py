@@ -1,7 +1,8 @@
 """The README's grpcurl examples, run as written against real processes, with grpcurl as the external client.
 
-Only the address is swapped (the test's manager listens on a free port instead of 127.0.0.1:50051) and
-PARENT_ID is replaced by the id the CreateMaintenance example printed.
+Only the address is swapped (the test's manager listens on a free port instead of 127.0.0.1:50051), PARENT_ID is
+replaced by the id the CreateMaintenance example printed, and NEXT_CHILDREN_PAGE_TOKEN by the token the
+previous GetJob printed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,7 +48,10 @@ def _readme_examples() -> tuple[list[str], list[tuple[str, str, str]]]:
     return ok, errors
 
 
-def _run(command: str, address: str, parent_id: str = "") -> subprocess.CompletedProcess[str]:
+def _run(
+    command: str, address: str, parent_id: str = "", page_token: str = ""
+) -> subprocess.CompletedProcess[str]:
+    command = command.replace("NEXT_CHILDREN_PAGE_TOKEN", page_token)
     args = shlex.split(command.replace(README_ADDRESS, address).replace("PARENT_ID", parent_id))
     args[0] = _grpcurl()
     return subprocess.run(args, capture_output=True, text=True, timeout=60)
@@ -61,13 +66,17 @@ def test_readme_grpcurl_examples_work_as_written(fleet: Cluster, tmp_path: Path)
     fleet.start_worker("readme-worker", {"demo": demo})
 
     outputs: dict[str, str] = {}
-    parent_id = ""
+    parent_id = page_token = ""
+    gets: list[dict[str, Any]] = []
     for command in ok:
-        result = _run(command, fleet.address, parent_id)
+        result = _run(command, fleet.address, parent_id, page_token)
         assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
         outputs[command] = result.stdout
         if "/CreateMaintenance" in command:
             parent_id = json.loads(result.stdout)["parent"]["id"]
+        if "/GetJob" in command:
+            gets.append(json.loads(result.stdout))
+            page_token = gets[-1].get("nextChildrenPageToken", "")
 
     by_call = {c.split()[-1]: out for c, out in outputs.items()}
     assert "dbmaint.v1.MaintenanceService" in by_call["list"]
@@ -80,8 +89,14 @@ def test_readme_grpcurl_examples_work_as_written(fleet: Cluster, tmp_path: Path)
     assert "snapshot" in watched[0]
     final = watched[-1].get("changed") or watched[-1]["snapshot"]["job"]  # the parent may be done already
     assert final["id"] == parent_id and final["status"] == "JOB_STATUS_COMPLETED", "WatchJob ends at terminal"
-    got = json.loads(by_call["dbmaint.v1.MaintenanceService/GetJob"])
-    assert got["job"]["status"] == "JOB_STATUS_COMPLETED" and len(got["children"]) == 2
+    whole, first_page, second_page, failed = gets
+    assert whole["job"]["status"] == "JOB_STATUS_COMPLETED" and len(whole["children"]) == 2
+    assert "nextChildrenPageToken" not in whole, "one page holds both children"
+    assert [c["id"] for c in first_page["children"]] == [whole["children"][0]["id"]]
+    assert first_page["nextChildrenPageToken"]
+    assert [c["id"] for c in second_page["children"]] == [whole["children"][1]["id"]]
+    assert "nextChildrenPageToken" not in second_page, "the last page has no token"
+    assert "children" not in failed and failed["job"]["progress"]["succeeded"] == 2
     listed = json.loads(by_call["dbmaint.v1.MaintenanceService/ListJobs"])
     assert parent_id in {job["id"] for job in listed["jobs"]}
     workers = json.loads(by_call["dbmaint.v1.MaintenanceService/ListWorkers"])

@@ -13,9 +13,11 @@ use a blocking client.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import queue
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +149,28 @@ def test_get_job_and_cancel(manager: Running, job_id: str, reason: str) -> None:
     assert (
         _code(lambda: manager.api.CancelJob(pb.CancelJobRequest(id=job_id, reason=reason), timeout=10)) in ALLOWED
     )
+
+
+page_tokens = st.one_of(
+    texts,
+    st.binary(max_size=40).map(lambda b: base64.urlsafe_b64encode(b).decode()),
+    st.one_of(texts, small_ints.map(str)).map(lambda t: base64.urlsafe_b64encode(f"c1:{t}".encode()).decode()),
+)
+
+
+@FUZZ
+@given(
+    size=small_ints,
+    token=page_tokens,
+    statuses=st.lists(st.one_of(st.integers(0, 6), enums), max_size=4),
+)
+def test_get_job_children_pages(manager: Running, size: int, token: str, statuses: list[int]) -> None:
+    parent = manager.api.ListJobs(pb.ListJobsRequest(type="database_maintenance_parent", page_size=1), timeout=10)
+    job_id = parent.jobs[0].id if parent.jobs else str(uuid.uuid4())
+    request = pb.GetJobRequest(
+        id=job_id, children_page_size=size, children_page_token=token, children_status=statuses
+    )
+    assert _code(lambda: manager.api.GetJob(request, timeout=10)) in ALLOWED
 
 
 @FUZZ

@@ -485,3 +485,132 @@ async def _first_event(call: Any) -> str | None:
     except grpc.aio.AioRpcError:
         return None
     return str(message.WhichOneof("event"))
+
+
+# -- pages of children
+
+
+async def _all_children(m: Manager, parent_id: str, **request: Any) -> tuple[list[pb.Job], list[int]]:
+    """Every child, read page by page with GetJob; and the size of each page."""
+    children: list[pb.Job] = []
+    sizes: list[int] = []
+    page_token = ""
+    for _ in range(100):
+        got = await m.api.GetJob(pb.GetJobRequest(id=parent_id, children_page_token=page_token, **request))
+        children.extend(got.children)
+        sizes.append(len(got.children))
+        page_token = got.next_children_page_token
+        if not page_token:
+            return children, sizes
+    raise AssertionError("GetJob never reached the last page")
+
+
+def test_get_job_pages_the_children_in_position_order_by_the_default_page_of_500(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with running_manager(tmp_path) as m:
+            created = await m.create([f"db{i}" for i in range(300)], [VACUUM, ANALYZE])  # 600 children
+            children, sizes = await _all_children(m, created.parent.id)
+            assert sizes == [500, 100]
+            assert [c.position for c in children] == list(range(600))
+            assert len({c.id for c in children}) == 600
+            assert all(c.parent_id == created.parent.id for c in children)
+            first = await m.get(created.parent.id)
+            assert first.job.progress.total == 600, "the parent's counters count every child, not the page"
+            _, sizes = await _all_children(m, created.parent.id, children_page_size=250)
+            assert sizes == [250, 250, 100]
+            _, sizes = await _all_children(m, created.parent.id, children_page_size=5000)
+            assert sizes == [600]
+            child = await m.get(children[0].id)
+            assert list(child.children) == [] and child.next_children_page_token == ""
+
+    run_async(body())
+
+
+def test_get_job_children_status_keeps_only_those_children_and_pages_within_them(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with running_manager(tmp_path) as m:
+            created = await m.create([f"db{i}" for i in range(5)], [VACUUM, ANALYZE])  # 10 children
+            for child in created.children[1::3]:  # positions 1, 4, 7
+                await m.api.CancelJob(pb.CancelJobRequest(id=child.id))
+            cancelled, sizes = await _all_children(
+                m, created.parent.id, children_page_size=2, children_status=[pb.JOB_STATUS_CANCELLED]
+            )
+            assert [c.position for c in cancelled] == [1, 4, 7] and sizes == [2, 1]
+            not_cancelled, _ = await _all_children(
+                m, created.parent.id, children_status=[pb.JOB_STATUS_PENDING, pb.JOB_STATUS_RUNNING]
+            )
+            assert [c.position for c in not_cancelled] == [0, 2, 3, 5, 6, 8, 9]
+
+    run_async(body())
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "field"),
+    [
+        pytest.param({"children_page_size": -1}, "children_page_size", id="negative-page-size"),
+        pytest.param({"children_page_size": 5001}, "children_page_size", id="page-size-over-5000"),
+        pytest.param({"children_page_token": "not a token"}, "children_page_token", id="garbage-token"),
+        pytest.param({"children_page_token": token("v1:5")}, "children_page_token", id="list-jobs-token"),
+        pytest.param({"children_page_token": token("c1:five")}, "children_page_token", id="tampered-token"),
+        pytest.param({"children_page_token": token("c1:-3")}, "children_page_token", id="negative-position"),
+        pytest.param({"children_page_token": token("c1:" + "9" * 30)}, "children_page_token", id="huge-position"),
+        pytest.param({"children_status": [99]}, "children_status[0]", id="unknown-status"),
+        pytest.param(
+            {"children_status": [pb.JOB_STATUS_FAILED, pb.JOB_STATUS_UNSPECIFIED]},
+            "children_status[1]",
+            id="unspecified-status",
+        ),
+    ],
+)
+def test_get_job_with_bad_children_paging_is_invalid_argument_naming_the_field(
+    tmp_path: Path, request_kwargs: dict[str, Any], field: str
+) -> None:
+    async def body() -> None:
+        async with running_manager(tmp_path) as m:
+            created = await m.create(["db1"], [VACUUM])
+            error = await rpc_error(m.api.GetJob(pb.GetJobRequest(id=created.parent.id, **request_kwargs)))
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
+            assert error.details().startswith(f"{field}:"), error.details()
+
+    run_async(body())
+
+
+def test_create_answers_with_the_first_page_of_children_and_a_token_for_get_job(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with running_manager(tmp_path) as m:
+            created = await m.create([f"db{i}" for i in range(300)], [VACUUM, ANALYZE], request_id="big")
+            assert created.parent.progress.total == 600
+            assert [c.position for c in created.children] == list(range(500))
+            assert created.next_children_page_token
+            rest = await m.api.GetJob(
+                pb.GetJobRequest(id=created.parent.id, children_page_token=created.next_children_page_token)
+            )
+            assert [c.position for c in rest.children] == list(range(500, 600))
+            assert rest.next_children_page_token == ""
+            again = await m.create([f"db{i}" for i in range(300)], [VACUUM, ANALYZE], request_id="big")
+            assert not again.created and [c.id for c in again.children] == [c.id for c in created.children]
+            assert again.next_children_page_token == created.next_children_page_token
+            small = await m.create(["db1"], [VACUUM])
+            assert len(small.children) == 1 and small.next_children_page_token == ""
+
+    run_async(body())
+
+
+def test_watch_snapshot_holds_the_first_page_and_changes_come_for_every_child(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with running_manager(tmp_path) as m:
+            created = await m.create([f"db{i}" for i in range(300)], [VACUUM, ANALYZE])  # 600 children
+            call = m.api.WatchJob(pb.WatchJobRequest(id=created.parent.id))
+            first = await call.read()
+            assert [c.position for c in first.snapshot.children] == list(range(500))
+            assert first.snapshot.next_children_page_token == created.next_children_page_token
+            last = created.next_children_page_token and (await _all_children(m, created.parent.id))[0][-1]
+            assert last and last.position == 599
+            await m.api.CancelJob(pb.CancelJobRequest(id=last.id))
+            changed = await asyncio.wait_for(call.read(), 5)
+            while changed.changed.id != last.id:
+                changed = await asyncio.wait_for(call.read(), 5)
+            assert changed.changed.status == pb.JOB_STATUS_CANCELLED
+            call.cancel()
+
+    run_async(body())

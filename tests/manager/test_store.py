@@ -562,3 +562,105 @@ def test_children_are_queued_round_robin_over_targets(store: SQLAlchemyJobStore)
     for target in ("t1", "t2", "t3"):
         mine = [c for c in by_seq if c.target == target]
         assert [c.operation for c in mine] == [V, A, RI]
+
+
+# -- pages of children
+
+
+def test_create_answers_with_children_equal_to_what_it_stored(store: SQLAlchemyJobStore) -> None:
+    """The children in the answer are built from what was inserted (not re-read): they must equal the rows."""
+    outcome = store.create_maintenance(spec(("db1", "db2", "db3"), (V, A)))
+    assert outcome.children == store.get_children(outcome.parent.id)
+    assert outcome.parent == store.get_job(outcome.parent.id)
+
+
+def test_children_are_stored_exactly_as_sqlalchemy_stores_the_parent(store: SQLAlchemyJobStore) -> None:
+    """The children go in through the driver directly: every value must land as SQLAlchemy writes it (SQLite
+    keeps datetimes as text; a different format would sort and compare differently)."""
+    store.create_maintenance(spec(("db1", "db2"), (V, A)))
+    columns = "created_at, updated_at, cancel_requested, version, attempt, total, commit_token"
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(f"SELECT parent_id IS NULL, {columns} FROM jobs").all()
+    parent = next(row for row in rows if row[0])
+    kids = [row for row in rows if not row[0]]
+    assert len(kids) == 4
+    for kid in kids:
+        assert (kid[1], kid[2], kid[7]) == (parent[1], parent[2], parent[7]), "same instant, same text, same token"
+        assert (kid[3], kid[4], kid[5], kid[6]) == (False, 1, 1, 0)
+
+
+def test_children_page_walks_the_children_in_position_order(store: SQLAlchemyJobStore) -> None:
+    outcome = store.create_maintenance(spec([f"db{i}" for i in range(7)], (V, A)))  # 14 children
+    seen: list[Job] = []
+    after: int | None = None
+    pages = []
+    while True:
+        page = store.children_page(outcome.parent.id, 5, after)
+        pages.append(len(page.children))
+        seen.extend(page.children)
+        if not page.more:
+            break
+        after = page.children[-1].position
+    assert pages == [5, 5, 4]
+    assert [c.id for c in seen] == [c.id for c in store.get_children(outcome.parent.id)]
+    assert [c.position for c in seen] == list(range(14))
+
+
+def test_children_page_of_exactly_the_rest_says_no_more_follow(store: SQLAlchemyJobStore) -> None:
+    outcome = store.create_maintenance(spec(("db1", "db2"), (V, A)))  # 4 children
+    first = store.children_page(outcome.parent.id, 4)
+    assert len(first.children) == 4 and not first.more
+    assert not store.children_page(outcome.parent.id, 2, 3).children
+    middle = store.children_page(outcome.parent.id, 2, 0)
+    assert [c.position for c in middle.children] == [1, 2] and middle.more
+
+
+def test_children_page_filters_by_status_and_pages_within_the_filter(store: SQLAlchemyJobStore) -> None:
+    outcome = store.create_maintenance(spec([f"db{i}" for i in range(3)], (V, A)))  # 6 children
+    c = outcome.children
+    finish(store, start(store, c[0]))
+    finish(store, start(store, c[2]), F, error="boom")
+    start(store, c[3])
+    store.cancel_job(c[5].id, "no")
+    unfinished = store.children_page(outcome.parent.id, 10, statuses=[P, R, F, X])
+    assert [(j.position, j.status) for j in unfinished.children] == [(1, P), (2, F), (3, R), (4, P), (5, X)]
+    first = store.children_page(outcome.parent.id, 2, statuses=[P, R])
+    assert [j.position for j in first.children] == [1, 3] and first.more
+    rest = store.children_page(outcome.parent.id, 2, first.children[-1].position, statuses=[P, R])
+    assert [j.position for j in rest.children] == [4] and not rest.more
+    assert store.children_page(outcome.parent.id, 10, statuses=[C]).children == [current(store, c[0].id)]
+
+
+def test_children_page_of_an_unknown_parent_or_a_child_is_empty(store: SQLAlchemyJobStore) -> None:
+    outcome = store.create_maintenance(spec())
+    assert store.children_page("nope", 10).children == []
+    assert store.children_page(outcome.children[0].id, 10) == store.children_page("nope", 10)
+
+
+def test_children_page_asks_the_database_for_one_page_not_every_child(store: SQLAlchemyJobStore) -> None:
+    """Keyset paging: one statement, limited to the page (+1 row to learn whether more follow)."""
+    outcome = store.create_maintenance(spec([f"db{i}" for i in range(50)], (V, A)))  # 100 children
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if "jobs" in statement:
+            statements.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        page = store.children_page(outcome.parent.id, 10, 40)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+    assert [c.position for c in page.children] == list(range(41, 51)) and page.more
+    assert len(statements) == 1 and "LIMIT" in statements[0].upper()
+
+
+def test_a_repeated_request_answers_with_the_first_page_of_children(
+    store: SQLAlchemyJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "FIRST_CHILDREN_PAGE", 3)
+    first = store.create_maintenance(spec(("db1", "db2"), (V, A), request_id="paged"))
+    assert len(first.children) == 4, "a new parent's children are all in the outcome: the manager queues them"
+    again = store.create_maintenance(spec(("db1", "db2"), (V, A), request_id="paged"))
+    assert not again.created and again.more_children
+    assert [c.id for c in again.children] == [c.id for c in first.children[:3]]
