@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import ops
-from bench.fleet import DbmaintFleet, create, dbmaint_fleet, watch_until_terminal
+from bench.fleet import DbmaintFleet, all_children, create, dbmaint_fleet, watch_until_terminal
 from bench.model import RunResult, histogram_quantile
 from bench.procs import CpuMeter
 from bench.workload import Fleet
@@ -70,9 +70,10 @@ def run_once(
         wall = finished - started
         cpu = meter.stop()
         reply = stub.GetJob(pb.GetJobRequest(id=response.parent.id), timeout=60)
+        child_jobs = all_children(stub, response.parent.id)
         gap = dispatch_gap(running)
     findings = running.findings()
-    completed = [c for c in reply.children if c.status == pb.JOB_STATUS_COMPLETED]
+    completed = [c for c in child_jobs if c.status == pb.JOB_STATUS_COMPLETED]
     vacuums = [c for c in completed if c.operation == pb.OPERATION_VACUUM]
     error = (
         "" if status == pb.JOB_STATUS_COMPLETED else f"parent ended {pb.JobStatus.Name(status)}: {reply.job.error}"
@@ -98,11 +99,11 @@ def run_once(
             "dispatch_gap": gap,
             "parent_id": response.parent.id,
             "parent_status": pb.JobStatus.Name(status),
-            "children_reported": len(reply.children),
+            "children_reported": len(child_jobs),
             "create_seconds": round(created - started, 4),
             "other_cpu_seconds": meter.other_seconds,
-            "retried_children": sum(1 for c in reply.children if c.attempt > 1),
-            "children_by_worker": _by_worker(reply.children),
+            "retried_children": sum(1 for c in child_jobs if c.attempt > 1),
+            "children_by_worker": _by_worker(child_jobs),
             "exit_codes": running.exit_codes,
             "log_findings": findings,
         },

@@ -27,6 +27,8 @@ from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 
 START_TIMEOUT = 60.0
+# The largest page of children GetJob answers (the manager's maximum).
+CHILDREN_PAGE = 5_000
 # GetJob of a 10,000-child parent is several MB; the manager sends up to 16 MB.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 TERMINAL = frozenset({pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_FAILED, pb.JOB_STATUS_CANCELLED})
@@ -204,6 +206,19 @@ def watch_until_terminal(
     # The stream ended without a terminal status of the job (it should not): ask.
     status = stub.GetJob(pb.GetJobRequest(id=job_id), timeout=30).job.status
     return status, time.perf_counter()
+
+
+def all_children(stub: pb_grpc.MaintenanceServiceStub, parent_id: str) -> list[pb.Job]:
+    """Every child of ``parent_id``, page by page (GetJob answers one page of children at a time)."""
+    children: list[pb.Job] = []
+    token = ""
+    while True:
+        request = pb.GetJobRequest(id=parent_id, children_page_size=CHILDREN_PAGE, children_page_token=token)
+        reply = stub.GetJob(request, timeout=60)
+        children.extend(reply.children)
+        token = reply.next_children_page_token
+        if not token:
+            return children
 
 
 def seconds(timestamp: object) -> float | None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from bench import ops
 from bench.dbmaint_runner import dispatch_gap
-from bench.fleet import DbmaintFleet, create, dbmaint_fleet, seconds, watch_until_terminal
+from bench.fleet import DbmaintFleet, all_children, create, dbmaint_fleet, seconds, watch_until_terminal
 from bench.model import RunResult, percentile
 from bench.procs import CpuMeter, memory_kib, timed_run
 from bench.workload import Fleet
@@ -242,10 +242,11 @@ def run_once(
         sampled_peak = sampler.stop()
         rss_after = memory_kib(manager_pid)
         reply, reads = parent_reads(running, response.parent.id, workdir)
+        child_jobs = all_children(running.stub, response.parent.id)
         gap = dispatch_gap(running)
-    completed = [c for c in reply.children if c.status == pb.JOB_STATUS_COMPLETED]
+    completed = [c for c in child_jobs if c.status == pb.JOB_STATUS_COMPLETED]
     received = worker_received(line for worker in running.workers for line in worker.log_lines())
-    times = child_times(reply.job, reply.children, received)
+    times = child_times(reply.job, child_jobs, received)
     latencies = assignment_latency(times, {i.worker_id: int(i.slots) for i in infos})
     error = (
         "" if status == pb.JOB_STATUS_COMPLETED else f"parent ended {pb.JobStatus.Name(status)}: {reply.job.error}"
@@ -269,7 +270,7 @@ def run_once(
         "assignment_latency": {name: latency_summary(values) for name, values in latencies.items()},
         "assignment_latency_note": LATENCY_NOTE,
         "first_start_per_target": first_starts(times),
-        "retried_children": sum(1 for c in reply.children if c.attempt > 1),
+        "retried_children": sum(1 for c in child_jobs if c.attempt > 1),
         "exit_codes": running.exit_codes,
         "log_findings": running.findings(),
     }
