@@ -273,7 +273,20 @@ class Cluster:
         )
 
     def get(self, job_id: str) -> pb.GetJobResponse:
-        return self.stub.GetJob(pb.GetJobRequest(id=job_id), timeout=10)
+        """The job with ALL its children: GetJob answers one page of children at a time; this follows the pages
+        and answers as if there were one."""
+        reply: pb.GetJobResponse = self.stub.GetJob(
+            pb.GetJobRequest(id=job_id, children_page_size=5_000), timeout=10
+        )
+        token = reply.next_children_page_token
+        while token:
+            page = self.stub.GetJob(
+                pb.GetJobRequest(id=job_id, children_page_size=5_000, children_page_token=token), timeout=10
+            )
+            reply.children.extend(page.children)
+            token = page.next_children_page_token
+        reply.next_children_page_token = ""
+        return reply
 
     def wait_status(self, job_id: str, *statuses: int, timeout: float = 60.0) -> pb.GetJobResponse:
         return wait_for(
