@@ -5,15 +5,33 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from dbmaint.v1 import maintenance_pb2 as pb
 from worker_service.stream import ResultAcked, events_from_proto
+from worker_service.worker import Worker
 
 from .fake_manager import FakeManagerServer, FakeStream, fake_manager
 from .helpers import eventually, make_worker, run, within
 
 COMPLETED = pb.JOB_STATUS_COMPLETED
+
+
+@asynccontextmanager
+async def running_worker(
+    small_db: Path, *, sends_acks: bool, slots: int = 1
+) -> AsyncIterator[tuple[FakeManagerServer, Worker, asyncio.Task[int]]]:
+    """A worker serving ``orders`` against a fake manager; at the end it is shut down (unless it already stopped)
+    and must have exited 0."""
+    async with fake_manager(sends_acks=sends_acks) as server:
+        worker = make_worker(server.address, {"orders": small_db}, slots=slots)
+        runner = asyncio.create_task(worker.run())
+        yield server, worker, runner
+        if not runner.done():
+            await worker.shutdown()
+        assert await runner == 0
 
 
 async def stream_number(server: FakeManagerServer, index: int) -> FakeStream:
@@ -44,9 +62,7 @@ def test_an_ack_or_a_batch_of_acks_becomes_one_result_acked_event() -> None:
 
 def test_a_result_written_but_not_acknowledged_is_resent_first_on_the_next_stream(small_db: Path) -> None:
     async def scenario() -> None:
-        async with fake_manager(sends_acks=True) as server:
-            worker = make_worker(server.address, {"orders": small_db})
-            runner = asyncio.create_task(worker.run())
+        async with running_worker(small_db, sends_acks=True) as (server, worker, _runner):
             first = await stream_number(server, 0)
             assert first.hello.accepts_acks
             await first.assign("job-1", "orders")
@@ -60,17 +76,13 @@ def test_a_result_written_but_not_acknowledged_is_resent_first_on_the_next_strea
             assert (second.received[0].result.job_id, second.received[0].result.status) == ("job-1", COMPLETED)
             await second.ack("job-1")
             await eventually(lambda: not worker.undelivered(), message="the acknowledged result forgotten")
-            await worker.shutdown()
-            assert await runner == 0
 
     run(scenario())
 
 
 def test_an_acknowledged_result_is_not_resent_on_the_next_stream(small_db: Path) -> None:
     async def scenario() -> None:
-        async with fake_manager(sends_acks=True) as server:
-            worker = make_worker(server.address, {"orders": small_db}, slots=2)
-            runner = asyncio.create_task(worker.run())
+        async with running_worker(small_db, sends_acks=True, slots=2) as (server, worker, _runner):
             first = await stream_number(server, 0)
             await first.assign("job-1", "orders")
             await first.assign("job-2", "orders", "analyze")
@@ -81,17 +93,13 @@ def test_an_acknowledged_result_is_not_resent_on_the_next_stream(small_db: Path)
             second = await stream_number(server, 1)
             await heartbeats_after(second, 3)
             assert second.results == []
-            await worker.shutdown()
-            assert await runner == 0
 
     run(scenario())
 
 
 def test_a_result_is_sent_once_per_stream_while_it_waits_for_its_ack(small_db: Path) -> None:
     async def scenario() -> None:
-        async with fake_manager(sends_acks=True) as server:
-            worker = make_worker(server.address, {"orders": small_db})
-            runner = asyncio.create_task(worker.run())
+        async with running_worker(small_db, sends_acks=True) as (server, worker, _runner):
             first = await stream_number(server, 0)
             await first.assign("job-1", "orders")
             await eventually(lambda: first.results, message="the result")
@@ -100,17 +108,13 @@ def test_a_result_is_sent_once_per_stream_while_it_waits_for_its_ack(small_db: P
             await heartbeats_after(first, 3)
             assert result_keys(first) == [("job-1", 1), ("job-2", 1)]
             assert {o.key for o in worker.undelivered()} == {("job-1", 1), ("job-2", 1)}
-            await worker.shutdown()
-            assert await runner == 0
 
     run(scenario())
 
 
 def test_unknown_acks_are_ignored(small_db: Path) -> None:
     async def scenario() -> None:
-        async with fake_manager(sends_acks=True) as server:
-            worker = make_worker(server.address, {"orders": small_db})
-            runner = asyncio.create_task(worker.run())
+        async with running_worker(small_db, sends_acks=True) as (server, worker, _runner):
             first = await stream_number(server, 0)
             await first.assign("job-1", "orders")
             await eventually(lambda: first.results, message="the result")
@@ -121,17 +125,13 @@ def test_unknown_acks_are_ignored(small_db: Path) -> None:
             assert worker.error is None and worker.connected
             await first.ack("job-1", attempt=1)
             await eventually(lambda: not worker.undelivered())
-            await worker.shutdown()
-            assert await runner == 0
 
     run(scenario())
 
 
 def test_a_manager_that_sends_no_acks_gets_results_forgotten_once_written(small_db: Path) -> None:
     async def scenario() -> None:
-        async with fake_manager(sends_acks=False) as server:
-            worker = make_worker(server.address, {"orders": small_db})
-            runner = asyncio.create_task(worker.run())
+        async with running_worker(small_db, sends_acks=False) as (server, worker, _runner):
             first = await stream_number(server, 0)
             assert first.hello.accepts_acks  # the worker offers; this manager does not take it up
             await first.assign("job-1", "orders")
@@ -141,8 +141,6 @@ def test_a_manager_that_sends_no_acks_gets_results_forgotten_once_written(small_
             second = await stream_number(server, 1)
             await heartbeats_after(second, 3)
             assert second.results == []
-            await worker.shutdown()
-            assert await runner == 0
 
     run(scenario())
 
@@ -151,9 +149,7 @@ def test_a_result_kept_for_its_ack_is_resent_to_an_older_manager_and_forgotten_o
     small_db: Path,
 ) -> None:
     async def scenario() -> None:
-        async with fake_manager(sends_acks=True) as server:
-            worker = make_worker(server.address, {"orders": small_db})
-            runner = asyncio.create_task(worker.run())
+        async with running_worker(small_db, sends_acks=True) as (server, worker, _runner):
             first = await stream_number(server, 0)
             await first.assign("job-1", "orders")
             await eventually(lambda: first.result_for("job-1"), message="the result")
@@ -162,17 +158,13 @@ def test_a_result_kept_for_its_ack_is_resent_to_an_older_manager_and_forgotten_o
             second = await stream_number(server, 1)
             await eventually(lambda: second.result_for("job-1"), message="the re-sent result")
             await eventually(lambda: not worker.undelivered(), message="forgotten once written")
-            await worker.shutdown()
-            assert await runner == 0
 
     run(scenario())
 
 
 def test_drain_waits_for_the_ack_before_half_closing(small_db: Path) -> None:
     async def scenario() -> None:
-        async with fake_manager(sends_acks=True) as server:
-            worker = make_worker(server.address, {"orders": small_db})
-            runner = asyncio.create_task(worker.run())
+        async with running_worker(small_db, sends_acks=True) as (server, worker, runner):
             first = await stream_number(server, 0)
             await first.assign("job-1", "orders")
             await eventually(lambda: first.result_for("job-1"), message="the result")
@@ -190,9 +182,7 @@ def test_drain_waits_for_the_ack_before_half_closing(small_db: Path) -> None:
 
 def test_drain_stops_waiting_for_an_ack_after_the_deliver_timeout(small_db: Path) -> None:
     async def scenario() -> None:
-        async with fake_manager(sends_acks=True) as server:
-            worker = make_worker(server.address, {"orders": small_db})
-            runner = asyncio.create_task(worker.run())
+        async with running_worker(small_db, sends_acks=True) as (server, worker, runner):
             first = await stream_number(server, 0)
             await first.assign("job-1", "orders")
             await eventually(lambda: first.result_for("job-1"), message="the result")
