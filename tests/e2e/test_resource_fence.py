@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL
 from dbmaint.v1 import maintenance_pb2 as pb
 from tests.support.polling import wait_for
 from tests.support.processes import Cluster, Proc
-from tests.support.targets import make_sqlite_target
+from tests.support.targets import make_sqlite_target, write_locked
 from tests.worker.postgresql.helpers import make_table, slow_vacuums, table_stats, vacuum_progress
 
 pytestmark = pytest.mark.e2e
@@ -40,18 +40,6 @@ def attempt_2_on_b(child: pb.Job) -> bool:
     return child.status == RUNNING and child.attempt == 2 and child.worker_id == "wb"
 
 
-def sqlite_write_locked(path: Path) -> bool:
-    conn = sqlite3.connect(path, timeout=0)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.rollback()
-        return False
-    except sqlite3.OperationalError as exc:
-        return "locked" in str(exc)
-    finally:
-        conn.close()
-
-
 def freeze_past_the_lease(fleet: Cluster, parent: str, frozen: Proc) -> pb.Job:
     frozen.signal(signal.SIGSTOP)
     return fleet.wait_child(parent, attempt_2_on_b, timeout=30)
@@ -66,7 +54,7 @@ def test_attempt_2_waits_for_a_frozen_workers_sqlite_lock_then_runs_once_it_is_k
     worker_a = fleet.start_worker("wa", {"db": target}, faults="slow:vacuum=120")
     parent = fleet.create(["db"], [pb.OPERATION_VACUUM]).parent.id
     fleet.wait_child(parent, lambda c: c.status == RUNNING and c.worker_id == "wa")
-    wait_for(lambda: sqlite_write_locked(target), timeout=15, message="attempt 1's VACUUM never took the file")
+    wait_for(lambda: write_locked(target), timeout=15, message="attempt 1's VACUUM never took the file")
     worker_b = fleet.start_worker("wb", {"db": target})
 
     freeze_past_the_lease(fleet, parent, worker_a)

@@ -57,3 +57,16 @@ def integrity_ok(path: Path) -> bool:
         return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         conn.close()
+
+
+def write_locked(path: Path) -> bool:
+    """Does another connection hold the SQLite file's write lock (a VACUUM running on it, say)?"""
+    conn = sqlite3.connect(path, timeout=0)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.rollback()
+        return False
+    except sqlite3.OperationalError as exc:
+        return "locked" in str(exc)
+    finally:
+        conn.close()

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from dbmaint.operations import CHILD_JOB_TYPE, JobStatus, Operation, OperationReport
+from tests.support.targets import write_locked
 from worker_service.cancel import CancelToken
 from worker_service.config import TargetSpec
 from worker_service.engines import EngineRegistry, EngineUnavailable, SqliteEngine
@@ -155,7 +156,7 @@ def test_cancel_interrupts_a_slowed_vacuum_promptly(sample_db: Path, monkeypatch
     thread, box = run_in_thread(lambda: run_assignment(assignment(), slow, token))
     assert started.wait(5)
     # The VACUUM is in progress: another connection cannot take a write lock now.
-    wait_until(lambda: _write_locked(sample_db), timeout=2, message="VACUUM holds the database")
+    wait_until(lambda: write_locked(sample_db), timeout=2, message="VACUUM holds the database")
     cancelled_at = time.monotonic()
     token.cancel("cancelled by test")
     thread.join(5)
@@ -164,18 +165,6 @@ def test_cancel_interrupts_a_slowed_vacuum_promptly(sample_db: Path, monkeypatch
     assert (box[0].status, box[0].error) == (JobStatus.CANCELLED, "cancelled by test")
     assert integrity(sample_db) == ("ok", 10_000)
     assert freelist(sample_db) > 0  # the interrupted VACUUM rolled back
-
-
-def _write_locked(path: Path) -> bool:
-    conn = sqlite3.connect(path, timeout=0)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.rollback()
-        return False
-    except sqlite3.OperationalError as exc:
-        return "locked" in str(exc)
-    finally:
-        conn.close()
 
 
 def test_interrupt_alone_stops_the_statement(sample_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
