@@ -474,7 +474,8 @@ class FleetModel(RuleBasedStateMachine):
     # -- the end: a calm period finishes everything
 
     def teardown(self) -> None:
-        for _ in range(60):
+        # Each round starts at most one child per target and ends it in the next: the budget grows with them.
+        for _ in range(20 + 3 * len(self.store.children)):
             if self.settled():
                 break
             for worker in self.workers.values():
