@@ -74,7 +74,7 @@ class Fleet:
         return sum(file.stat().st_size for file in self.targets.values())
 
 
-def _build_target(path: Path, rows: int, rng: random.Random) -> None:
+def build_target(path: Path, rows: int, rng: random.Random) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode = DELETE")
@@ -106,7 +106,7 @@ def ensure_fleet(spec: Workload, cache_dir: Path) -> Path:
     files: dict[str, str] = {}
     for index, name in enumerate(spec.target_names()):
         path = building / f"{name}.db"
-        _build_target(path, spec.rows, random.Random(f"{spec.seed}:{index}"))
+        build_target(path, spec.rows, random.Random(f"{spec.seed}:{index}"))
         files[name] = path.name
     digest = hashlib.sha256()
     for name in sorted(files):

@@ -297,7 +297,9 @@ class ManagerStream:
             if self._half_closed or self._closed:
                 raise StreamClosed("stream already closed for writing")
             try:
-                await asyncio.wait_for(self._call.write(message), self._write_timeout)
+                # asyncio.timeout, not wait_for: no extra task per message (this is once per result).
+                async with asyncio.timeout(self._write_timeout):
+                    await self._call.write(message)
             except TimeoutError:
                 self._call.cancel()
                 raise StreamClosed(f"a write did not complete within {self._write_timeout:g}s") from None

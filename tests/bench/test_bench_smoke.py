@@ -130,8 +130,11 @@ def test_tiny_tiers_write_their_figures_and_verdicts(tmp_path: Path) -> None:
     dbmaint = one_slot["runs"][1]["details"]
     assert dbmaint["setup"] == {"workers": 2, "slots": [1], "watcher": "job_only"}
     # One slot per worker, each target's next operation queued from the start: every assignment after the
-    # first one per worker follows a result while work was queued.
-    assert dbmaint["dispatch_gap"]["count"] == TARGETS * OPERATIONS - 2
+    # first one per worker is paired with a result. It is observed unless the worker was idle for want of
+    # runnable work, which happens only at the end, when the last target with queued work is the one the other
+    # worker holds (its next operation waits for that result, not for the manager).
+    pairs = TARGETS * OPERATIONS - 2
+    assert pairs - (OPERATIONS - 1) <= dbmaint["dispatch_gap"]["count"] <= pairs
     assert one_slot["figures"]["gap_p50_ms"] is not None
     reads = scale["runs"][0]["details"]["parent_reads"]
     assert reads["cli_get_exit_code"] == 0 and reads["getjob_children"] == TARGETS * OPERATIONS * 2
@@ -151,3 +154,25 @@ def test_assignment_latency_from_job_records() -> None:
     assert latency["target_ready"] == pytest.approx([0.0, 1.1, 1.05])
     assert latency["target_and_slot_ready"] == pytest.approx([0.0, 0.1, 0.05])
     assert latency["worker_log"] == pytest.approx([0.004, 0.103])
+
+
+def test_the_floor_measures_each_piece_of_a_round_trip() -> None:
+    """``python -m bench.floor`` with tiny sizes: every piece is measured and the floor is their sum."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.floor", "--runs", "1", "--targets", "2", "--rows", "20", "--trips", "20"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    figures = {
+        line.split(":")[0]: float(line.split(":")[1].split("/")[1].strip().rstrip("msx "))
+        for line in completed.stdout.splitlines()
+        if ":" in line
+    }
+    pieces = ("SQL per operation, through the SQLite engine", "store turn, one result + one start (SQLite)")
+    grpc_trip = "bare grpc.aio round trip between two processes"
+    assert all(figures[name] > 0 for name in (*pieces, grpc_trip)), figures
+    floor = figures["one-slot floor per child (engine + store + grpc)"]
+    assert floor == pytest.approx(sum(figures[name] for name in (*pieces, grpc_trip)), abs=0.002)
