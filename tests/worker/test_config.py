@@ -84,7 +84,7 @@ def test_manager_accepts_grpc_target_schemes() -> None:
         (["--target", "a=sqlite:///x.db", "--target", "a=sqlite:///y.db"], {}, "'a' is configured more than once"),
         ([], {"DBMAINT_TARGETS": "a=sqlite:///x a=sqlite:///y"}, "more than once"),
         (["--target", "a=not a url"], {}, "target 'a': the URL is not a valid SQLAlchemy URL"),
-        (["--target", "a=sqlite:///x.db", "--slots", "0"], {}, "--slots: slots must be at least 1"),
+        (["--target", "a=sqlite:///x.db", "--slots", "0"], {}, "--slots: must be at least 1"),
         (["--target", "a=sqlite:///x.db"], {"DBMAINT_SLOTS": "two"}, "DBMAINT_SLOTS: expected a whole number"),
         (["--target", "a=sqlite:///x.db", "--grace", "-1"], {}, "--grace"),
         (["--target", "a=sqlite:///x.db"], {"DBMAINT_GRACE": "inf"}, "DBMAINT_GRACE"),
