@@ -109,24 +109,12 @@ class TlsFiles:
         )
 
 
-ENV_TLS_CA = "DBMAINT_TLS_CA"
-ENV_TLS_CERT = "DBMAINT_TLS_CERT"
-ENV_TLS_KEY = "DBMAINT_TLS_KEY"
-ENV_CLIENT_TOKEN = "DBMAINT_TOKEN"
-
-
 @dataclass(frozen=True, slots=True)
 class ClientSecurity:
     """How the CLI reaches the manager: TLS files (None: plaintext) and the bearer token it sends."""
 
     tls: TlsFiles | None = None
     token: str | None = field(default=None, repr=False)
-
-    @staticmethod
-    def from_environ(environ: Mapping[str, str]) -> ClientSecurity:
-        """From DBMAINT_TLS_CA / DBMAINT_TLS_CERT / DBMAINT_TLS_KEY and DBMAINT_TOKEN (or DBMAINT_TOKEN_FILE)."""
-        tls = TlsFiles.from_settings(environ.get(ENV_TLS_CA), environ.get(ENV_TLS_CERT), environ.get(ENV_TLS_KEY))
-        return ClientSecurity(tls, read_secret(environ, ENV_CLIENT_TOKEN))
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
