@@ -11,8 +11,8 @@ Rules, the same in every program:
 * A bad value raises ConfigError; its message starts with the flag or variable at fault. Every program reports
   it the same way (``report``): ``<program>: error: <message>`` on stderr, exit code 2.
 
-The option parsers, the value parsers of this module and the README's configuration tables (rendered by
-``markdown_table``, checked by a test) all come from the same declarations, so they cannot drift apart.
+The argument parser, ``--help``, ``--print-config`` and the README's configuration tables (``markdown_table``,
+checked by a test) all come from the same declarations, so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names the setting and says why."""
 
 
+def _plain(value: Any) -> str:
+    return "(none)" if value is None or value == "" else str(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
     """One setting: its flag and/or variable, how text becomes a value, its default, and how it is shown."""
@@ -48,8 +52,12 @@ class Option:
     repeat: bool = False  # the flag repeats, the variable is a whitespace-separated list; flags replace it
     flag_alone: str | None = None  # what the flag means given without a value (an on/off switch: "on")
     metavar: str | None = None
-    show: Callable[[Any], str] = lambda value: "(none)" if value is None or value == "" else str(value)
+    show: Callable[[Any], str] = _plain
     default_text: str | None = None  # how the README and --help describe a computed or empty default
+
+    def __post_init__(self) -> None:
+        if self.secret and self.flag:
+            raise ValueError(f"{self.name}: a secret has no flag (a command line shows in ps)")
 
     def shown(self, value: Any) -> str:
         if self.secret:
@@ -198,7 +206,19 @@ def markdown_table(options: Sequence[Option]) -> str:
     return "\n".join(rows) + "\n"
 
 
-# -- options more than one program has ----------------------------------------------------------------------
+# -- options more than one program has, and kinds of options -------------------------------------------------
+
+
+def listener(name: str, help_text: str, flag: str, env: str) -> Option:
+    """An optional HOST:PORT to listen on (port 0: any free port); unset, that listener is off."""
+    parse = parsers.host_port(allow_port_zero=True, optional=True)
+    return Option(name, help_text, flag, env, parse, "", metavar="HOST:PORT", default_text="off")
+
+
+def pem_file(name: str, help_text: str, flag: str | None, env: str, default_text: str = "none") -> Option:
+    """The path of a PEM file (a certificate, a key, a CA): not a secret, the file's permissions guard it."""
+    return Option(name, help_text, flag, env, metavar="PEM", default_text=default_text)
+
 
 LOG_LEVEL = Option(
     name="log_level",
@@ -218,40 +238,35 @@ LOG_FORMAT = Option(
     default="text",
     metavar="FORMAT",
 )
-METRICS_LISTEN = Option(
-    name="metrics_listen",
-    help="HOST:PORT of the Prometheus `/metrics` endpoint",
-    flag="--metrics-listen",
-    env="DBMAINT_METRICS_LISTEN",
-    parse=parsers.host_port(allow_port_zero=True, optional=True),
-    default="",
-    metavar="HOST:PORT",
-    default_text="off",
+METRICS_LISTEN = listener(
+    "metrics_listen",
+    "HOST:PORT of the Prometheus `/metrics` endpoint",
+    "--metrics-listen",
+    "DBMAINT_METRICS_LISTEN",
 )
-# How a client (a worker, the CLI) reaches a manager that speaks TLS. The CLI has only the variables.
+# Where a client (a worker, the CLI) finds the manager, and how it checks a manager that speaks TLS.
+MANAGER_ADDRESS = Option(
+    name="manager",
+    help="the manager's address (or a gRPC target such as `dns:///manager:50051`)",
+    flag="--manager",
+    env="DBMAINT_MANAGER",
+    parse=parsers.manager_address,
+    default="127.0.0.1:50051",
+    metavar="HOST:PORT",
+)
 CLIENT_TLS = (
-    Option(
-        name="tls_ca",
-        help="PEM CA the manager's certificate must chain to: the connection uses TLS",
-        flag="--tls-ca",
-        env="DBMAINT_TLS_CA",
-        metavar="PEM",
+    pem_file(
+        "tls_ca",
+        "PEM CA the manager's certificate must chain to: the connection uses TLS",
+        "--tls-ca",
+        "DBMAINT_TLS_CA",
         default_text="plaintext",
     ),
-    Option(
-        name="tls_cert",
-        help="PEM client certificate, for a manager that asks for one (mTLS)",
-        flag="--tls-cert",
-        env="DBMAINT_TLS_CERT",
-        metavar="PEM",
-        default_text="none",
+    pem_file(
+        "tls_cert",
+        "PEM client certificate, for a manager that asks for one (mTLS)",
+        "--tls-cert",
+        "DBMAINT_TLS_CERT",
     ),
-    Option(
-        name="tls_key",
-        help="the client certificate's PEM private key",
-        flag="--tls-key",
-        env="DBMAINT_TLS_KEY",
-        metavar="PEM",
-        default_text="none",
-    ),
+    pem_file("tls_key", "the client certificate's PEM private key", "--tls-key", "DBMAINT_TLS_KEY"),
 )

@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 
 from dbmaint import parsers
 from dbmaint.auth import CredentialError, TlsFiles
-from dbmaint.config import LOG_FORMAT, LOG_LEVEL, METRICS_LISTEN, ConfigError, Option, Program, Settings
+from dbmaint.config import (
+    LOG_FORMAT,
+    LOG_LEVEL,
+    METRICS_LISTEN,
+    ConfigError,
+    Option,
+    Program,
+    Settings,
+    pem_file,
+)
 from manager_service.auth import AuthPolicy
 from manager_service.orchestrator import OrchestratorSettings
 from manager_service.validation import Limits
@@ -99,6 +108,19 @@ def _number(name: str, help_text: str, parse: parsers.Parser, metavar: str = "SE
     )
 
 
+def _tokens(name: str, env: str, role: str) -> Option:
+    """The bearer tokens of a role: several, so they can be rotated; none turns auth off."""
+    return Option(
+        name,
+        f"bearer tokens of the {role} role, comma- or newline-separated",
+        env=env,
+        parse=parsers.token_list,
+        default=(),
+        secret=True,
+        default_text="none: auth off",
+    )
+
+
 _SECONDS = parsers.seconds(positive=True)
 _AT_LEAST_ONE = parsers.whole_number(1)
 
@@ -157,48 +179,22 @@ OPTIONS = (
         default_text="on for a loopback `--listen`, off otherwise",
     ),
     METRICS_LISTEN,
-    Option(
-        name="tls_cert",
-        help="PEM certificate chain of the listener (with `--tls-key`): it speaks TLS",
-        flag="--tls-cert",
-        env="DBMAINT_TLS_CERT",
-        metavar="PEM",
+    pem_file(
+        "tls_cert",
+        "PEM certificate chain of the listener (with `--tls-key`): it speaks TLS",
+        "--tls-cert",
+        "DBMAINT_TLS_CERT",
         default_text="plaintext",
     ),
-    Option(
-        name="tls_key",
-        help="PEM private key of the listener",
-        flag="--tls-key",
-        env="DBMAINT_TLS_KEY",
-        metavar="PEM",
-        default_text="none",
+    pem_file("tls_key", "PEM private key of the listener", "--tls-key", "DBMAINT_TLS_KEY"),
+    pem_file(
+        "tls_client_ca",
+        "PEM CA that client certificates must chain to: every client must present one (mTLS)",
+        "--tls-client-ca",
+        "DBMAINT_TLS_CLIENT_CA",
     ),
-    Option(
-        name="tls_client_ca",
-        help="PEM CA that client certificates must chain to: every client must present one (mTLS)",
-        flag="--tls-client-ca",
-        env="DBMAINT_TLS_CLIENT_CA",
-        metavar="PEM",
-        default_text="none",
-    ),
-    Option(
-        name="client_tokens",
-        help="bearer tokens of the client role, comma- or newline-separated",
-        env=ENV_CLIENT_TOKENS,
-        parse=parsers.token_list,
-        default=(),
-        secret=True,
-        default_text="none: auth off",
-    ),
-    Option(
-        name="worker_tokens",
-        help="bearer tokens of the worker role, comma- or newline-separated",
-        env=ENV_WORKER_TOKENS,
-        parse=parsers.token_list,
-        default=(),
-        secret=True,
-        default_text="none: auth off",
-    ),
+    _tokens("client_tokens", ENV_CLIENT_TOKENS, "client"),
+    _tokens("worker_tokens", ENV_WORKER_TOKENS, "worker"),
 )
 MANAGER = Program(
     "dbmaint-manager",

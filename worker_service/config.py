@@ -28,23 +28,23 @@ from dbmaint.config import (
     CLIENT_TLS,
     LOG_FORMAT,
     LOG_LEVEL,
+    MANAGER_ADDRESS,
     METRICS_LISTEN,
     ConfigError,
     Option,
     Program,
     Settings,
+    listener,
 )
 from dbmaint.parsers import mask_url
 from worker_service.faults import ENV_FAULTS, NO_FAULTS, FaultPlan, parse_faults
-
-__all__ = ["ConfigError", "TargetSpec", "WorkerConfig", "mask_url", "parse_config"]
 
 ENV_TARGETS = "DBMAINT_TARGETS"
 ENV_ALLOW_FAULT_INJECTION = "DBMAINT_ALLOW_FAULT_INJECTION"
 ENV_TARGET_PASSWORD = "DBMAINT_TARGET_PASSWORD_"
 ENV_TARGET_PASSWORD_FILE = "DBMAINT_TARGET_PASSWORD_FILE_"
 
-DEFAULT_MANAGER = "127.0.0.1:50051"
+DEFAULT_MANAGER: str = MANAGER_ADDRESS.default
 DEFAULT_SLOTS = 1
 DEFAULT_GRACE = 60.0
 
@@ -179,15 +179,7 @@ def _show_faults(plan: FaultPlan) -> str:
 
 
 OPTIONS = (
-    Option(
-        name="manager",
-        help="the manager's address (or a gRPC target such as `dns:///manager:50051`)",
-        flag="--manager",
-        env="DBMAINT_MANAGER",
-        parse=parsers.manager_address,
-        default=DEFAULT_MANAGER,
-        metavar="HOST:PORT",
-    ),
+    MANAGER_ADDRESS,
     Option(
         name="targets",
         help="a database this worker serves, `NAME=SQLALCHEMY_URL`: a name for the API, a URL that never leaves "
@@ -239,15 +231,11 @@ OPTIONS = (
         metavar="SECONDS",
         show=parsers.show_number,
     ),
-    Option(
-        name="health_listen",
-        help="HOST:PORT of the `grpc.health.v1` server: SERVING while connected to the manager",
-        flag="--health-listen",
-        env="DBMAINT_HEALTH_LISTEN",
-        parse=parsers.host_port(allow_port_zero=True, optional=True),
-        default="",
-        metavar="HOST:PORT",
-        default_text="off",
+    listener(
+        "health_listen",
+        "HOST:PORT of the `grpc.health.v1` server: SERVING while connected to the manager",
+        "--health-listen",
+        "DBMAINT_HEALTH_LISTEN",
     ),
     LOG_LEVEL,
     LOG_FORMAT,

@@ -13,14 +13,12 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from dbmaint import parsers
 from dbmaint.auth import ClientSecurity, CredentialError, TlsFiles, sync_channel
-from dbmaint.config import CLIENT_TLS, CONFIG_ERROR_EXIT, ConfigError, Option, resolve
+from dbmaint.config import CLIENT_TLS, CONFIG_ERROR_EXIT, MANAGER_ADDRESS, ConfigError, Option, resolve
 from dbmaint.transport import CLIENT_OPTIONS
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 
-DEFAULT_MANAGER = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 10.0
 MANAGER = "the dbmaint manager"
 
@@ -33,15 +31,6 @@ EXIT_NOT_FOUND = 4
 EXIT_FAILURE = 5  # any other failure: a server error, a local file that cannot be written, a demo process
 EXIT_INTERRUPTED = 130
 
-MANAGER_OPTION = Option(
-    name="manager",
-    help="the manager's address (or a gRPC target such as `dns:///manager:50051`)",
-    flag="--manager",
-    env="DBMAINT_MANAGER",
-    parse=parsers.manager_address,
-    default=DEFAULT_MANAGER,
-    metavar="HOST:PORT",
-)
 # How the CLI reaches a manager that asks for TLS or a token: variables only, a command line shows in `ps`.
 SECURITY_OPTIONS = (
     *(dataclasses.replace(option, flag=None) for option in CLIENT_TLS),
@@ -49,7 +38,7 @@ SECURITY_OPTIONS = (
         name="token", help="the client role's bearer token", env="DBMAINT_TOKEN", secret=True, default_text="none"
     ),
 )
-OPTIONS = (MANAGER_OPTION, *SECURITY_OPTIONS)
+OPTIONS = (MANAGER_ADDRESS, *SECURITY_OPTIONS)
 
 _REJECTED = frozenset(
     {

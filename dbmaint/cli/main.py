@@ -25,7 +25,6 @@ from dbmaint.cli.client import (
     EXIT_NOT_COMPLETED,
     EXIT_OK,
     MANAGER,
-    MANAGER_OPTION,
     CliError,
     ManagerClient,
     health_status,
@@ -45,7 +44,7 @@ from dbmaint.cli.render import (
     workers_table,
 )
 from dbmaint.cli.watch import NOT_COMPLETED, follow, is_parent
-from dbmaint.config import ConfigError, add_flags, report, resolve
+from dbmaint.config import MANAGER_ADDRESS, ConfigError, add_flags, report, resolve
 from dbmaint.operations import CHILD_JOB_TYPE, JOB_TYPES, PARENT_JOB_TYPE, JobStatus, Operation
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.wire import operation_to_proto, status_from_proto, status_label, status_to_proto
@@ -299,7 +298,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
 
 def _connection_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     """--manager and --timeout, accepted before and after the command (after: only when given)."""
-    add_flags(parser, [MANAGER_OPTION], suppress=not defaults)
+    add_flags(parser, [MANAGER_ADDRESS], suppress=not defaults)
     parser.add_argument(
         "--timeout",
         metavar="SECONDS",
@@ -436,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.manager = resolve([MANAGER_OPTION], args, os.environ)["manager"].value
+        args.manager = resolve([MANAGER_ADDRESS], args, os.environ)["manager"].value
     except ConfigError as error:
         return report("dbmaint", error)
     console = make_console()
