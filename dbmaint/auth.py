@@ -15,6 +15,8 @@ from typing import Any
 
 import grpc
 
+from dbmaint.parsers import token_list
+
 AUTHORIZATION = "authorization"
 BEARER_PREFIX = "Bearer "
 
@@ -40,11 +42,10 @@ def read_secret(environ: Mapping[str, str], name: str) -> str | None:
 def read_token_list(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
     """Tokens separated by commas or new lines (several, so they can be rotated) from ``name`` or ``name``_FILE."""
     text = read_secret(environ, name) or ""
-    tokens = tuple(t.strip() for t in text.replace("\n", ",").split(",") if t.strip())
-    for token in tokens:
-        if any(c.isspace() for c in token) or not token.isprintable():
-            raise CredentialError(f"{name}: a token may not contain spaces or control characters")
-    return tokens
+    try:
+        return token_list(text)
+    except ValueError as error:
+        raise CredentialError(f"{name}: {error}") from None
 
 
 def bearer_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
@@ -108,24 +109,12 @@ class TlsFiles:
         )
 
 
-ENV_TLS_CA = "DBMAINT_TLS_CA"
-ENV_TLS_CERT = "DBMAINT_TLS_CERT"
-ENV_TLS_KEY = "DBMAINT_TLS_KEY"
-ENV_CLIENT_TOKEN = "DBMAINT_TOKEN"
-
-
 @dataclass(frozen=True, slots=True)
 class ClientSecurity:
     """How the CLI reaches the manager: TLS files (None: plaintext) and the bearer token it sends."""
 
     tls: TlsFiles | None = None
     token: str | None = field(default=None, repr=False)
-
-    @staticmethod
-    def from_environ(environ: Mapping[str, str]) -> ClientSecurity:
-        """From DBMAINT_TLS_CA / DBMAINT_TLS_CERT / DBMAINT_TLS_KEY and DBMAINT_TOKEN (or DBMAINT_TOKEN_FILE)."""
-        tls = TlsFiles.from_settings(environ.get(ENV_TLS_CA), environ.get(ENV_TLS_CERT), environ.get(ENV_TLS_KEY))
-        return ClientSecurity(tls, read_secret(environ, ENV_CLIENT_TOKEN))
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 
 from dbmaint import runtime
-from dbmaint.logs import JsonFormatter
-from manager_service.config import ManagerConfig, parse_config
+from dbmaint.config import ConfigError, report
+from dbmaint.logs import setup_logging
+from manager_service.config import ManagerConfig, build_config, program
 from manager_service.errors import StoreInUse
 from manager_service.server import ManagerServer
 from manager_service.store import migrations
@@ -78,14 +80,16 @@ def migrate(config: ManagerConfig) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     command = args.pop(0) if args and args[0] in COMMANDS else "serve"
-    config = parse_config(args, prog=f"dbmaint-manager {command}" if command != "serve" else "dbmaint-manager")
-    handler = logging.StreamHandler(sys.stderr)
-    formatter = JsonFormatter() if config.log_format == "json" else logging.Formatter(TEXT_FORMAT)
-    handler.setFormatter(formatter)
-    logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
-    runtime.tune_logging()
-    if config.log_level.upper() != "DEBUG":
-        logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step is noise
+    manager = program(f"dbmaint-manager {command}" if command != "serve" else "dbmaint-manager")
+    try:
+        settings = manager.parse(args, os.environ)
+        config = build_config(settings)
+    except ConfigError as error:
+        sys.exit(report(manager.prog, error))
+    if settings.print_requested:
+        print("\n".join(settings.lines()))
+        sys.exit(0)
+    setup_logging(config.log_level, config.log_format, TEXT_FORMAT)
     if command == "migrate":
         sys.exit(migrate(config))
     sys.exit(asyncio.run(run(config)))

@@ -1,14 +1,26 @@
-"""The manager's settings: every flag also reads an environment variable (flag > env > default)."""
+"""The manager's settings, declared in ``OPTIONS`` (the README's manager table is generated from it); the rules
+(flag > variable > default, secrets, errors) are those of ``dbmaint.config``."""
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import ipaddress
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from dbmaint.auth import CredentialError, TlsFiles, read_token_list
+from dbmaint import parsers
+from dbmaint.auth import CredentialError, TlsFiles
+from dbmaint.config import (
+    LOG_FORMAT,
+    LOG_LEVEL,
+    METRICS_LISTEN,
+    ConfigError,
+    Option,
+    Program,
+    Settings,
+    pem_file,
+)
 from manager_service.auth import AuthPolicy
 from manager_service.orchestrator import OrchestratorSettings
 from manager_service.validation import Limits
@@ -28,18 +40,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
-
-
-def _on_off(text: str) -> bool:
-    value = text.strip().lower()
-    if value in {"1", "on", "true", "yes"}:
-        return True
-    if value in {"0", "off", "false", "no"}:
-        return False
-    raise ValueError(text)
-
-
-_on_off.__name__ = "on/off"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,142 +96,146 @@ class ManagerConfig:
         )
 
 
-# flag, attribute, env var, type, help
-_OPTIONS: list[tuple[str, str, str, Callable[[str], object], str]] = [
-    ("--listen", "listen", "DBMAINT_LISTEN", str, "HOST:PORT to serve gRPC on (port 0: any free port)"),
-    ("--database-url", "database_url", "DBMAINT_DATABASE_URL", str, "SQLAlchemy URL of the job store"),
-    (
-        "--lease-timeout",
-        "lease_timeout",
-        "DBMAINT_LEASE_TIMEOUT",
-        float,
-        "seconds without a heartbeat before a worker's running children are re-queued",
+_DEFAULTS = ManagerConfig()
+
+
+def _number(name: str, help_text: str, parse: parsers.Parser, metavar: str = "SECONDS") -> Option:
+    """An option named like its ManagerConfig field, whose default is that field's default."""
+    flag = "--" + name.replace("_", "-")
+    env = "DBMAINT_" + name.upper()
+    return Option(
+        name, help_text, flag, env, parse, getattr(_DEFAULTS, name), metavar=metavar, show=parsers.show_number
+    )
+
+
+def _tokens(name: str, env: str, role: str) -> Option:
+    """The bearer tokens of a role: several, so they can be rotated; none turns auth off."""
+    return Option(
+        name,
+        f"bearer tokens of the {role} role, comma- or newline-separated",
+        env=env,
+        parse=parsers.token_list,
+        default=(),
+        secret=True,
+        default_text="none: auth off",
+    )
+
+
+_SECONDS = parsers.seconds(positive=True)
+_AT_LEAST_ONE = parsers.whole_number(1)
+
+OPTIONS = (
+    Option(
+        name="listen",
+        help="HOST:PORT to serve gRPC on (port 0: any free port)",
+        flag="--listen",
+        env="DBMAINT_LISTEN",
+        parse=parsers.host_port(allow_port_zero=True),
+        default=_DEFAULTS.listen,
+        metavar="HOST:PORT",
     ),
-    (
-        "--heartbeat-interval",
-        "heartbeat_interval",
-        "DBMAINT_HEARTBEAT_INTERVAL",
-        float,
-        "seconds between worker heartbeats (told to workers in Welcome)",
+    Option(
+        name="database_url",
+        help="SQLAlchemy URL of the job store: SQLite (WAL, `synchronous=FULL`, 30 s busy timeout) or PostgreSQL "
+        "(`postgresql+psycopg://user@host/db`)",
+        flag="--database-url",
+        env="DBMAINT_DATABASE_URL",
+        default=_DEFAULTS.database_url,
+        metavar="URL",
+        show=parsers.mask_url,
     ),
-    ("--max-attempts", "max_attempts", "DBMAINT_MAX_ATTEMPTS", int, "attempts per child before it fails"),
-    (
-        "--operation-timeout",
-        "operation_timeout",
-        "DBMAINT_OPERATION_TIMEOUT",
-        float,
-        "seconds an operation may run before the worker interrupts it",
+    _number(
+        "lease_timeout", "seconds without a heartbeat before a worker's running children are re-queued", _SECONDS
     ),
-    ("--max-targets", "max_targets", "DBMAINT_MAX_TARGETS", int, "targets per request"),
-    ("--max-children", "max_children", "DBMAINT_MAX_CHILDREN", int, "children (targets x operations) per request"),
-    ("--max-workers", "max_workers", "DBMAINT_MAX_WORKERS", int, "worker streams connected at once"),
-    ("--max-watchers", "max_watchers", "DBMAINT_MAX_WATCHERS", int, "WatchJob streams open at once"),
-    (
-        "--shutdown-grace",
-        "shutdown_grace",
-        "DBMAINT_SHUTDOWN_GRACE",
-        float,
-        "seconds in-flight RPCs get to finish on SIGTERM",
+    _number("heartbeat_interval", "seconds between worker heartbeats (told to workers in `Welcome`)", _SECONDS),
+    _number("max_attempts", "attempts per child before it fails", _AT_LEAST_ONE, "N"),
+    _number("operation_timeout", "seconds an operation may run before its worker interrupts it", _SECONDS),
+    _number("max_targets", "targets per request", _AT_LEAST_ONE, "N"),
+    _number("max_children", "children (targets x operations) per request", _AT_LEAST_ONE, "N"),
+    _number("max_workers", "worker streams connected at once; more get `RESOURCE_EXHAUSTED`", _AT_LEAST_ONE, "N"),
+    _number(
+        "max_watchers",
+        "`WatchJob` streams open at once; more get `RESOURCE_EXHAUSTED` (a watcher more than 10,000 changes "
+        "behind is dropped with `UNAVAILABLE` and told why)",
+        _AT_LEAST_ONE,
+        "N",
     ),
-    (
-        "--store-lease",
+    _number("shutdown_grace", "seconds in-flight RPCs get to finish on SIGTERM", parsers.seconds()),
+    _number(
         "store_lease",
-        "DBMAINT_STORE_LEASE",
-        float,
         "seconds a manager holds the job store without renewing it; a standby takes over once it lapses",
+        _SECONDS,
     ),
-    ("--log-level", "log_level", "DBMAINT_LOG_LEVEL", str, "DEBUG, INFO, WARNING or ERROR"),
-    ("--log-format", "log_format", "DBMAINT_LOG_FORMAT", str, "text, or json: one JSON object per line"),
-    (
-        "--reflection",
-        "reflection",
-        "DBMAINT_REFLECTION",
-        _on_off,
-        "serve gRPC reflection: on or off (unset: on for a loopback --listen, off otherwise)",
+    LOG_LEVEL,
+    LOG_FORMAT,
+    Option(
+        name="reflection",
+        help="serve gRPC reflection, `on` or `off` (open to anyone who can connect)",
+        flag="--reflection",
+        env="DBMAINT_REFLECTION",
+        parse=parsers.on_off,
+        metavar="on|off",
+        show=parsers.show_on_off,
+        default_text="on for a loopback `--listen`, off otherwise",
     ),
-    (
-        "--metrics-listen",
-        "metrics_listen",
-        "DBMAINT_METRICS_LISTEN",
-        str,
-        "HOST:PORT of the Prometheus /metrics endpoint (empty: off)",
+    METRICS_LISTEN,
+    pem_file(
+        "tls_cert",
+        "PEM certificate chain of the listener (with `--tls-key`): it speaks TLS",
+        "--tls-cert",
+        "DBMAINT_TLS_CERT",
+        default_text="plaintext",
     ),
-    ("--tls-cert", "tls_cert", "DBMAINT_TLS_CERT", str, "PEM certificate chain of the listener (with --tls-key)"),
-    ("--tls-key", "tls_key", "DBMAINT_TLS_KEY", str, "PEM private key of the listener"),
-    (
-        "--tls-client-ca",
+    pem_file("tls_key", "PEM private key of the listener", "--tls-key", "DBMAINT_TLS_KEY"),
+    pem_file(
         "tls_client_ca",
-        "DBMAINT_TLS_CLIENT_CA",
-        str,
         "PEM CA that client certificates must chain to: every client must present one (mTLS)",
+        "--tls-client-ca",
+        "DBMAINT_TLS_CLIENT_CA",
     ),
-]
+    _tokens("client_tokens", ENV_CLIENT_TOKENS, "client"),
+    _tokens("worker_tokens", ENV_WORKER_TOKENS, "worker"),
+)
+MANAGER = Program(
+    "dbmaint-manager",
+    "The dbmaint manager: stores maintenance jobs and dispatches them to workers over gRPC. "
+    "`dbmaint-manager migrate` only brings the job store's schema up to date (serving does that too). "
+    "Every flag also reads its DBMAINT_* environment variable; a flag wins over the variable.",
+    OPTIONS,
+)
+
+
+def program(prog: str = MANAGER.prog) -> Program:
+    """The manager's options under the name of one of its commands (``dbmaint-manager migrate``)."""
+    return dataclasses.replace(MANAGER, prog=prog)
 
 
 def parse_config(
-    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None, prog: str = "dbmaint-manager"
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None, prog: str = MANAGER.prog
 ) -> ManagerConfig:
+    """Flags, then variables, then defaults. Raises ConfigError (argparse itself exits 2 on unknown flags)."""
     environ = os.environ if environ is None else environ
-    defaults = ManagerConfig()
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="The dbmaint manager: stores maintenance jobs and dispatches them to workers over gRPC. "
-        "`dbmaint-manager migrate` only brings the job store's schema up to date (serving does that too).",
-    )
-    for flag, attribute, env, kind, help_text in _OPTIONS:
-        default = getattr(defaults, attribute)
-        parser.add_argument(
-            flag, dest=attribute, type=kind, default=None, help=f"{help_text} [{env}; default {default}]"
-        )
-    args = parser.parse_args(argv)
-    values = {}
-    for flag, attribute, env, kind, _ in _OPTIONS:
-        value = getattr(args, attribute)
-        if value is None and environ.get(env):
-            try:
-                value = kind(environ[env])
-            except ValueError:
-                parser.error(f"{env}={environ[env]!r} is not a valid {kind.__name__} (for {flag})")
-        values[attribute] = getattr(defaults, attribute) if value is None else value
-    try:
-        values["auth"] = AuthPolicy(
-            read_token_list(environ, ENV_CLIENT_TOKENS), read_token_list(environ, ENV_WORKER_TOKENS)
-        )
-    except CredentialError as error:
-        parser.error(str(error))
-    config = ManagerConfig(**values)
-    _check(config, parser)
+    return build_config(program(prog).parse(argv, environ))
+
+
+def build_config(settings: Settings) -> ManagerConfig:
+    """The validated ManagerConfig of resolved ``settings``."""
+    values = {option.name: settings[option.name] for option in OPTIONS}
+    tokens = (values.pop("client_tokens"), values.pop("worker_tokens"))
+    config = ManagerConfig(**values, auth=AuthPolicy(*tokens))
+    _check(config)
     return config
 
 
-def _check(config: ManagerConfig, parser: argparse.ArgumentParser) -> None:
-    host, sep, port = config.listen.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        parser.error(f"--listen must be HOST:PORT, got {config.listen!r}")
-    if config.lease_timeout <= 0 or config.heartbeat_interval <= 0:
-        parser.error("--lease-timeout and --heartbeat-interval must be positive")
-    if config.store_lease <= 0:
-        parser.error("--store-lease must be positive")
+def _check(config: ManagerConfig) -> None:
+    """The rules that tie settings together."""
     if config.heartbeat_interval >= config.lease_timeout:
-        parser.error("--heartbeat-interval must be shorter than --lease-timeout")
-    if (
-        min(config.max_attempts, config.max_targets, config.max_children, config.max_workers, config.max_watchers)
-        < 1
-    ):
-        parser.error(
-            "--max-attempts, --max-targets, --max-children, --max-workers and --max-watchers must be >= 1"
-        )
-    if config.metrics_listen:
-        _, m_sep, m_port = config.metrics_listen.rpartition(":")
-        if not m_sep or not m_port.isdigit():
-            parser.error(f"--metrics-listen must be HOST:PORT, got {config.metrics_listen!r}")
+        raise ConfigError("--heartbeat-interval must be shorter than --lease-timeout")
     if config.tls_client_ca and not config.tls_cert:
-        parser.error("--tls-client-ca asks clients for certificates: the listener needs --tls-cert and --tls-key")
+        raise ConfigError(
+            "--tls-client-ca asks clients for certificates: the listener needs --tls-cert and --tls-key"
+        )
     try:
         config.tls  # noqa: B018 - checks that the files exist and go together
     except CredentialError as error:
-        parser.error(str(error))
-    if config.log_format not in ("text", "json"):
-        parser.error(f"--log-format must be text or json, got {config.log_format!r}")
-    if config.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        parser.error(f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {config.log_level!r}")
+        raise ConfigError(str(error)) from None

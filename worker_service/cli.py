@@ -3,9 +3,9 @@
 This is the only place that installs signal handlers: SIGTERM and SIGINT start a drain (a second signal is
 logged and otherwise ignored: the grace period bounds the drain).
 
-Exit codes: 0 after a drain, 1 when the worker stopped on an internal error, 2 for a configuration problem
-(invalid flag or variable, a target no engine serves, a bad ``DBMAINT_FAULTS``, a health address that cannot
-be bound).
+Exit codes: 0 after a drain (or ``--print-config``), 1 when the worker stopped on an internal error, 2 for a
+configuration problem (invalid flag or variable, a target no engine serves, a bad ``DBMAINT_FAULTS`` or one
+without the opt-in, a health address that cannot be bound).
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 from collections.abc import Mapping, Sequence
 
 from dbmaint import runtime
+from dbmaint.config import CONFIG_ERROR_EXIT, ConfigError, report
+from dbmaint.logs import setup_logging
 from dbmaint.metrics import MetricsServerError, serve_metrics
-from worker_service.config import ConfigError, WorkerConfig, parse_config
+from worker_service.config import WORKER, WorkerConfig, build_config
 from worker_service.engines import EngineUnavailable, default_registry
-from worker_service.faults import FaultPlan, FaultSpecError
 from worker_service.health import HealthServer, HealthServerError
-from worker_service.logs import setup_logging
+from worker_service.logs import FORMAT, ContextFilter
 from worker_service.targets import BoundTarget, bind_targets
 from worker_service.worker import Worker
 
@@ -31,7 +31,7 @@ log = logging.getLogger("worker_service")
 
 EXIT_OK = 0
 EXIT_ERROR = 1
-EXIT_CONFIG = 2
+EXIT_CONFIG = CONFIG_ERROR_EXIT
 
 
 def start_line(config: WorkerConfig) -> str:
@@ -84,20 +84,21 @@ async def serve(config: WorkerConfig, targets: Mapping[str, BoundTarget]) -> int
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     env = os.environ if environ is None else environ
     try:
-        config = parse_config(argv, env)
+        settings = WORKER.parse(argv, env)
+        config = build_config(settings, env)
     except ConfigError as exc:
-        print(f"dbmaint-worker: error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    setup_logging(config.worker_id, config.log_level, log_format=config.log_format)
-    runtime.tune_logging()
+        return report(WORKER.prog, exc)
+    if settings.print_requested:
+        print("\n".join(settings.lines()))
+        return EXIT_OK
+    setup_logging(config.log_level, config.log_format, FORMAT, ContextFilter(config.worker_id))
     try:
-        faults = FaultPlan.from_env(env)
-        targets = bind_targets(config.targets, default_registry(faults))
-    except (FaultSpecError, EngineUnavailable) as exc:
+        targets = bind_targets(config.targets, default_registry(config.faults))
+    except EngineUnavailable as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
-    if not faults.empty:
-        log.warning("fault injection active: %s", dict(faults.slow))
+    if not config.faults.empty:
+        log.warning("fault injection active: %s", dict(config.faults.slow))
     for target in targets.values():
         log.info("target %s: %s (engine %s)", target.name, target.display_url, target.engine.name)
     try:

@@ -1,38 +1,17 @@
-"""The worker's configuration: flags, each with an environment variable as its default.
-
-=====================  ========================  ===========================================================
-flag                   environment variable      meaning (default)
-=====================  ========================  ===========================================================
-``--manager``          ``DBMAINT_MANAGER``       manager address HOST:PORT (``127.0.0.1:50051``)
-``--target``           ``DBMAINT_TARGETS``       NAME=SQLALCHEMY_URL; the flag repeats, the variable is a
-                                                 whitespace-separated list; flags replace the variable
-``--slots``            ``DBMAINT_SLOTS``         operations run at once (1)
-``--worker-id``        ``DBMAINT_WORKER_ID``     stable id (``<hostname>-<pid>``)
-``--grace``            ``DBMAINT_GRACE``         seconds a drain waits for running operations (60)
-``--health-listen``    ``DBMAINT_HEALTH_LISTEN`` HOST:PORT of the grpc.health.v1 server (empty: off)
-``--log-level``        ``DBMAINT_LOG_LEVEL``     DEBUG, INFO, WARNING, ERROR (INFO)
-``--log-format``       ``DBMAINT_LOG_FORMAT``    text or json (one JSON object per line) (text)
-``--targets-file``     ``DBMAINT_TARGETS_FILE``  a file of NAME=SQLALCHEMY_URL lines (``#`` comments), added to
-                                                 the targets above
-``--tls-ca``           ``DBMAINT_TLS_CA``        PEM CA the manager's certificate must chain to: the stream
-                                                 uses TLS (off: plaintext)
-``--tls-cert``         ``DBMAINT_TLS_CERT``      this worker's PEM certificate, for a manager that asks for one
-``--tls-key``          ``DBMAINT_TLS_KEY``       its PEM private key
-``--metrics-listen``   ``DBMAINT_METRICS_LISTEN`` HOST:PORT of the Prometheus /metrics endpoint (empty: off)
-(no flag)              ``DBMAINT_WORKER_TOKEN``  the bearer token sent to the manager (or
-                                                 ``DBMAINT_WORKER_TOKEN_FILE``: a file holding it)
-=====================  ========================  ===========================================================
+"""The worker's configuration, declared in ``OPTIONS`` (the README's worker table is generated from it).
 
 Target URLs carry credentials: they are kept out of ``repr`` and only ever shown through ``display_url``
 (password masked). They never leave the worker. A command line shows in ``ps``, so keep passwords out of it:
 put the URLs in ``--targets-file`` (or ``DBMAINT_TARGETS``), or give a URL without a password and set
 ``DBMAINT_TARGET_PASSWORD_<NAME>`` or ``DBMAINT_TARGET_PASSWORD_FILE_<NAME>`` (``<NAME>``: the target name
 upper-cased, every other character than A-Z and 0-9 turned into ``_``).
+
+Fault injection (``DBMAINT_FAULTS``, for tests) is refused unless ``--allow-fault-injection`` (or
+``DBMAINT_ALLOW_FAULT_INJECTION``) opts in, so a stray variable cannot slow a production worker down.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import socket
@@ -43,40 +22,33 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from dbmaint.auth import CredentialError, TlsFiles, read_secret
-from dbmaint.logs import LOG_FORMATS
+from dbmaint import parsers
+from dbmaint.auth import CredentialError, TlsFiles
+from dbmaint.config import (
+    CLIENT_TLS,
+    LOG_FORMAT,
+    LOG_LEVEL,
+    MANAGER_ADDRESS,
+    METRICS_LISTEN,
+    ConfigError,
+    Option,
+    Program,
+    Settings,
+    listener,
+)
+from dbmaint.parsers import mask_url
+from worker_service.faults import ENV_FAULTS, NO_FAULTS, FaultPlan, parse_faults
 
-ENV_MANAGER = "DBMAINT_MANAGER"
 ENV_TARGETS = "DBMAINT_TARGETS"
-ENV_SLOTS = "DBMAINT_SLOTS"
-ENV_WORKER_ID = "DBMAINT_WORKER_ID"
-ENV_GRACE = "DBMAINT_GRACE"
-ENV_HEALTH_LISTEN = "DBMAINT_HEALTH_LISTEN"
-ENV_LOG_LEVEL = "DBMAINT_LOG_LEVEL"
-ENV_TARGETS_FILE = "DBMAINT_TARGETS_FILE"
-ENV_TLS_CA = "DBMAINT_TLS_CA"
-ENV_TLS_CERT = "DBMAINT_TLS_CERT"
-ENV_TLS_KEY = "DBMAINT_TLS_KEY"
-ENV_WORKER_TOKEN = "DBMAINT_WORKER_TOKEN"
-ENV_METRICS_LISTEN = "DBMAINT_METRICS_LISTEN"
-ENV_LOG_FORMAT = "DBMAINT_LOG_FORMAT"
+ENV_ALLOW_FAULT_INJECTION = "DBMAINT_ALLOW_FAULT_INJECTION"
 ENV_TARGET_PASSWORD = "DBMAINT_TARGET_PASSWORD_"
 ENV_TARGET_PASSWORD_FILE = "DBMAINT_TARGET_PASSWORD_FILE_"
 
-DEFAULT_MANAGER = "127.0.0.1:50051"
+DEFAULT_MANAGER: str = MANAGER_ADDRESS.default
 DEFAULT_SLOTS = 1
 DEFAULT_GRACE = 60.0
-DEFAULT_LOG_LEVEL = "INFO"
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 TARGET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_HOST_PORT_RE = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:\[\]/]+):(?P<port>[0-9]{1,5})$")
-# gRPC name-resolver schemes accepted as-is for --manager (dns:///host:port, unix:/path, ...).
-_GRPC_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:")
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message says which setting and why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +73,13 @@ class WorkerConfig:
     worker_id: str = field(default_factory=lambda: default_worker_id())
     grace: float = DEFAULT_GRACE
     health_listen: str = ""
-    log_level: str = DEFAULT_LOG_LEVEL
+    log_level: str = "INFO"
     tls: TlsFiles | None = None
     metrics_listen: str = ""
     log_format: str = "text"
     # The bearer token for the manager; kept out of repr like the target URLs.
     token: str | None = field(default=None, repr=False)
+    faults: FaultPlan = NO_FAULTS
 
     @property
     def target_names(self) -> tuple[str, ...]:
@@ -115,12 +88,6 @@ class WorkerConfig:
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def mask_url(url: URL | str) -> str:
-    """The URL with its password replaced by ``***``; safe to log."""
-    parsed = url if isinstance(url, URL) else make_url(url)
-    return parsed.render_as_string(hide_password=True)
 
 
 def parse_target(text: str) -> TargetSpec:
@@ -181,7 +148,11 @@ def read_targets_file(path: str, source: str) -> list[str]:
 
 
 def parse_targets(entries: Sequence[str]) -> tuple[TargetSpec, ...]:
-    targets = tuple(parse_target(entry) for entry in entries)
+    return check_targets(tuple(parse_target(entry) for entry in entries))
+
+
+def check_targets(targets: tuple[TargetSpec, ...]) -> tuple[TargetSpec, ...]:
+    """At least one target, and no name twice."""
     if not targets:
         raise ConfigError(f"no target configured: pass --target NAME=SQLALCHEMY_URL or set {ENV_TARGETS}")
     seen: set[str] = set()
@@ -192,150 +163,155 @@ def parse_targets(entries: Sequence[str]) -> tuple[TargetSpec, ...]:
     return targets
 
 
-def _parse_slots(text: str, source: str) -> int:
-    try:
-        slots = int(text)
-    except ValueError:
-        raise ConfigError(f"{source}: expected a whole number of slots, got {text!r}") from None
-    if slots < 1:
-        raise ConfigError(f"{source}: slots must be at least 1, got {slots}")
-    return slots
+def _worker_id(text: str) -> str:
+    worker_id = text.strip()  # blank: the default
+    if any(ch.isspace() for ch in worker_id) or len(worker_id) > 200:
+        raise ValueError("the worker id must be 1-200 characters without spaces")
+    return worker_id
 
 
-def _parse_grace(text: str, source: str) -> float:
-    try:
-        grace = float(text)
-    except ValueError:
-        raise ConfigError(f"{source}: expected a number of seconds, got {text!r}") from None
-    if not grace >= 0 or grace == float("inf"):
-        raise ConfigError(f"{source}: the grace period must be a finite number of seconds >= 0, got {text!r}")
-    return grace
+def _show_targets(targets: tuple[TargetSpec, ...]) -> str:
+    return " ".join(f"{target.name}={target.display_url}" for target in targets) or "(none)"
 
 
-def _check_host_port(value: str, source: str, *, allow_port_zero: bool) -> str:
-    match = _HOST_PORT_RE.match(value)
-    if not match:
-        raise ConfigError(f"{source}: expected HOST:PORT, got {value!r}")
-    port = int(match["port"])
-    if port > 65535 or (port == 0 and not allow_port_zero):
-        raise ConfigError(f"{source}: port {port} is out of range")
-    return value
+def _show_faults(plan: FaultPlan) -> str:
+    return ",".join(f"slow:{name}={seconds:g}" for name, seconds in plan.slow.items()) or "none"
 
 
-def _check_manager(value: str, source: str) -> str:
-    value = value.strip()
-    if not value:
-        raise ConfigError(f"{source}: the manager address is empty")
-    if value.startswith(_GRPC_SCHEMES):
-        return value
-    return _check_host_port(value, source, allow_port_zero=False)
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dbmaint-worker",
-        description="Run database maintenance operations (VACUUM, ANALYZE, REINDEX, optimize) for a dbmaint "
-        "manager. Every flag defaults to its DBMAINT_* environment variable.",
-    )
-    parser.add_argument(
-        "--manager", metavar="HOST:PORT", help=f"manager address (${ENV_MANAGER}; {DEFAULT_MANAGER})"
-    )
-    parser.add_argument(
-        "--target",
+OPTIONS = (
+    MANAGER_ADDRESS,
+    Option(
+        name="targets",
+        help="a database this worker serves, `NAME=SQLALCHEMY_URL`: a name for the API, a URL that never leaves "
+        "the worker (the variable: a whitespace-separated list; flags replace it)",
+        flag="--target",
+        env=ENV_TARGETS,
+        parse=parse_target,
+        default=(),
+        repeat=True,
         metavar="NAME=SQLALCHEMY_URL",
-        action="append",
-        default=None,
-        help=f"a database this worker serves; repeat for more (${ENV_TARGETS}: whitespace-separated list)",
-    )
-    parser.add_argument(
-        "--targets-file",
+        show=_show_targets,
+        default_text="none",
+    ),
+    Option(
+        name="targets_file",
+        help="a file of `NAME=SQLALCHEMY_URL` lines (`#` comments), added to the targets: keeps passwords out of "
+        "`ps`",
+        flag="--targets-file",
+        env="DBMAINT_TARGETS_FILE",
         metavar="PATH",
-        help=f"a file of NAME=SQLALCHEMY_URL lines, added to the targets (${ENV_TARGETS_FILE})",
-    )
-    parser.add_argument("--slots", metavar="N", help=f"operations run at once (${ENV_SLOTS}; {DEFAULT_SLOTS})")
-    parser.add_argument("--worker-id", metavar="ID", help=f"worker id (${ENV_WORKER_ID}; <hostname>-<pid>)")
-    parser.add_argument("--grace", metavar="SECONDS", help=f"drain grace period (${ENV_GRACE}; {DEFAULT_GRACE:g})")
-    parser.add_argument(
-        "--health-listen", metavar="HOST:PORT", help=f"grpc.health.v1 address (${ENV_HEALTH_LISTEN}; off)"
-    )
-    parser.add_argument(
-        "--log-level", metavar="LEVEL", help=f"{', '.join(LOG_LEVELS)} (${ENV_LOG_LEVEL}; {DEFAULT_LOG_LEVEL})"
-    )
-    parser.add_argument("--log-format", metavar="FORMAT", help=f"text or json (${ENV_LOG_FORMAT}; text)")
-    parser.add_argument(
-        "--metrics-listen", metavar="HOST:PORT", help=f"Prometheus /metrics address (${ENV_METRICS_LISTEN}; off)"
-    )
-    parser.add_argument(
-        "--tls-ca", metavar="PEM", help=f"CA of the manager's certificate: use TLS (${ENV_TLS_CA})"
-    )
-    parser.add_argument("--tls-cert", metavar="PEM", help=f"client certificate for mTLS (${ENV_TLS_CERT})")
-    parser.add_argument("--tls-key", metavar="PEM", help=f"its private key (${ENV_TLS_KEY})")
-    return parser
+        default_text="none",
+    ),
+    Option(
+        name="slots",
+        help="operations run at once (always on different targets)",
+        flag="--slots",
+        env="DBMAINT_SLOTS",
+        parse=parsers.whole_number(1),
+        default=DEFAULT_SLOTS,
+        metavar="N",
+    ),
+    Option(
+        name="worker_id",
+        help="unique id among the connected workers",
+        flag="--worker-id",
+        env="DBMAINT_WORKER_ID",
+        parse=_worker_id,
+        default=lambda: default_worker_id(),
+        metavar="ID",
+        default_text="`<hostname>-<pid>`",
+    ),
+    Option(
+        name="grace",
+        help="on SIGTERM, seconds to finish running operations before interrupting them",
+        flag="--grace",
+        env="DBMAINT_GRACE",
+        parse=parsers.seconds(),
+        default=DEFAULT_GRACE,
+        metavar="SECONDS",
+        show=parsers.show_number,
+    ),
+    listener(
+        "health_listen",
+        "HOST:PORT of the `grpc.health.v1` server: SERVING while connected to the manager",
+        "--health-listen",
+        "DBMAINT_HEALTH_LISTEN",
+    ),
+    LOG_LEVEL,
+    LOG_FORMAT,
+    METRICS_LISTEN,
+    *CLIENT_TLS,
+    Option(
+        name="token",
+        help="the worker role's bearer token, sent to the manager",
+        env="DBMAINT_WORKER_TOKEN",
+        secret=True,
+        default_text="none",
+    ),
+    Option(
+        name="allow_fault_injection",
+        help=f"on or off: let `{ENV_FAULTS}` inject faults (tests only; without it a set `{ENV_FAULTS}` is an "
+        "error)",
+        flag="--allow-fault-injection",
+        env=ENV_ALLOW_FAULT_INJECTION,
+        parse=parsers.on_off,
+        default=False,
+        flag_alone="on",
+        metavar="on|off",
+        show=parsers.show_on_off,
+    ),
+    Option(
+        name="faults",
+        help="test-only fault injection, e.g. `slow:vacuum=5`: the statement takes at least 5 s while really "
+        "running (see `worker_service/faults.py`)",
+        env=ENV_FAULTS,
+        parse=parse_faults,
+        default=NO_FAULTS,
+        show=_show_faults,
+        default_text="none",
+    ),
+)
+WORKER = Program(
+    "dbmaint-worker",
+    "Run database maintenance operations (VACUUM, ANALYZE, REINDEX, optimize) for a dbmaint manager. Every "
+    "flag also reads its DBMAINT_* environment variable; a flag wins over the variable.",
+    OPTIONS,
+)
 
 
 def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> WorkerConfig:
-    """Parse flags with environment defaults. Raises ConfigError (argparse itself exits 2 on unknown flags)."""
-    env = os.environ if environ is None else environ
-    args = _build_parser().parse_args(argv)
+    """Flags, then variables, then defaults. Raises ConfigError (argparse itself exits 2 on unknown flags)."""
+    environ = os.environ if environ is None else environ
+    return build_config(WORKER.parse(argv, environ), environ)
 
-    def pick(flag_value: str | None, env_name: str) -> tuple[str | None, str]:
-        if flag_value is not None:
-            return flag_value, "--" + env_name.removeprefix("DBMAINT_").lower().replace("_", "-")
-        return env.get(env_name), env_name
 
-    manager, manager_src = pick(args.manager, ENV_MANAGER)
-    slots_text, slots_src = pick(args.slots, ENV_SLOTS)
-    worker_id, worker_id_src = pick(args.worker_id, ENV_WORKER_ID)
-    grace_text, grace_src = pick(args.grace, ENV_GRACE)
-    health, health_src = pick(args.health_listen, ENV_HEALTH_LISTEN)
-    level, level_src = pick(args.log_level, ENV_LOG_LEVEL)
-
-    target_entries: list[str] = args.target if args.target else env.get(ENV_TARGETS, "").split()
-    targets_file, targets_file_src = pick(args.targets_file, ENV_TARGETS_FILE)
-    if targets_file:
-        target_entries += read_targets_file(targets_file, targets_file_src)
-
-    worker_id = (worker_id or "").strip() or default_worker_id()
-    if any(ch.isspace() for ch in worker_id) or len(worker_id) > 200:
-        raise ConfigError(f"{worker_id_src}: the worker id must be 1-200 characters without spaces")
-
-    log_level = (level or DEFAULT_LOG_LEVEL).strip().upper()
-    if log_level not in LOG_LEVELS:
-        raise ConfigError(f"{level_src}: unknown log level {level!r} (expected one of {', '.join(LOG_LEVELS)})")
-
-    health_listen = (health or "").strip()
-    if health_listen:
-        _check_host_port(health_listen, health_src, allow_port_zero=True)
-
-    log_format_text, log_format_src = pick(args.log_format, ENV_LOG_FORMAT)
-    log_format = (log_format_text or "text").strip().lower()
-    if log_format not in LOG_FORMATS:
-        raise ConfigError(f"{log_format_src}: unknown log format {log_format_text!r} (expected text or json)")
-    metrics, metrics_src = pick(args.metrics_listen, ENV_METRICS_LISTEN)
-    metrics_listen = (metrics or "").strip()
-    if metrics_listen:
-        _check_host_port(metrics_listen, metrics_src, allow_port_zero=True)
-
-    try:
-        tls = TlsFiles.from_settings(
-            pick(args.tls_ca, ENV_TLS_CA)[0],
-            pick(args.tls_cert, ENV_TLS_CERT)[0],
-            pick(args.tls_key, ENV_TLS_KEY)[0],
+def build_config(settings: Settings, environ: Mapping[str, str]) -> WorkerConfig:
+    """The validated WorkerConfig of resolved ``settings``; ``environ`` holds the target passwords."""
+    targets: tuple[TargetSpec, ...] = settings["targets"]
+    if settings["targets_file"]:
+        entries = read_targets_file(settings["targets_file"], settings.origin("targets_file"))
+        targets += tuple(parse_target(entry) for entry in entries)
+    faults: FaultPlan = settings["faults"]
+    if not faults.empty and not settings["allow_fault_injection"]:
+        raise ConfigError(
+            f"{ENV_FAULTS} is set but fault injection is not allowed: set {ENV_ALLOW_FAULT_INJECTION}=1 "
+            f"(or pass --allow-fault-injection) to opt in, or unset {ENV_FAULTS}"
         )
-        token = read_secret(env, ENV_WORKER_TOKEN)
+    try:
+        tls = TlsFiles.from_settings(settings["tls_ca"], settings["tls_cert"], settings["tls_key"])
     except CredentialError as exc:
         raise ConfigError(str(exc)) from None
-
     return WorkerConfig(
-        targets=tuple(with_password(t, env) for t in parse_targets(target_entries)),
-        manager=_check_manager(manager if manager is not None else DEFAULT_MANAGER, manager_src),
-        slots=_parse_slots(slots_text, slots_src) if slots_text else DEFAULT_SLOTS,
-        worker_id=worker_id,
-        grace=_parse_grace(grace_text, grace_src) if grace_text else DEFAULT_GRACE,
-        health_listen=health_listen,
-        log_level=log_level,
+        targets=tuple(with_password(target, environ) for target in check_targets(targets)),
+        manager=settings["manager"],
+        slots=settings["slots"],
+        worker_id=settings["worker_id"] or default_worker_id(),
+        grace=settings["grace"],
+        health_listen=settings["health_listen"],
+        log_level=settings["log_level"],
         tls=tls,
-        token=token,
-        metrics_listen=metrics_listen,
-        log_format=log_format,
+        token=settings["token"],
+        metrics_listen=settings["metrics_listen"],
+        log_format=settings["log_format"],
+        faults=faults,
     )

@@ -7,7 +7,9 @@ Set ``DBMAINT_FAULTS`` to a comma-separated list of entries::
 
 ``<operation>`` is an operation name (``vacuum``, ``analyze``, ``reindex``, ``optimize``); a named entry wins
 over ``*``. Whitespace around entries is ignored; an empty variable means no faults. An invalid spec stops
-the worker at start (exit code 2) rather than being silently ignored.
+the worker at start (exit code 2) rather than being silently ignored, and so does a spec without the opt-in
+``DBMAINT_ALLOW_FAULT_INJECTION=1`` (or ``--allow-fault-injection``): a stray variable must not slow down a
+production worker.
 
 How it works (SQLite): while the operation's statement runs, the engine's progress handler is called on every
 VM instruction and sleeps ~10 ms per call until ``<seconds>`` after the statement began. For VACUUM, once the

@@ -9,14 +9,11 @@ that may quote a URL or password (a driver's error message) goes through ``redac
 from __future__ import annotations
 
 import logging
-import sys
 import urllib.parse
 from collections.abc import Iterable
-from typing import Any, TextIO
+from typing import Any
 
 from sqlalchemy.engine import URL
-
-from dbmaint.logs import JsonFormatter
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(context)s] %(message)s"
 JOB_FIELDS = ("job_id", "attempt", "target")
@@ -46,24 +43,6 @@ class ContextFilter(logging.Filter):
                 parts.append(f"target={target}")
         record.context = " ".join(parts)
         return True
-
-
-def setup_logging(
-    worker_id: str, level: str, stream: TextIO | None = None, log_format: str = "text"
-) -> logging.Handler:
-    """Log to stderr (or ``stream``) with the worker context, as text or JSON lines; returns the handler."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(FORMAT))
-    handler.addFilter(ContextFilter(worker_id))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level)
-    # gRPC's and SQLAlchemy's own chatter stays at WARNING unless asked for with DEBUG.
-    for noisy in ("grpc", "sqlalchemy"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
-    return handler
 
 
 def redact(text: str, urls: Iterable[URL]) -> str:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import URL
 
-from worker_service.config import TargetSpec, mask_url
+from dbmaint.parsers import mask_url
+from worker_service.config import TargetSpec
 from worker_service.engines.base import Engine, EngineUnavailable
 from worker_service.engines.registry import EngineRegistry
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -12,12 +13,12 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from dbmaint.auth import ClientSecurity, CredentialError, sync_channel
+from dbmaint.auth import ClientSecurity, CredentialError, TlsFiles, sync_channel
+from dbmaint.config import CLIENT_TLS, CONFIG_ERROR_EXIT, MANAGER_ADDRESS, ConfigError, Option, resolve
 from dbmaint.transport import CLIENT_OPTIONS
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 
-DEFAULT_MANAGER = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 10.0
 MANAGER = "the dbmaint manager"
 
@@ -29,6 +30,15 @@ EXIT_UNREACHABLE = 3
 EXIT_NOT_FOUND = 4
 EXIT_FAILURE = 5  # any other failure: a server error, a local file that cannot be written, a demo process
 EXIT_INTERRUPTED = 130
+
+# How the CLI reaches a manager that asks for TLS or a token: variables only, a command line shows in `ps`.
+SECURITY_OPTIONS = (
+    *(dataclasses.replace(option, flag=None) for option in CLIENT_TLS),
+    Option(
+        name="token", help="the client role's bearer token", env="DBMAINT_TOKEN", secret=True, default_text="none"
+    ),
+)
+OPTIONS = (MANAGER_ADDRESS, *SECURITY_OPTIONS)
 
 _REJECTED = frozenset(
     {
@@ -88,11 +98,15 @@ def translate(error: grpc.RpcError, address: str, timeout: float | None, what: s
 
 
 def client_security() -> ClientSecurity:
-    """TLS files and the bearer token from the environment; a bad setting is a usage error."""
+    """TLS files and the bearer token from the environment; a bad setting is a configuration error (exit 2)."""
     try:
-        return ClientSecurity.from_environ(os.environ)
-    except CredentialError as error:
-        raise CliError(str(error), EXIT_FAILURE) from None
+        settings = resolve(SECURITY_OPTIONS, None, os.environ)
+        tls = TlsFiles.from_settings(
+            settings["tls_ca"].value, settings["tls_cert"].value, settings["tls_key"].value
+        )
+    except (ConfigError, CredentialError) as error:
+        raise CliError(str(error), CONFIG_ERROR_EXIT) from None
+    return ClientSecurity(tls, settings["token"].value)
 
 
 class ManagerClient:

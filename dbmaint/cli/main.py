@@ -20,7 +20,6 @@ from rich.text import Text
 
 from dbmaint import __version__
 from dbmaint.cli.client import (
-    DEFAULT_MANAGER,
     DEFAULT_TIMEOUT,
     EXIT_INTERRUPTED,
     EXIT_NOT_COMPLETED,
@@ -45,6 +44,7 @@ from dbmaint.cli.render import (
     workers_table,
 )
 from dbmaint.cli.watch import NOT_COMPLETED, follow, is_parent
+from dbmaint.config import MANAGER_ADDRESS, ConfigError, add_flags, report, resolve
 from dbmaint.operations import CHILD_JOB_TYPE, JOB_TYPES, PARENT_JOB_TYPE, JobStatus, Operation
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.wire import operation_to_proto, status_from_proto, status_label, status_to_proto
@@ -298,13 +298,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
 
 def _connection_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     """--manager and --timeout, accepted before and after the command (after: only when given)."""
-    manager = os.environ.get("DBMAINT_MANAGER") or DEFAULT_MANAGER
-    parser.add_argument(
-        "--manager",
-        metavar="HOST:PORT",
-        default=manager if defaults else argparse.SUPPRESS,
-        help=f"the manager's address (env DBMAINT_MANAGER; default {manager})",
-    )
+    add_flags(parser, [MANAGER_ADDRESS], suppress=not defaults)
     parser.add_argument(
         "--timeout",
         metavar="SECONDS",
@@ -440,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        args.manager = resolve([MANAGER_ADDRESS], args, os.environ)["manager"].value
+    except ConfigError as error:
+        return report("dbmaint", error)
     console = make_console()
     handler: Handler = args.handler
     try:

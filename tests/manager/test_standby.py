@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
+from dbmaint.config import ConfigError
 from dbmaint.v1 import maintenance_pb2 as pb
 from manager_service.config import parse_config
 from manager_service.errors import LeaseLost, StoreInUse
@@ -211,5 +212,5 @@ def test_the_store_lease_is_a_setting_and_the_idle_timeout_stays_below_it() -> N
     for lease in (0.5, 1.5, 3.0, 15.0, 60.0):
         idle = parse_config(["--store-lease", str(lease)], {}).store_idle_timeout
         assert 0 < idle < lease
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="--store-lease"):
         parse_config(["--store-lease", "0"], {})

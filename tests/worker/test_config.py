@@ -84,7 +84,7 @@ def test_manager_accepts_grpc_target_schemes() -> None:
         (["--target", "a=sqlite:///x.db", "--target", "a=sqlite:///y.db"], {}, "'a' is configured more than once"),
         ([], {"DBMAINT_TARGETS": "a=sqlite:///x a=sqlite:///y"}, "more than once"),
         (["--target", "a=not a url"], {}, "target 'a': the URL is not a valid SQLAlchemy URL"),
-        (["--target", "a=sqlite:///x.db", "--slots", "0"], {}, "--slots: slots must be at least 1"),
+        (["--target", "a=sqlite:///x.db", "--slots", "0"], {}, "--slots: must be at least 1"),
         (["--target", "a=sqlite:///x.db"], {"DBMAINT_SLOTS": "two"}, "DBMAINT_SLOTS: expected a whole number"),
         (["--target", "a=sqlite:///x.db", "--grace", "-1"], {}, "--grace"),
         (["--target", "a=sqlite:///x.db"], {"DBMAINT_GRACE": "inf"}, "DBMAINT_GRACE"),
@@ -135,8 +135,24 @@ def test_cli_exits_2_for_an_unsupported_sqlite_driver(capsys: pytest.CaptureFixt
 def test_cli_exits_2_for_bad_config_and_bad_faults(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([], environ={}) == 2
     assert "no target configured" in capsys.readouterr().err
-    assert cli.main(["--target", "a=sqlite:///x.db"], environ={"DBMAINT_FAULTS": "slow:vacum=1"}) == 2
+    faults = {"DBMAINT_FAULTS": "slow:vacum=1", "DBMAINT_ALLOW_FAULT_INJECTION": "1"}
+    assert cli.main(["--target", "a=sqlite:///x.db"], environ=faults) == 2
     assert "unknown operation 'vacum'" in capsys.readouterr().err
+
+
+def test_faults_without_the_opt_in_are_a_configuration_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--target", "a=sqlite:///x.db"], environ={"DBMAINT_FAULTS": "slow:vacuum=1"}) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dbmaint-worker: error: DBMAINT_FAULTS is set")
+    assert "DBMAINT_ALLOW_FAULT_INJECTION=1" in err
+    allowed = parse_config(
+        ["--target", "a=sqlite:///x.db", "--allow-fault-injection"], {"DBMAINT_FAULTS": "slow:*=2"}
+    )
+    assert allowed.faults.slow_seconds("vacuum") == 2.0
+    with pytest.raises(ConfigError, match="DBMAINT_FAULTS is set"):
+        parse_config(
+            ["--target", "a=sqlite:///x.db", "--allow-fault-injection", "off"], {"DBMAINT_FAULTS": "slow:*=2"}
+        )
 
 
 def test_start_line() -> None:

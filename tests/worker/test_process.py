@@ -34,6 +34,7 @@ def test_sigterm_drains_finishes_the_running_vacuum_and_exits_0(sample_db: Path)
                 env={
                     "DBMAINT_TARGETS": f"orders=sqlite:///{sample_db}",
                     "DBMAINT_FAULTS": "slow:vacuum=1",
+                    "DBMAINT_ALLOW_FAULT_INJECTION": "1",
                 },
             )  # fmt: skip
             try:
