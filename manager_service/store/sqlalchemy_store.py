@@ -65,11 +65,11 @@ from manager_service.domain import (
     utcnow,
 )
 from manager_service.errors import (
-    AlreadyExists,
     CommitOutcomeUnknown,
-    FailedPrecondition,
+    JobAlreadyFinished,
+    JobNotFound,
     LeaseLost,
-    NotFound,
+    RequestIdReused,
     StoreInUse,
     StoreUnavailable,
 )
@@ -688,7 +688,7 @@ class SQLAlchemyJobStore:
         if row is None:
             return None
         if row._mapping["request_fingerprint"] != spec.fingerprint:
-            raise AlreadyExists(
+            raise RequestIdReused(
                 f"request_id {spec.request_id!r} was already used for other targets or operations "
                 f"(parent {row._mapping['id']})"
             )
@@ -981,11 +981,9 @@ class SQLAlchemyJobStore:
         with self._write_transaction() as conn:
             job = self._lock_family(conn, job_id)
             if job is None:
-                raise NotFound(job_id)
+                raise JobNotFound(job_id)
             if job.status.is_terminal:
-                raise FailedPrecondition(
-                    f"job {job_id} is already {job.status.value}; only unfinished jobs can be cancelled"
-                )
+                raise JobAlreadyFinished(job_id, job.status.value)
             if job.is_parent:
                 return self._cancel_parent(conn, job, reason, now)
             return self._cancel_child(conn, job, reason, now)
@@ -1103,7 +1101,7 @@ class SQLAlchemyJobStore:
     def _job(self, conn: Connection, job_id: str, *, lock: bool = False) -> Job:
         job = self._find(conn, job_id, lock=lock)
         if job is None:
-            raise NotFound(job_id)
+            raise JobNotFound(job_id)
         return job
 
     def _children(self, conn: Connection, parent_id: str, status: JobStatus | None = None) -> list[Job]:
