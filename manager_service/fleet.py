@@ -234,6 +234,7 @@ class FleetCore:
             peer=hello.peer,
             accepts_batches=hello.accepts_batches,
             accepts_acks=hello.accepts_acks,
+            faults_active=hello.faults_active,
         )
         self.sessions[hello.worker_id] = session
         self._streams[stream] = session

@@ -342,6 +342,12 @@ class Orchestrator:
             hello.slots,
             len(self._core.held_by(hello.worker_id)),
         )
+        if hello.faults_active:
+            log.warning(
+                "worker %s runs with FAULT INJECTION active: its operations are slowed on purpose "
+                "(DBMAINT_FAULTS); never in production",
+                hello.worker_id,
+            )
         self._wake.set()
         return session
 

@@ -267,6 +267,7 @@ def _hello(message: pb.WorkerMessage, peer: str) -> HelloInfo:
         version=sanitize_text(hello.version, WORKER_VERSION_MAX_LENGTH),
         accepts_batches=hello.accepts_batches,
         accepts_acks=hello.accepts_acks,
+        faults_active=hello.faults_active,
     )
 
 
