@@ -412,6 +412,34 @@ def test_versions_grow_with_every_change(store: SQLAlchemyJobStore) -> None:
     assert versions == sorted(set(versions))
 
 
+def _assert_stored_as_answered(store: SQLAlchemyJobStore, *answered: Job) -> None:
+    for job in answered:
+        assert current(store, job.id) == job, f"{job.id}: the store answered a job that differs from its row"
+
+
+def test_every_transition_answers_with_the_jobs_exactly_as_it_stored_them(store: SQLAlchemyJobStore) -> None:
+    out = store.create_maintenance(spec(("db1", "db2", "db3"), (V, A)))
+    report = OperationReport(engine="sqlite", bytes_before=10, bytes_after=4, notes=("VACUUM",))
+    first, second, third, fourth = out.children[:4]
+
+    started = store.start_children([StartRequest(c.id, c.attempt, "w1") for c in (first, second, third)])
+    _assert_stored_as_answered(store, *(t.child for t in started), *(t.parent for t in started))
+    finished = store.finish_child(ChildOutcome(first.id, first.attempt, "w1", C, None, report))
+    assert finished is not None
+    _assert_stored_as_answered(store, finished.child, finished.parent)
+    released = store.release_child(second.id, second.attempt, "stream broke")
+    assert released is not None and released.child.status is P
+    _assert_stored_as_answered(store, released.child, released.parent)
+    cancelled_child = store.cancel_job(fourth.id, "not needed")
+    _assert_stored_as_answered(store, cancelled_child.job, *cancelled_child.changed)
+    cancelled = store.cancel_job(out.parent.id, "stop")
+    assert [j.id for j in cancelled.to_interrupt] == [third.id]
+    _assert_stored_as_answered(store, cancelled.job, *cancelled.changed, *cancelled.to_interrupt)
+    ended = store.finish_child(ChildOutcome(third.id, third.attempt, "w1", X, "interrupted"))
+    assert ended is not None and ended.parent.status is X
+    _assert_stored_as_answered(store, ended.child, ended.parent)
+
+
 # -- reads
 
 
