@@ -9,6 +9,7 @@ already ended by ``context.abort`` pass through untouched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -53,11 +54,8 @@ STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
 
 def status_code_for(error: DomainError) -> grpc.StatusCode:
     """The code of ``error``'s nearest class in the map (a domain error missing from it is a bug: INTERNAL)."""
-    for kind in type(error).__mro__:
-        code = STATUS_CODES.get(kind)  # type: ignore[call-overload]
-        if code is not None:
-            return code
-    return grpc.StatusCode.INTERNAL
+    nearest = next((kind for kind in type(error).__mro__ if kind in STATUS_CODES), None)
+    return STATUS_CODES[nearest] if nearest is not None else grpc.StatusCode.INTERNAL
 
 
 async def abort_with(context: Context, error: BaseException, method: str = "the call") -> NoReturn:
@@ -80,8 +78,11 @@ def translate_errors(method: Method) -> Method:
         @functools.wraps(method)
         async def streaming(self: Any, request: Any, context: Context) -> AsyncIterator[Any]:
             try:
-                async for response in method(self, request, context):
-                    yield response
+                # aclosing: however this generator ends (closed by gRPC on a hang-up too), the method's own
+                # finally blocks run now, not when the garbage collector gets to it.
+                async with contextlib.aclosing(method(self, request, context)) as responses:
+                    async for response in responses:
+                        yield response
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as error:

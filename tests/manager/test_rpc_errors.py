@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
+import pytest
 
 from manager_service import errors
 from manager_service.events import WatcherDropped
-from manager_service.rpc_errors import status_code_for
+from manager_service.rpc_errors import status_code_for, translate_errors
 
 
 def _domain_errors() -> list[type[errors.DomainError]]:
@@ -40,3 +44,77 @@ def test_a_domain_error_missing_from_the_map_is_answered_internal() -> None:
         pass
 
     assert status_code_for(Unmapped("a bug")) is grpc.StatusCode.INTERNAL
+
+
+class _Context:
+    """Records the status a call ended with; ``abort`` raises like gRPC's."""
+
+    def __init__(self) -> None:
+        self.ended: tuple[grpc.StatusCode, str] | None = None
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.ended = (code, details)
+        raise grpc.aio.AbortError()
+
+
+class _Servicer:
+    def __init__(self) -> None:
+        self.closed = False
+
+    @translate_errors
+    async def Lookup(self, request: str, context: Any) -> str:
+        raise errors.JobNotFound(request)
+
+    @translate_errors
+    async def Stream(self, request: str, context: Any) -> AsyncIterator[str]:
+        try:
+            yield "first"
+            if request == "drop":
+                raise WatcherDropped("too slow")
+            if request == "bug":
+                raise RuntimeError("a bug")
+            yield "second"
+        finally:
+            self.closed = True
+
+
+def _drain(servicer: _Servicer, request: str, context: _Context) -> list[str]:
+    async def collect() -> list[str]:
+        received = []
+        with pytest.raises(grpc.aio.AbortError):
+            async for response in servicer.Stream(request, context):
+                received.append(response)
+        return received
+
+    return asyncio.run(collect())
+
+
+def test_a_unary_method_ends_with_the_code_of_its_domain_error() -> None:
+    context = _Context()
+    with pytest.raises(grpc.aio.AbortError):
+        asyncio.run(_Servicer().Lookup("j-1", context))
+    assert context.ended == (grpc.StatusCode.NOT_FOUND, "job 'j-1' not found")
+
+
+def test_a_streaming_method_ends_with_the_code_of_an_error_raised_after_its_first_response() -> None:
+    context = _Context()
+    assert _drain(_Servicer(), "drop", context) == ["first"]
+    assert context.ended == (grpc.StatusCode.UNAVAILABLE, "too slow")
+
+
+def test_an_unexpected_error_in_a_streaming_method_ends_internal() -> None:
+    context = _Context()
+    assert _drain(_Servicer(), "bug", context) == ["first"]
+    assert context.ended is not None and context.ended[0] is grpc.StatusCode.INTERNAL
+
+
+def test_a_streaming_method_closed_early_runs_its_finally_at_once() -> None:
+    servicer = _Servicer()
+
+    async def take_one() -> None:
+        responses = servicer.Stream("ok", _Context())
+        assert await anext(responses) == "first"
+        await responses.aclose()  # what gRPC does when the client hangs up
+        assert servicer.closed, "the method's finally waits for the garbage collector"
+
+    asyncio.run(take_one())
