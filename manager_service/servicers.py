@@ -376,10 +376,10 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         try:
             try:
                 first = await anext(aiter(request_iterator))
-                hello = _hello(first, context.peer())
-                session = self._orchestrator.connect_worker(stream, hello)
             except StopAsyncIteration:
-                return
+                return  # it hung up before its Hello
+            hello = _hello(first, context.peer())
+            session = self._orchestrator.connect_worker(stream, hello)
             yield self._welcome(hello)
             reader = asyncio.create_task(
                 self._read(stream, session.worker_id, outbox, request_iterator), name=f"read-{session.worker_id}"
