@@ -58,4 +58,5 @@ def worker_to_proto(session: WorkerSession, running_job_ids: list[str]) -> pb.Wo
         draining=session.draining,
         connected_at=wire.timestamp(session.connected_at),
         peer=session.peer,
+        faults_active=session.faults_active,
     )

@@ -1,4 +1,6 @@
-"""Domain errors. The servicers map each to one gRPC status code; nothing else may escape as INTERNAL."""
+"""Domain errors, each named for what happened. The store, the orchestrator, the fleet core and validation raise
+them; only the RPC edge (``manager_service.rpc_errors``) turns them into gRPC status codes, through ONE map.
+Nothing else may escape a call as anything but INTERNAL."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ class DomainError(Exception):
     """Base of the errors a request can legitimately end with."""
 
 
-class InvalidArgument(DomainError):
+class RequestInvalid(DomainError):
     """A request field is wrong. ``field`` names it (e.g. ``targets[2]``)."""
 
     def __init__(self, field: str, problem: str) -> None:
@@ -16,7 +18,15 @@ class InvalidArgument(DomainError):
         self.problem = problem
 
 
-class NotFound(DomainError):
+class MessageMalformed(DomainError):
+    """The bytes of a request message do not parse as that message."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"malformed request message: {reason}")
+        self.reason = reason
+
+
+class JobNotFound(DomainError):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"job {job_id!r} not found")
         self.job_id = job_id
@@ -28,20 +38,42 @@ class WorkerNotFound(DomainError):
         self.worker_id = worker_id
 
 
-class FailedPrecondition(DomainError):
-    """The request is valid but the job's state does not allow it (e.g. cancel of a finished job)."""
+class JobAlreadyFinished(DomainError):
+    """The job is terminal, and the request (a cancel) applies only to unfinished jobs."""
+
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(f"job {job_id} is already {status}; only unfinished jobs can be cancelled")
+        self.job_id = job_id
+        self.status = status
 
 
-class AlreadyExists(DomainError):
-    """An idempotency key was reused with different parameters."""
+class RequestIdReused(DomainError):
+    """An idempotency key (``request_id``) is already in the store for other targets or operations."""
 
 
-class ResourceExhausted(DomainError):
+class WorkerAlreadyConnected(DomainError):
+    """A worker said Hello with the id of a worker that is still connected (worker ids must be unique)."""
+
+    def __init__(self, worker_id: str) -> None:
+        super().__init__(f"worker {worker_id!r} is already connected; worker ids must be unique")
+        self.worker_id = worker_id
+
+
+class LimitReached(DomainError):
     """A cap on concurrent streams (workers, watchers) is reached; try again later."""
 
 
 class Unavailable(DomainError):
-    """The manager is shutting down or otherwise cannot take the request now."""
+    """The manager cannot take the request now; it may be retried (here or, after a failover, elsewhere)."""
+
+
+class ShuttingDown(Unavailable):
+    """The manager is shutting down: it takes no new request."""
+
+
+class NotLeading(Unavailable):
+    """This manager does not hold the store's lease (it is starting, or standing by): the message names the
+    manager that answers instead."""
 
 
 class StoreUnavailable(Unavailable):

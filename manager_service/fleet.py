@@ -40,7 +40,7 @@ from datetime import datetime
 from dbmaint.operations import JobStatus
 from manager_service.dispatch import DispatchQueue, PlannedAssignment, QueuedChild, WorkerCapacity
 from manager_service.domain import BatchOutcome, ChildOutcome, Job, StartRequest, Transition
-from manager_service.errors import AlreadyExists, ResourceExhausted
+from manager_service.errors import LimitReached, WorkerAlreadyConnected
 from manager_service.workers import (
     AckCommand,
     AssignCommand,
@@ -223,9 +223,9 @@ class FleetCore:
         does not list gets ``reconnect_grace`` for its result to arrive; an attempt it lists that is not its own
         is foreign: it takes a slot and is told to stop."""
         if hello.worker_id in self.sessions:
-            raise AlreadyExists(f"worker {hello.worker_id!r} is already connected; worker ids must be unique")
+            raise WorkerAlreadyConnected(hello.worker_id)
         if len(self.sessions) >= self.settings.max_workers:
-            raise ResourceExhausted(f"{self.settings.max_workers} workers are connected; no more are taken")
+            raise LimitReached(f"{self.settings.max_workers} workers are connected; no more are taken")
         session = WorkerSession(
             hello.worker_id,
             stream,
@@ -234,6 +234,7 @@ class FleetCore:
             peer=hello.peer,
             accepts_batches=hello.accepts_batches,
             accepts_acks=hello.accepts_acks,
+            faults_active=hello.faults_active,
         )
         self.sessions[hello.worker_id] = session
         self._streams[stream] = session

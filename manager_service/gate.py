@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from manager_service.errors import NotLeading
 from manager_service.malformed import OWN_SERVICES_PREFIX
+from manager_service.rpc_errors import abort_with
 
 if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
@@ -52,7 +54,7 @@ def _refusing(handler: Handler, message: Callable[[], str]) -> Handler:
     parse, serialize = handler.request_deserializer, handler.response_serializer
 
     async def refuse(context: Context) -> None:
-        await context.abort(grpc.StatusCode.UNAVAILABLE, message())
+        await abort_with(context, NotLeading(message()))
 
     if handler.request_streaming and handler.response_streaming:
 

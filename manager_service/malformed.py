@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from manager_service.errors import MessageMalformed
+from manager_service.rpc_errors import abort_with
+
 if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
     _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
@@ -44,7 +47,7 @@ def _lenient(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
 
 
 async def _refuse(context: Context, item: Malformed) -> None:
-    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request message: {item.reason}")
+    await abort_with(context, MessageMalformed(item.reason))
 
 
 async def _checked(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:

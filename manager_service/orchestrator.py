@@ -36,11 +36,11 @@ from manager_service.domain import (
 )
 from manager_service.errors import (
     CommitOutcomeUnknown,
+    JobNotFound,
     LeaseLost,
-    NotFound,
-    ResourceExhausted,
+    LimitReached,
+    ShuttingDown,
     StoreUnavailable,
-    Unavailable,
     WorkerNotFound,
 )
 from manager_service.events import EventBus
@@ -236,7 +236,7 @@ class Orchestrator:
         order, only those with one of ``statuses`` if given."""
         job = await self._read(self._store.get_job, job_id)
         if job is None:
-            raise NotFound(job_id)
+            raise JobNotFound(job_id)
         if not (job.is_parent and with_children):
             return Snapshot(job, [])
         page = await self._read(self._store.children_page, job.id, page_size, after_position, statuses)
@@ -264,7 +264,7 @@ class Orchestrator:
         until the job is terminal."""
         self._refuse_if_closing()
         if self._events.watchers >= self.settings.max_watchers:
-            raise ResourceExhausted(f"{self.settings.max_watchers} watches are open; try again later")
+            raise LimitReached(f"{self.settings.max_watchers} watches are open; try again later")
         subscription = self._events.subscribe(job_id, with_children)
         try:
             snapshot = await self.get(job_id, with_children)
@@ -296,7 +296,7 @@ class Orchestrator:
 
     def _refuse_if_closing(self) -> None:
         if self._closing:
-            raise Unavailable("the manager is shutting down")
+            raise ShuttingDown("the manager is shutting down")
 
     # -- what operators see
 
@@ -342,6 +342,12 @@ class Orchestrator:
             hello.slots,
             len(self._core.held_by(hello.worker_id)),
         )
+        if hello.faults_active:
+            log.warning(
+                "worker %s runs with FAULT INJECTION active: its operations are slowed on purpose "
+                "(DBMAINT_FAULTS); never in production",
+                hello.worker_id,
+            )
         self._wake.set()
         return session
 

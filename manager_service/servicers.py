@@ -1,7 +1,7 @@
 """gRPC servicers: they subclass the generated bases and only translate between protobuf and the domain.
 
-Every domain error maps to one status code; anything else is a bug, logged with its traceback and answered
-with INTERNAL (never a crash of the process).
+Each method is wrapped in ``translate_errors``: the domain errors raised below it become status codes there
+(``manager_service.rpc_errors`` holds the one map), so no method catches or aborts by itself.
 """
 
 from __future__ import annotations
@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -25,19 +24,9 @@ from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 from manager_service.convert import job_to_proto, worker_to_proto
 from manager_service.domain import ChildOutcome, Job, JobFilter
-from manager_service.errors import (
-    AlreadyExists,
-    DomainError,
-    FailedPrecondition,
-    InvalidArgument,
-    LeaseLost,
-    NotFound,
-    ResourceExhausted,
-    Unavailable,
-    WorkerNotFound,
-)
-from manager_service.events import WatcherDropped
+from manager_service.errors import RequestInvalid
 from manager_service.orchestrator import Orchestrator, Snapshot
+from manager_service.rpc_errors import translate_errors
 from manager_service.validation import (
     CANCEL_REASON_MAX_LENGTH,
     DEFAULT_CHILDREN_PAGE_SIZE,
@@ -74,51 +63,6 @@ MAX_SLOTS = 1024
 # Most commands one ManagerMessage carries (assignments are ~200 bytes: far below the message size limit).
 MAX_BATCH = 256
 
-_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
-    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-    LeaseLost: grpc.StatusCode.UNAVAILABLE,  # another manager holds the store now: ask it
-    WatcherDropped: grpc.StatusCode.UNAVAILABLE,
-    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    WorkerNotFound: grpc.StatusCode.NOT_FOUND,
-}
-
-
-def status_code_for(error: DomainError) -> grpc.StatusCode:
-    for kind, code in _STATUS_CODES.items():
-        if isinstance(error, kind):
-            return code
-    return grpc.StatusCode.FAILED_PRECONDITION
-
-
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: BaseException, method: str) -> None:
-    if isinstance(error, DomainError):
-        await context.abort(status_code_for(error), str(error))
-    log.exception("%s failed unexpectedly", method, exc_info=error)
-    await context.abort(grpc.StatusCode.INTERNAL, f"{method} failed unexpectedly; see the manager log")
-
-
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
-
-
-def translate_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
-        try:
-            return await method(self, request, context)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as error:
-            await _abort(context, error, method.__name__)
-            raise  # unreachable: abort raises
-
-    return wrapper
-
 
 def _operations(values: Any) -> list[Any]:
     operations = []
@@ -126,7 +70,7 @@ def _operations(values: Any) -> list[Any]:
         operation = wire.operation_from_proto(value)
         if operation is None:
             known = ", ".join(n for n in pb.Operation.keys() if n != "OPERATION_UNSPECIFIED")  # noqa: SIM118
-            raise InvalidArgument(
+            raise RequestInvalid(
                 f"operations[{index}]", f"unknown or unspecified operation {value}; use one of {known}"
             )
         operations.append(operation)
@@ -146,7 +90,7 @@ def _decode_page_token(token: str) -> int | None:
             return int(seq)
     except (binascii.Error, UnicodeError, ValueError):
         pass
-    raise InvalidArgument("page_token", "not a token returned by ListJobs")
+    raise RequestInvalid("page_token", "not a token returned by ListJobs")
 
 
 def _encode_children_token(position: int | None) -> str:
@@ -163,7 +107,7 @@ def _decode_children_token(token: str) -> int | None:
             return int(position)
     except (binascii.Error, UnicodeError, ValueError):
         pass
-    raise InvalidArgument("children_page_token", "not a token returned by GetJob or CreateMaintenance")
+    raise RequestInvalid("children_page_token", "not a token returned by GetJob or CreateMaintenance")
 
 
 def _children_statuses(values: Iterable[int]) -> list[JobStatus]:
@@ -171,7 +115,7 @@ def _children_statuses(values: Iterable[int]) -> list[JobStatus]:
     for index, value in enumerate(values):
         status = wire.status_from_proto(value)
         if status is None:
-            raise InvalidArgument(f"children_status[{index}]", f"unknown or unspecified status {value}")
+            raise RequestInvalid(f"children_status[{index}]", f"unknown or unspecified status {value}")
         statuses.append(status)
     return statuses
 
@@ -239,17 +183,17 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListJobsResponse:
         if request.page_size < 0:
-            raise InvalidArgument("page_size", "must not be negative")
+            raise RequestInvalid("page_size", "must not be negative")
         if request.type and request.type not in JOB_TYPES:
             hint = " (the legacy single-job type is no longer used)" if request.type == LEGACY_JOB_TYPE else ""
-            raise InvalidArgument(
+            raise RequestInvalid(
                 "type", f"unknown job type {request.type[:80]!r}{hint}; use one of {', '.join(JOB_TYPES)}"
             )
         status: JobStatus | None = None
         if request.status != pb.JOB_STATUS_UNSPECIFIED:
             status = wire.status_from_proto(request.status)
             if status is None:
-                raise InvalidArgument("status", f"unknown status {request.status}")
+                raise RequestInvalid("status", f"unknown status {request.status}")
         if request.parent_id:
             validate_job_id(request.parent_id, "parent_id")
         limit = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
@@ -262,20 +206,16 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
             jobs=[self._job(j) for j in page.jobs], next_page_token=_encode_page_token(page.next_before_seq)
         )
 
+    @translate_errors
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchJobResponse]:
-        try:
-            events = self._orchestrator.watch(validate_job_id(request.id), with_children=not request.job_only)
-            async for event in events:
-                if isinstance(event, Snapshot):
-                    yield pb.WatchJobResponse(snapshot=self._snapshot(event))
-                else:
-                    yield pb.WatchJobResponse(changed=self._job(event))
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as error:
-            await _abort(context, error, "WatchJob")
+        events = self._orchestrator.watch(validate_job_id(request.id), with_children=not request.job_only)
+        async for event in events:
+            if isinstance(event, Snapshot):
+                yield pb.WatchJobResponse(snapshot=self._snapshot(event))
+            else:
+                yield pb.WatchJobResponse(changed=self._job(event))
 
     @translate_errors
     async def CancelJob(
@@ -306,16 +246,16 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
 
 def _hello(message: pb.WorkerMessage, peer: str) -> HelloInfo:
     if message.WhichOneof("kind") != "hello":
-        raise InvalidArgument("hello", "the first message on the stream must be a Hello")
+        raise RequestInvalid("hello", "the first message on the stream must be a Hello")
     hello = message.hello
     validate_worker_id(hello.worker_id, "hello.worker_id")
     if not hello.targets:
-        raise InvalidArgument("hello.targets", "a worker must serve at least one target")
+        raise RequestInvalid("hello.targets", "a worker must serve at least one target")
     for index, name in enumerate(hello.targets):
         if not TARGET_NAME.fullmatch(name):
-            raise InvalidArgument(f"hello.targets[{index}]", f"invalid target name {name[:80]!r}")
+            raise RequestInvalid(f"hello.targets[{index}]", f"invalid target name {name[:80]!r}")
     if not 1 <= hello.slots <= MAX_SLOTS:
-        raise InvalidArgument("hello.slots", f"must be between 1 and {MAX_SLOTS}")
+        raise RequestInvalid("hello.slots", f"must be between 1 and {MAX_SLOTS}")
     for index, child in enumerate(hello.running):
         validate_job_id(child.job_id, f"hello.running[{index}].job_id")
     return HelloInfo(
@@ -327,6 +267,7 @@ def _hello(message: pb.WorkerMessage, peer: str) -> HelloInfo:
         version=sanitize_text(hello.version, WORKER_VERSION_MAX_LENGTH),
         accepts_batches=hello.accepts_batches,
         accepts_acks=hello.accepts_acks,
+        faults_active=hello.faults_active,
     )
 
 
@@ -423,6 +364,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     def __init__(self, orchestrator: Orchestrator) -> None:
         self._orchestrator = orchestrator
 
+    @translate_errors
     async def Connect(
         self, request_iterator: AsyncIterator[pb.WorkerMessage], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.ManagerMessage]:
@@ -434,15 +376,10 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         try:
             try:
                 first = await anext(aiter(request_iterator))
-                hello = _hello(first, context.peer())
-                session = self._orchestrator.connect_worker(stream, hello)
             except StopAsyncIteration:
-                return
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
-            except Exception as error:
-                await _abort(context, error, "Connect")
-                return
+                return  # it hung up before its Hello
+            hello = _hello(first, context.peer())
+            session = self._orchestrator.connect_worker(stream, hello)
             yield self._welcome(hello)
             reader = asyncio.create_task(
                 self._read(stream, session.worker_id, outbox, request_iterator), name=f"read-{session.worker_id}"

@@ -1,4 +1,4 @@
-"""Validation of client requests and worker input. Pure: raises InvalidArgument naming the field, returns
+"""Validation of client requests and worker input. Pure: raises RequestInvalid naming the field, returns
 plain values.
 
 The rules for text that comes from outside the manager:
@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 from dbmaint.operations import DEFAULT_OPERATIONS, Operation, OperationReport, TableScope
 from manager_service.domain import MaintenanceSpec
-from manager_service.errors import InvalidArgument
+from manager_service.errors import RequestInvalid
 
 TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -65,26 +65,26 @@ def validate_maintenance(
     schemas: Sequence[str] = (),
     tables: Sequence[str] = (),
 ) -> MaintenanceSpec:
-    """A MaintenanceSpec from raw request values, or InvalidArgument naming the first wrong field."""
+    """A MaintenanceSpec from raw request values, or RequestInvalid naming the first wrong field."""
     if not targets:
-        raise InvalidArgument("targets", "at least one target is required")
+        raise RequestInvalid("targets", "at least one target is required")
     if len(targets) > limits.max_targets:
-        raise InvalidArgument("targets", f"{len(targets)} targets requested; the limit is {limits.max_targets}")
+        raise RequestInvalid("targets", f"{len(targets)} targets requested; the limit is {limits.max_targets}")
     seen: set[str] = set()
     for index, name in enumerate(targets):
         if not TARGET_NAME.fullmatch(name):
-            raise InvalidArgument(
+            raise RequestInvalid(
                 f"targets[{index}]",
                 f"invalid target name {name[:80]!r}: use 1-64 characters of [A-Za-z0-9_.-], "
                 "starting with a letter or digit",
             )
         if name in seen:
-            raise InvalidArgument(f"targets[{index}]", f"duplicate target {name!r}")
+            raise RequestInvalid(f"targets[{index}]", f"duplicate target {name!r}")
         seen.add(name)
     chosen = tuple(operations) or DEFAULT_OPERATIONS
     children = len(targets) * len(chosen)
     if children > limits.max_children:
-        raise InvalidArgument(
+        raise RequestInvalid(
             "operations",
             f"{len(targets)} targets x {len(chosen)} operations = {children} child jobs; the limit is "
             f"{limits.max_children}",
@@ -92,7 +92,7 @@ def validate_maintenance(
     if request_id:
         _refuse_control_characters(request_id, "request_id")
     if request_id and not REQUEST_ID.fullmatch(request_id):
-        raise InvalidArgument("request_id", "must be 1-128 characters of [A-Za-z0-9._:-]")
+        raise RequestInvalid("request_id", "must be 1-128 characters of [A-Za-z0-9._:-]")
     return MaintenanceSpec(
         targets=tuple(targets),
         operations=chosen,
@@ -106,16 +106,16 @@ def _catalog_names(field: str, names: Sequence[str], limits: Limits) -> tuple[st
     """Schema or table names: checked for shape only here; the worker matches them against the catalog (they
     are never spliced into SQL)."""
     if len(names) > limits.max_scope_names:
-        raise InvalidArgument(field, f"{len(names)} names given; the limit is {limits.max_scope_names}")
+        raise RequestInvalid(field, f"{len(names)} names given; the limit is {limits.max_scope_names}")
     seen: set[str] = set()
     for index, name in enumerate(names):
         if not name or len(name) > CATALOG_NAME_MAX_LENGTH or not name.isprintable():
-            raise InvalidArgument(
+            raise RequestInvalid(
                 f"{field}[{index}]",
                 f"a name has 1-{CATALOG_NAME_MAX_LENGTH} printable characters, got {name[:80]!r}",
             )
         if name in seen:
-            raise InvalidArgument(f"{field}[{index}]", f"duplicate name {name!r}")
+            raise RequestInvalid(f"{field}[{index}]", f"duplicate name {name!r}")
         seen.add(name)
     return tuple(names)
 
@@ -123,7 +123,7 @@ def _catalog_names(field: str, names: Sequence[str], limits: Limits) -> tuple[st
 def validate_children_page_size(size: int, field: str = "children_page_size") -> int:
     """The number of children a page holds: 0 is the default page, anything outside 0-5000 is refused."""
     if size < 0 or size > MAX_CHILDREN_PAGE_SIZE:
-        raise InvalidArgument(
+        raise RequestInvalid(
             field, f"must be between 1 and {MAX_CHILDREN_PAGE_SIZE} (0: the default {DEFAULT_CHILDREN_PAGE_SIZE})"
         )
     return size or DEFAULT_CHILDREN_PAGE_SIZE
@@ -131,9 +131,9 @@ def validate_children_page_size(size: int, field: str = "children_page_size") ->
 
 def validate_job_id(job_id: str, field: str = "id") -> str:
     if not job_id:
-        raise InvalidArgument(field, "a job id is required")
+        raise RequestInvalid(field, "a job id is required")
     if len(job_id) > JOB_ID_MAX_LENGTH:
-        raise InvalidArgument(field, f"a job id has at most {JOB_ID_MAX_LENGTH} characters")
+        raise RequestInvalid(field, f"a job id has at most {JOB_ID_MAX_LENGTH} characters")
     _refuse_control_characters(job_id, field)
     return job_id
 
@@ -145,7 +145,7 @@ def is_job_id(value: str) -> bool:
 
 def validate_worker_id(worker_id: str, field: str) -> str:
     if not worker_id or len(worker_id) > WORKER_ID_MAX_LENGTH:
-        raise InvalidArgument(field, f"1-{WORKER_ID_MAX_LENGTH} characters required")
+        raise RequestInvalid(field, f"1-{WORKER_ID_MAX_LENGTH} characters required")
     _refuse_control_characters(worker_id, field)
     return worker_id
 
@@ -155,7 +155,7 @@ def _refuse_control_characters(value: str, field: str) -> None:
     if found is not None:
         character = found.group()
         name = unicodedata.name(character, "") or ("lone surrogate" if character >= "\ud800" else "control")
-        raise InvalidArgument(
+        raise RequestInvalid(
             field,
             f"control character U+{ord(character):04X} ({name}) at position {found.start()}: "
             "ids have printable characters only",

@@ -88,6 +88,8 @@ class HelloInfo:
     version: str = ""
     accepts_batches: bool = False
     accepts_acks: bool = False
+    # The worker runs with fault injection: its operations are slowed on purpose (a test setup).
+    faults_active: bool = False
 
 
 @dataclass(eq=False)
@@ -104,6 +106,8 @@ class WorkerSession:
     accepts_batches: bool = False
     # The worker keeps results until acknowledged: the manager sends ResultAck after each commit.
     accepts_acks: bool = False
+    # The worker said its fault injection is active: shown by ListWorkers so that it cannot go unnoticed.
+    faults_active: bool = False
     connected_at: datetime = field(default_factory=utcnow)
     last_seen_at: datetime = field(default_factory=utcnow)
     draining: bool = False

@@ -4,8 +4,9 @@ One module per concept; protobuf stays at the edge (``stream``), everything else
 
 * ``config``      -- ``WorkerConfig`` and its parsing from flags and ``DBMAINT_*`` environment variables.
 * ``cancel``      -- ``CancelToken`` and the interrupt plumbing (cancel request or deadline -> interrupt).
-* ``faults``      -- ``DBMAINT_FAULTS`` fault injection used by tests (slow statements).
-* ``engines``     -- the ``Engine`` protocol, the registry by SQLAlchemy dialect, and the SQLite engine.
+* ``faults``      -- ``DBMAINT_FAULTS`` fault injection used by tests (slow statements), announced in Hello.
+* ``engines``     -- the ``Engine`` protocol, the registry by SQLAlchemy dialect, and the SQLite, PostgreSQL
+                     and MariaDB/MySQL engines.
 * ``targets``     -- binding configured target names to their URL and engine.
 * ``executor``    -- assignment validation and running one operation in a slot thread.
 * ``outbox``      -- results waiting to be written to a stream.

@@ -41,8 +41,9 @@ def start_line(config: WorkerConfig) -> str:
     )
 
 
-async def serve(config: WorkerConfig, targets: Mapping[str, BoundTarget]) -> int:
-    """Run a worker until it drained; SIGTERM/SIGINT start the drain."""
+async def serve(config: WorkerConfig, targets: Mapping[str, BoundTarget], faults_active: bool = False) -> int:
+    """Run a worker until it drained; SIGTERM/SIGINT start the drain. ``faults_active``: the targets' engines
+    inject faults (the worker tells the manager)."""
     health: HealthServer | None = None
     if config.health_listen:
         health = HealthServer(config.health_listen)
@@ -51,7 +52,7 @@ async def serve(config: WorkerConfig, targets: Mapping[str, BoundTarget]) -> int
         except HealthServerError as exc:
             log.error("%s", exc)
             return EXIT_CONFIG
-    worker = Worker(config, targets, health=health)
+    worker = Worker(config, targets, health=health, faults_active=faults_active)
     metrics_server = None
     if config.metrics_listen:
         try:
@@ -102,6 +103,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     for target in targets.values():
         log.info("target %s: %s (engine %s)", target.name, target.display_url, target.engine.name)
     try:
-        return asyncio.run(serve(config, targets))
+        return asyncio.run(serve(config, targets, faults_active=not config.faults.empty))
     except KeyboardInterrupt:  # a signal before the handlers were installed
         return EXIT_ERROR

@@ -11,13 +11,22 @@ the worker at start (exit code 2) rather than being silently ignored, and so doe
 ``DBMAINT_ALLOW_FAULT_INJECTION=1`` (or ``--allow-fault-injection``): a stray variable must not slow down a
 production worker.
 
-How it works (SQLite): while the operation's statement runs, the engine's progress handler is called on every
-VM instruction and sleeps ~10 ms per call until ``<seconds>`` after the statement began. For VACUUM, once the
-statement is 48 instructions in (it holds its write lock by then), that call sleeps the rest of the time in
-10 ms steps; other statements (``PRAGMA optimize`` can be as short as 6 instructions) do so on their first
-call. So the full time is always reached, the cancel token and deadline are checked between steps, and the
-statement is really in progress: interrupted by ``Connection.interrupt()`` or by the handler returning
-non-zero, exactly like a slow VACUUM on a big file.
+Each engine injects the delay where a cancel or a deadline stops it like real work, and notes it in the report:
+
+* SQLite: while the operation's statement runs, the engine's progress handler is called on every VM
+  instruction and sleeps ~10 ms per call until ``<seconds>`` after the statement began. For VACUUM, once the
+  statement is 48 instructions in (it holds its write lock by then), that call sleeps the rest of the time in
+  10 ms steps; other statements (``PRAGMA optimize`` can be as short as 6 instructions) do so on their first
+  call. So the full time is always reached, the cancel token and deadline are checked between steps, and the
+  statement is really in progress: interrupted by ``Connection.interrupt()`` or by the handler returning
+  non-zero, exactly like a slow VACUUM on a big file.
+* PostgreSQL: ``SELECT pg_sleep(<seconds>)`` on the maintenance connection before the first statement,
+  stopped by the backend cancel like any statement.
+* MariaDB/MySQL: ``SELECT SLEEP(<seconds>)`` on the work connection before the first table's statement,
+  stopped by ``KILL QUERY``.
+
+A worker whose plan is not empty says so in its Hello (``faults_active``): the manager logs a warning and
+ListWorkers (``dbmaint workers``) shows it.
 """
 
 from __future__ import annotations

@@ -61,6 +61,8 @@ class Hello:
     version: str
     # The running attempts that wait for their target's resource lock, and why (``Executor.waiting_reasons``).
     waiting: Mapping[RunKey, str] = field(default_factory=dict)
+    # Fault injection is active (a non-empty DBMAINT_FAULTS plan): the manager shows it in ListWorkers.
+    faults_active: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,7 @@ def hello_message(hello: Hello) -> pb.WorkerMessage:
             version=hello.version,
             accepts_batches=True,
             accepts_acks=True,
+            faults_active=hello.faults_active,
         )
     )
 

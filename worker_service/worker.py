@@ -92,8 +92,11 @@ class Worker:
         timings: WorkerTimings | None = None,
         backoff: Backoff | None = None,
         executor: Executor | None = None,
+        faults_active: bool = False,
     ) -> None:
+        """``faults_active``: fault injection slows this worker's operations; its Hello says so."""
         self.config = config
+        self._faults_active = faults_active
         self.timings = timings or WorkerTimings()
         self._health = health
         self._backoff = backoff or Backoff()
@@ -229,6 +232,7 @@ class Worker:
             running=tuple(self._executor.running()),
             version=dbmaint.__version__,
             waiting=self._executor.waiting_reasons(),
+            faults_active=self._faults_active,
         )
 
     async def _set_stream(self, stream: ManagerStream | None, welcome: Welcome | None) -> None:

@@ -302,6 +302,14 @@ def jobs_table(jobs: list[pb.Job]) -> Table:
     return table
 
 
+def worker_state(worker: pb.WorkerInfo) -> Text:
+    """ "active" or "draining", then "FAULTS" when the worker injects faults: a test setup must stand out."""
+    state = Text("draining", style="yellow") if worker.draining else Text("active", style="green")
+    if worker.faults_active:
+        state.append(" FAULTS", style="bold red")
+    return state
+
+
 def workers_table(workers: list[pb.WorkerInfo]) -> Table:
     table = _table()
     table.add_column("worker", overflow="fold")
@@ -317,7 +325,7 @@ def workers_table(workers: list[pb.WorkerInfo]) -> Table:
             Text(", ".join(worker.targets)),
             str(worker.slots),
             Text(f"{len(worker.running_job_ids)}: {running}" if running else "0"),
-            Text("draining", style="yellow") if worker.draining else Text("active", style="green"),
+            worker_state(worker),
             format_time(worker, "connected_at"),
             format_time(worker, "last_heartbeat"),
             Text(worker.peer),

@@ -222,7 +222,7 @@ class ListWorkersRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "targets", "slots", "running_job_ids", "last_heartbeat", "draining", "connected_at", "peer")
+    __slots__ = ("worker_id", "targets", "slots", "running_job_ids", "last_heartbeat", "draining", "connected_at", "peer", "faults_active")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
@@ -231,6 +231,7 @@ class WorkerInfo(_message.Message):
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_AT_FIELD_NUMBER: _ClassVar[int]
     PEER_FIELD_NUMBER: _ClassVar[int]
+    FAULTS_ACTIVE_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     targets: _containers.RepeatedScalarFieldContainer[str]
     slots: int
@@ -239,7 +240,8 @@ class WorkerInfo(_message.Message):
     draining: bool
     connected_at: _timestamp_pb2.Timestamp
     peer: str
-    def __init__(self, worker_id: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., running_job_ids: _Optional[_Iterable[str]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., draining: _Optional[bool] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., peer: _Optional[str] = ...) -> None: ...
+    faults_active: bool
+    def __init__(self, worker_id: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., running_job_ids: _Optional[_Iterable[str]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., draining: _Optional[bool] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., peer: _Optional[str] = ..., faults_active: _Optional[bool] = ...) -> None: ...
 
 class DrainWorkerRequest(_message.Message):
     __slots__ = ("worker_id", "reason")
@@ -274,7 +276,7 @@ class RunningChild(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., waiting_reason: _Optional[str] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("worker_id", "targets", "slots", "running", "version", "accepts_batches", "accepts_acks")
+    __slots__ = ("worker_id", "targets", "slots", "running", "version", "accepts_batches", "accepts_acks", "faults_active")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
@@ -282,6 +284,7 @@ class Hello(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ACCEPTS_BATCHES_FIELD_NUMBER: _ClassVar[int]
     ACCEPTS_ACKS_FIELD_NUMBER: _ClassVar[int]
+    FAULTS_ACTIVE_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     targets: _containers.RepeatedScalarFieldContainer[str]
     slots: int
@@ -289,7 +292,8 @@ class Hello(_message.Message):
     version: str
     accepts_batches: bool
     accepts_acks: bool
-    def __init__(self, worker_id: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., running: _Optional[_Iterable[_Union[RunningChild, _Mapping]]] = ..., version: _Optional[str] = ..., accepts_batches: _Optional[bool] = ..., accepts_acks: _Optional[bool] = ...) -> None: ...
+    faults_active: bool
+    def __init__(self, worker_id: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., running: _Optional[_Iterable[_Union[RunningChild, _Mapping]]] = ..., version: _Optional[str] = ..., accepts_batches: _Optional[bool] = ..., accepts_acks: _Optional[bool] = ..., faults_active: _Optional[bool] = ...) -> None: ...
 
 class Result(_message.Message):
     __slots__ = ("job_id", "attempt", "status", "error", "result")

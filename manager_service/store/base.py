@@ -72,7 +72,7 @@ class JobStore(Protocol):
 
     def create_maintenance(self, spec: MaintenanceSpec) -> CreateOutcome:
         """Store the parent and all its children in ONE transaction. A known request_id returns the stored
-        parent (created=False); the same key with other parameters raises AlreadyExists."""
+        parent (created=False); the same key with other parameters raises RequestIdReused."""
 
     def get_job(self, job_id: str) -> Job | None: ...
 
@@ -109,6 +109,6 @@ class JobStore(Protocol):
         machine. None if the attempt is no longer running."""
 
     def cancel_job(self, job_id: str, reason: str) -> CancelOutcome:
-        """Cancel a parent (all its unfinished children) or a child. Raises NotFound or FailedPrecondition."""
+        """Cancel a parent (all its unfinished children) or a child. Raises JobNotFound or JobAlreadyFinished."""
 
     def close(self) -> None: ...

@@ -19,6 +19,7 @@ not committed, StoreUnavailable (nothing changed); the store still unreachable, 
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import time
@@ -26,7 +27,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from itertools import product
 from pathlib import Path
@@ -37,6 +37,7 @@ from sqlalchemy import (
     Engine,
     Interval,
     Row,
+    Update,
     bindparam,
     create_engine,
     event,
@@ -65,21 +66,20 @@ from manager_service.domain import (
     utcnow,
 )
 from manager_service.errors import (
-    AlreadyExists,
     CommitOutcomeUnknown,
-    FailedPrecondition,
+    JobAlreadyFinished,
+    JobNotFound,
     LeaseLost,
-    NotFound,
+    RequestIdReused,
     StoreInUse,
     StoreUnavailable,
 )
-from manager_service.store import migrations
+from manager_service.store import migrations, transitions
 from manager_service.store.base import ChildrenPage, LeaseState, Page
 from manager_service.store.models import jobs, store_lease
 from manager_service.validation import DEFAULT_CHILDREN_PAGE_SIZE
 
 UNFINISHED = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
-PROGRESS_COUNTERS = ("pending", "running", "succeeded", "failed", "cancelled")
 
 # The statements of the group-commit hot path, built once: constructing a statement costs more than running it
 # (SQLAlchemy memoizes the cache key of a statement object, so these are also compiled only once).
@@ -88,54 +88,6 @@ FIND_BY_IDS_LOCKED = FIND_BY_IDS.order_by(jobs.c.id).with_for_update()
 PARENTS_OF = select(jobs.c.parent_id).where(jobs.c.id.in_(bindparam("ids", expanding=True))).distinct()
 LOCK_IDS = (
     select(jobs.c.seq).where(jobs.c.id.in_(bindparam("ids", expanding=True))).order_by(jobs.c.id).with_for_update()
-)
-FINISH_CHILD = (
-    update(jobs)
-    .where(
-        jobs.c.id == bindparam("b_id"),
-        jobs.c.status == JobStatus.RUNNING.value,
-        jobs.c.attempt == bindparam("b_attempt"),
-    )
-    .values(
-        status=bindparam("b_status"),
-        error=bindparam("b_error"),
-        result=bindparam("b_result"),
-        finished_at=bindparam("b_now"),
-        updated_at=bindparam("b_now"),
-        version=jobs.c.version + 1,
-        commit_token=bindparam("b_token"),
-    )
-)
-START_CHILD = (
-    update(jobs)
-    .where(
-        jobs.c.id == bindparam("b_id"),
-        jobs.c.status == JobStatus.PENDING.value,
-        jobs.c.attempt == bindparam("b_attempt"),
-    )
-    .values(
-        status=JobStatus.RUNNING.value,
-        worker_id=bindparam("b_worker"),
-        started_at=bindparam("b_now"),
-        error=None,
-        updated_at=bindparam("b_now"),
-        version=jobs.c.version + 1,
-        commit_token=bindparam("b_token"),
-    )
-)
-SETTLE_PARENT = (
-    update(jobs)
-    .where(jobs.c.id == bindparam("b_id"))
-    .values(
-        status=bindparam("b_status"),
-        started_at=bindparam("b_started"),
-        finished_at=bindparam("b_finished"),
-        error=bindparam("b_error"),
-        updated_at=bindparam("b_now"),
-        version=jobs.c.version + 1,
-        commit_token=bindparam("b_token"),
-        **{name: bindparam(f"b_{name}") for name in PROGRESS_COUNTERS},
-    )
 )
 SEQS_OF_CHILDREN = select(jobs.c.id, jobs.c.seq).where(jobs.c.parent_id == bindparam("b_parent"))
 # The lease check at the start of every write transaction (PostgreSQL). FOR SHARE: writes of one holder do not
@@ -207,6 +159,26 @@ TOKEN_KEY = "dbmaint_commit_token"
 PROBE_KEY = "dbmaint_commit_probe"
 # IN lists are sent in chunks of this many ids, under every backend's bind-parameter limit.
 IN_CHUNK = 500
+
+
+@functools.cache
+def _transition_statement(columns: tuple[str, ...], fenced: bool) -> Update:
+    """The UPDATE of one job row by a transition that writes ``columns`` (bound as ``b_<column>``). Fenced, the
+    row must still have the status and attempt it was read with (``b_was_status``, ``b_was_attempt``). Cached:
+    each transition's statement is built, and compiled, once."""
+    where = [jobs.c.id == bindparam("b_id")]
+    if fenced:
+        where += [jobs.c.status == bindparam("b_was_status"), jobs.c.attempt == bindparam("b_was_attempt")]
+    return (
+        update(jobs)
+        .where(*where)
+        .values(
+            **{column: bindparam(f"b_{column}") for column in columns},
+            updated_at=bindparam("b_now"),
+            version=jobs.c.version + 1,
+            commit_token=bindparam("b_token"),
+        )
+    )
 
 
 def open_store(
@@ -688,7 +660,7 @@ class SQLAlchemyJobStore:
         if row is None:
             return None
         if row._mapping["request_fingerprint"] != spec.fingerprint:
-            raise AlreadyExists(
+            raise RequestIdReused(
                 f"request_id {spec.request_id!r} was already used for other targets or operations "
                 f"(parent {row._mapping['id']})"
             )
@@ -827,69 +799,56 @@ class SQLAlchemyJobStore:
         self, conn: Connection, rows: dict[str, Job], outcomes: Sequence[ChildOutcome], now: datetime
     ) -> list[tuple[Job, Job]]:
         """(before, after) of the children whose result applies; ``rows`` is updated to the new state."""
-        changed: list[tuple[Job, Job]] = []
-        params: list[dict[str, Any]] = []
+        changes: list[tuple[Job, transitions.Changes]] = []
         for outcome in outcomes:
             child = rows.get(outcome.job_id)
             if child is None or not state_machine.result_applies(child, outcome.attempt, outcome.worker_id):
                 continue  # stale, someone else's, or already applied earlier in this batch
             state_machine.check_transition(child.status, outcome.status)
-            after = replace(
-                child,
-                status=outcome.status,
-                error=outcome.error,
-                report=outcome.report,
-                finished_at=now,
-                version=child.version + 1,
-            )
-            rows[child.id] = after
-            changed.append((child, after))
-            params.append(
-                {
-                    "b_id": child.id,
-                    "b_attempt": child.attempt,
-                    "b_status": outcome.status.value,
-                    "b_error": outcome.error,
-                    "b_result": json.dumps(outcome.report.to_dict()) if outcome.report else None,
-                    "b_now": now,
-                    "b_token": _stamp(conn, child.id),
-                }
-            )
-        if params:
-            conn.execute(FINISH_CHILD, params)
-        return changed
+            changes.append((child, transitions.finish(outcome, now)))
+            rows[child.id] = transitions.applied(*changes[-1])
+        self._write_transitions(conn, changes, now)
+        return [(before, rows[before.id]) for before, _ in changes]
 
     def _start_rows(
         self, conn: Connection, rows: dict[str, Job], starts: Sequence[StartRequest], now: datetime
     ) -> list[tuple[Job, Job]]:
-        changed: list[tuple[Job, Job]] = []
-        params: list[dict[str, Any]] = []
+        changes: list[tuple[Job, transitions.Changes]] = []
         for request in starts:
             child = rows.get(request.job_id)
             if child is None or not state_machine.start_applies(child, request.attempt):
                 continue  # cancelled or changed since it was queued
-            after = replace(
-                child,
-                status=JobStatus.RUNNING,
-                worker_id=request.worker_id,
-                started_at=now,
-                error=None,
-                version=child.version + 1,
-            )
-            rows[child.id] = after
-            changed.append((child, after))
-            params.append(
+            changes.append((child, transitions.start(request, now)))
+            rows[child.id] = transitions.applied(*changes[-1])
+        self._write_transitions(conn, changes, now)
+        return [(before, rows[before.id]) for before, _ in changes]
+
+    def _write_transitions(
+        self,
+        conn: Connection,
+        changes: Sequence[tuple[Job, transitions.Changes]],
+        now: datetime,
+        *,
+        fenced: bool = True,
+    ) -> None:
+        """Write each job's changes, one executemany per set of columns (the caller builds the Job after from
+        the same changes: ``transitions.applied``). Fenced, a row is written only if it still has the status
+        and attempt it was read with."""
+        params: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for before, change in changes:
+            values = transitions.column_values(change)
+            fence = {"b_was_status": before.status.value, "b_was_attempt": before.attempt} if fenced else {}
+            params.setdefault(tuple(values), []).append(
                 {
-                    "b_id": child.id,
-                    "b_attempt": child.attempt,
-                    "b_worker": request.worker_id,
+                    **{f"b_{column}": value for column, value in values.items()},
+                    **fence,
+                    "b_id": before.id,
                     "b_now": now,
-                    "b_token": _stamp(conn, child.id),
+                    "b_token": _stamp(conn, before.id),
                 }
             )
-        if params:
-            conn.execute(START_CHILD, params)
-        return changed
+        for columns, rows in params.items():
+            conn.execute(_transition_statement(columns, fenced), rows)
 
     # -- parent bookkeeping
 
@@ -910,41 +869,25 @@ class SQLAlchemyJobStore:
             delta[state_machine.COUNTER_FOR_STATUS[before]] -= 1
             delta[state_machine.COUNTER_FOR_STATUS[after.status]] += 1
         settled: dict[str, Job] = {}
-        params: list[dict[str, Any]] = []
+        settling: list[tuple[Job, transitions.Changes]] = []
         for parent in self._find_many(conn, list(deltas)).values():
             assert parent.progress is not None
             delta = deltas[parent.id]
             progress = Progress(
                 total=parent.progress.total,
-                **{name: getattr(parent.progress, name) + delta[name] for name in PROGRESS_COUNTERS},
+                **{name: getattr(parent.progress, name) + delta[name] for name in transitions.PROGRESS_COUNTERS},
             )
             status = state_machine.parent_status(parent.status, progress, parent.cancel_requested)
             if progress == parent.progress and status is parent.status:
                 settled[parent.id] = parent
                 continue
-            after = replace(parent, progress=progress, status=status, version=parent.version + 1)
-            if status is JobStatus.RUNNING and parent.started_at is None:
-                after = replace(after, started_at=now)
-            if status.is_terminal and not parent.status.is_terminal:
-                # Only the failed ones: reading every child of a 10,000-child parent here stalled its last turn.
-                failed = self._children(conn, parent.id, status=JobStatus.FAILED)
-                error = state_machine.parent_error(status, failed, parent.error)
-                after = replace(after, finished_at=now, error=error)
-            settled[parent.id] = after
-            params.append(
-                {
-                    "b_id": parent.id,
-                    "b_status": after.status.value,
-                    "b_started": after.started_at,
-                    "b_finished": after.finished_at,
-                    "b_error": after.error,
-                    "b_now": now,
-                    "b_token": _stamp(conn, parent.id),
-                    **{f"b_{name}": getattr(progress, name) for name in PROGRESS_COUNTERS},
-                }
-            )
-        if params:
-            conn.execute(SETTLE_PARENT, params)
+            # Only the failed ones, only when it ends: reading every child of a 10,000-child parent here stalled
+            # its last turn.
+            ends = transitions.finishes(parent, status)
+            failed = self._children(conn, parent.id, JobStatus.FAILED) if ends else []
+            settling.append((parent, transitions.settle(parent, progress, status, now, failed)))
+            settled[parent.id] = transitions.applied(*settling[-1])
+        self._write_transitions(conn, settling, now, fenced=False)
         return settled
 
     def release_child(self, job_id: str, attempt: int, why: str) -> Transition | None:
@@ -953,24 +896,10 @@ class SQLAlchemyJobStore:
             child = self._lock_family(conn, job_id)
             if child is None or child.status is not JobStatus.RUNNING or child.attempt != attempt:
                 return None
-            decision = state_machine.after_worker_lost(child, why)
-            state_machine.check_transition(child.status, decision.status)
-            requeued = decision.status is JobStatus.PENDING
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id == child.id, jobs.c.status == child.status.value, jobs.c.attempt == attempt)
-                .values(
-                    status=decision.status.value,
-                    attempt=decision.attempt,
-                    error=f"attempt {attempt} lost: {why}; re-queued" if requeued else decision.error,
-                    started_at=None if requeued else child.started_at,
-                    finished_at=None if requeued else now,
-                    updated_at=now,
-                    version=jobs.c.version + 1,
-                    commit_token=_stamp(conn, child.id),
-                )
-            )
-            after = self._job(conn, child.id)
+            change = transitions.release(child, why, now)
+            state_machine.check_transition(child.status, change["status"])
+            self._write_transitions(conn, [(child, change)], now)
+            after = transitions.applied(child, change)
             parents = self._settle_parents(conn, [(child.status, after)], now)
             return Transition(after, parents[child.parent_id or ""])
 
@@ -981,82 +910,66 @@ class SQLAlchemyJobStore:
         with self._write_transaction() as conn:
             job = self._lock_family(conn, job_id)
             if job is None:
-                raise NotFound(job_id)
+                raise JobNotFound(job_id)
             if job.status.is_terminal:
-                raise FailedPrecondition(
-                    f"job {job_id} is already {job.status.value}; only unfinished jobs can be cancelled"
-                )
+                raise JobAlreadyFinished(job_id, job.status.value)
             if job.is_parent:
                 return self._cancel_parent(conn, job, reason, now)
             return self._cancel_child(conn, job, reason, now)
 
     def _cancel_parent(self, conn: Connection, parent: Job, reason: str, now: datetime) -> CancelOutcome:
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id == parent.id)
-            .values(
-                cancel_requested=True,
-                error=reason,
-                updated_at=now,
-                version=jobs.c.version + 1,
-                commit_token=_stamp(conn, parent.id),
-            )
-        )
+        # Settling re-reads the parent: it must see the cancel request to end CANCELLED.
+        self._write_to_all(conn, [parent], transitions.request_parent_cancel(reason), now)
         children = self._children(conn, parent.id)
-        pending = [c.id for c in children if c.status is JobStatus.PENDING]
-        running = [c.id for c in children if c.status is JobStatus.RUNNING]
-        self._mark_cancel_requested(conn, running, now)
-        changed = self._cancel_pending(conn, pending, reason, now)
+        running = self._write_to_all(
+            conn, [c for c in children if c.status is JobStatus.RUNNING], transitions.request_cancel(), now
+        )
+        changed = self._cancel_pending(conn, [c for c in children if c.status is JobStatus.PENDING], reason, now)
         cancelled = [(JobStatus.PENDING, child) for child in changed]
         parent_after = self._settle_parents(conn, cancelled, now, also=[parent.id])[parent.id]
-        return CancelOutcome(
-            job=parent_after,
-            changed=[parent_after, *changed],
-            to_interrupt=[self._job(conn, job_id) for job_id in running],
-        )
+        return CancelOutcome(job=parent_after, changed=[parent_after, *changed], to_interrupt=running)
 
     def _cancel_child(self, conn: Connection, child: Job, reason: str, now: datetime) -> CancelOutcome:
         assert child.parent_id is not None
         if child.status is JobStatus.RUNNING:
-            self._mark_cancel_requested(conn, [child.id], now)
-            child_after = self._job(conn, child.id)
+            [child_after] = self._write_to_all(conn, [child], transitions.request_cancel(), now)
             return CancelOutcome(job=child_after, changed=[child_after], to_interrupt=[child_after])
-        changed = self._cancel_pending(conn, [child.id], reason, now)
+        changed = self._cancel_pending(conn, [child], reason, now)
         parent_after = self._settle_parents(conn, [(JobStatus.PENDING, c) for c in changed], now)[child.parent_id]
         return CancelOutcome(job=changed[0], changed=[*changed, parent_after])
 
-    def _mark_cancel_requested(self, conn: Connection, job_ids: list[str], now: datetime) -> None:
-        if job_ids:
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id.in_(job_ids))
-                .values(
-                    cancel_requested=True,
-                    updated_at=now,
-                    version=jobs.c.version + 1,
-                    commit_token=_stamp(conn, job_ids[0]),
-                )
-            )
-
-    def _cancel_pending(self, conn: Connection, job_ids: list[str], reason: str, now: datetime) -> list[Job]:
+    def _cancel_pending(self, conn: Connection, pending: list[Job], reason: str, now: datetime) -> list[Job]:
         """PENDING -> CANCELLED (the caller moves the parent's counters); the children never run."""
-        if not job_ids:
+        change = transitions.cancel_pending(reason, now)
+        return self._write_to_all(conn, pending, change, now, only=JobStatus.PENDING)
+
+    def _write_to_all(
+        self,
+        conn: Connection,
+        before: Sequence[Job],
+        change: transitions.Changes,
+        now: datetime,
+        *,
+        only: JobStatus | None = None,
+    ) -> list[Job]:
+        """Write the same change to every job of ``before`` in one UPDATE (with ``only``, to the rows still in
+        that status) and answer the jobs after it, built from the same change. The rows were read under the
+        family's lock: the UPDATE finds them as they were read."""
+        if not before:
             return []
+        ids = [job.id for job in before]
+        where = [jobs.c.id.in_(ids)] + ([jobs.c.status == only.value] if only is not None else [])
         conn.execute(
             update(jobs)
-            .where(jobs.c.id.in_(job_ids), jobs.c.status == JobStatus.PENDING.value)
+            .where(*where)
             .values(
-                status=JobStatus.CANCELLED.value,
-                cancel_requested=True,
-                error=reason,
-                finished_at=now,
+                **transitions.column_values(change),
                 updated_at=now,
                 version=jobs.c.version + 1,
-                commit_token=_stamp(conn, job_ids[0]),
+                commit_token=_stamp(conn, ids[0]),
             )
         )
-        cancelled = self._find_many(conn, job_ids)
-        return [cancelled[job_id] for job_id in job_ids]
+        return [transitions.applied(job, change) for job in before]
 
     # -- row locks (PostgreSQL; SQLite serializes writers on the whole file)
     #
@@ -1103,7 +1016,7 @@ class SQLAlchemyJobStore:
     def _job(self, conn: Connection, job_id: str, *, lock: bool = False) -> Job:
         job = self._find(conn, job_id, lock=lock)
         if job is None:
-            raise NotFound(job_id)
+            raise JobNotFound(job_id)
         return job
 
     def _children(self, conn: Connection, parent_id: str, status: JobStatus | None = None) -> list[Job]:

@@ -355,6 +355,20 @@ def test_workers_table_and_unserved_targets(cli: Cli, fake: FakeManager) -> None
     assert data["unserved_targets"] == ["gamma"]
 
 
+def test_workers_marks_a_worker_that_injects_faults(cli: Cli, fake: FakeManager) -> None:
+    fake.service.workers = [
+        pb.WorkerInfo(worker_id="w-faulty", targets=["alpha"], slots=1, faults_active=True),
+        pb.WorkerInfo(worker_id="w-plain", targets=["alpha"], slots=1),
+    ]
+
+    result = cli("workers")
+    data = json.loads(cli("workers", "--json").out)
+
+    rows = {line.split("│")[1].strip(): line for line in result.out.splitlines() if line.startswith("│")}
+    assert "FAULTS" in rows["w-faulty"] and "FAULTS" not in rows["w-plain"]
+    assert [worker.get("faults_active", False) for worker in data["workers"]] == [True, False]
+
+
 def test_health_follows_the_serving_status(cli: Cli, fake: FakeManager) -> None:
     serving = cli("health")
     named = cli("health", fake.address, "--service", "dbmaint.v1.MaintenanceService")

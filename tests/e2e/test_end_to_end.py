@@ -65,6 +65,22 @@ def test_parent_over_two_targets_with_all_operations_completes(fleet: Cluster, t
             assert earlier.finished_at.ToDatetime() <= later.started_at.ToDatetime()
 
 
+def test_list_workers_shows_which_worker_injects_faults_and_the_manager_warns(
+    fleet: Cluster, tmp_path: Path
+) -> None:
+    targets = _targets(tmp_path, "alpha", rows=100)
+    fleet.start_manager()
+    fleet.start_worker("w-faulty", targets, faults="slow:vacuum=1")
+    fleet.start_worker("w-plain", targets)
+
+    workers = fleet.stub.ListWorkers(pb.ListWorkersRequest(), timeout=5).workers
+
+    assert {w.worker_id: w.faults_active for w in workers} == {"w-faulty": True, "w-plain": False}
+    assert fleet.manager is not None
+    warnings = [line for line in fleet.manager.log().splitlines() if "FAULT INJECTION" in line]
+    assert len(warnings) == 1 and "w-faulty" in warnings[0] and "WARNING" in warnings[0]
+
+
 def test_worker_killed_mid_vacuum_child_reruns_elsewhere(fleet: Cluster, tmp_path: Path) -> None:
     targets = _targets(tmp_path, "gamma")
     fleet.start_manager()

@@ -34,7 +34,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from dbmaint.operations import CHILD_JOB_TYPE, PARENT_JOB_TYPE, JobStatus, Operation
 from manager_service import state_machine
 from manager_service.domain import BatchOutcome, ChildOutcome, Job, StartRequest, Transition
-from manager_service.errors import AlreadyExists
+from manager_service.errors import WorkerAlreadyConnected
 from manager_service.fleet import FleetCore, FleetSettings
 from manager_service.workers import (
     AckCommand,
@@ -209,7 +209,7 @@ class FleetModel(RuleBasedStateMachine):
         hello = HelloInfo(worker.worker_id, frozenset(worker.targets), worker.slots, running, accepts_acks=True)
         try:
             sends = self.core.connect(stream, hello, self.now)
-        except AlreadyExists:
+        except WorkerAlreadyConnected:
             self.core.disconnect(stream)
             return
         worker.stream = stream

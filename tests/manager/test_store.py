@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from dbmaint.operations import CHILD_JOB_TYPE, PARENT_JOB_TYPE, JobStatus, Operation, OperationReport
 from manager_service.domain import ChildOutcome, CreateOutcome, Job, JobFilter, MaintenanceSpec, StartRequest
-from manager_service.errors import AlreadyExists, FailedPrecondition, NotFound
+from manager_service.errors import JobAlreadyFinished, JobNotFound, RequestIdReused
 from manager_service.store import SQLAlchemyJobStore, open_store
 from manager_service.store import sqlalchemy_store as store_module
 
@@ -166,7 +166,7 @@ def test_same_request_id_after_progress_returns_current_state(store: SQLAlchemyJ
 def test_same_request_id_with_other_parameters_is_refused(store: SQLAlchemyJobStore, other) -> None:
     store.create_maintenance(spec(("db1", "db2"), (V, A), "req-x"))
     count = store.count_jobs()
-    with pytest.raises(AlreadyExists, match="req-x"):
+    with pytest.raises(RequestIdReused, match="req-x"):
         store.create_maintenance(other)
     assert store.count_jobs() == count
 
@@ -347,7 +347,7 @@ def test_cancel_parent_stops_pending_and_interrupts_running(store: SQLAlchemyJob
     p = assert_counters_match(store, pid)
     assert p.status is X and p.error == "operator said so" and p.finished_at is not None
 
-    with pytest.raises(FailedPrecondition):
+    with pytest.raises(JobAlreadyFinished):
         store.cancel_job(pid, "again")
 
 
@@ -392,11 +392,11 @@ def test_cancel_pending_child(store: SQLAlchemyJobStore) -> None:
 def test_cancel_finished_or_unknown(store: SQLAlchemyJobStore) -> None:
     out = store.create_maintenance(spec())
     job = finish(store, start(store, out.children[0]))
-    with pytest.raises(FailedPrecondition):
+    with pytest.raises(JobAlreadyFinished):
         store.cancel_job(job.id, "late")
-    with pytest.raises(FailedPrecondition):
+    with pytest.raises(JobAlreadyFinished):
         store.cancel_job(out.parent.id, "late")
-    with pytest.raises(NotFound):
+    with pytest.raises(JobNotFound):
         store.cancel_job(str(uuid.uuid4()), "who")
     assert current(store, job.id).status is C and not current(store, job.id).cancel_requested
 
@@ -410,6 +410,34 @@ def test_versions_grow_with_every_change(store: SQLAlchemyJobStore) -> None:
     job = finish(store, job)
     versions.append(job.version)
     assert versions == sorted(set(versions))
+
+
+def _assert_stored_as_answered(store: SQLAlchemyJobStore, *answered: Job) -> None:
+    for job in answered:
+        assert current(store, job.id) == job, f"{job.id}: the store answered a job that differs from its row"
+
+
+def test_every_transition_answers_with_the_jobs_exactly_as_it_stored_them(store: SQLAlchemyJobStore) -> None:
+    out = store.create_maintenance(spec(("db1", "db2", "db3"), (V, A)))
+    report = OperationReport(engine="sqlite", bytes_before=10, bytes_after=4, notes=("VACUUM",))
+    first, second, third, fourth = out.children[:4]
+
+    started = store.start_children([StartRequest(c.id, c.attempt, "w1") for c in (first, second, third)])
+    _assert_stored_as_answered(store, *(t.child for t in started), *(t.parent for t in started))
+    finished = store.finish_child(ChildOutcome(first.id, first.attempt, "w1", C, None, report))
+    assert finished is not None
+    _assert_stored_as_answered(store, finished.child, finished.parent)
+    released = store.release_child(second.id, second.attempt, "stream broke")
+    assert released is not None and released.child.status is P
+    _assert_stored_as_answered(store, released.child, released.parent)
+    cancelled_child = store.cancel_job(fourth.id, "not needed")
+    _assert_stored_as_answered(store, cancelled_child.job, *cancelled_child.changed)
+    cancelled = store.cancel_job(out.parent.id, "stop")
+    assert [j.id for j in cancelled.to_interrupt] == [third.id]
+    _assert_stored_as_answered(store, cancelled.job, *cancelled.changed, *cancelled.to_interrupt)
+    ended = store.finish_child(ChildOutcome(third.id, third.attempt, "w1", X, "interrupted"))
+    assert ended is not None and ended.parent.status is X
+    _assert_stored_as_answered(store, ended.child, ended.parent)
 
 
 # -- reads

@@ -13,7 +13,7 @@ import pytest
 
 from dbmaint.operations import JobStatus, Operation
 from manager_service.domain import ChildOutcome, MaintenanceSpec, StartRequest
-from manager_service.errors import FailedPrecondition
+from manager_service.errors import JobAlreadyFinished
 from manager_service.store import SQLAlchemyJobStore, migrations, open_store
 from manager_service.store.sqlalchemy_store import make_engine
 from tests.support.servers import fresh_postgres_database
@@ -89,7 +89,7 @@ def test_replicas_racing_on_one_parent_keep_exact_counters(pg_url: str) -> None:
             elif roll < 0.8:
                 store.release_child(child.id, 1, "race test")
             elif roll < 0.85:
-                with contextlib.suppress(FailedPrecondition):
+                with contextlib.suppress(JobAlreadyFinished):
                     store.cancel_job(created.parent.id, "race test")
 
     _in_threads(REPLICAS, chaos)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dbmaint.operations import Operation, OperationReport
-from manager_service.errors import InvalidArgument
+from manager_service.errors import RequestInvalid
 from manager_service.validation import (
     REPORT_ENGINE_MAX_LENGTH,
     REPORT_MAX_NOTES,
@@ -21,8 +21,8 @@ from manager_service.validation import (
 LIMITS = Limits(max_targets=5, max_children=6, max_attempts=4)
 
 
-def invalid(targets, operations=(), request_id="", limits=LIMITS) -> InvalidArgument:
-    with pytest.raises(InvalidArgument) as info:
+def invalid(targets, operations=(), request_id="", limits=LIMITS) -> RequestInvalid:
+    with pytest.raises(RequestInvalid) as info:
         validate_maintenance(list(targets), list(operations), request_id, limits)
     assert str(info.value).startswith(info.value.field + ":")
     return info.value
@@ -107,16 +107,16 @@ def test_fingerprint_differs_with_operations_and_targets() -> None:
 
 def test_job_id() -> None:
     assert validate_job_id("abc") == "abc"
-    with pytest.raises(InvalidArgument) as info:
+    with pytest.raises(RequestInvalid) as info:
         validate_job_id("")
     assert info.value.field == "id"
-    with pytest.raises(InvalidArgument) as info:
+    with pytest.raises(RequestInvalid) as info:
         validate_job_id("x" * 65, "parent_id")
     assert info.value.field == "parent_id"
 
 
-def scope_error(schemas=(), tables=(), limits=LIMITS) -> InvalidArgument:
-    with pytest.raises(InvalidArgument) as info:
+def scope_error(schemas=(), tables=(), limits=LIMITS) -> RequestInvalid:
+    with pytest.raises(RequestInvalid) as info:
         validate_maintenance(["db"], [], "", limits, schemas=list(schemas), tables=list(tables))
     return info.value
 
@@ -162,7 +162,7 @@ CONTROL_CHARACTERS = ["\x00", "\x01", "\x1b", "\x7f", "\x85", "\x9f", "\ud800"]
 
 @pytest.mark.parametrize("character", CONTROL_CHARACTERS, ids=lambda c: f"U+{ord(c):04X}")
 def test_a_job_id_with_a_control_character_is_refused_naming_the_field(character: str) -> None:
-    with pytest.raises(InvalidArgument) as info:
+    with pytest.raises(RequestInvalid) as info:
         validate_job_id(f"abc{character}def", "parent_id")
     assert info.value.field == "parent_id"
     assert "control character" in info.value.problem
@@ -171,7 +171,7 @@ def test_a_job_id_with_a_control_character_is_refused_naming_the_field(character
 
 @pytest.mark.parametrize("character", [*CONTROL_CHARACTERS, "\n", "\t"], ids=lambda c: f"U+{ord(c):04X}")
 def test_a_worker_id_with_a_control_character_is_refused_naming_the_field(character: str) -> None:
-    with pytest.raises(InvalidArgument) as info:
+    with pytest.raises(RequestInvalid) as info:
         validate_worker_id(f"worker{character}1", "hello.worker_id")
     assert info.value.field == "hello.worker_id"
     assert "control character" in info.value.problem
@@ -181,7 +181,7 @@ def test_a_worker_id_has_1_to_255_characters() -> None:
     assert validate_worker_id("w" * 255, "worker_id") == "w" * 255
     assert validate_worker_id("wörker-1 (eu)", "worker_id") == "wörker-1 (eu)"
     for bad in ("", "w" * 256):
-        with pytest.raises(InvalidArgument) as info:
+        with pytest.raises(RequestInvalid) as info:
             validate_worker_id(bad, "worker_id")
         assert info.value.field == "worker_id"
 

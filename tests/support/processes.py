@@ -219,7 +219,7 @@ class Cluster:
         for name, where in targets.items():
             args += ["--target", f"{name}={target_url(where)}"]
         args += list(extra)
-        # Fault injection is refused without its opt-in.
+        # Fault injection is opt-in: a worker given faults is also given the permission to inject them.
         env = {"DBMAINT_FAULTS": faults, "DBMAINT_ALLOW_FAULT_INJECTION": "1"} if faults else {}
         proc = Proc(worker_id, args, _clean_env(env), self.workdir / f"{worker_id}.log").start()
         self.processes.append(proc)

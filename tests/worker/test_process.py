@@ -40,6 +40,7 @@ def test_sigterm_drains_finishes_the_running_vacuum_and_exits_0(sample_db: Path)
             try:
                 stream = await eventually(lambda: server.manager.latest, timeout=10, message="Hello")
                 assert stream.hello.worker_id == "proc-1" and list(stream.hello.targets) == ["orders"]
+                assert stream.hello.faults_active, "a worker that injects faults says so in its Hello"
                 await stream.assign("job-1", "orders")
                 await eventually(lambda: any(h.running for h in stream.heartbeats), message="heartbeat")
                 process.send_signal(signal.SIGTERM)

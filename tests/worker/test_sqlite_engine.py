@@ -110,13 +110,13 @@ def test_a_directory_or_a_non_database_fails(tmp_path: Path) -> None:
 
 def test_the_progress_handler_fires_during_vacuum(sample_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    original = sqlite_engine._Progress.__call__
+    original = sqlite_engine._ProgressHandler.__call__
 
     def counting(self: Any) -> int:
         calls.append(1)
         return original(self)
 
-    monkeypatch.setattr(sqlite_engine._Progress, "__call__", counting)
+    monkeypatch.setattr(sqlite_engine._ProgressHandler, "__call__", counting)
     run_op(sample_db, Operation.VACUUM)
     assert len(calls) > 10  # every 1000 VM instructions of the real VACUUM
 
@@ -139,13 +139,13 @@ def run_in_thread(fn: Any) -> tuple[threading.Thread, list[Outcome]]:
 def statement_started(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     """An event set when the engine's statement starts (the progress handler's clock starts)."""
     started = threading.Event()
-    original = sqlite_engine._Progress.start
+    original = sqlite_engine._ProgressHandler.start
 
     def start(self: Any) -> None:
         original(self)
         started.set()
 
-    monkeypatch.setattr(sqlite_engine._Progress, "start", start)
+    monkeypatch.setattr(sqlite_engine._ProgressHandler, "start", start)
     return started
 
 
@@ -176,7 +176,7 @@ def test_interrupt_alone_stops_the_statement(sample_db: Path, monkeypatch: pytes
         time.sleep(0.001)  # ~90k VM steps: this VACUUM would take minutes
         return 0
 
-    monkeypatch.setattr(sqlite_engine._Progress, "__call__", never_stops)
+    monkeypatch.setattr(sqlite_engine._ProgressHandler, "__call__", never_stops)
     token = CancelToken()
     slow = target(sample_db, FaultPlan(slow={"vacuum": 30}))  # a fault: the handler runs on every VM step
     thread, box = run_in_thread(lambda: run_assignment(assignment(), slow, token))

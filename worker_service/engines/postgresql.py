@@ -230,8 +230,8 @@ class _Notice:
 
 
 @dataclass(slots=True)
-class _Progress:
-    """What the operation did so far: the report's figures and notes."""
+class _ReportDraft:
+    """The report of the operation while it runs: the figures and notes gathered so far (``report`` ends it)."""
 
     engine: str
     started: float
@@ -462,14 +462,14 @@ class _Session:
         operation: Operation,
         cancel: CancelToken,
         deadline: datetime | None,
-        progress: _Progress,
+        draft: _ReportDraft,
     ) -> None:
         self.conn = conn
         self.url = url
         self.operation = operation
         self.cancel = cancel
         self.deadline = deadline
-        self.progress = progress
+        self.draft = draft
         self.notices: list[_Notice] = []
         self.current = "reading the catalog"
         conn.add_notice_handler(self._notice)
@@ -563,26 +563,26 @@ class _Session:
         try:
             self.execute(statement)
         except SKIP_ERRORS as exc:
-            self.progress.skipped += 1
+            self.draft.skipped += 1
             reason = sanitize(str(exc), self.url)
-            self.progress.table_notes.append(
+            self.draft.table_notes.append(
                 f"skipped table {relation.qualified}: {text} -- {reason} (SQLSTATE {exc.sqlstate})"
             )
             return
         elapsed = time.monotonic() - started
         warning = self.skip_warning(relation) if self.operation != Operation.REINDEX else None
         if warning is not None:
-            self.progress.skipped += 1
-            self.progress.table_notes.append(f"skipped table {relation.qualified}: {text} -- {warning}")
+            self.draft.skipped += 1
+            self.draft.table_notes.append(f"skipped table {relation.qualified}: {text} -- {warning}")
             return
-        self.progress.processed += 1
+        self.draft.processed += 1
         try:
             after: _Figures | str | None = self.figures([relation]).get(relation.oid)
         except pg_errors.QueryCanceled:
             # The statement is done: a cancel (or the deadline's statement_timeout) landing on this bookkeeping
             # query must not undo it. The figures are unknown; the next statement's check stops the operation.
             after = "unknown (interrupted)"
-        self.progress.table_notes.append(
+        self.draft.table_notes.append(
             f"table {relation.qualified}: {text}{why} -- "
             + _changes(before, after)
             + (f", indexes {before.indexes}" if self.operation == Operation.REINDEX else "")
@@ -604,23 +604,23 @@ class _Session:
                     reasons[relation.oid] = f" (over a threshold: {figures_text})"
                 else:
                     below.append(f"{relation.qualified} ({figures_text})")
-            self.progress.below_threshold = len(below)
+            self.draft.below_threshold = len(below)
             listed = "; ".join(below[:MAX_LISTED_BELOW])
             if len(below) > MAX_LISTED_BELOW:
                 listed += f"; and {len(below) - MAX_LISTED_BELOW} more"
-            self.progress.tail_notes.append(
+            self.draft.tail_notes.append(
                 f"below the autovacuum thresholds, not vacuumed: {listed}"
                 if below
                 else "below the autovacuum thresholds: no table"
             )
             if not chosen:
-                self.progress.tail_notes.append("no table over the autovacuum thresholds: nothing to do")
+                self.draft.tail_notes.append("no table over the autovacuum thresholds: nothing to do")
             relations = chosen
         for relation in relations:
             self.current = f"processing table {relation.qualified}"
             self.process(relation, before[relation.oid], reasons.get(relation.oid, ""))
         if not relations and self.operation != Operation.OPTIMIZE:
-            self.progress.tail_notes.append("no table in scope: nothing to do")
+            self.draft.tail_notes.append("no table in scope: nothing to do")
 
     def thresholds(self) -> _Thresholds:
         row = self.conn.execute(
@@ -638,7 +638,7 @@ class _Session:
         code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
         return OperationFailed(
             f"postgresql {self.operation.value} failed while {self.current}: {sanitize(str(exc), self.url)}{code}",
-            self.progress.report(bytes_after),
+            self.draft.report(bytes_after),
         )
 
     def drop_leftover_indexes(self, relations: Sequence[_Relation]) -> None:
@@ -653,17 +653,17 @@ class _Session:
                 # index the server will not drop): the reindex itself is done, the note says what is left.
                 if isinstance(exc, pg_errors.QueryCanceled) or self.conn.broken:
                     raise
-                self.progress.tail_notes.append(
+                self.draft.tail_notes.append(
                     f"invalid index {schema}.{index} on {table} (left by a failed REINDEX CONCURRENTLY) "
                     f"not dropped: {sanitize(str(exc), self.url)} (SQLSTATE {exc.sqlstate})"
                 )
                 continue
-            self.progress.tail_notes.append(
+            self.draft.tail_notes.append(
                 f"dropped invalid index {schema}.{index} on {table} (left by a failed REINDEX CONCURRENTLY): "
                 f"{self.text(statement)}"
             )
         if not leftovers:
-            self.progress.tail_notes.append("no invalid *_ccnew/*_ccold index left on these tables")
+            self.draft.tail_notes.append("no invalid *_ccnew/*_ccold index left on these tables")
 
 
 def _size(value: int | None) -> str:
@@ -765,11 +765,11 @@ class PostgresqlEngine:
             lock_timeout = lock_timeout_of(url)
         except ValueError as exc:
             raise OperationFailed(f"postgresql target URL is not usable: {exc}") from None
-        progress = _Progress(self.name, time.monotonic())
+        draft = _ReportDraft(self.name, time.monotonic())
         conn = self._connect(url, deadline)
         try:
             return self._run(
-                conn, operation, url, cancel, deadline, scope, lock_timeout, progress, status or RunStatus()
+                conn, operation, url, cancel, deadline, scope, lock_timeout, draft, status or RunStatus()
             )
         finally:
             conn.close()
@@ -783,22 +783,22 @@ class PostgresqlEngine:
         deadline: datetime | None,
         scope: TableScope,
         lock_timeout: float,
-        progress: _Progress,
+        draft: _ReportDraft,
         status: RunStatus,
     ) -> OperationReport:
-        session = _Session(conn, url, operation, cancel, deadline, progress)
+        session = _Session(conn, url, operation, cancel, deadline, draft)
         canceller = _BackendCanceller(conn)
         slow = self._faults.slow_seconds(operation)
 
         with interrupting(canceller, cancel, deadline) as interrupts:
             try:
-                progress.notes.append(session.prepare(lock_timeout))
+                draft.notes.append(session.prepare(lock_timeout))
                 session.current = "waiting for the resource lock"
                 lock = AdvisoryLock(conn)
                 waited = fence.acquire(lock, cancel, deadline, status)
-                progress.notes.append(fence.lock_note(lock, waited))
+                draft.notes.append(fence.lock_note(lock, waited))
                 session.current = "reading the catalog"
-                progress.bytes_before = session.database_size()
+                draft.bytes_before = session.database_size()
                 relations = session.relations(scope)
                 before = session.figures(relations)
                 relations = [rel for rel in relations if rel.oid in before]  # dropped since the catalog read
@@ -806,7 +806,7 @@ class PostgresqlEngine:
                 if slow > 0:
                     session.current = f"running the injected fault pg_sleep({slow:g})"
                     session.execute(sql.SQL("SELECT pg_catalog.pg_sleep({})").format(sql.Literal(slow)))
-                    progress.notes.append(
+                    draft.notes.append(
                         f"fault injected: slow:{operation.value}={slow:g} "
                         "(SELECT pg_sleep on the maintenance connection before the first statement)"
                     )
@@ -827,11 +827,11 @@ class PostgresqlEngine:
         except pg_errors.QueryCanceled:
             # The work is done; a late cancel request (or statement_timeout) hit the size query: COMPLETED, the
             # honest outcome, with the size after unknown.
-            return progress.report(None, "the size query after the work was interrupted")
+            return draft.report(None, "the size query after the work was interrupted")
         except psycopg.Error as exc:
             reason = sanitize(str(exc), url)
             raise OperationFailed(
                 f"postgresql {operation.value} ran, but reading the database size failed: {reason}",
-                progress.report(None),
+                draft.report(None),
             ) from None
-        return progress.report(bytes_after)
+        return draft.report(bytes_after)

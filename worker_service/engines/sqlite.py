@@ -69,8 +69,9 @@ class _Size:
         return self.page_count * self.page_size
 
 
-class _Progress:
-    """The progress handler: stop when cancelled or past the deadline; sleep while a slow fault applies."""
+class _ProgressHandler:
+    """SQLite's progress handler (called every few VM instructions): stop the statement when cancelled or past
+    the deadline; sleep while a slow fault applies."""
 
     def __init__(
         self, cancel: CancelToken, deadline: datetime | None, slow_seconds: float, spread_calls: int = 1
@@ -294,11 +295,11 @@ class SqliteEngine:
 
             slow = self._faults.slow_seconds(operation)
             spread = FAULT_SPREAD_CALLS.get(operation, DEFAULT_FAULT_SPREAD_CALLS)
-            progress = _Progress(cancel, deadline, slow, spread)
-            conn.set_progress_handler(progress, 1 if slow > 0 else PROGRESS_INTERVAL)
+            handler = _ProgressHandler(cancel, deadline, slow, spread)
+            conn.set_progress_handler(handler, 1 if slow > 0 else PROGRESS_INTERVAL)
             try:
                 with interrupting(conn.interrupt, cancel, deadline) as interrupts:
-                    progress.start()
+                    handler.start()
                     try:
                         for statement in statements:
                             conn.execute(statement).fetchall()
@@ -334,7 +335,7 @@ class SqliteEngine:
         else:
             objects = 1
         if slow > 0:
-            notes.append(f"fault injected: slow:{operation.value}={slow:g} ({progress.calls} progress calls)")
+            notes.append(f"fault injected: slow:{operation.value}={slow:g} ({handler.calls} progress calls)")
         return OperationReport(
             engine=self.name,
             duration_seconds=time.monotonic() - started,
