@@ -284,13 +284,12 @@ class LocalFleet:
     processes: list[ServiceProcess] = field(default_factory=list)
     _channel: grpc.Channel | None = None
 
+    def __post_init__(self) -> None:
+        self.store_url = self.store_url or f"sqlite:///{self.workdir / 'jobs.db'}"
+
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.manager_port}"
-
-    @property
-    def job_store_url(self) -> str:
-        return self.store_url or f"sqlite:///{self.workdir / 'jobs.db'}"
 
     def log_path(self, name: str) -> Path:
         return (self.log_dir or self.workdir) / f"{name}.log"
@@ -298,7 +297,7 @@ class LocalFleet:
     # -- starting
 
     def manager_argv(self, *extra: str) -> list[str]:
-        listen = ("--listen", self.address, "--database-url", self.job_store_url)
+        listen = ("--listen", self.address, "--database-url", self.store_url)
         return [sys.executable, "-m", "manager_service", *listen, *extra]
 
     def worker_argv(
@@ -400,11 +399,14 @@ class LocalFleet:
     def wait_workers(
         self, worker_ids: Iterable[str] | None = None, timeout: float = START_TIMEOUT
     ) -> list[pb.WorkerInfo]:
-        """Returns ListWorkers' workers once it lists every one of ``worker_ids`` (default: all started)."""
+        """Returns ListWorkers' workers once it lists every one of ``worker_ids`` (default: all started). Only the
+        manager and the awaited workers must stay alive meanwhile (another worker may be down on purpose)."""
         expected = set(self.workers if worker_ids is None else worker_ids)
+        awaited = [process for worker_id, process in self.workers.items() if worker_id in expected]
 
         def connected() -> list[pb.WorkerInfo] | None:
-            self.check_alive()
+            for process in [self._manager(), *awaited]:
+                process.check_alive()
             listed = self.list_workers()
             return listed if {info.worker_id for info in listed} >= expected else None
 
