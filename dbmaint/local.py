@@ -136,6 +136,9 @@ class ServiceProcess:
     popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServiceProcess:
+        """Launches the process (once: ``respawn`` makes a new one to start again)."""
+        if self.popen is not None:
+            raise RuntimeError(f"{self.name} was already started")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:  # the child holds its own copy of the descriptor
             self.popen = subprocess.Popen(
@@ -355,7 +358,8 @@ class LocalFleet:
         log; it replaces the old one as the manager or as its worker. With ``wait``, returns once ready."""
         if process.alive():
             raise RuntimeError(f"{process.name} still runs")
-        again = self.launch(process.respawn())
+        again = process.respawn()
+        self.processes.append(again)
         worker_id = next((key for key, current in self.workers.items() if current is process), None)
         if worker_id is not None:
             self.workers[worker_id] = again

@@ -85,6 +85,24 @@ def test_a_worker_killed_with_sigkill_is_gone_and_the_manager_drops_it(fleet: Lo
         fleet.check_alive()
 
 
+def test_a_restarted_manager_and_a_respawned_worker_take_the_places_of_the_old_processes(
+    fleet: LocalFleet, tmp_path: Path
+) -> None:
+    targets = _targets(tmp_path, "alpha")
+    first_manager = fleet.start_manager(*QUICK)
+    first_worker = fleet.start_worker("w1", targets=targets)
+
+    second_manager = fleet.restart_manager(graceful=True)
+    first_worker.kill9()
+    second_worker = fleet.respawn(first_worker, wait=True)
+
+    assert first_manager.returncode == 0 and second_manager.alive() and fleet.manager is second_manager
+    assert fleet.workers == {"w1": second_worker} and second_worker.alive()
+    assert fleet.worker_ids() == {"w1"}
+    assert fleet.manager.log().count("listening on") == 2, "one log, appended to by each life"
+    assert fleet.stop() == {"w1": 0, "manager": 0}, fleet.logs()
+
+
 def test_a_frozen_worker_stops_running_until_thawed_and_a_stop_kills_it_when_it_cannot_exit(
     fleet: LocalFleet, tmp_path: Path
 ) -> None:
