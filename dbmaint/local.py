@@ -116,8 +116,15 @@ def wait_until(probe: Callable[[], T | None], timeout: float, what: str, interva
         except Exception as error:
             last_error = error
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what} within {timeout:g}s (last error: {last_error!r})")
+            raise TimeoutError(f"{what} within {timeout:g}s (last error: {_describe(last_error)})")
         time.sleep(interval)
+
+
+def _describe(error: Exception | None) -> str:
+    """An error in one line: an RPC's status code and details (its repr spans lines of debug text)."""
+    if isinstance(error, grpc.RpcError) and isinstance(error, grpc.Call):
+        return f"{error.code().name}: {error.details()}"
+    return repr(error)
 
 
 # -- one process -------------------------------------------------------------------------------------------------

@@ -140,6 +140,17 @@ def test_waiting_for_a_worker_that_never_connects_times_out_naming_it_with_the_l
     assert f"----- manager ({fleet.log_path('manager')})" in str(raised.value)
 
 
+def test_waiting_for_a_frozen_manager_times_out_with_the_rpc_error_in_one_line(fleet: LocalFleet) -> None:
+    fleet.start_manager(*QUICK).freeze()
+
+    with pytest.raises(StartTimeout) as raised:
+        fleet.wait_serving(timeout=1)
+
+    headline = raised.value.headline
+    assert headline.startswith(f"the manager at {fleet.address} was not SERVING within 1s (last error: ")
+    assert "DEADLINE_EXCEEDED" in headline and "\n" not in headline
+
+
 def test_free_port_answers_a_port_nothing_listens_on() -> None:
     port = free_port()
     fleet = LocalFleet(Path("/nonexistent"), manager_port=port)
