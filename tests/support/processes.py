@@ -34,7 +34,9 @@ def target_url(where: Path | str | URL) -> str:
 class Cluster(LocalFleet):
     """A manager and its workers for one test, with the client calls the tests make."""
 
-    def start_manager(self, *extra: str, env: Mapping[str, str] | None = None) -> ServiceProcess:  # type: ignore[override]
+    def start_manager(  # type: ignore[override]
+        self, *extra: str, env: Mapping[str, str] | None = None
+    ) -> ServiceProcess:
         """The manager with the tests' quick leases (``extra`` flags come after, so they win), once SERVING."""
         return super().start_manager(*TEST_MANAGER_FLAGS, *extra, env=env)
 
