@@ -21,8 +21,9 @@ from typing import Any
 
 from bench import ops
 from bench.model import RunResult, vacuum_bytes
-from bench.procs import CpuMeter, Service, clean_env, stop_all, wait_until
+from bench.procs import CpuMeter, findings
 from bench.workload import Fleet
+from dbmaint.local import ServiceProcess, clean_env, stop_all, wait_until
 
 DEFAULT_URL = "redis://127.0.0.1:6379/15"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +76,7 @@ def run_once(
     workdir.mkdir(parents=True, exist_ok=True)
     env = clean_env({"BENCH_CELERY_URL": url, "PYTHONPATH": str(REPO_ROOT)})
     services = [
-        Service(
+        ServiceProcess(
             f"celery-{index}",
             [
                 sys.executable,
@@ -122,7 +123,7 @@ def run_once(
     finally:
         exit_codes = stop_all(services)
     before, after = vacuum_bytes(records)
-    findings = {service.name: lines for service in services if (lines := service.findings())}
+    found = {service.name: lines for service in services if (lines := findings(service))}
     return RunResult(
         runner="celery",
         size=size,
@@ -139,6 +140,6 @@ def run_once(
             "redis_cpu_measured": redis_pid is not None,
             "other_cpu_seconds": meter.other_seconds,
             "exit_codes": exit_codes,
-            "log_findings": findings,
+            "log_findings": found,
         },
     )

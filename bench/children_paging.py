@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,19 +24,13 @@ from typing import TypeVar
 
 import grpc
 
+from dbmaint.local import LocalFleet
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 OPERATIONS = (pb.OPERATION_VACUUM, pb.OPERATION_ANALYZE, pb.OPERATION_REINDEX, pb.OPERATION_OPTIMIZE)
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _timed(call: Callable[[], T]) -> tuple[float, T]:
@@ -58,31 +51,15 @@ def main() -> int:
     parser.add_argument("--operations", type=int, default=4, choices=range(1, 5))
     args = parser.parse_args()
     children = args.targets * args.operations
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="dbmaint-paging-") as workdir:
-        manager = subprocess.Popen(
-            [
-                str(BIN / "dbmaint-manager"),
-                "--listen",
-                address,
-                "--database-url",
-                f"sqlite:///{workdir}/jobs.db",
-                "--max-targets",
-                str(args.targets),
-                "--max-children",
-                str(children),
-                "--log-level",
-                "WARNING",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=open(Path(workdir) / "manager.log", "w"),  # noqa: SIM115 - closed with the process
-        )
+        fleet = LocalFleet(Path(workdir))
         try:
-            return _measure(address, args.runs, args.targets, args.operations)
+            fleet.start_manager(
+                *("--max-targets", str(args.targets), "--max-children", str(children), "--log-level", "WARNING")
+            )
+            return _measure(fleet.address, args.runs, args.targets, args.operations)
         finally:
-            manager.terminate()
-            manager.wait(timeout=30)
+            fleet.stop(timeout=30)
 
 
 def _measure(address: str, runs: int, targets: int, operations: int) -> int:

@@ -10,7 +10,6 @@ worker: the runners start their clock only after that. The manager serves Promet
 from __future__ import annotations
 
 import math
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -18,19 +17,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.procs import Service, free_port, stop_all, wait_until
+from bench.procs import findings
+from dbmaint.local import STOP_TIMEOUT, LocalFleet, free_port
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 
 START_TIMEOUT = 60.0
 # The largest page of children GetJob answers (the manager's maximum).
 CHILDREN_PAGE = 5_000
-# GetJob of a 10,000-child parent is several MB; the manager sends up to 16 MB.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 TERMINAL = frozenset({pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_FAILED, pb.JOB_STATUS_CANCELLED})
 OPERATION_PROTO = {
     "vacuum": pb.OPERATION_VACUUM,
@@ -41,87 +37,28 @@ OPERATION_PROTO = {
 
 
 @dataclass
-class DbmaintFleet:
-    workdir: Path
-    manager_port: int = field(default_factory=free_port)
+class DbmaintFleet(LocalFleet):
+    """The benchmark's ``LocalFleet``: a manager with a metrics port, workers ``bench-worker-N`` (processes and
+    logs ``worker-N``) serving every target of a targets file; ``exit_codes`` holds what ``stop`` saw."""
+
     metrics_port: int = field(default_factory=free_port)
-    manager: Service | None = None
-    workers: list[Service] = field(default_factory=list)
     exit_codes: dict[str, int | None] = field(default_factory=dict)
-    _channel: grpc.Channel | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.manager_port}"
-
-    @property
-    def services(self) -> list[Service]:
-        return [*self.workers, *([self.manager] if self.manager else [])]
 
     def start(self, targets_file: Path, workers: int, slots: int | None, manager_args: Sequence[str] = ()) -> None:
-        store = self.workdir / "jobs.db"
-        self.manager = Service(
-            "manager",
-            [
-                sys.executable,
-                "-m",
-                "manager_service",
-                "--listen",
-                self.address,
-                "--database-url",
-                f"sqlite:///{store}",
-                "--metrics-listen",
-                f"127.0.0.1:{self.metrics_port}",
-                *manager_args,
-            ],
-            self.workdir / "manager.log",
-        ).start()
+        metrics = ("--metrics-listen", f"127.0.0.1:{self.metrics_port}")
+        self.start_manager(*metrics, *manager_args, wait=False)
         for index in range(1, workers + 1):
-            argv = [
-                sys.executable,
-                "-m",
-                "worker_service",
-                "--manager",
-                self.address,
-                "--worker-id",
+            self.start_worker(
                 f"bench-worker-{index}",
-                "--targets-file",
-                str(targets_file),
-            ]
-            if slots is not None:
-                argv += ["--slots", str(slots)]
-            self.workers.append(Service(f"worker-{index}", argv, self.workdir / f"worker-{index}.log").start())
+                *("--targets-file", str(targets_file)),
+                slots=slots,
+                name=f"worker-{index}",
+                wait=False,
+            )
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> list[pb.WorkerInfo]:
         """Block until the manager is SERVING and every worker is connected; returns ListWorkers' workers."""
-        expected = {f"bench-worker-{i}" for i in range(1, len(self.workers) + 1)}
-
-        def serving() -> bool:
-            for service in self.services:
-                service.check_alive()
-            reply = health_pb2_grpc.HealthStub(self.channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
-            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-        def connected() -> list[pb.WorkerInfo] | None:
-            for service in self.services:
-                service.check_alive()
-            workers = list(self.stub.ListWorkers(pb.ListWorkersRequest(), timeout=5).workers)
-            return workers if {w.worker_id for w in workers} >= expected else None
-
-        wait_until(serving, timeout, "the manager was not SERVING")
-        return wait_until(connected, timeout, f"workers {sorted(expected)} did not all connect")
-
-    @property
-    def channel(self) -> grpc.Channel:
-        if self._channel is None:
-            self._channel = grpc.insecure_channel(
-                self.address, options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
-            )
-        return self._channel
-
-    @property
-    def stub(self) -> pb_grpc.MaintenanceServiceStub:
-        return pb_grpc.MaintenanceServiceStub(self.channel)
+        return super().wait_ready(timeout)
 
     def histogram(self, name: str) -> list[tuple[float, float]]:
         """The cumulative buckets ``(le, count)`` of the manager's histogram ``name``, in ``le`` order (empty
@@ -131,22 +68,15 @@ class DbmaintFleet:
             text = reply.read().decode()
         return histogram_buckets(text, name)
 
-    def pids(self) -> dict[str, int]:
-        return {service.name: service.pid for service in self.services}
-
-    def stop(self) -> dict[str, int | None]:
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
-        codes = stop_all(self.workers)
-        if self.manager is not None:
-            codes.update(stop_all([self.manager]))
+    def stop(self, timeout: float = STOP_TIMEOUT) -> dict[str, int | None]:
+        codes = super().stop(timeout)
         self.exit_codes.update(codes)
         return codes
 
     def findings(self) -> dict[str, list[str]]:
         """WARNING/ERROR/CRITICAL/traceback lines of each process log (only processes that have some)."""
-        return {service.name: lines for service in self.services if (lines := service.findings())}
+        current = [*self.workers.values(), *([self.manager] if self.manager else [])]
+        return {process.name: lines for process in current if (lines := findings(process))}
 
 
 @contextmanager

@@ -29,8 +29,8 @@ import grpc
 from sqlalchemy.engine import make_url
 
 from bench.ops import OPERATIONS, run_operation
-from bench.procs import free_port
 from bench.workload import build_target
+from dbmaint.local import free_port
 from dbmaint.operations import JobStatus, Operation, OperationReport
 from manager_service.domain import ChildOutcome, MaintenanceSpec, StartRequest
 from manager_service.store.sqlalchemy_store import open_store

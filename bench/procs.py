@@ -1,4 +1,6 @@
-"""Processes the benchmark starts, and what /proc says about them (CPU time, memory).
+"""What /proc says about the processes the benchmark starts (CPU time, memory), and what their logs warn of.
+
+The processes themselves are ``dbmaint.local.ServiceProcess``es (the dbmaint fleet a ``LocalFleet``).
 
 CPU time of a process is ``utime + stime + cutime + cstime`` from ``/proc/<pid>/stat`` (its own time plus
 that of its children it has waited for), in clock ticks (``SC_CLK_TCK``, usually 10 ms). A runner takes a
@@ -12,56 +14,15 @@ from __future__ import annotations
 import os
 import re
 import resource
-import signal
-import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
-T = TypeVar("T")
+from dbmaint.local import ServiceProcess
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 LOG_FINDING = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
 MAX_FINDINGS = 20
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This environment without ``DBMAINT_*`` settings (everything is passed as flags), unbuffered."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DBMAINT_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
-
-
-def wait_until(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Call ``probe`` until it returns something truthy; exceptions count as "not yet"."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = probe()
-            if value:
-                return value
-        except ProcessExited:
-            raise
-        except Exception as error:
-            last_error = error
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what} within {timeout:g}s (last error: {last_error!r})")
-        time.sleep(interval)
-
-
-class ProcessExited(RuntimeError):
-    """A service process ended while the benchmark still needed it."""
 
 
 # -- /proc --------------------------------------------------------------------------------------------------------
@@ -166,83 +127,18 @@ class CpuMeter:
         return measured
 
 
-# -- service processes ------------------------------------------------------------------------------------------
+# -- logs -------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Service:
-    """One process the benchmark started; its output goes to ``log``."""
-
-    name: str
-    argv: list[str]
-    log: Path
-    env: dict[str, str] = field(default_factory=clean_env)
-    cwd: Path | None = None
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Service:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.cwd or self.log.parent,
-                start_new_session=True,
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None, f"{self.name} was not started"
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def check_alive(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise ProcessExited(f"{self.name} exited with code {self.process.returncode}; log {self.log}")
-
-    def terminate(self) -> None:
-        if self.alive():
-            assert self.process is not None
-            self.process.send_signal(signal.SIGTERM)
-
-    def wait_or_kill(self, timeout: float) -> int | None:
-        if self.process is None:
-            return None
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-            return None
-
-    def log_lines(self) -> list[str]:
-        try:
-            return self.log.read_text(errors="replace").splitlines()
-        except OSError:
-            return []
-
-    def findings(self) -> list[str]:
-        """Log lines with WARNING, ERROR, CRITICAL or a traceback (the first MAX_FINDINGS)."""
-        return [line for line in self.log_lines() if LOG_FINDING.search(line)][:MAX_FINDINGS]
+def findings(process: ServiceProcess) -> list[str]:
+    """Log lines with WARNING, ERROR, CRITICAL or a traceback (the first MAX_FINDINGS)."""
+    return [line for line in process.log_lines() if LOG_FINDING.search(line)][:MAX_FINDINGS]
 
 
 def timed_run(name: str, argv: list[str], log: Path, timeout: float) -> tuple[float, int | None]:
-    """Run ``argv`` to its end as a ``Service`` (output to ``log``): (seconds from just before the process is
-    started to its exit, its exit code; None when it was killed at ``timeout``). Process start is included."""
+    """Run ``argv`` to its end as a ``ServiceProcess`` (output to ``log``): (seconds from just before the
+    process is started to its exit, its exit code; None when it was killed at ``timeout``). Process start is
+    included."""
     began = time.perf_counter()
-    code = Service(name, argv, log).start().wait_or_kill(timeout)
+    code = ServiceProcess(name, argv, log).start().wait_or_kill(timeout)
     return time.perf_counter() - began, code
-
-
-def stop_all(services: Iterable[Service], timeout: float = 20.0) -> dict[str, int | None]:
-    """SIGTERM to all, then wait (SIGKILL after ``timeout``); returns each exit code (None: killed)."""
-    services = list(services)
-    for service in services:
-        service.terminate()
-    return {service.name: service.wait_or_kill(timeout) for service in services}

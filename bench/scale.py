@@ -245,7 +245,7 @@ def run_once(
         child_jobs = all_children(running.stub, response.parent.id)
         gap = dispatch_gap(running)
     completed = [c for c in child_jobs if c.status == pb.JOB_STATUS_COMPLETED]
-    received = worker_received(line for worker in running.workers for line in worker.log_lines())
+    received = worker_received(line for worker in running.workers.values() for line in worker.log_lines())
     times = child_times(reply.job, child_jobs, received)
     latencies = assignment_latency(times, {i.worker_id: int(i.slots) for i in infos})
     error = (

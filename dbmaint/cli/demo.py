@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -28,13 +24,12 @@ from dbmaint.cli.client import (
     EXIT_OK,
     EXIT_REJECTED,
     EXIT_UNREACHABLE,
-    MANAGER,
     CliError,
     ManagerClient,
-    health_status,
 )
 from dbmaint.cli.render import format_bytes, format_seconds, print_outcome, watch_view
 from dbmaint.cli.watch import WatchState, follow
+from dbmaint.local import LocalFleet, ProcessExited, StartTimeout
 from dbmaint.operations import Operation
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.wire import operation_to_proto
@@ -150,74 +145,6 @@ def describe_demo_db(path: Path, stats: SqliteStats) -> str:
     )
 
 
-# -- processes --------------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def child_environment() -> dict[str, str]:
-    """This environment without DBMAINT_* settings (the demo passes everything as flags), unbuffered."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DBMAINT_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-@dataclass
-class Service:
-    """A manager or worker process of the demo, its output going to ``log``."""
-
-    name: str
-    argv: list[str]
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=child_environment(),
-                start_new_session=True,  # Ctrl-C reaches the demo only; it stops the fleet in order
-            )
-
-    def check_alive(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise CliError(
-                f"{self.name} exited with code {self.process.returncode}{self.last_words()}", EXIT_FAILURE
-            )
-
-    def last_words(self) -> str:
-        """The last line of the log as ": <line>" ("" for an empty log), to say why the process ended."""
-        try:
-            lines = self.log.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return f": {lines[-1].strip()}" if lines else ""
-
-    def terminate(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-
-    def wait(self, timeout: float) -> int | None:
-        """Waits up to ``timeout`` for the exit, then SIGKILLs. Returns the exit code (None if never started)."""
-        process = self.process
-        if process is None:
-            return None
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        return process.returncode
-
-
 # -- the demo ---------------------------------------------------------------------------------------------------
 
 
@@ -228,35 +155,9 @@ class Demo:
         self.rows = rows
         self.timeout = timeout
         self.logs = workdir / "logs"
-        self.address = f"127.0.0.1:{free_port()}"
         self.databases = {name: workdir / f"{name}.db" for name in DEMO_TARGETS}
-        python = sys.executable
-        self.manager = Service(
-            "manager",
-            [
-                *(python, "-m", "manager_service"),
-                *("--listen", self.address),
-                *("--database-url", f"sqlite:///{workdir / 'manager.db'}"),
-                *("--log-level", "INFO"),
-            ],
-            self.logs / "manager.log",
-        )
-        targets = [arg for name, db in self.databases.items() for arg in ("--target", f"{name}=sqlite:///{db}")]
-        self.workers = [
-            Service(
-                worker_id,
-                [
-                    *(python, "-m", "worker_service"),
-                    *("--manager", self.address),
-                    *targets,
-                    *("--slots", "2"),
-                    *("--worker-id", worker_id),
-                    *("--log-level", "INFO"),
-                ],
-                self.logs / f"{worker_id}.log",
-            )
-            for worker_id in WORKER_IDS
-        ]
+        self.fleet = LocalFleet(workdir, store_url=f"sqlite:///{workdir / 'manager.db'}", log_dir=self.logs)
+        self.address = self.fleet.address
 
     def say(self, text: str, style: str = "") -> None:
         self.console.print(Text(text, style=style))
@@ -270,35 +171,20 @@ class Demo:
             self.say(f"  target {name}: {describe_demo_db(path, stats)}")
 
     def start_fleet(self) -> None:
+        """The manager, SERVING, then the workers, all connected: within START_TIMEOUT in all."""
         started = time.monotonic()
-        self.say(f"starting the manager on {self.address} and {len(self.workers)} workers (logs: {self.logs})")
-        self.manager.start()
-        deadline = started + START_TIMEOUT
-        while True:
-            self.manager.check_alive()
-            try:
-                if health_status(self.address, timeout=1.0, what=MANAGER) == "SERVING":
-                    break
-            except CliError as error:
-                if time.monotonic() > deadline:
-                    raise CliError(f"{error.message} (after {START_TIMEOUT:g}s)", EXIT_UNREACHABLE) from None
-            time.sleep(0.1)
-        self.say(f"  manager SERVING after {format_seconds(time.monotonic() - started)}")
-        for worker in self.workers:
-            worker.start()
-        with ManagerClient(self.address, self.timeout) as client:
-            while True:
-                for service in (self.manager, *self.workers):
-                    service.check_alive()
-                connected = {worker.worker_id for worker in client.workers().workers}
-                if connected >= set(WORKER_IDS):
-                    break
-                if time.monotonic() > deadline:
-                    missing = ", ".join(sorted(set(WORKER_IDS) - connected))
-                    raise CliError(
-                        f"workers {missing} did not connect within {START_TIMEOUT:g}s", EXIT_UNREACHABLE
-                    )
-                time.sleep(0.1)
+        self.say(f"starting the manager on {self.address} and {len(WORKER_IDS)} workers (logs: {self.logs})")
+        try:
+            self.fleet.start_manager("--log-level", "INFO", timeout=START_TIMEOUT)
+            self.say(f"  manager SERVING after {format_seconds(time.monotonic() - started)}")
+            targets = {name: f"sqlite:///{db}" for name, db in self.databases.items()}
+            for worker_id in WORKER_IDS:
+                self.fleet.start_worker(worker_id, "--log-level", "INFO", targets=targets, slots=2, wait=False)
+            self.fleet.wait_workers(WORKER_IDS, max(0.0, started + START_TIMEOUT - time.monotonic()))
+        except ProcessExited as error:
+            raise CliError(error.headline, EXIT_FAILURE) from None
+        except StartTimeout as error:
+            raise CliError(error.headline, EXIT_UNREACHABLE) from None
         self.say(f"  workers {', '.join(WORKER_IDS)} connected after {format_seconds(time.monotonic() - started)}")
 
     def run_maintenance(self) -> tuple[WatchState, float]:
@@ -330,17 +216,14 @@ class Demo:
 
     def stop_fleet(self) -> bool:
         """SIGTERMs the workers (they drain), then the manager. True if every process exited 0 on SIGTERM."""
-        clean = True
-        for group in (self.workers, [self.manager]):
-            started = [service for service in group if service.process is not None]
-            for service in started:
-                service.terminate()
-            for service in started:
-                code = service.wait(STOP_TIMEOUT)
-                if code != 0:
-                    clean = False
-                    self.say(f"  {service.name} exited with code {code} (log: {service.log})", "yellow")
-        return clean
+        codes = self.fleet.stop(STOP_TIMEOUT)
+        for name, code in codes.items():
+            log = self.fleet.log_path(name)
+            if code is None:
+                self.say(f"  {name} did not exit within {STOP_TIMEOUT:g}s and was killed (log: {log})", "yellow")
+            elif code != 0:
+                self.say(f"  {name} exited with code {code} (log: {log})", "yellow")
+        return all(code == 0 for code in codes.values())
 
 
 def run_demo(console: Console, workdir: Path | None, keep: bool, rows: int, timeout: float) -> int:

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from dbmaint.cli.main import main
+from dbmaint.local import free_port
 from tests.cli.fake_manager import FakeManager
 from tests.cli.helpers import Run
 
@@ -33,7 +33,4 @@ def cli(fake: FakeManager, capsys: pytest.CaptureFixture[str]) -> Callable[..., 
 @pytest.fixture
 def closed_port() -> int:
     """A port nothing listens on (bound, read, released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return free_port()

@@ -19,8 +19,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -40,6 +38,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
 from dbmaint.cli.demo_postgres import DEMO_TABLE
+from dbmaint.local import ServiceProcess, free_port
 from tests.support.servers import fresh_postgres_database, require_postgres
 from worker_service.config import ENV_TARGET_PASSWORD, parse_targets, secret_key
 
@@ -400,13 +399,6 @@ def freelist_count(path: Path) -> int:
         connection.close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def query(url: URL, sql: str, **params: Any) -> list[tuple[Any, ...]]:
     engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 3})
     try:
@@ -440,17 +432,15 @@ class Container:
     env: dict[str, str]
     healthcheck: list[str] | None
     log: Path
-    process: subprocess.Popen[bytes] | None = None
+    process: ServiceProcess | None = None
 
     @property
     def name(self) -> str:
         return f"{self.service}-{self.replica + 1}"
 
     def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env
-            )
+        # The environment compose gives the service (DBMAINT_* included), not a cleaned one; the folder stays ours.
+        self.process = ServiceProcess(self.name, self.argv, self.log, self.env, cwd=Path.cwd()).start()
 
     def healthy(self) -> bool:
         assert self.healthcheck is not None
@@ -609,7 +599,7 @@ class LocalCompose:
                 assert code == 0, f"{container.name} exited with {code}\n{self.logs()}"
             elif condition == "service_healthy":
                 while not container.healthy():
-                    assert container.process.poll() is None, f"{container.name} exited\n{self.logs()}"
+                    assert container.process.alive(), f"{container.name} exited\n{self.logs()}"
                     assert time.monotonic() < deadline, f"{container.name} never became healthy\n{self.logs()}"
                     time.sleep(0.25)
             else:
@@ -633,17 +623,16 @@ class LocalCompose:
     def stop(self, name: str) -> list[int]:
         """SIGTERM every replica, wait for each (up to its stop_grace_period); the exit codes."""
         grace = duration(str(self.compose["services"][name].get("stop_grace_period", "10s")))
-        running = [c.process for c in self.containers[name] if c.process is not None and c.process.poll() is None]
+        running = [c.process for c in self.containers[name] if c.process is not None and c.process.alive()]
         for process in running:
-            process.send_signal(signal.SIGTERM)
+            process.terminate()
         return [process.wait(timeout=grace) for process in running]
 
     def kill_all(self) -> None:
         for containers in self.containers.values():
             for container in containers:
-                if container.process is not None and container.process.poll() is None:
-                    container.process.kill()
-                    container.process.wait()
+                if container.process is not None:
+                    container.process.kill9()
 
     def logs(self) -> str:
         parts = []

@@ -24,10 +24,11 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import URL
 
+from dbmaint.local import ServiceProcess
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 from tests.support.polling import run_async, wait_for
-from tests.support.processes import Cluster, Proc
+from tests.support.processes import Cluster
 from tests.support.targets import integrity_ok, make_sqlite_target
 from tests.worker.postgresql.helpers import connect, make_table, table_stats, worker_backends
 
@@ -66,7 +67,7 @@ def _wait_succeeded(fleet: Cluster, parent_id: str, at_least: int, timeout: floa
     return wait_for(probe, timeout=timeout, interval=0.02, message=lambda: fleet.describe(parent_id)[:3000])
 
 
-def _started_job_ids(workers: Iterable[Proc]) -> Counter[str]:
+def _started_job_ids(workers: Iterable[ServiceProcess]) -> Counter[str]:
     """How many times the workers (``--log-format json``) started each child, over all their lives."""
     return Counter(
         str(line["job_id"])
@@ -197,7 +198,7 @@ def test_a_worker_can_reuse_the_id_of_a_stream_that_hung_up_after_hello(fleet: C
         ),
     )
     assert "ALREADY_EXISTS" not in worker.log()
-    fleet.wait_worker(reused, worker)
+    fleet.wait_worker(reused)
 
 
 # -- 3. a graceful manager restart --------------------------------------------------------------------------------
@@ -249,7 +250,9 @@ NATURAL_VACUUM = 40.0  # seconds the injected fault makes the SQLite VACUUM take
 WITHIN_RECONNECT = 10.0  # seconds after the worker reconnects by which the child must be CANCELLED
 
 
-def _cancel_while_the_worker_is_away(fleet: Cluster, worker: Proc, parent_id: str, how: str) -> pb.GetJobResponse:
+def _cancel_while_the_worker_is_away(
+    fleet: Cluster, worker: ServiceProcess, parent_id: str, how: str
+) -> pb.GetJobResponse:
     """Freeze the worker (SIGSTOP: its operation and its connections stay), restart the manager on the same store
     (``how``: kill -9, SIGTERM, or kill -9 and once more right after the cancel is stored), cancel the parent
     there before the worker is back, thaw the worker and wait for it to reconnect; returns the parent once it is
@@ -264,7 +267,7 @@ def _cancel_while_the_worker_is_away(fleet: Cluster, worker: Proc, parent_id: st
             fleet.restart_manager(graceful=False)  # stored, never sent: the next manager has only the store
     finally:
         worker.thaw()
-    fleet.wait_worker(worker.name, worker)
+    fleet.wait_worker(worker.name)
     return wait_for(
         lambda: _terminal(fleet, parent_id),
         timeout=WITHIN_RECONNECT,
@@ -380,7 +383,7 @@ class Span:
     end: datetime
 
 
-def _spans(worker: Proc, killed_at: list[datetime]) -> list[Span]:
+def _spans(worker: ServiceProcess, killed_at: list[datetime]) -> list[Span]:
     """The attempts a worker process ran over all its lives (one per start line in its log; life ``k`` ended at
     ``killed_at[k]``, the last one is still running)."""
     spans: list[Span] = []
@@ -447,12 +450,14 @@ def _overlaps(spans: Iterable[Span]) -> list[str]:
     return found
 
 
-def _outcome_lines(workers: Iterable[Proc]) -> int:
+def _outcome_lines(workers: Iterable[ServiceProcess]) -> int:
     """How many results the workers have logged (each is sent to the manager right after its line)."""
     return sum(1 for worker in workers for line in worker.json_lines() if OUTCOME_LINE.match(str(line["message"])))
 
 
-def _wait_for_a_fresh_result(fleet: Cluster, workers: Iterable[Proc], parent_id: str, timeout: float) -> None:
+def _wait_for_a_fresh_result(
+    fleet: Cluster, workers: Iterable[ServiceProcess], parent_id: str, timeout: float
+) -> None:
     """Poll until a worker logs a result it had not logged when called (it is sent right after its line)."""
     workers = list(workers)
     reported = _outcome_lines(workers)
@@ -464,7 +469,9 @@ def _wait_for_a_fresh_result(fleet: Cluster, workers: Iterable[Proc], parent_id:
     )
 
 
-def _wait_for_a_busy_worker(fleet: Cluster, parent_id: str, workers: dict[str, Proc], timeout: float) -> str:
+def _wait_for_a_busy_worker(
+    fleet: Cluster, parent_id: str, workers: dict[str, ServiceProcess], timeout: float
+) -> str:
     """Poll until a worker is running an operation (its log says it started the child's attempt and nothing
     after); returns its name."""
     return wait_for(
@@ -475,7 +482,7 @@ def _wait_for_a_busy_worker(fleet: Cluster, parent_id: str, workers: dict[str, P
     )
 
 
-def _busy_worker(fleet: Cluster, parent_id: str, workers: dict[str, Proc]) -> str | None:
+def _busy_worker(fleet: Cluster, parent_id: str, workers: dict[str, ServiceProcess]) -> str | None:
     reply = fleet.get(parent_id)
     for child in reply.children:
         if child.status != RUNNING or child.worker_id not in workers:

@@ -12,9 +12,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from dbmaint.local import free_port
 from dbmaint.v1 import maintenance_pb2 as pb
 from tests.support.polling import wait_for
-from tests.support.processes import Cluster, free_port
+from tests.support.processes import Cluster
 from tests.support.targets import integrity_ok, make_sqlite_target, sqlite_stats
 
 # The whole suite runs with the job store on SQLite and on PostgreSQL.
@@ -271,7 +272,7 @@ def test_manager_sigterm_exits_zero_and_workers_come_back(fleet: Cluster, tmp_pa
     assert worker.alive(), "a worker outlives its manager and reconnects"
 
     fleet.start_manager()
-    fleet.wait_worker("w1", worker)
+    fleet.wait_worker("w1")
     created = fleet.create(["kappa"], [pb.OPERATION_OPTIMIZE])
     assert fleet.wait_status(created.parent.id, COMPLETED).job.status == COMPLETED
 

@@ -13,16 +13,17 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from dbmaint.local import ServiceProcess, clean_env
 from dbmaint.v1 import maintenance_pb2 as pb
 from tests.support.polling import wait_for
-from tests.support.processes import REPO_ROOT, Cluster, Proc, _clean_env
+from tests.support.processes import REPO_ROOT, Cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("store_backend", ["postgresql"], indirect=True)]
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
-def _hostile_worker(fleet: Cluster, name: str, worker_id: str, target: str, error: str = "") -> Proc:
+def _hostile_worker(fleet: Cluster, name: str, worker_id: str, target: str, error: str = "") -> ServiceProcess:
     """``worker_id`` and ``error`` are passed with Python escapes (a NUL cannot travel in argv)."""
     args = [
         sys.executable,
@@ -37,9 +38,8 @@ def _hostile_worker(fleet: Cluster, name: str, worker_id: str, target: str, erro
         "--error",
         error,
     ]
-    proc = Proc(name, args, _clean_env({"PYTHONPATH": str(REPO_ROOT)}), fleet.workdir / f"{name}.log").start()
-    fleet.processes.append(proc)
-    return proc
+    env = clean_env({"PYTHONPATH": str(REPO_ROOT)})
+    return fleet.launch(ServiceProcess(name, args, fleet.workdir / f"{name}.log", env))
 
 
 def _manager_up(fleet: Cluster) -> bool:

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
+from dbmaint.local import ServiceProcess
 from dbmaint.v1 import maintenance_pb2 as pb
 from tests.support.polling import wait_for
-from tests.support.processes import Cluster, Proc
+from tests.support.processes import Cluster
 from tests.support.targets import make_sqlite_target, write_locked
 from tests.worker.postgresql.helpers import make_table, slow_vacuums, table_stats, vacuum_progress
 
@@ -40,7 +41,7 @@ def attempt_2_on_b(child: pb.Job) -> bool:
     return child.status == RUNNING and child.attempt == 2 and child.worker_id == "wb"
 
 
-def freeze_past_the_lease(fleet: Cluster, parent: str, frozen: Proc) -> pb.Job:
+def freeze_past_the_lease(fleet: Cluster, parent: str, frozen: ServiceProcess) -> pb.Job:
     frozen.signal(signal.SIGSTOP)
     return fleet.wait_child(parent, attempt_2_on_b, timeout=30)
 

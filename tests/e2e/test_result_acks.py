@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from dbmaint.local import ServiceProcess
 from dbmaint.v1 import maintenance_pb2 as pb
 from tests.support.polling import wait_for
-from tests.support.processes import Cluster, Proc
+from tests.support.processes import Cluster
 from tests.support.proxy import TcpProxy
 from tests.support.targets import integrity_ok, make_sqlite_target
 
@@ -39,7 +40,7 @@ def listed_workers(fleet: Cluster) -> set[str]:
     return {w.worker_id for w in fleet.stub.ListWorkers(pb.ListWorkersRequest(), timeout=5).workers}
 
 
-def lost_lines(worker: Proc) -> list[str]:
+def lost_lines(worker: ServiceProcess) -> list[str]:
     return [line for line in worker.log().splitlines() if STREAM_LOST in line and " lost" in line]
 
 
@@ -88,7 +89,7 @@ def test_both_sides_notice_a_black_holed_link_within_seconds(fleet: Cluster, tmp
         assert worker_noticed < NOTICE_WITHIN, lost_lines(worker)
         assert manager_noticed < NOTICE_WITHIN
         link.heal()
-        fleet.wait_worker("w1", worker)  # back through the healed link
+        fleet.wait_worker("w1")  # back through the healed link
 
 
 def test_a_healthy_idle_stream_is_not_dropped_for_too_many_pings(

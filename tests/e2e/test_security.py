@@ -17,10 +17,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dbmaint.auth import TlsFiles, sync_channel
+from dbmaint.local import ServiceProcess, clean_env, free_port
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 from tests.support.polling import wait_for
-from tests.support.processes import REPO_ROOT, Proc, _clean_env, free_port
+from tests.support.processes import REPO_ROOT
 from tests.support.targets import integrity_ok, make_sqlite_target, sqlite_stats
 
 CLIENT_TOKEN = "c-7d1f0a6b2e5c4d3a"
@@ -45,7 +46,7 @@ def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Secured:
     address: str
     tls_dir: Path
-    manager: Proc
+    manager: ServiceProcess
     workdir: Path
 
     def tls(self, who: str | None) -> TlsFiles:
@@ -68,7 +69,7 @@ class Secured:
     def cli(self, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(Path(sys.executable).parent / "dbmaint"), "--manager", self.address, "--timeout", "10", *args],
-            env=_clean_env(env),
+            env=clean_env(env),
             capture_output=True,
             text=True,
             timeout=120,
@@ -82,7 +83,7 @@ class Secured:
 @pytest.fixture
 def secured(tmp_path: Path, tls_dir: Path) -> Iterator[Secured]:
     address = f"127.0.0.1:{free_port()}"
-    manager = Proc(
+    manager = ServiceProcess(
         "manager",
         [
             sys.executable,
@@ -99,8 +100,8 @@ def secured(tmp_path: Path, tls_dir: Path) -> Iterator[Secured]:
             "--tls-client-ca",
             str(tls_dir / "ca.pem"),
         ],
-        _clean_env({"DBMAINT_CLIENT_TOKENS": f"old-token,{CLIENT_TOKEN}", "DBMAINT_WORKER_TOKENS": WORKER_TOKEN}),
         tmp_path / "manager.log",
+        clean_env({"DBMAINT_CLIENT_TOKENS": f"old-token,{CLIENT_TOKEN}", "DBMAINT_WORKER_TOKENS": WORKER_TOKEN}),
     ).start()
     setup = Secured(address, tls_dir, manager, tmp_path)
     health = health_pb2_grpc.HealthStub(sync_channel(address, setup.tls("cli")))
@@ -115,10 +116,12 @@ def secured(tmp_path: Path, tls_dir: Path) -> Iterator[Secured]:
         wait_for(serving, timeout=30, message=lambda: manager.log())
         yield setup
     finally:
-        manager.stop()
+        manager.kill9()
 
 
-def _worker(setup: Secured, target: Path, token: str, cert: str = "worker", worker_id: str = "tls-worker") -> Proc:
+def _worker(
+    setup: Secured, target: Path, token: str, cert: str = "worker", worker_id: str = "tls-worker"
+) -> ServiceProcess:
     env = {
         "DBMAINT_WORKER_TOKEN": token,
         "DBMAINT_TLS_CA": str(setup.tls_dir / "ca.pem"),
@@ -127,7 +130,7 @@ def _worker(setup: Secured, target: Path, token: str, cert: str = "worker", work
     }
     args = [sys.executable, "-m", "worker_service", "--manager", setup.address, "--worker-id", worker_id]
     args += ["--target", f"demo=sqlite:///{target}"]
-    return Proc(worker_id, args, _clean_env(env), setup.workdir / f"{worker_id}.log").start()
+    return ServiceProcess(worker_id, args, setup.workdir / f"{worker_id}.log", clean_env(env)).start()
 
 
 def test_mtls_and_tokens_end_to_end(secured: Secured) -> None:
@@ -150,7 +153,7 @@ def test_mtls_and_tokens_end_to_end(secured: Secured) -> None:
         listed = secured.cli("list", env=secured.client_env(CLIENT_TOKEN))
         assert listed.returncode == 0 and "completed" in listed.stdout.lower(), listed.stderr
     finally:
-        worker.stop()
+        worker.kill9()
     logs = secured.manager.log() + worker.log()
     for secret in SECRETS:
         assert secret not in logs, "a token was written to a log"
@@ -196,4 +199,4 @@ def test_what_each_wrong_credential_gets(secured: Secured) -> None:
         wait_for(lambda: "PERMISSION_DENIED" in intruder.log(), timeout=30, message=lambda: intruder.log())
         assert _workers(secured) == []
     finally:
-        intruder.stop()
+        intruder.kill9()

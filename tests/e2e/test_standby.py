@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,10 +16,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from dbmaint.local import LocalFleet, ServiceProcess
 from dbmaint.v1 import maintenance_pb2 as pb
 from manager_service.server import MAINTENANCE_SERVICE, WORKER_SERVICE
 from tests.support.polling import wait_for
-from tests.support.processes import Cluster, Proc, _clean_env, cluster, free_port
+from tests.support.processes import Cluster, cluster
 from tests.support.proxy import TcpProxy
 from tests.support.servers import fresh_postgres_database
 from tests.support.targets import make_sqlite_target
@@ -50,7 +50,7 @@ def _health(fleet: Cluster) -> tuple[int, int, int]:
     return (fleet.health(""), fleet.health(MAINTENANCE_SERVICE), fleet.health(WORKER_SERVICE))
 
 
-def _starts(*workers: Proc) -> Counter[str]:
+def _starts(*workers: ServiceProcess) -> Counter[str]:
     """How many times each child was started, from the workers' JSON logs."""
     counts: Counter[str] = Counter()
     for worker in workers:
@@ -186,17 +186,8 @@ def test_a_leader_frozen_past_its_lease_is_replaced_and_on_waking_commits_nothin
 def test_a_second_manager_process_on_one_sqlite_store_exits_naming_the_lock_file(tmp_path: Path) -> None:
     with cluster(tmp_path) as fleet:
         fleet.start_manager()
-        args = [
-            sys.executable,
-            "-m",
-            "manager_service",
-            "--listen",
-            f"127.0.0.1:{free_port()}",
-            "--database-url",
-            fleet.store_url,
-        ]
-        second = Proc("manager-2", args, _clean_env({}), tmp_path / "manager-2.log").start()
-        fleet.processes.append(second)
+        args = LocalFleet(tmp_path, store_url=fleet.store_url).manager_argv()  # another port, the same store
+        second = fleet.launch(ServiceProcess("manager-2", args, tmp_path / "manager-2.log"))
         assert second.wait(30) == 2, second.log()
         assert f"{tmp_path / 'jobs.db.manager-lock'}" in second.log()
         assert "Traceback" not in second.log()

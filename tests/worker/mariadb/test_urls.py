@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import URL, make_url
 
+from dbmaint.local import free_port
 from dbmaint.operations import CHILD_JOB_TYPE, JobStatus, Operation
-from tests.support.processes import free_port
 from worker_service.cancel import CancelToken
 from worker_service.config import TargetSpec
 from worker_service.engines import EngineUnavailable, default_registry

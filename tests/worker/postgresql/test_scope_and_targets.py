@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.engine import URL, make_url
 
+from dbmaint.local import free_port
 from dbmaint.operations import CHILD_JOB_TYPE, JobStatus, Operation, TableScope
-from tests.support.processes import free_port
 from worker_service.cancel import CancelToken
 from worker_service.engines import EngineUnavailable, OperationFailed, default_registry
 from worker_service.engines.postgresql import PostgresqlEngine, sanitize
