@@ -27,9 +27,9 @@ from sqlalchemy.engine import URL
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 from tests.support.polling import run_async, wait_for
+from tests.support.postgresql import connect, make_table, table_stats, worker_backends
 from tests.support.processes import Cluster, Proc
 from tests.support.targets import integrity_ok, make_sqlite_target
-from tests.worker.postgresql.helpers import connect, make_table, table_stats, worker_backends
 
 pytestmark = pytest.mark.e2e
 
