@@ -3,6 +3,7 @@ job store's URL on both stores, sample SQLite targets, and the CLI against an in
 
 from __future__ import annotations
 
+import inspect
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,17 @@ from tests.support.cli import Run
 from tests.support.fake_manager_for_cli import FakeManager
 from tests.support.servers import fresh_mariadb_database, fresh_postgres_database
 from tests.support.worker import make_db
+
+# An async test is bounded more tightly than the suite's 300 s: a hung stream or a lost wake-up fails within a
+# minute, naming the test (a test that needs longer says so with its own ``@pytest.mark.timeout``).
+ASYNC_TEST_TIMEOUT = 60
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        test = getattr(item, "obj", None)
+        if inspect.iscoroutinefunction(test) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(ASYNC_TEST_TIMEOUT))
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ from manager_service.domain import Job, Progress
 from manager_service.server import ManagerServer
 from tests.support.polling import assert_eventually as assert_eventually  # re-exported for the tests
 from tests.support.polling import eventually as eventually
-from tests.support.polling import run_async as run_async
 
 T = TypeVar("T")
 

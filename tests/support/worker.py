@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.support.polling import eventually as eventually  # re-exported for the tests
-from tests.support.polling import run_async, wait_for
+from tests.support.polling import wait_for
 from tests.support.polling import within as within
 from tests.support.targets import make_sqlite_target
 
 # The names these tests use for the shared polling helpers.
-run = run_async
 wait_until = wait_for
 
 T = TypeVar("T")

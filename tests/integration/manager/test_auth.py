@@ -18,7 +18,7 @@ from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 from manager_service.auth import AuthPolicy, Role, bearer_token, decide
 from manager_service.config import parse_config
-from tests.support.manager import Manager, run_async, running_manager
+from tests.support.manager import Manager, running_manager
 
 OK = grpc.StatusCode.OK
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
@@ -175,50 +175,40 @@ def _expected(role: Role, allowed: grpc.StatusCode, credential: str) -> grpc.Sta
     return allowed if credential == role.value else DENIED
 
 
-def test_authorization_matrix_and_refused_calls_change_nothing(tmp_path: Path) -> None:
-    async def body() -> None:
-        async with running_manager(tmp_path, auth=POLICY) as m:
-            seen: dict[tuple[str, str], grpc.StatusCode] = {}
-            for rpc, (call, _, _) in RPCS.items():
-                for credential, md in CREDENTIALS.items():
-                    seen[(rpc, credential)] = await _status(call, m, md)
-            expected = {
-                (rpc, credential): _expected(role, allowed, credential)
-                for rpc, (_, role, allowed) in RPCS.items()
-                for credential in CREDENTIALS
-            }
-            assert seen == expected
-            # Only the one authorized CreateMaintenance created anything.
-            jobs = await m.api.ListJobs(pb.ListJobsRequest(), metadata=auth(ROTATED_CLIENT_TOKEN))
-            assert [j.type for j in jobs.jobs if not j.parent_id] == ["database_maintenance_parent"]
-            # Health stays open, and so does reflection (on by default).
-            health = health_pb2_grpc.HealthStub(m.channel)
-            assert (
-                await health.Check(health_pb2.HealthCheckRequest())
-            ).status == health_pb2.HealthCheckResponse.SERVING
-            reflection = reflection_pb2_grpc.ServerReflectionStub(m.channel)
-            replies = reflection.ServerReflectionInfo(
-                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
-            )
-            services = [s.name async for reply in replies for s in reply.list_services_response.service]
-            assert "dbmaint.v1.MaintenanceService" in services
-
-    run_async(body())
+async def test_authorization_matrix_and_refused_calls_change_nothing(tmp_path: Path) -> None:
+    async with running_manager(tmp_path, auth=POLICY) as m:
+        seen: dict[tuple[str, str], grpc.StatusCode] = {}
+        for rpc, (call, _, _) in RPCS.items():
+            for credential, md in CREDENTIALS.items():
+                seen[(rpc, credential)] = await _status(call, m, md)
+        expected = {
+            (rpc, credential): _expected(role, allowed, credential)
+            for rpc, (_, role, allowed) in RPCS.items()
+            for credential in CREDENTIALS
+        }
+        assert seen == expected
+        # Only the one authorized CreateMaintenance created anything.
+        jobs = await m.api.ListJobs(pb.ListJobsRequest(), metadata=auth(ROTATED_CLIENT_TOKEN))
+        assert [j.type for j in jobs.jobs if not j.parent_id] == ["database_maintenance_parent"]
+        # Health stays open, and so does reflection (on by default).
+        health = health_pb2_grpc.HealthStub(m.channel)
+        assert (
+            await health.Check(health_pb2.HealthCheckRequest())
+        ).status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(m.channel)
+        replies = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        services = [s.name async for reply in replies for s in reply.list_services_response.service]
+        assert "dbmaint.v1.MaintenanceService" in services
 
 
-def test_reflection_can_be_switched_off(tmp_path: Path) -> None:
-    async def body() -> None:
-        async with running_manager(tmp_path, reflection=False) as m:
-            reflection = reflection_pb2_grpc.ServerReflectionStub(m.channel)
-            replies = reflection.ServerReflectionInfo(
-                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
-            )
-            with pytest.raises(grpc.aio.AioRpcError) as error:
-                async for _ in replies:
-                    pass
-            assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
-
-    run_async(body())
+async def test_reflection_can_be_switched_off(tmp_path: Path) -> None:
+    async with running_manager(tmp_path, reflection=False) as m:
+        reflection = reflection_pb2_grpc.ServerReflectionStub(m.channel)
+        replies = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            async for _ in replies:
+                pass
+        assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_reflection_is_on_for_loopback_and_off_elsewhere_unless_set() -> None:

@@ -22,7 +22,7 @@ from dbmaint.v1 import maintenance_pb2 as pb
 from manager_service.config import parse_config
 from manager_service.errors import LeaseLost, StoreInUse
 from manager_service.server import MAINTENANCE_SERVICE, WORKER_SERVICE
-from tests.support.manager import Manager, eventually, run_async, running_manager
+from tests.support.manager import Manager, eventually, running_manager
 from tests.support.servers import fresh_postgres_database
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -49,157 +49,147 @@ async def _refused(call: object) -> grpc.aio.AioRpcError:
     return refused.value
 
 
-def test_a_second_manager_stands_by_and_refuses_naming_the_holder(tmp_path: Path, pg_url: str) -> None:
-    async def scenario() -> None:
-        async with (
-            running_manager(tmp_path / "a", database_url=pg_url, store_lease=3.0) as leader,
-            running_manager(tmp_path / "b", database_url=pg_url, store_lease=3.0) as standby,
-        ):
-            assert await _health(leader) == (SERVING, SERVING, SERVING)
-            assert await _health(standby) == (SERVING, NOT_SERVING, NOT_SERVING)
-            holder = f"manager {leader.server.manager_id} at {leader.server.advertised_address}"
+@pytest.mark.timeout(60)
+async def test_a_second_manager_stands_by_and_refuses_naming_the_holder(tmp_path: Path, pg_url: str) -> None:
+    async with (
+        running_manager(tmp_path / "a", database_url=pg_url, store_lease=3.0) as leader,
+        running_manager(tmp_path / "b", database_url=pg_url, store_lease=3.0) as standby,
+    ):
+        assert await _health(leader) == (SERVING, SERVING, SERVING)
+        assert await _health(standby) == (SERVING, NOT_SERVING, NOT_SERVING)
+        holder = f"manager {leader.server.manager_id} at {leader.server.advertised_address}"
 
-            create = await _refused(standby.api.CreateMaintenance(pb.CreateMaintenanceRequest(targets=["db"])))
-            assert create.code() == grpc.StatusCode.UNAVAILABLE and holder in (create.details() or "")
-            cancel = await _refused(standby.api.CancelJob(pb.CancelJobRequest(id="x")))
-            assert cancel.code() == grpc.StatusCode.UNAVAILABLE
-            drain = await _refused(standby.api.DrainWorker(pb.DrainWorkerRequest(worker_id="w1")))
-            assert drain.code() == grpc.StatusCode.UNAVAILABLE
+        create = await _refused(standby.api.CreateMaintenance(pb.CreateMaintenanceRequest(targets=["db"])))
+        assert create.code() == grpc.StatusCode.UNAVAILABLE and holder in (create.details() or "")
+        cancel = await _refused(standby.api.CancelJob(pb.CancelJobRequest(id="x")))
+        assert cancel.code() == grpc.StatusCode.UNAVAILABLE
+        drain = await _refused(standby.api.DrainWorker(pb.DrainWorkerRequest(worker_id="w1")))
+        assert drain.code() == grpc.StatusCode.UNAVAILABLE
 
-            worker = standby.worker("w1", ["db"])
-            await worker.open()
-            assert await worker.status() == grpc.StatusCode.UNAVAILABLE
-            assert holder in await worker.details()
+        worker = standby.worker("w1", ["db"])
+        await worker.open()
+        assert await worker.status() == grpc.StatusCode.UNAVAILABLE
+        assert holder in await worker.details()
 
-            created = await leader.create(["db"], [pb.OPERATION_ANALYZE])
-            assert created.created, "the leader acts as before"
-
-    run_async(scenario(), timeout=60)
+        created = await leader.create(["db"], [pb.OPERATION_ANALYZE])
+        assert created.created, "the leader acts as before"
 
 
-def test_a_standby_takes_over_at_once_when_the_leader_shuts_down_cleanly(tmp_path: Path, pg_url: str) -> None:
-    async def scenario() -> None:
-        async with running_manager(tmp_path / "b", database_url=pg_url, store_lease=3.0) as first:
-            created = await first.create(["db"], [pb.OPERATION_ANALYZE])
-            async with running_manager(tmp_path / "a", database_url=pg_url, store_lease=3.0) as second:
-                assert not second.server.leading
-                await first.server.shutdown()  # gives the lease up
+@pytest.mark.timeout(60)
+async def test_a_standby_takes_over_at_once_when_the_leader_shuts_down_cleanly(
+    tmp_path: Path, pg_url: str
+) -> None:
+    async with running_manager(tmp_path / "b", database_url=pg_url, store_lease=3.0) as first:
+        created = await first.create(["db"], [pb.OPERATION_ANALYZE])
+        async with running_manager(tmp_path / "a", database_url=pg_url, store_lease=3.0) as second:
+            assert not second.server.leading
+            await first.server.shutdown()  # gives the lease up
 
-                async def serving() -> bool:
-                    return await _health(second) == (SERVING, SERVING, SERVING)
+            async def serving() -> bool:
+                return await _health(second) == (SERVING, SERVING, SERVING)
 
-                await eventually(serving, timeout=5, message="the standby took over at its next poll (lease/3)")
-                worker = await second.connected_worker("w1", ["db"])
-                (assignment,) = await worker.wait_assignments(1)
-                assert assignment.job_id == created.children[0].id, "rebuilt from the store"
-
-    run_async(scenario(), timeout=60)
+            await eventually(serving, timeout=5, message="the standby took over at its next poll (lease/3)")
+            worker = await second.connected_worker("w1", ["db"])
+            (assignment,) = await worker.wait_assignments(1)
+            assert assignment.job_id == created.children[0].id, "rebuilt from the store"
 
 
-def test_a_leader_that_loses_the_lease_stops_acting_and_stands_by(tmp_path: Path, pg_url: str) -> None:
-    async def scenario() -> None:
-        async with running_manager(tmp_path, database_url=pg_url, store_lease=30.0) as manager:
-            worker = await manager.connected_worker("w1", ["db"])
-            # Another manager takes the store (as after a pause longer than the lease).
-            engine = create_engine(pg_url)
-            with engine.begin() as conn:
-                conn.execute(
-                    text(
-                        "UPDATE store_lease SET holder = 'intruder', address = '10.9.9.9:50051', term = term + 1, "
-                        "expires_at = now() + interval '1 hour'"
-                    )
+@pytest.mark.timeout(60)
+async def test_a_leader_that_loses_the_lease_stops_acting_and_stands_by(tmp_path: Path, pg_url: str) -> None:
+    async with running_manager(tmp_path, database_url=pg_url, store_lease=30.0) as manager:
+        worker = await manager.connected_worker("w1", ["db"])
+        # Another manager takes the store (as after a pause longer than the lease).
+        engine = create_engine(pg_url)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE store_lease SET holder = 'intruder', address = '10.9.9.9:50051', term = term + 1, "
+                    "expires_at = now() + interval '1 hour'"
                 )
-            engine.dispose()
+            )
+        engine.dispose()
 
-            refused = await _refused(manager.api.CreateMaintenance(pb.CreateMaintenanceRequest(targets=["db"])))
-            assert refused.code() == grpc.StatusCode.UNAVAILABLE
-            assert "intruder at 10.9.9.9:50051" in (refused.details() or "")
+        refused = await _refused(manager.api.CreateMaintenance(pb.CreateMaintenanceRequest(targets=["db"])))
+        assert refused.code() == grpc.StatusCode.UNAVAILABLE
+        assert "intruder at 10.9.9.9:50051" in (refused.details() or "")
 
-            async def standing_by() -> bool:
-                return await _health(manager) == (SERVING, NOT_SERVING, NOT_SERVING)
+        async def standing_by() -> bool:
+            return await _health(manager) == (SERVING, NOT_SERVING, NOT_SERVING)
 
-            await eventually(standing_by, timeout=5, message="NOT_SERVING after the lease was lost")
-            await eventually(lambda: worker.ended, timeout=5, message="the worker's stream was closed")
-            again = await _refused(manager.api.ListWorkers(pb.ListWorkersRequest()))
-            assert again.code() == grpc.StatusCode.UNAVAILABLE and "intruder" in (again.details() or "")
-
-    run_async(scenario(), timeout=60)
-
-
-def test_a_second_manager_on_one_sqlite_store_cannot_start(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        async with running_manager(tmp_path):
-            with pytest.raises(StoreInUse, match=r"jobs\.db\.manager-lock"):
-                async with running_manager(tmp_path):
-                    pass
-
-    run_async(scenario(), timeout=60)
+        await eventually(standing_by, timeout=5, message="NOT_SERVING after the lease was lost")
+        await eventually(lambda: worker.ended, timeout=5, message="the worker's stream was closed")
+        again = await _refused(manager.api.ListWorkers(pb.ListWorkersRequest()))
+        assert again.code() == grpc.StatusCode.UNAVAILABLE and "intruder" in (again.details() or "")
 
 
-def test_after_a_write_whose_outcome_is_unknown_the_manager_rebuilds_from_the_store(
+@pytest.mark.timeout(60)
+async def test_a_second_manager_on_one_sqlite_store_cannot_start(tmp_path: Path) -> None:
+    async with running_manager(tmp_path):
+        with pytest.raises(StoreInUse, match=r"jobs\.db\.manager-lock"):
+            async with running_manager(tmp_path):
+                pass
+
+
+@pytest.mark.timeout(60)
+async def test_after_a_write_whose_outcome_is_unknown_the_manager_rebuilds_from_the_store(
     tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The create committed, but the link broke during COMMIT and the store could not be reached to look: the
     manager cannot trust its memory, so it ends the term and takes the store again, rebuilt from it."""
     monkeypatch.setattr("manager_service.store.sqlalchemy_store.RECONCILE_DELAYS", (0.0, 0.01))
 
-    async def scenario() -> None:
-        async with running_manager(tmp_path, database_url=db_url, store_lease=1.5) as manager:
-            store = manager.server._store
-            assert store is not None
-            dialect, engine = store.engine.dialect, store.engine
-            original_commit, original_connect = dialect.do_commit, engine.connect
-            cut = [False]
+    async with running_manager(tmp_path, database_url=db_url, store_lease=1.5) as manager:
+        store = manager.server._store
+        assert store is not None
+        dialect, engine = store.engine.dialect, store.engine
+        original_commit, original_connect = dialect.do_commit, engine.connect
+        cut = [False]
 
-            def do_commit(dbapi_connection: object) -> None:
-                original_commit(dbapi_connection)
-                cut[0] = True
-                raise dialect.loaded_dbapi.OperationalError("server closed the connection unexpectedly")
+        def do_commit(dbapi_connection: object) -> None:
+            original_commit(dbapi_connection)
+            cut[0] = True
+            raise dialect.loaded_dbapi.OperationalError("server closed the connection unexpectedly")
 
-            def connect() -> object:
-                if cut[0]:
-                    raise OperationalError("SELECT", {}, Exception("connection refused"))
-                return original_connect()
+        def connect() -> object:
+            if cut[0]:
+                raise OperationalError("SELECT", {}, Exception("connection refused"))
+            return original_connect()
 
-            monkeypatch.setattr(dialect, "do_commit", do_commit)
-            monkeypatch.setattr(engine, "connect", connect)
-            refused = await _refused(manager.create(["db"], [pb.OPERATION_ANALYZE]))
-            assert refused.code() == grpc.StatusCode.UNAVAILABLE
-            assert "whether the write committed" in (refused.details() or "")
+        monkeypatch.setattr(dialect, "do_commit", do_commit)
+        monkeypatch.setattr(engine, "connect", connect)
+        refused = await _refused(manager.create(["db"], [pb.OPERATION_ANALYZE]))
+        assert refused.code() == grpc.StatusCode.UNAVAILABLE
+        assert "whether the write committed" in (refused.details() or "")
 
-            async def serving_again() -> bool:
-                return await _health(manager) == (SERVING, SERVING, SERVING) and manager.server._store is not store
+        async def serving_again() -> bool:
+            return await _health(manager) == (SERVING, SERVING, SERVING) and manager.server._store is not store
 
-            await eventually(serving_again, timeout=10, message="a new term after the unknown commit")
-            listed = await manager.api.ListJobs(pb.ListJobsRequest(type="database_maintenance_parent"), timeout=5)
-            assert len(listed.jobs) == 1, "the create had committed"
-            worker = await manager.connected_worker("w1", ["db"])
-            (assignment,) = await worker.wait_assignments(1)
-            reply = await manager.get(listed.jobs[0].id)
-            assert assignment.job_id == reply.children[0].id, "rebuilt from the store"
-
-    run_async(scenario(), timeout=60)
+        await eventually(serving_again, timeout=10, message="a new term after the unknown commit")
+        listed = await manager.api.ListJobs(pb.ListJobsRequest(type="database_maintenance_parent"), timeout=5)
+        assert len(listed.jobs) == 1, "the create had committed"
+        worker = await manager.connected_worker("w1", ["db"])
+        (assignment,) = await worker.wait_assignments(1)
+        reply = await manager.get(listed.jobs[0].id)
+        assert assignment.job_id == reply.children[0].id, "rebuilt from the store"
 
 
-def test_a_fatal_lease_lost_of_the_orchestrator_steps_down_instead_of_stopping(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        async with running_manager(tmp_path, store_lease=1.5) as manager:
-            waiting = asyncio.ensure_future(manager.server.wait())
-            first = manager.server._orchestrator
-            assert first is not None
-            first.fatal.set_exception(LeaseLost("another manager took the store"))
+@pytest.mark.timeout(60)
+async def test_a_fatal_lease_lost_of_the_orchestrator_steps_down_instead_of_stopping(tmp_path: Path) -> None:
+    async with running_manager(tmp_path, store_lease=1.5) as manager:
+        waiting = asyncio.ensure_future(manager.server.wait())
+        first = manager.server._orchestrator
+        assert first is not None
+        first.fatal.set_exception(LeaseLost("another manager took the store"))
 
-            await eventually(lambda: manager.server._orchestrator not in (None, first), timeout=10)
-            assert not waiting.done(), "a lost lease does not stop the manager"
-            assert await _health(manager) == (SERVING, SERVING, SERVING), "the lease was free again: a new term"
+        await eventually(lambda: manager.server._orchestrator not in (None, first), timeout=10)
+        assert not waiting.done(), "a lost lease does not stop the manager"
+        assert await _health(manager) == (SERVING, SERVING, SERVING), "the lease was free again: a new term"
 
-            second = manager.server._orchestrator
-            assert second is not None
-            second.fatal.set_exception(RuntimeError("a side task died"))
-            with pytest.raises(RuntimeError, match="a side task died"):
-                await asyncio.wait_for(waiting, 10)
-
-    run_async(scenario(), timeout=60)
+        second = manager.server._orchestrator
+        assert second is not None
+        second.fatal.set_exception(RuntimeError("a side task died"))
+        with pytest.raises(RuntimeError, match="a side task died"):
+            await asyncio.wait_for(waiting, 10)
 
 
 def test_the_store_lease_is_a_setting_and_the_idle_timeout_stays_below_it() -> None:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from dbmaint.v1 import maintenance_pb2 as pb
-from tests.support.manager import eventually, run_async, running_manager
+from tests.support.manager import eventually, running_manager
 from tests.support.servers import fresh_postgres_database, postgres_admin_url
 
 
@@ -25,40 +25,34 @@ def _rename(old: str, new: str) -> None:
     engine.dispose()
 
 
-def test_a_lost_store_answers_unavailable_and_work_resumes_when_it_is_back(tmp_path: Path) -> None:
+@pytest.mark.timeout(60)
+async def test_a_lost_store_answers_unavailable_and_work_resumes_when_it_is_back(tmp_path: Path) -> None:
     with fresh_postgres_database("dbmaint_outage") as url:
         name = url.database
         assert name is not None
         store_url = url.render_as_string(hide_password=False)
 
-        async def scenario() -> None:
-            async with running_manager(tmp_path, database_url=store_url) as manager:
-                created = await manager.api.CreateMaintenance(
-                    pb.CreateMaintenanceRequest(targets=["db"], operations=[pb.OPERATION_ANALYZE]), timeout=10
-                )
-                _rename(name, f"{name}_away")
-                try:
-                    with pytest.raises(grpc.aio.AioRpcError) as refused:
-                        await manager.api.CreateMaintenance(
-                            pb.CreateMaintenanceRequest(targets=["db"]), timeout=10
-                        )
-                    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-                    assert "job store is unavailable" in (refused.value.details() or "")
-                    worker = await manager.connected_worker("w1", ["db"])  # dispatch fails and retries
-                finally:
-                    _rename(f"{name}_away", name)
-                (assignment,) = await worker.wait_assignments(1, timeout=15)
-                assert assignment.job_id == created.children[0].id
-                await worker.send_result(assignment.job_id, assignment.attempt)
+        async with running_manager(tmp_path, database_url=store_url) as manager:
+            created = await manager.api.CreateMaintenance(
+                pb.CreateMaintenanceRequest(targets=["db"], operations=[pb.OPERATION_ANALYZE]), timeout=10
+            )
+            _rename(name, f"{name}_away")
+            try:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await manager.api.CreateMaintenance(pb.CreateMaintenanceRequest(targets=["db"]), timeout=10)
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert "job store is unavailable" in (refused.value.details() or "")
+                worker = await manager.connected_worker("w1", ["db"])  # dispatch fails and retries
+            finally:
+                _rename(f"{name}_away", name)
+            (assignment,) = await worker.wait_assignments(1, timeout=15)
+            assert assignment.job_id == created.children[0].id
+            await worker.send_result(assignment.job_id, assignment.attempt)
 
-                async def completed() -> bool:
-                    reply = await manager.api.GetJob(pb.GetJobRequest(id=created.parent.id), timeout=5)
-                    return reply.job.status == pb.JOB_STATUS_COMPLETED
+            async def completed() -> bool:
+                reply = await manager.api.GetJob(pb.GetJobRequest(id=created.parent.id), timeout=5)
+                return reply.job.status == pb.JOB_STATUS_COMPLETED
 
-                await eventually(completed, timeout=15)
-                listed = await manager.api.ListJobs(
-                    pb.ListJobsRequest(type="database_maintenance_parent"), timeout=5
-                )
-                assert [j.id for j in listed.jobs] == [created.parent.id], "the refused create stored nothing"
-
-        run_async(scenario(), timeout=60)
+            await eventually(completed, timeout=15)
+            listed = await manager.api.ListJobs(pb.ListJobsRequest(type="database_maintenance_parent"), timeout=5)
+            assert [j.id for j in listed.jobs] == [created.parent.id], "the refused create stored nothing"

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from dbmaint.operations import CHILD_JOB_TYPE, JobStatus
 from dbmaint.v1 import maintenance_pb2 as pb
 from tests.support.fake_manager_for_workers import fake_manager
-from tests.support.worker import eventually, integrity, make_worker, run, wait_until
+from tests.support.worker import eventually, integrity, make_worker, wait_until
 from worker_service.cancel import CancelToken
 from worker_service.engines import SqliteEngine
 from worker_service.engines.base import RunStatus
@@ -119,31 +119,28 @@ def test_a_missing_database_fails_without_creating_it_or_a_lock_file(tmp_path: P
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_executor_reports_a_waiting_attempt_and_wakes_the_heartbeat(sample_db: Path) -> None:
+async def test_the_executor_reports_a_waiting_attempt_and_wakes_the_heartbeat(sample_db: Path) -> None:
     woken = threading.Event()
 
-    async def scenario() -> None:
-        executor = Executor({"db": target(sample_db)}, slots=1)
-        executor.watch_status(woken.set)
-        try:
-            with lock_held(sample_db):
-                future = executor.start(assignment())
-                await asyncio.to_thread(wait_until, lambda: executor.waiting_reasons(), 5)
-                assert executor.waiting_reasons() == {("job-1", 2): WAITING}
-                # The reason is visible a moment before the slot thread calls back: wait for the call, bounded.
-                assert await asyncio.to_thread(woken.wait, 5), "the heartbeat was not woken when the wait began"
-                heartbeat = heartbeat_message(executor.running(), executor.waiting_reasons())
-                [child] = heartbeat.heartbeat.running
-                assert (child.job_id, child.attempt, child.waiting_reason) == ("job-1", 2, WAITING)
-                woken.clear()
-            outcome = await asyncio.wait_for(future, 10)
-            assert outcome.status is JobStatus.COMPLETED
-            assert await asyncio.to_thread(woken.wait, 5), "the heartbeat was not woken when the wait ended"
-            assert executor.waiting_reasons() == {}
-        finally:
-            executor.close()
-
-    run(scenario())
+    executor = Executor({"db": target(sample_db)}, slots=1)
+    executor.watch_status(woken.set)
+    try:
+        with lock_held(sample_db):
+            future = executor.start(assignment())
+            await asyncio.to_thread(wait_until, lambda: executor.waiting_reasons(), 5)
+            assert executor.waiting_reasons() == {("job-1", 2): WAITING}
+            # The reason is visible a moment before the slot thread calls back: wait for the call, bounded.
+            assert await asyncio.to_thread(woken.wait, 5), "the heartbeat was not woken when the wait began"
+            heartbeat = heartbeat_message(executor.running(), executor.waiting_reasons())
+            [child] = heartbeat.heartbeat.running
+            assert (child.job_id, child.attempt, child.waiting_reason) == ("job-1", 2, WAITING)
+            woken.clear()
+        outcome = await asyncio.wait_for(future, 10)
+        assert outcome.status is JobStatus.COMPLETED
+        assert await asyncio.to_thread(woken.wait, 5), "the heartbeat was not woken when the wait ended"
+        assert executor.waiting_reasons() == {}
+    finally:
+        executor.close()
 
 
 def test_hello_lists_the_waiting_reason_of_each_running_attempt() -> None:
@@ -172,26 +169,25 @@ def waiting_reasons(message: pb.Heartbeat | pb.Hello) -> dict[tuple[str, int], s
     return {(r.job_id, r.attempt): r.waiting_reason for r in message.running}
 
 
-def test_the_worker_sends_a_heartbeat_with_the_reason_as_soon_as_a_wait_starts_and_ends(sample_db: Path) -> None:
+async def test_the_worker_sends_a_heartbeat_with_the_reason_as_soon_as_a_wait_starts_and_ends(
+    sample_db: Path,
+) -> None:
     reason = WAITING.replace("'db'", "'orders'")
 
-    async def scenario() -> None:
-        async with fake_manager(heartbeat_interval=30.0) as server:  # no heartbeat from the timer in this test
-            worker = make_worker(server.address, {"orders": sample_db})
-            runner = asyncio.create_task(worker.run())
-            stream = await eventually(lambda: server.manager.streams and server.manager.streams[0])
-            with lock_held(sample_db):
-                await stream.assign("job-1", "orders")
-                beat = await eventually(lambda: stream.heartbeats, timeout=3, message="a heartbeat at once")
-                assert waiting_reasons(beat[-1]) == {("job-1", 1): reason}
-                await stream.drop()  # the next Hello lists the waiting attempt with its reason
-                second = await eventually(lambda: len(server.manager.streams) > 1 and server.manager.streams[1])
-                assert waiting_reasons(second.hello) == {("job-1", 1): reason}
-            beats = await eventually(lambda: second.heartbeats, timeout=3, message="a heartbeat when it ends")
-            assert waiting_reasons(beats[-1]) == {("job-1", 1): ""}
-            result = await eventually(lambda: second.result_for("job-1"), timeout=10)
-            assert result.status == pb.JOB_STATUS_COMPLETED
-            await worker.shutdown()
-            assert await runner == 0
-
-    run(scenario())
+    async with fake_manager(heartbeat_interval=30.0) as server:  # no heartbeat from the timer in this test
+        worker = make_worker(server.address, {"orders": sample_db})
+        runner = asyncio.create_task(worker.run())
+        stream = await eventually(lambda: server.manager.streams and server.manager.streams[0])
+        with lock_held(sample_db):
+            await stream.assign("job-1", "orders")
+            beat = await eventually(lambda: stream.heartbeats, timeout=3, message="a heartbeat at once")
+            assert waiting_reasons(beat[-1]) == {("job-1", 1): reason}
+            await stream.drop()  # the next Hello lists the waiting attempt with its reason
+            second = await eventually(lambda: len(server.manager.streams) > 1 and server.manager.streams[1])
+            assert waiting_reasons(second.hello) == {("job-1", 1): reason}
+        beats = await eventually(lambda: second.heartbeats, timeout=3, message="a heartbeat when it ends")
+        assert waiting_reasons(beats[-1]) == {("job-1", 1): ""}
+        result = await eventually(lambda: second.result_for("job-1"), timeout=10)
+        assert result.status == pb.JOB_STATUS_COMPLETED
+        await worker.shutdown()
+        assert await runner == 0

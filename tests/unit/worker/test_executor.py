@@ -19,7 +19,6 @@ from dbmaint.operations import (
 )
 from dbmaint.v1 import maintenance_pb2 as pb
 from tests.support.fake_manager_for_workers import assignment as pb_assignment
-from tests.support.worker import run
 from worker_service.cancel import CancelToken, OperationCancelled
 from worker_service.engines.base import OperationFailed, RunStatus
 from worker_service.executor import NO_FREE_SLOT, Assignment, Executor, run_assignment, validate_assignment
@@ -188,35 +187,32 @@ def test_cancelled_and_deadline_outcomes() -> None:
     assert outcome.status is JobStatus.FAILED and "deadline exceeded before the operation started" in outcome.error
 
 
-def test_executor_slots_cancel_and_no_free_slot() -> None:
+async def test_executor_slots_cancel_and_no_free_slot() -> None:
     def block(op: Operation, url: URL, cancel: CancelToken, deadline: Any, engine: FakeEngine) -> OperationReport:
         cancel.wait(5)
         raise OperationCancelled(cancel.reason)
 
     target = target_with(block)
 
-    async def scenario() -> None:
-        executor = Executor({"orders": target}, slots=1)
-        try:
-            first = executor.start(make())
-            assert executor.running() == [("job-1", 1)] and executor.free_slots == 0
-            second = executor.start(make(job_id="job-2"))
-            assert second.done() and second.result().status is JobStatus.FAILED
-            assert second.result().error == NO_FREE_SLOT
-            refused = executor.start(make(job_id="job-3", job_type=LEGACY_JOB_TYPE))
-            assert refused.done() and "legacy" in refused.result().error
-            with pytest.raises(ValueError):
-                executor.start(make())
-            assert executor.cancel(("job-1", 2), "wrong attempt") is False
-            assert executor.cancel(("job-1", 1), "stop it") is True
-            outcome = await asyncio.wait_for(first, 5)
-            assert (outcome.status, outcome.error) == (JobStatus.CANCELLED, "stop it")
-            await asyncio.sleep(0)  # the done callback that frees the slot runs on the next loop iteration
-            assert executor.running() == [] and executor.free_slots == 1
-        finally:
-            executor.close()
-
-    run(scenario())
+    executor = Executor({"orders": target}, slots=1)
+    try:
+        first = executor.start(make())
+        assert executor.running() == [("job-1", 1)] and executor.free_slots == 0
+        second = executor.start(make(job_id="job-2"))
+        assert second.done() and second.result().status is JobStatus.FAILED
+        assert second.result().error == NO_FREE_SLOT
+        refused = executor.start(make(job_id="job-3", job_type=LEGACY_JOB_TYPE))
+        assert refused.done() and "legacy" in refused.result().error
+        with pytest.raises(ValueError):
+            executor.start(make())
+        assert executor.cancel(("job-1", 2), "wrong attempt") is False
+        assert executor.cancel(("job-1", 1), "stop it") is True
+        outcome = await asyncio.wait_for(first, 5)
+        assert (outcome.status, outcome.error) == (JobStatus.CANCELLED, "stop it")
+        await asyncio.sleep(0)  # the done callback that frees the slot runs on the next loop iteration
+        assert executor.running() == [] and executor.free_slots == 1
+    finally:
+        executor.close()
 
 
 def test_deadlines_out_of_datetime_range_do_not_break_the_conversion() -> None:
