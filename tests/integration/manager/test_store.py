@@ -1,4 +1,7 @@
-"""Integration tests of the SQLAlchemy job store on a real SQLite file."""
+"""The job store's contract: every test here that is not marked ``sql_only`` runs against each JobStore, the
+SQLAlchemy store on SQLite and on PostgreSQL (the ``store`` fixture of this folder) and the in-memory store
+(tests/unit/manager/test_memory_store.py collects them again with its own ``store``). The ``sql_only`` tests look
+inside the SQL store: its engine and statements, a second connection to the same database."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from dbmaint.operations import CHILD_JOB_TYPE, PARENT_JOB_TYPE, JobStatus, Operation, OperationReport
 from manager_service.domain import ChildOutcome, CreateOutcome, Job, JobFilter, MaintenanceSpec, StartRequest
 from manager_service.errors import AlreadyExists, FailedPrecondition, NotFound
-from manager_service.store import SQLAlchemyJobStore, open_store
+from manager_service.store import JobStore, SQLAlchemyJobStore, open_store
 from manager_service.store import sqlalchemy_store as store_module
 
 P, R, C, F, X = (
@@ -26,6 +29,8 @@ P, R, C, F, X = (
     JobStatus.CANCELLED,
 )
 V, A, RI = Operation.VACUUM, Operation.ANALYZE, Operation.REINDEX
+# A test that needs the SQLAlchemy store itself (its engine, its statements, its URL), not just the contract.
+sql_only = pytest.mark.sql_only
 
 
 def spec(
@@ -34,7 +39,7 @@ def spec(
     return MaintenanceSpec(tuple(targets), tuple(operations), request_id, max_attempts)
 
 
-def assert_counters_match(store: SQLAlchemyJobStore, parent_id: str) -> Job:
+def assert_counters_match(store: JobStore, parent_id: str) -> Job:
     """The parent's counters must equal a recount of its children's statuses, always."""
     parent = store.get_job(parent_id)
     assert parent is not None and parent.progress is not None
@@ -53,21 +58,19 @@ def assert_counters_match(store: SQLAlchemyJobStore, parent_id: str) -> Job:
     return parent
 
 
-def start(store: SQLAlchemyJobStore, job: Job, worker: str = "w1") -> Job:
+def start(store: JobStore, job: Job, worker: str = "w1") -> Job:
     (transition,) = store.start_children([StartRequest(job.id, job.attempt, worker)])
     assert transition.child.status is R
     return transition.child
 
 
-def finish(
-    store: SQLAlchemyJobStore, job: Job, status: JobStatus = C, worker: str = "w1", error: str | None = None
-) -> Job:
+def finish(store: JobStore, job: Job, status: JobStatus = C, worker: str = "w1", error: str | None = None) -> Job:
     transition = store.finish_child(ChildOutcome(job.id, job.attempt, worker, status, error))
     assert transition is not None
     return transition.child
 
 
-def current(store: SQLAlchemyJobStore, job_id: str) -> Job:
+def current(store: JobStore, job_id: str) -> Job:
     job = store.get_job(job_id)
     assert job is not None
     return job
@@ -76,7 +79,7 @@ def current(store: SQLAlchemyJobStore, job_id: str) -> Job:
 # -- create
 
 
-def test_create_stores_parent_and_children(store: SQLAlchemyJobStore) -> None:
+def test_create_stores_parent_and_children(store: JobStore) -> None:
     outcome = store.create_maintenance(spec(("db1", "db2"), (V, A, RI), max_attempts=4))
     assert outcome.created
     p = outcome.parent
@@ -104,6 +107,7 @@ def test_create_stores_parent_and_children(store: SQLAlchemyJobStore) -> None:
     assert_counters_match(store, p.id)
 
 
+@sql_only
 def test_create_is_atomic_when_the_child_insert_fails(store: SQLAlchemyJobStore) -> None:
     before = store.create_maintenance(spec(("keep",)))
     count = store.count_jobs()
@@ -127,6 +131,7 @@ def test_create_is_atomic_when_the_child_insert_fails(store: SQLAlchemyJobStore)
     assert again.created and len(again.children) == 4
 
 
+@sql_only
 def test_create_failing_on_a_duplicate_child_id_stores_nothing_and_says_so(store: SQLAlchemyJobStore, monkeypatch):
     """An IntegrityError that is not a request_id race must surface as itself: a request without a request_id
     cannot have 'already used' a key."""
@@ -139,7 +144,7 @@ def test_create_failing_on_a_duplicate_child_id_stores_nothing_and_says_so(store
     assert store.count_jobs() == count
 
 
-def test_same_request_id_returns_the_same_jobs(store: SQLAlchemyJobStore) -> None:
+def test_same_request_id_returns_the_same_jobs(store: JobStore) -> None:
     first = store.create_maintenance(spec(("db1", "db2"), (V, A), request_id="req-1"))
     count = store.count_jobs()
     second = store.create_maintenance(spec(("db1", "db2"), (V, A), request_id="req-1"))
@@ -150,7 +155,7 @@ def test_same_request_id_returns_the_same_jobs(store: SQLAlchemyJobStore) -> Non
     assert store.count_jobs() == count
 
 
-def test_same_request_id_after_progress_returns_current_state(store: SQLAlchemyJobStore) -> None:
+def test_same_request_id_after_progress_returns_current_state(store: JobStore) -> None:
     first = store.create_maintenance(spec(("db1",), (V,), request_id="req-2"))
     finish(store, start(store, first.children[0]))
     again = store.create_maintenance(spec(("db1",), (V,), request_id="req-2"))
@@ -163,7 +168,7 @@ def test_same_request_id_after_progress_returns_current_state(store: SQLAlchemyJ
     [spec(("db1", "db2"), (V,), "req-x"), spec(("db1",), (V, A), "req-x"), spec(("db2", "db1"), (V, A), "req-x")],
     ids=["other-operations", "other-targets", "other-target-order"],
 )
-def test_same_request_id_with_other_parameters_is_refused(store: SQLAlchemyJobStore, other) -> None:
+def test_same_request_id_with_other_parameters_is_refused(store: JobStore, other) -> None:
     store.create_maintenance(spec(("db1", "db2"), (V, A), "req-x"))
     count = store.count_jobs()
     with pytest.raises(AlreadyExists, match="req-x"):
@@ -171,7 +176,7 @@ def test_same_request_id_with_other_parameters_is_refused(store: SQLAlchemyJobSt
     assert store.count_jobs() == count
 
 
-def test_different_request_ids_create_different_parents(store: SQLAlchemyJobStore) -> None:
+def test_different_request_ids_create_different_parents(store: JobStore) -> None:
     a = store.create_maintenance(spec(request_id="a"))
     b = store.create_maintenance(spec(request_id="b"))
     none1 = store.create_maintenance(spec())
@@ -183,7 +188,7 @@ def test_different_request_ids_create_different_parents(store: SQLAlchemyJobStor
 # -- transitions and counters
 
 
-def test_counters_follow_start_and_finish(store: SQLAlchemyJobStore) -> None:
+def test_counters_follow_start_and_finish(store: JobStore) -> None:
     out = store.create_maintenance(spec(("db1", "db2", "db3"), (V, A)))
     pid = out.parent.id
     c = out.children
@@ -216,7 +221,7 @@ def test_counters_follow_start_and_finish(store: SQLAlchemyJobStore) -> None:
     assert p.error is not None and "1 child job(s) failed" in p.error and "db2/vacuum (locked)" in p.error
 
 
-def test_all_completed_parent_completes(store: SQLAlchemyJobStore) -> None:
+def test_all_completed_parent_completes(store: JobStore) -> None:
     out = store.create_maintenance(spec(("db1",), (V, A)))
     for job in out.children:
         finish(store, start(store, job))
@@ -224,7 +229,7 @@ def test_all_completed_parent_completes(store: SQLAlchemyJobStore) -> None:
     assert p.status is C and p.error is None and p.finished_at is not None
 
 
-def test_start_with_stale_attempt_or_twice_is_left_out(store: SQLAlchemyJobStore) -> None:
+def test_start_with_stale_attempt_or_twice_is_left_out(store: JobStore) -> None:
     out = store.create_maintenance(spec(("db1", "db2")))
     c1, c2 = out.children
     assert store.start_children([StartRequest(c1.id, 2, "w1")]) == []
@@ -236,7 +241,7 @@ def test_start_with_stale_attempt_or_twice_is_left_out(store: SQLAlchemyJobStore
     assert_counters_match(store, out.parent.id)
 
 
-def test_stale_results_are_ignored(store: SQLAlchemyJobStore) -> None:
+def test_stale_results_are_ignored(store: JobStore) -> None:
     out = store.create_maintenance(spec(("db1",), (V, A)))
     pid = out.parent.id
     job = start(store, out.children[0], "w1")
@@ -260,7 +265,7 @@ def test_stale_results_are_ignored(store: SQLAlchemyJobStore) -> None:
     assert current(store, pid) == parent_done
 
 
-def test_finish_refuses_a_non_terminal_status(store: SQLAlchemyJobStore) -> None:
+def test_finish_refuses_a_non_terminal_status(store: JobStore) -> None:
     out = store.create_maintenance(spec())
     job = start(store, out.children[0])
     for status in (P, R):
@@ -269,7 +274,7 @@ def test_finish_refuses_a_non_terminal_status(store: SQLAlchemyJobStore) -> None
     assert current(store, job.id).status is R
 
 
-def test_release_requeues_then_fails_at_max_attempts(store: SQLAlchemyJobStore) -> None:
+def test_release_requeues_then_fails_at_max_attempts(store: JobStore) -> None:
     out = store.create_maintenance(spec(("db1", "db2"), (V,), max_attempts=2))
     pid = out.parent.id
     job = start(store, out.children[0], "w1")
@@ -303,7 +308,7 @@ def test_release_requeues_then_fails_at_max_attempts(store: SQLAlchemyJobStore) 
     assert p.status is F and p.error is not None and "db1/vacuum" in p.error
 
 
-def test_release_of_cancel_requested_child_cancels_it(store: SQLAlchemyJobStore) -> None:
+def test_release_of_cancel_requested_child_cancels_it(store: JobStore) -> None:
     out = store.create_maintenance(spec(("db1",), (V,)))
     job = start(store, out.children[0])
     store.cancel_job(job.id, "stop")
@@ -316,7 +321,7 @@ def test_release_of_cancel_requested_child_cancels_it(store: SQLAlchemyJobStore)
 # -- cancel
 
 
-def test_cancel_parent_stops_pending_and_interrupts_running(store: SQLAlchemyJobStore) -> None:
+def test_cancel_parent_stops_pending_and_interrupts_running(store: JobStore) -> None:
     out = store.create_maintenance(spec(("db1", "db2", "db3", "db4"), (V,)))
     pid = out.parent.id
     done, running, pending, also_running = out.children
@@ -351,7 +356,7 @@ def test_cancel_parent_stops_pending_and_interrupts_running(store: SQLAlchemyJob
         store.cancel_job(pid, "again")
 
 
-def test_cancel_pending_parent_ends_it_at_once(store: SQLAlchemyJobStore) -> None:
+def test_cancel_pending_parent_ends_it_at_once(store: JobStore) -> None:
     out = store.create_maintenance(spec(("db1", "db2"), (V, A)))
     outcome = store.cancel_job(out.parent.id, "not today")
     assert outcome.job.status is X and outcome.to_interrupt == []
@@ -362,7 +367,7 @@ def test_cancel_pending_parent_ends_it_at_once(store: SQLAlchemyJobStore) -> Non
     assert store.unfinished_children() == []
 
 
-def test_cancel_running_child(store: SQLAlchemyJobStore) -> None:
+def test_cancel_running_child(store: JobStore) -> None:
     out = store.create_maintenance(spec(("db1", "db2"), (V,)))
     c1, c2 = out.children
     job = start(store, c1)
@@ -376,7 +381,7 @@ def test_cancel_running_child(store: SQLAlchemyJobStore) -> None:
     assert p.status is X  # a child was cancelled, none failed
 
 
-def test_cancel_pending_child(store: SQLAlchemyJobStore) -> None:
+def test_cancel_pending_child(store: JobStore) -> None:
     out = store.create_maintenance(spec(("db1", "db2"), (V,)))
     c1, c2 = out.children
     outcome = store.cancel_job(c2.id, "skip it")
@@ -389,7 +394,7 @@ def test_cancel_pending_child(store: SQLAlchemyJobStore) -> None:
     assert p.status is X
 
 
-def test_cancel_finished_or_unknown(store: SQLAlchemyJobStore) -> None:
+def test_cancel_finished_or_unknown(store: JobStore) -> None:
     out = store.create_maintenance(spec())
     job = finish(store, start(store, out.children[0]))
     with pytest.raises(FailedPrecondition):
@@ -401,7 +406,7 @@ def test_cancel_finished_or_unknown(store: SQLAlchemyJobStore) -> None:
     assert current(store, job.id).status is C and not current(store, job.id).cancel_requested
 
 
-def test_versions_grow_with_every_change(store: SQLAlchemyJobStore) -> None:
+def test_versions_grow_with_every_change(store: JobStore) -> None:
     out = store.create_maintenance(spec())
     job = out.children[0]
     versions = [job.version]
@@ -415,11 +420,11 @@ def test_versions_grow_with_every_change(store: SQLAlchemyJobStore) -> None:
 # -- reads
 
 
-def _created(store: SQLAlchemyJobStore, n: int) -> list[CreateOutcome]:
+def _created(store: JobStore, n: int) -> list[CreateOutcome]:
     return [store.create_maintenance(spec((f"db{i}",), (V, A))) for i in range(n)]
 
 
-def test_list_jobs_filters(store: SQLAlchemyJobStore) -> None:
+def test_list_jobs_filters(store: JobStore) -> None:
     outs = _created(store, 3)
     finish(store, start(store, outs[0].children[0]))
     start(store, outs[1].children[0])
@@ -444,7 +449,7 @@ def test_list_jobs_filters(store: SQLAlchemyJobStore) -> None:
 
 
 @pytest.mark.parametrize("page_size", [1, 2, 4, 9, 50])
-def test_list_jobs_pages_newest_first_without_gaps(store: SQLAlchemyJobStore, page_size: int) -> None:
+def test_list_jobs_pages_newest_first_without_gaps(store: JobStore, page_size: int) -> None:
     outs = _created(store, 3)  # 9 jobs
     expected = [j.id for o in outs for j in (o.parent, *o.children)]
     expected.reverse()  # newest first
@@ -465,6 +470,7 @@ def test_list_jobs_pages_newest_first_without_gaps(store: SQLAlchemyJobStore, pa
     assert pages == max(1, -(-len(expected) // page_size))
 
 
+@sql_only
 def test_reopened_store_sees_everything(store: SQLAlchemyJobStore, db_url: str) -> None:
     outs = _created(store, 2)
     job = start(store, outs[0].children[0], "w9")
@@ -487,7 +493,7 @@ def test_reopened_store_sees_everything(store: SQLAlchemyJobStore, db_url: str) 
         reopened.close()
 
 
-def test_unfinished_children_in_seq_order(store: SQLAlchemyJobStore) -> None:
+def test_unfinished_children_in_seq_order(store: JobStore) -> None:
     outs = _created(store, 3)
     finish(store, start(store, outs[0].children[0]))  # completed: left out
     start(store, outs[1].children[1])  # running
@@ -501,11 +507,12 @@ def test_unfinished_children_in_seq_order(store: SQLAlchemyJobStore) -> None:
     assert seqs == sorted(seqs)
 
 
-def test_get_unknown(store: SQLAlchemyJobStore) -> None:
+def test_get_unknown(store: JobStore) -> None:
     assert store.get_job("nope") is None
     assert store.get_children("nope") == []
 
 
+@sql_only
 def test_request_id_race_answers_with_the_stored_parent(
     store: SQLAlchemyJobStore, db_url: str, monkeypatch
 ) -> None:
@@ -533,11 +540,9 @@ def test_request_id_race_answers_with_the_stored_parent(
         loser.close()
 
 
-def test_the_scope_travels_in_every_child_config(tmp_path) -> None:
-    from manager_service.store import open_store
+def test_the_scope_travels_in_every_child_config(store: JobStore) -> None:
     from manager_service.validation import Limits, validate_maintenance
 
-    store = open_store(f"sqlite:///{tmp_path}/scope.db")
     spec = validate_maintenance(["db1", "db2"], [], "", Limits(), schemas=["sales"], tables=["sales.orders"])
     outcome = store.create_maintenance(spec)
     assert outcome.parent.config["schemas"] == ["sales"] and outcome.parent.config["tables"] == ["sales.orders"]
@@ -548,10 +553,9 @@ def test_the_scope_travels_in_every_child_config(tmp_path) -> None:
             "schemas": ["sales"],
             "tables": ["sales.orders"],
         }
-    store.close()
 
 
-def test_children_are_queued_round_robin_over_targets(store: SQLAlchemyJobStore) -> None:
+def test_children_are_queued_round_robin_over_targets(store: JobStore) -> None:
     """seq order (the dispatch order) takes every target's first operation before any target's second; positions
     and each target's own order stay as requested."""
     created = store.create_maintenance(spec(targets=("t1", "t2", "t3"), operations=(V, A, RI)))
@@ -567,13 +571,14 @@ def test_children_are_queued_round_robin_over_targets(store: SQLAlchemyJobStore)
 # -- pages of children
 
 
-def test_create_answers_with_children_equal_to_what_it_stored(store: SQLAlchemyJobStore) -> None:
+def test_create_answers_with_children_equal_to_what_it_stored(store: JobStore) -> None:
     """The children in the answer are built from what was inserted (not re-read): they must equal the rows."""
     outcome = store.create_maintenance(spec(("db1", "db2", "db3"), (V, A)))
     assert outcome.children == store.get_children(outcome.parent.id)
     assert outcome.parent == store.get_job(outcome.parent.id)
 
 
+@sql_only
 def test_children_are_stored_exactly_as_sqlalchemy_stores_the_parent(store: SQLAlchemyJobStore) -> None:
     """The children go in through the driver directly: every value must land as SQLAlchemy writes it (SQLite
     keeps datetimes as text; a different format would sort and compare differently)."""
@@ -589,7 +594,7 @@ def test_children_are_stored_exactly_as_sqlalchemy_stores_the_parent(store: SQLA
         assert (kid[3], kid[4], kid[5], kid[6]) == (False, 1, 1, 0)
 
 
-def test_children_page_walks_the_children_in_position_order(store: SQLAlchemyJobStore) -> None:
+def test_children_page_walks_the_children_in_position_order(store: JobStore) -> None:
     outcome = store.create_maintenance(spec([f"db{i}" for i in range(7)], (V, A)))  # 14 children
     seen: list[Job] = []
     after: int | None = None
@@ -606,7 +611,7 @@ def test_children_page_walks_the_children_in_position_order(store: SQLAlchemyJob
     assert [c.position for c in seen] == list(range(14))
 
 
-def test_children_page_of_exactly_the_rest_says_no_more_follow(store: SQLAlchemyJobStore) -> None:
+def test_children_page_of_exactly_the_rest_says_no_more_follow(store: JobStore) -> None:
     outcome = store.create_maintenance(spec(("db1", "db2"), (V, A)))  # 4 children
     first = store.children_page(outcome.parent.id, 4)
     assert len(first.children) == 4 and not first.more
@@ -615,7 +620,7 @@ def test_children_page_of_exactly_the_rest_says_no_more_follow(store: SQLAlchemy
     assert [c.position for c in middle.children] == [1, 2] and middle.more
 
 
-def test_children_page_filters_by_status_and_pages_within_the_filter(store: SQLAlchemyJobStore) -> None:
+def test_children_page_filters_by_status_and_pages_within_the_filter(store: JobStore) -> None:
     outcome = store.create_maintenance(spec([f"db{i}" for i in range(3)], (V, A)))  # 6 children
     c = outcome.children
     finish(store, start(store, c[0]))
@@ -631,12 +636,13 @@ def test_children_page_filters_by_status_and_pages_within_the_filter(store: SQLA
     assert store.children_page(outcome.parent.id, 10, statuses=[C]).children == [current(store, c[0].id)]
 
 
-def test_children_page_of_an_unknown_parent_or_a_child_is_empty(store: SQLAlchemyJobStore) -> None:
+def test_children_page_of_an_unknown_parent_or_a_child_is_empty(store: JobStore) -> None:
     outcome = store.create_maintenance(spec())
     assert store.children_page("nope", 10).children == []
     assert store.children_page(outcome.children[0].id, 10) == store.children_page("nope", 10)
 
 
+@sql_only
 def test_children_page_asks_the_database_for_one_page_not_every_child(store: SQLAlchemyJobStore) -> None:
     """Keyset paging: one statement, limited to the page (+1 row to learn whether more follow)."""
     outcome = store.create_maintenance(spec([f"db{i}" for i in range(50)], (V, A)))  # 100 children
@@ -656,7 +662,7 @@ def test_children_page_asks_the_database_for_one_page_not_every_child(store: SQL
 
 
 def test_a_repeated_request_answers_with_the_first_page_of_children(
-    store: SQLAlchemyJobStore, monkeypatch: pytest.MonkeyPatch
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store_module, "FIRST_CHILDREN_PAGE", 3)
     first = store.create_maintenance(spec(("db1", "db2"), (V, A), request_id="paged"))
