@@ -14,9 +14,14 @@ from tests.support.manager import Manager, eventually, running_manager
 CHILD, PARENT = "database_maintenance_operation", "database_maintenance_parent"
 
 
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
+
+
 async def scrape(m: Manager) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     url = f"http://127.0.0.1:{m.server.metrics_port}/metrics"
-    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+    text = await asyncio.to_thread(_get, url)
     samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
