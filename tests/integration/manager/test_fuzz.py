@@ -92,6 +92,8 @@ def manager(store_url: str) -> Iterator[Running]:
         asyncio.run_coroutine_threadsafe(server.shutdown(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+        assert not thread.is_alive(), "the manager's event loop did not stop"
+        loop.close()
 
 
 async def _make_server(config: ManagerConfig) -> ManagerServer:

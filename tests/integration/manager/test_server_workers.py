@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -249,8 +250,10 @@ async def test_a_result_sent_just_before_the_stream_ends_is_applied_not_rerun(tm
     async with running_manager(tmp_path, lease_timeout=30.0, heartbeat_interval=5.0) as m:
         store = m.server._orchestrator._store  # type: ignore[union-attr]
         apply_batch = store.apply_batch
+        writing = threading.Event()
 
         def slow_apply_batch(outcomes, starts):  # type: ignore[no-untyped-def]
+            writing.set()
             time.sleep(0.3)  # a busy store: the next result lands while this write runs
             return apply_batch(outcomes, starts)
 
@@ -261,7 +264,7 @@ async def test_a_result_sent_just_before_the_stream_ends_is_applied_not_rerun(tm
         (job_b,) = await b.wait_assignments(1)
         store.apply_batch = slow_apply_batch
         await b.send_result(job_b.job_id, job_b.attempt)
-        await asyncio.sleep(0.1)  # b's result is being written now
+        assert await asyncio.to_thread(writing.wait, 5), "b's result was never written"  # it is being written now
         await a.send_result(job_a.job_id, job_a.attempt)
         await a.half_close()
         await eventually(lambda: a.ended, timeout=5, message="a's stream ended")

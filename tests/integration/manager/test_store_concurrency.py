@@ -43,6 +43,7 @@ def _in_threads(count: int, work: Callable[[int], None]) -> None:
         thread.start()
     for thread in threads:
         thread.join(60)
+    assert not [thread for thread in threads if thread.is_alive()], "a racing store never returned"
     assert not errors, errors
 
 

@@ -154,6 +154,7 @@ def test_a_write_in_flight_holds_a_takeover_until_it_ends_and_the_successor_sees
     resume.set()
     writer.join(10)
     taker.join(10)
+    assert not writer.is_alive() and not taker.is_alive(), "the write or the takeover never returned"
     assert [t.child.id for t in answers["write"].started] == [child.id], "the write that began in time commits"
     assert answers["take"].held and answers["take"].term == 2
     running = new.get_job(child.id)
@@ -199,6 +200,7 @@ def test_a_frozen_holders_open_transaction_is_ended_by_the_idle_timeout_and_writ
         assert taken.held, "the frozen holder's open transaction must not block the takeover for long"
         resume.set()
         writer.join(10)
+        assert not writer.is_alive(), "the frozen holder's write never returned"
         assert isinstance(answers["write"], Unavailable), answers["write"]
         pending = new.get_job(child.id)
         assert pending is not None and pending.status is JobStatus.PENDING, "the frozen holder wrote nothing"

@@ -77,6 +77,7 @@ def test_a_second_attempt_waits_for_the_resource_lock_then_runs_normally(sample_
         thread.join(1.0)
         assert thread.is_alive() and not box, "the attempt ran while the lock was held"
     thread.join(10)
+    assert not thread.is_alive(), "the attempt did not finish once the lock was free"
     outcome = box[0]
     assert outcome.status is JobStatus.COMPLETED, outcome.error
     assert outcome.report is not None and outcome.report.bytes_after < outcome.report.bytes_before
@@ -161,6 +162,7 @@ def test_a_lock_file_without_a_holder_line_still_gives_a_reason(small_db: Path, 
         assert status.waiting_reason == "waiting for the resource lock on target 'db' (held by another process)"
         token.cancel("done")
         thread.join(2)
+        assert not thread.is_alive(), "the cancel did not end the wait for the lock"
     finally:
         os.close(fd)
 

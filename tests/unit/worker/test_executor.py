@@ -19,6 +19,7 @@ from dbmaint.operations import (
 )
 from dbmaint.v1 import maintenance_pb2 as pb
 from tests.support.fake_manager_for_workers import assignment as pb_assignment
+from tests.support.polling import eventually
 from worker_service.cancel import CancelToken, OperationCancelled
 from worker_service.engines.base import OperationFailed, RunStatus
 from worker_service.executor import NO_FREE_SLOT, Assignment, Executor, run_assignment, validate_assignment
@@ -209,8 +210,9 @@ async def test_executor_slots_cancel_and_no_free_slot() -> None:
         assert executor.cancel(("job-1", 1), "stop it") is True
         outcome = await asyncio.wait_for(first, 5)
         assert (outcome.status, outcome.error) == (JobStatus.CANCELLED, "stop it")
-        await asyncio.sleep(0)  # the done callback that frees the slot runs on the next loop iteration
-        assert executor.running() == [] and executor.free_slots == 1
+        # The done callback that frees the slot runs on a later loop iteration: wait for it, bounded.
+        await eventually(lambda: executor.free_slots == 1, timeout=2, message="the slot was never freed")
+        assert executor.running() == []
     finally:
         executor.close()
 

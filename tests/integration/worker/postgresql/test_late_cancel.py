@@ -41,7 +41,8 @@ def late_cancel(conn: Any, url: URL) -> None:
     try:
         conn.execute("SELECT pg_catalog.pg_sleep(3)")
     finally:
-        thread.join()
+        thread.join(10)
+        assert not thread.is_alive(), "the cancelling session never returned"
 
 
 def test_a_cancel_landing_on_the_size_query_after_the_work_leaves_the_child_completed(
