@@ -325,6 +325,7 @@ class ManagerServer:
                 await asyncio.to_thread(store.close)
         if self._metrics_server is not None:
             await asyncio.to_thread(self._metrics_server.shutdown)
+            self._metrics_server.server_close()  # shutdown() stops serving; this closes the listening socket
         self._stopped.set()
         log.info("stopped")
 

@@ -28,9 +28,9 @@ from dbmaint.local import ServiceProcess
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 from tests.support.polling import run_async, wait_for
+from tests.support.postgresql import connect, make_table, table_stats, worker_backends
 from tests.support.processes import Cluster
 from tests.support.targets import integrity_ok, make_sqlite_target
-from tests.worker.postgresql.helpers import connect, make_table, table_stats, worker_backends
 
 pytestmark = pytest.mark.e2e
 

@@ -10,9 +10,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from dbmaint.v1 import maintenance_pb2 as pb
-from tests.support.polling import wait_for
-from tests.support.processes import Cluster
-from tests.worker.mariadb.helpers import (
+from tests.support.mariadb import (
     connect,
     connections_in,
     make_table,
@@ -20,6 +18,8 @@ from tests.worker.mariadb.helpers import (
     running_queries,
     table_info,
 )
+from tests.support.polling import wait_for
+from tests.support.processes import Cluster
 
 pytestmark = pytest.mark.e2e
 

@@ -8,8 +8,8 @@ from sqlalchemy.engine import URL
 
 from dbmaint.v1 import maintenance_pb2 as pb
 from tests.support.polling import wait_for
+from tests.support.postgresql import dead_tuples, make_table, table_stats, wait_stats, worker_backends
 from tests.support.processes import Cluster
-from tests.worker.postgresql.helpers import dead_tuples, make_table, table_stats, wait_stats, worker_backends
 
 pytestmark = pytest.mark.e2e
 

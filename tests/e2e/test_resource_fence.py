@@ -19,9 +19,9 @@ from sqlalchemy.engine import URL
 from dbmaint.local import ServiceProcess
 from dbmaint.v1 import maintenance_pb2 as pb
 from tests.support.polling import wait_for
+from tests.support.postgresql import make_table, slow_vacuums, table_stats, vacuum_progress
 from tests.support.processes import Cluster
 from tests.support.targets import make_sqlite_target, write_locked
-from tests.worker.postgresql.helpers import make_table, slow_vacuums, table_stats, vacuum_progress
 
 pytestmark = pytest.mark.e2e
 

@@ -1,7 +1,8 @@
 """Poll with a deadline instead of sleeping: a test waits as long as it must and no longer.
 
 One module for every tier: ``wait_for`` (blocking), ``eventually`` (asyncio; the predicate may be sync or
-return an awaitable), ``within`` (an awaitable with a deadline) and ``run_async`` (a bounded test body).
+return an awaitable), ``within`` (an awaitable with a deadline) and ``run_async`` (a bounded coroutine
+run from synchronous code).
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ async def within(awaitable: Awaitable[T], timeout: float, what: str) -> T:
 
 
 def run_async(coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
-    """Run one test body on a fresh event loop, bounded so a hang fails instead of blocking the suite."""
+    """Run a coroutine from synchronous code on a fresh event loop, bounded so a hang fails instead of blocking
+    the suite. A test body is an ``async def`` test instead (pytest-asyncio, auto mode)."""
 
     async def bounded() -> T:
         return await asyncio.wait_for(coro, timeout)

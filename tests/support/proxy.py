@@ -133,6 +133,7 @@ class TcpProxy:
             return
         self._call(self._stop)
         self._thread.join(10)
+        assert not self._thread.is_alive(), "the proxy's thread did not stop"
 
     def __enter__(self) -> TcpProxy:
         return self

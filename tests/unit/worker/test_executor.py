@@ -1,0 +1,227 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import URL, make_url
+
+from dbmaint.operations import (
+    CHILD_JOB_TYPE,
+    LEGACY_JOB_TYPE,
+    PARENT_JOB_TYPE,
+    JobStatus,
+    Operation,
+    OperationReport,
+    TableScope,
+)
+from dbmaint.v1 import maintenance_pb2 as pb
+from tests.support.fake_manager_for_workers import assignment as pb_assignment
+from tests.support.polling import eventually
+from worker_service.cancel import CancelToken, OperationCancelled
+from worker_service.engines.base import OperationFailed, RunStatus
+from worker_service.executor import NO_FREE_SLOT, Assignment, Executor, run_assignment, validate_assignment
+from worker_service.stream import assignment_from_proto, decode_config
+from worker_service.targets import BoundTarget
+
+SECRET_URL = "postgresql://admin:Sup3rSecret@db.internal:5432/app"
+
+
+def make(**overrides: Any) -> Assignment:
+    fields: dict[str, Any] = {
+        "job_id": "job-1",
+        "attempt": 1,
+        "target": "orders",
+        "operation": "vacuum",
+        "job_type": CHILD_JOB_TYPE,
+        "config": {"operation": "vacuum", "target": "orders"},
+        "deadline": None,
+        "parent_id": "parent-1",
+    }
+    fields.update(overrides)
+    return Assignment(**fields)
+
+
+SERVED = ("orders", "users")
+
+
+def test_a_valid_assignment_passes() -> None:
+    assert validate_assignment(make(), SERVED) is None
+    assert validate_assignment(make(config={}), SERVED) is None  # missing keys are not a disagreement
+
+
+def test_the_legacy_type_is_refused_by_name() -> None:
+    problem = validate_assignment(make(job_type=LEGACY_JOB_TYPE), SERVED)
+    assert problem is not None
+    assert "'database_maintenance'" in problem and "legacy" in problem and CHILD_JOB_TYPE in problem
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"job_type": PARENT_JOB_TYPE}, "refusing job type 'database_maintenance_parent'"),
+        ({"job_type": ""}, "refusing job type ''"),
+        ({"job_type": "something_else"}, "refusing job type 'something_else'"),
+        ({"job_id": ""}, "no job_id"),
+        ({"attempt": 0}, "invalid attempt 0"),
+        ({"operation": ""}, "assignment has no operation"),
+        ({"operation": "#9"}, "unknown operation '#9'"),
+        ({"operation": "defrag"}, "unknown operation 'defrag'"),
+        ({"target": ""}, "assignment has no target"),
+        ({"config": None}, "config is not a JSON object"),
+        ({"config": {"operation": "analyze", "target": "orders"}}, "config operation 'analyze' does not match"),
+        ({"config": {"operation": "vacuum", "target": "users"}}, "config target 'users' does not match"),
+        (
+            {"target": "billing", "config": {"target": "billing"}},
+            "target 'billing' is not served by this worker (it serves: orders, users)",
+        ),
+    ],
+)
+def test_each_failure_names_the_problem(overrides: dict[str, Any], expected: str) -> None:
+    problem = validate_assignment(make(**overrides), SERVED)
+    assert problem is not None and expected in problem
+
+
+def test_assignment_from_proto() -> None:
+    deadline = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    plain = assignment_from_proto(pb_assignment("j", "orders", "analyze", attempt=3, deadline=deadline))
+    assert plain == make(
+        job_id="j", attempt=3, operation="analyze", config={"operation": "analyze", "target": "orders"},
+        deadline=deadline,
+    )  # fmt: skip
+    unknown = pb.Assignment(job_id="j", attempt=1, operation=9, job_type=CHILD_JOB_TYPE, config="[1]")  # type: ignore[arg-type]
+    plain = assignment_from_proto(unknown)
+    assert (plain.operation, plain.config, plain.deadline) == ("#9", None, None)
+    assert assignment_from_proto(pb.Assignment(job_id="j")).operation == ""
+
+
+def test_decode_config() -> None:
+    assert decode_config("") == {}
+    assert decode_config('{"a": 1}') == {"a": 1}
+    assert decode_config("{not json") is None
+    assert decode_config('"a string"') is None
+
+
+class FakeEngine:
+    name = "fake"
+    dialect = "postgresql"
+
+    def __init__(self, behaviour: Any) -> None:
+        self.behaviour = behaviour
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.scopes: list[TableScope] = []
+
+    def check_url(self, url: URL) -> None:
+        pass
+
+    def run(
+        self,
+        operation: Operation,
+        url: URL,
+        cancel: CancelToken,
+        deadline: datetime | None,
+        scope: TableScope = TableScope(),  # noqa: B008 - immutable
+        status: RunStatus | None = None,
+    ) -> OperationReport:
+        self.started.set()
+        self.scopes.append(scope)
+        return self.behaviour(operation, url, cancel, deadline, self)  # type: ignore[no-any-return]
+
+
+def target_with(behaviour: Any) -> BoundTarget:
+    return BoundTarget(name="orders", url=make_url(SECRET_URL), engine=FakeEngine(behaviour))
+
+
+def test_an_engine_exception_is_a_failure_with_the_url_masked() -> None:
+    def explode(*_: Any) -> OperationReport:
+        raise ConnectionError(f"could not connect to {SECRET_URL} (password Sup3rSecret rejected)")
+
+    outcome = run_assignment(make(), target_with(explode), CancelToken())
+    assert outcome.status is JobStatus.FAILED
+    assert "fake vacuum on orders failed: ConnectionError" in outcome.error
+    assert "Sup3rSecret" not in outcome.error
+    assert "postgresql://admin:***@db.internal:5432/app" in outcome.error
+
+
+def test_the_scope_in_the_config_reaches_the_engine() -> None:
+    target = target_with(lambda *_: OperationReport(engine="fake"))
+    config = {"operation": "vacuum", "target": "orders", "schemas": ["sales"], "tables": ["sales.orders"]}
+    outcome = run_assignment(make(config=config), target, CancelToken())
+    assert outcome.status is JobStatus.COMPLETED
+    assert isinstance(target.engine, FakeEngine)
+    assert target.engine.scopes == [TableScope(schemas=("sales",), tables=("sales.orders",))]
+
+
+@pytest.mark.parametrize("bad", [{"tables": "orders"}, {"schemas": [1]}, {"tables": [""]}])
+def test_a_malformed_scope_is_refused(bad: dict[str, Any]) -> None:
+    problem = validate_assignment(make(config={"operation": "vacuum", **bad}), SERVED)
+    assert problem is not None and "must be a list of non-empty strings" in problem
+
+
+def test_operation_failed_keeps_its_message_and_report() -> None:
+    report = OperationReport(engine="fake", bytes_before=10)
+
+    def fail(*_: Any) -> OperationReport:
+        raise OperationFailed("table locked", report)
+
+    outcome = run_assignment(make(), target_with(fail), CancelToken())
+    assert (outcome.status, outcome.error, outcome.report) == (JobStatus.FAILED, "table locked", report)
+
+
+def test_cancelled_and_deadline_outcomes() -> None:
+    def cancelled(*_: Any) -> OperationReport:
+        raise OperationCancelled("user asked")
+
+    outcome = run_assignment(make(), target_with(cancelled), CancelToken())
+    assert (outcome.status, outcome.error) == (JobStatus.CANCELLED, "user asked")
+
+    token = CancelToken()
+    token.cancel("before start")
+    outcome = run_assignment(make(), target_with(cancelled), token)
+    assert (outcome.status, outcome.error) == (JobStatus.CANCELLED, "before start")
+
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    outcome = run_assignment(make(deadline=past), target_with(cancelled), CancelToken())
+    assert outcome.status is JobStatus.FAILED and "deadline exceeded before the operation started" in outcome.error
+
+
+async def test_executor_slots_cancel_and_no_free_slot() -> None:
+    def block(op: Operation, url: URL, cancel: CancelToken, deadline: Any, engine: FakeEngine) -> OperationReport:
+        cancel.wait(5)
+        raise OperationCancelled(cancel.reason)
+
+    target = target_with(block)
+
+    executor = Executor({"orders": target}, slots=1)
+    try:
+        first = executor.start(make())
+        assert executor.running() == [("job-1", 1)] and executor.free_slots == 0
+        second = executor.start(make(job_id="job-2"))
+        assert second.done() and second.result().status is JobStatus.FAILED
+        assert second.result().error == NO_FREE_SLOT
+        refused = executor.start(make(job_id="job-3", job_type=LEGACY_JOB_TYPE))
+        assert refused.done() and "legacy" in refused.result().error
+        with pytest.raises(ValueError):
+            executor.start(make())
+        assert executor.cancel(("job-1", 2), "wrong attempt") is False
+        assert executor.cancel(("job-1", 1), "stop it") is True
+        outcome = await asyncio.wait_for(first, 5)
+        assert (outcome.status, outcome.error) == (JobStatus.CANCELLED, "stop it")
+        # The done callback that frees the slot runs on a later loop iteration: wait for it, bounded.
+        await eventually(lambda: executor.free_slots == 1, timeout=2, message="the slot was never freed")
+        assert executor.running() == []
+    finally:
+        executor.close()
+
+
+def test_deadlines_out_of_datetime_range_do_not_break_the_conversion() -> None:
+    far_future = pb.Assignment(job_id="j", attempt=1)
+    far_future.deadline.seconds = 10**12
+    assert assignment_from_proto(far_future).deadline is None
+    far_past = pb.Assignment(job_id="j", attempt=1)
+    far_past.deadline.seconds = -(10**12)
+    deadline = assignment_from_proto(far_past).deadline
+    assert deadline is not None and deadline.year == 1
