@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -55,6 +57,9 @@ class Job:
     progress: Progress | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    schedule_id: str | None = None
+    scheduled_time: datetime | None = None
+    window: Mapping[str, Any] | None = None
 
     @property
     def is_parent(self) -> bool:
@@ -70,6 +75,11 @@ class MaintenanceSpec:
     request_id: str | None = None
     max_attempts: int = 3
     scope: TableScope = field(default_factory=TableScope)
+    # The window its children may start in (``window_rules.to_dict``), and for a schedule's firing, the
+    # schedule's id and the slot; all stored on the parent and on each child.
+    window: Mapping[str, Any] | None = None
+    schedule_id: str | None = None
+    scheduled_time: datetime | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -122,6 +132,7 @@ class JobFilter:
     status: JobStatus | None = None
     type: str | None = None
     parent_id: str | None = None
+    schedule_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,3 +154,153 @@ class ChildOutcome:
     status: JobStatus
     error: str | None = None
     report: OperationReport | None = None
+
+
+class FiringOutcome(enum.StrEnum):
+    """What became of one slot of a schedule."""
+
+    FIRED = "fired"
+    SKIPPED_OVERLAP = "skipped_overlap"
+    SKIPPED_PAUSED = "skipped_paused"
+    MISSED = "missed"
+    OUTSIDE_RANGE = "outside_range"
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    """A validated schedule as the user asked for it; kept as JSON (``to_dict``/``from_dict``). Exactly one of
+    ``cron`` (normalized) and ``every_seconds``; ``catchup_seconds`` None means the default of the cadence."""
+
+    id: str
+    maintenance: MaintenanceSpec
+    cron: str | None = None
+    every_seconds: float | None = None
+    time_zone: str = ""
+    overlap: str = "skip"
+    catchup_seconds: float | None = None
+    jitter_seconds: float = 0.0
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    window: Mapping[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        maintenance = self.maintenance
+        return {
+            "id": self.id,
+            "cron": self.cron,
+            "every_seconds": self.every_seconds,
+            "time_zone": self.time_zone,
+            "targets": list(maintenance.targets),
+            "operations": [operation.value for operation in maintenance.operations],
+            "max_attempts": maintenance.max_attempts,
+            **maintenance.scope.to_config(),
+            "overlap": self.overlap,
+            "catchup_seconds": self.catchup_seconds,
+            "jitter_seconds": self.jitter_seconds,
+            "start_at": self.start_at.isoformat() if self.start_at else None,
+            "end_at": self.end_at.isoformat() if self.end_at else None,
+            "window": dict(self.window) if self.window is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ScheduleSpec:
+        maintenance = MaintenanceSpec(
+            targets=tuple(data["targets"]),
+            operations=tuple(Operation(name) for name in data["operations"]),
+            max_attempts=int(data.get("max_attempts", 3)),
+            scope=TableScope.from_config(data),
+        )
+        return cls(
+            id=data["id"],
+            maintenance=maintenance,
+            cron=data.get("cron"),
+            every_seconds=data.get("every_seconds"),
+            time_zone=data.get("time_zone", ""),
+            overlap=data.get("overlap", "skip"),
+            catchup_seconds=data.get("catchup_seconds"),
+            jitter_seconds=float(data.get("jitter_seconds", 0.0)),
+            start_at=_instant(data.get("start_at")),
+            end_at=_instant(data.get("end_at")),
+            window=data.get("window"),
+        )
+
+
+def _instant(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A stored schedule. ``key`` is its identity (firings hang on it; a re-created id gets a new key);
+    ``last_slot`` the latest slot that has a firing row (the scheduler resumes after it); ``buffered_slot`` the
+    slot BUFFER_ONE keeps for when the previous parent ends. ``version`` grows with every stored change."""
+
+    key: str
+    spec: ScheduleSpec
+    paused: bool
+    created_at: datetime
+    updated_at: datetime
+    version: int = 1
+    last_slot: datetime | None = None
+    buffered_slot: datetime | None = None
+    last_parent_id: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+@dataclass(frozen=True, slots=True)
+class FiringRecord:
+    """A firing row to write: the slot, what became of it, and (a gap of MISSED slots) how many slots it stands
+    for, up to ``through``, the last of them."""
+
+    scheduled_time: datetime
+    outcome: FiringOutcome
+    reason: str | None = None
+    missed_count: int = 1
+    through: datetime | None = None
+
+    @property
+    def last_covered(self) -> datetime:
+        return self.through or self.scheduled_time
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """A stored firing row."""
+
+    schedule_key: str
+    schedule_id: str
+    scheduled_time: datetime
+    outcome: FiringOutcome
+    recorded_at: datetime
+    parent_id: str | None = None
+    reason: str | None = None
+    missed_count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class FiringPlan:
+    """What one scheduler step writes for one schedule, in ONE transaction: the firing rows (unique per slot),
+    the parent of the FIRED one (``fire``: the maintenance, created as by CreateMaintenance, carrying the
+    schedule's id and the slot), the schedule's new ``last_slot`` (never moved back) and ``buffered_slot``. It
+    applies only to the schedule at ``version``: a schedule changed meanwhile (paused, edited, deleted) raises
+    ScheduleChanged, and a slot that already has a row raises SlotAlreadyRecorded; either way nothing is
+    written."""
+
+    schedule_key: str
+    version: int
+    records: tuple[FiringRecord, ...]
+    fire: MaintenanceSpec | None = None
+    last_slot: datetime | None = None
+    buffered_slot: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FiringsOutcome:
+    """The rows a plan wrote, the parent it created (if it fired) and the schedule after it."""
+
+    firings: list[Firing]
+    created: CreateOutcome | None
+    schedule: Schedule

@@ -51,6 +51,30 @@ class RequestIdReused(DomainError):
     """An idempotency key (``request_id``) is already in the store for other targets or operations."""
 
 
+class ScheduleNotFound(DomainError):
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"schedule {schedule_id!r} not found")
+        self.schedule_id = schedule_id
+
+
+class ScheduleExists(DomainError):
+    """A schedule with this id already exists (delete it first to start a new history under the same id)."""
+
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"schedule {schedule_id!r} already exists")
+        self.schedule_id = schedule_id
+
+
+class ScheduleChanged(DomainError):
+    """A scheduler step was planned on a schedule that changed meanwhile (paused, edited, deleted): nothing was
+    written; plan again from the schedule as it is now."""
+
+
+class SlotAlreadyRecorded(DomainError):
+    """A firing row for this (schedule, slot) exists already: the slot was handled (by this manager earlier, or
+    by another one); nothing was written."""
+
+
 class WorkerAlreadyConnected(DomainError):
     """A worker said Hello with the id of a worker that is still connected (worker ids must be unique)."""
 

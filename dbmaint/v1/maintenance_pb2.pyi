@@ -27,6 +27,12 @@ class JobStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATUS_COMPLETED: _ClassVar[JobStatus]
     JOB_STATUS_FAILED: _ClassVar[JobStatus]
     JOB_STATUS_CANCELLED: _ClassVar[JobStatus]
+
+class WindowEndPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WINDOW_END_UNSPECIFIED: _ClassVar[WindowEndPolicy]
+    WINDOW_END_FINISH: _ClassVar[WindowEndPolicy]
+    WINDOW_END_CANCEL: _ClassVar[WindowEndPolicy]
 OPERATION_UNSPECIFIED: Operation
 OPERATION_VACUUM: Operation
 OPERATION_ANALYZE: Operation
@@ -38,6 +44,34 @@ JOB_STATUS_RUNNING: JobStatus
 JOB_STATUS_COMPLETED: JobStatus
 JOB_STATUS_FAILED: JobStatus
 JOB_STATUS_CANCELLED: JobStatus
+WINDOW_END_UNSPECIFIED: WindowEndPolicy
+WINDOW_END_FINISH: WindowEndPolicy
+WINDOW_END_CANCEL: WindowEndPolicy
+
+class MaintenanceWindow(_message.Message):
+    __slots__ = ("start", "end", "cron", "duration", "time_zone", "cutoff", "on_end")
+    class OnEndEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: WindowEndPolicy
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[WindowEndPolicy, str]] = ...) -> None: ...
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    CRON_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    CUTOFF_FIELD_NUMBER: _ClassVar[int]
+    ON_END_FIELD_NUMBER: _ClassVar[int]
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    cron: str
+    duration: _duration_pb2.Duration
+    time_zone: str
+    cutoff: _duration_pb2.Duration
+    on_end: _containers.ScalarMap[str, WindowEndPolicy]
+    def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cron: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., time_zone: _Optional[str] = ..., cutoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., on_end: _Optional[_Mapping[str, WindowEndPolicy]] = ...) -> None: ...
 
 class OperationResult(_message.Message):
     __slots__ = ("duration", "bytes_before", "bytes_after", "objects_processed", "objects_skipped", "engine", "notes")
@@ -74,7 +108,7 @@ class Progress(_message.Message):
     def __init__(self, total: _Optional[int] = ..., pending: _Optional[int] = ..., running: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "type", "parent_id", "status", "target", "operation", "config", "attempt", "max_attempts", "worker_id", "error", "result", "progress", "created_at", "started_at", "finished_at", "request_id", "cancel_requested", "position", "waiting_reason")
+    __slots__ = ("id", "type", "parent_id", "status", "target", "operation", "config", "attempt", "max_attempts", "worker_id", "error", "result", "progress", "created_at", "started_at", "finished_at", "request_id", "cancel_requested", "position", "waiting_reason", "schedule_id", "scheduled_time", "window")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +129,9 @@ class Job(_message.Message):
     CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
     WAITING_REASON_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULED_TIME_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     parent_id: str
@@ -115,21 +152,26 @@ class Job(_message.Message):
     cancel_requested: bool
     position: int
     waiting_reason: str
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., parent_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., target: _Optional[str] = ..., operation: _Optional[_Union[Operation, str]] = ..., config: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., worker_id: _Optional[str] = ..., error: _Optional[str] = ..., result: _Optional[_Union[OperationResult, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., position: _Optional[int] = ..., waiting_reason: _Optional[str] = ...) -> None: ...
+    schedule_id: str
+    scheduled_time: _timestamp_pb2.Timestamp
+    window: MaintenanceWindow
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., parent_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., target: _Optional[str] = ..., operation: _Optional[_Union[Operation, str]] = ..., config: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., worker_id: _Optional[str] = ..., error: _Optional[str] = ..., result: _Optional[_Union[OperationResult, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., position: _Optional[int] = ..., waiting_reason: _Optional[str] = ..., schedule_id: _Optional[str] = ..., scheduled_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[MaintenanceWindow, _Mapping]] = ...) -> None: ...
 
 class CreateMaintenanceRequest(_message.Message):
-    __slots__ = ("targets", "operations", "request_id", "schemas", "tables")
+    __slots__ = ("targets", "operations", "request_id", "schemas", "tables", "window")
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     OPERATIONS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SCHEMAS_FIELD_NUMBER: _ClassVar[int]
     TABLES_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
     targets: _containers.RepeatedScalarFieldContainer[str]
     operations: _containers.RepeatedScalarFieldContainer[Operation]
     request_id: str
     schemas: _containers.RepeatedScalarFieldContainer[str]
     tables: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, targets: _Optional[_Iterable[str]] = ..., operations: _Optional[_Iterable[_Union[Operation, str]]] = ..., request_id: _Optional[str] = ..., schemas: _Optional[_Iterable[str]] = ..., tables: _Optional[_Iterable[str]] = ...) -> None: ...
+    window: MaintenanceWindow
+    def __init__(self, targets: _Optional[_Iterable[str]] = ..., operations: _Optional[_Iterable[_Union[Operation, str]]] = ..., request_id: _Optional[str] = ..., schemas: _Optional[_Iterable[str]] = ..., tables: _Optional[_Iterable[str]] = ..., window: _Optional[_Union[MaintenanceWindow, _Mapping]] = ...) -> None: ...
 
 class CreateMaintenanceResponse(_message.Message):
     __slots__ = ("parent", "children", "created", "next_children_page_token")
@@ -166,18 +208,20 @@ class GetJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., children: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_children_page_token: _Optional[str] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("status", "type", "parent_id", "page_size", "page_token")
+    __slots__ = ("status", "type", "parent_id", "page_size", "page_token", "schedule_id")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
     status: JobStatus
     type: str
     parent_id: str
     page_size: int
     page_token: str
-    def __init__(self, status: _Optional[_Union[JobStatus, str]] = ..., type: _Optional[str] = ..., parent_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    schedule_id: str
+    def __init__(self, status: _Optional[_Union[JobStatus, str]] = ..., type: _Optional[str] = ..., parent_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., schedule_id: _Optional[str] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs", "next_page_token")
@@ -354,7 +398,7 @@ class Welcome(_message.Message):
     def __init__(self, lease_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., manager_id: _Optional[str] = ..., sends_acks: _Optional[bool] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("job_id", "attempt", "target", "operation", "job_type", "config", "deadline", "parent_id")
+    __slots__ = ("job_id", "attempt", "target", "operation", "job_type", "config", "deadline", "parent_id", "window_end")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -363,6 +407,7 @@ class Assignment(_message.Message):
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
     target: str
@@ -371,7 +416,8 @@ class Assignment(_message.Message):
     config: str
     deadline: _timestamp_pb2.Timestamp
     parent_id: str
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., target: _Optional[str] = ..., operation: _Optional[_Union[Operation, str]] = ..., job_type: _Optional[str] = ..., config: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., parent_id: _Optional[str] = ...) -> None: ...
+    window_end: _timestamp_pb2.Timestamp
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., target: _Optional[str] = ..., operation: _Optional[_Union[Operation, str]] = ..., job_type: _Optional[str] = ..., config: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., parent_id: _Optional[str] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class AssignmentBatch(_message.Message):
     __slots__ = ("assignments",)

@@ -12,9 +12,14 @@ from manager_service.domain import (
     CancelOutcome,
     ChildOutcome,
     CreateOutcome,
+    Firing,
+    FiringPlan,
+    FiringsOutcome,
     Job,
     JobFilter,
     MaintenanceSpec,
+    Schedule,
+    ScheduleSpec,
     StartRequest,
     Transition,
 )
@@ -110,5 +115,32 @@ class JobStore(Protocol):
 
     def cancel_job(self, job_id: str, reason: str) -> CancelOutcome:
         """Cancel a parent (all its unfinished children) or a child. Raises JobNotFound or JobAlreadyFinished."""
+
+    # -- schedules
+
+    def create_schedule(self, spec: ScheduleSpec, paused: bool) -> Schedule:
+        """Store a new schedule with a new key (a new history); ScheduleExists if a live one has this id."""
+
+    def get_schedule(self, schedule_id: str) -> Schedule | None:
+        """The live schedule with this id."""
+
+    def list_schedules(self, limit: int, after_id: str | None) -> list[Schedule]:
+        """Live schedules by id, the first ``limit`` after ``after_id``."""
+
+    def update_schedule(self, schedule_id: str, spec: ScheduleSpec, paused: bool) -> Schedule:
+        """Replace a live schedule's spec and paused flag (its key, history and slots stay); ScheduleNotFound."""
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        """Delete a live schedule (its firings and parents stay); ScheduleNotFound."""
+
+    def record_firings(self, plan: FiringPlan) -> FiringsOutcome:
+        """Write one scheduler step in ONE transaction (see FiringPlan): ScheduleChanged if the schedule is not
+        at ``plan.version`` any more, SlotAlreadyRecorded if a slot has a row already; nothing written then."""
+
+    def list_firings(
+        self, schedule_id: str, limit: int, before_seq: int | None
+    ) -> tuple[list[Firing], int | None]:
+        """The live schedule's firings, newest recorded first, the first ``limit`` before ``before_seq``, and the
+        seq to continue from (None: no more); ScheduleNotFound."""
 
     def close(self) -> None: ...

@@ -26,7 +26,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import product
 
@@ -37,15 +37,30 @@ from manager_service.domain import (
     CancelOutcome,
     ChildOutcome,
     CreateOutcome,
+    Firing,
+    FiringOutcome,
+    FiringPlan,
+    FiringsOutcome,
     Job,
     JobFilter,
     MaintenanceSpec,
     Progress,
+    Schedule,
+    ScheduleSpec,
     StartRequest,
     Transition,
     utcnow,
 )
-from manager_service.errors import JobAlreadyFinished, JobNotFound, LeaseLost, RequestIdReused
+from manager_service.errors import (
+    JobAlreadyFinished,
+    JobNotFound,
+    LeaseLost,
+    RequestIdReused,
+    ScheduleChanged,
+    ScheduleExists,
+    ScheduleNotFound,
+    SlotAlreadyRecorded,
+)
 from manager_service.store import sqlalchemy_store as sql_store
 from manager_service.store import transitions
 from manager_service.store.base import ChildrenPage, LeaseState, Page
@@ -73,6 +88,10 @@ class MemoryDatabase:
     requests: dict[str, tuple[str, str]] = field(default_factory=dict)  # request_id -> (parent id, fingerprint)
     lease: Lease = field(default_factory=Lease)
     last_seq: int = 0
+    schedules: dict[str, Schedule] = field(default_factory=dict)  # by key, deleted ones included
+    live_schedules: dict[str, str] = field(default_factory=dict)  # live id -> key
+    firings: list[tuple[int, Firing]] = field(default_factory=list)  # (seq, firing) in insertion order
+    last_firing_seq: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -256,6 +275,9 @@ class MemoryJobStore:
             created_at=now,
             request_id=spec.request_id,
             progress=Progress(total=len(pairs), pending=len(pairs)),
+            schedule_id=spec.schedule_id,
+            scheduled_time=spec.scheduled_time,
+            window=spec.window,
         )
         children = [
             Job(
@@ -271,6 +293,9 @@ class MemoryJobStore:
                 position=position,
                 attempt=1,
                 max_attempts=spec.max_attempts,
+                schedule_id=spec.schedule_id,
+                scheduled_time=spec.scheduled_time,
+                window=spec.window,
             )
             for position, (target, operation) in sql_store._round_robin(pairs, len(spec.operations))
         ]
@@ -430,6 +455,111 @@ class MemoryJobStore:
         changed[parent.id] = after
         return after
 
+    # -- schedules (each method checks everything before it changes anything: all or nothing)
+
+    def create_schedule(self, spec: ScheduleSpec, paused: bool) -> Schedule:
+        with self._write():
+            if spec.id in self._db.live_schedules:
+                raise ScheduleExists(spec.id)
+            now = utcnow()
+            schedule = Schedule(key=str(uuid.uuid4()), spec=spec, paused=paused, created_at=now, updated_at=now)
+            self._db.schedules[schedule.key] = schedule
+            self._db.live_schedules[spec.id] = schedule.key
+            return schedule
+
+    def get_schedule(self, schedule_id: str) -> Schedule | None:
+        with self._db.lock:
+            key = self._db.live_schedules.get(schedule_id)
+            return self._db.schedules[key] if key is not None else None
+
+    def list_schedules(self, limit: int, after_id: str | None) -> list[Schedule]:
+        with self._db.lock:
+            ids = sorted(i for i in self._db.live_schedules if after_id is None or i > after_id)[:limit]
+            return [self._db.schedules[self._db.live_schedules[i]] for i in ids]
+
+    def update_schedule(self, schedule_id: str, spec: ScheduleSpec, paused: bool) -> Schedule:
+        with self._write():
+            current = self._live_schedule(schedule_id)
+            after = replace(current, spec=spec, paused=paused, version=current.version + 1, updated_at=utcnow())
+            self._db.schedules[current.key] = after
+            return after
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        with self._write():
+            current = self._live_schedule(schedule_id)
+            self._db.schedules[current.key] = replace(current, version=current.version + 1, updated_at=utcnow())
+            del self._db.live_schedules[schedule_id]
+
+    def record_firings(self, plan: FiringPlan) -> FiringsOutcome:
+        fired = [record for record in plan.records if record.outcome is FiringOutcome.FIRED]
+        if len(fired) > 1 or (plan.fire is None) != (not fired):
+            raise ValueError("a plan fires at most one slot, and creates a parent exactly when it fires")
+        with self._write() as changed:
+            current = self._db.schedules.get(plan.schedule_key)
+            if current is None or self._db.live_schedules.get(current.id) != current.key:
+                raise ScheduleChanged(f"schedule {plan.schedule_key} was deleted")
+            if current.version != plan.version:
+                raise ScheduleChanged(
+                    f"schedule {current.id} changed (version {current.version}, planned on {plan.version})"
+                )
+            taken = {(f.schedule_key, f.scheduled_time) for _, f in self._db.firings}
+            if any((current.key, record.scheduled_time) in taken for record in plan.records):
+                raise SlotAlreadyRecorded(f"a slot of schedule {current.id} already has a firing")
+            created = None
+            if fired and plan.fire is not None:
+                spec = replace(plan.fire, schedule_id=current.id, scheduled_time=fired[0].scheduled_time)
+                created = self._new_maintenance(spec)
+                changed.update((job.id, job) for job in (created.parent, *created.children))
+                self._db.children_of[created.parent.id] = [child.id for child in created.children]
+            now = utcnow()
+            firings = [
+                Firing(
+                    schedule_key=current.key,
+                    schedule_id=current.id,
+                    scheduled_time=record.scheduled_time,
+                    outcome=record.outcome,
+                    recorded_at=now,
+                    parent_id=created.parent.id if created and record.outcome is FiringOutcome.FIRED else None,
+                    reason=record.reason,
+                    missed_count=record.missed_count,
+                )
+                for record in plan.records
+            ]
+            for firing in firings:
+                self._db.last_firing_seq += 1
+                self._db.firings.append((self._db.last_firing_seq, firing))
+            slots = [moment for moment in (current.last_slot, plan.last_slot) if moment is not None]
+            after = replace(
+                current,
+                version=current.version + 1,
+                updated_at=now,
+                last_slot=max(slots, default=None),
+                buffered_slot=plan.buffered_slot,
+                last_parent_id=created.parent.id if created else current.last_parent_id,
+            )
+            self._db.schedules[current.key] = after
+            return FiringsOutcome(firings, created, after)
+
+    def list_firings(
+        self, schedule_id: str, limit: int, before_seq: int | None
+    ) -> tuple[list[Firing], int | None]:
+        with self._db.lock:
+            current = self._live_schedule(schedule_id)
+            found = [
+                (seq, firing)
+                for seq, firing in reversed(self._db.firings)
+                if firing.schedule_key == current.key and (before_seq is None or seq < before_seq)
+            ]
+        page = found[:limit]
+        more = len(found) > limit and bool(page)
+        return [firing for _, firing in page], (page[-1][0] if more else None)
+
+    def _live_schedule(self, schedule_id: str) -> Schedule:
+        key = self._db.live_schedules.get(schedule_id)
+        if key is None:
+            raise ScheduleNotFound(schedule_id)
+        return self._db.schedules[key]
+
     def _current(self, changed: dict[str, Job], job_id: str) -> Job | None:
         """The job as this transaction sees it: its own change if it made one, else the stored row."""
         return changed.get(job_id) or self._db.jobs.get(job_id)
@@ -440,4 +570,5 @@ def _matches(job: Job, filter: JobFilter) -> bool:
         (filter.status is None or job.status is filter.status)
         and (not filter.type or job.type == filter.type)
         and (not filter.parent_id or job.parent_id == filter.parent_id)
+        and (not filter.schedule_id or job.schedule_id == filter.schedule_id)
     )

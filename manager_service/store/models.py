@@ -1,5 +1,6 @@
-"""The schema: one ``jobs`` table for parents and children, and ``store_lease``, the row that says which manager
-may write. Changes here need a migration in ``migrations/versions`` (a test fails when the two drift)."""
+"""The schema: one ``jobs`` table for parents and children; ``store_lease``, the row that says which manager
+may write; ``schedules`` and ``schedule_firings``, the schedules and every slot they had. Changes here need a
+migration in ``migrations/versions`` (a test fails when the two drift)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 # Deterministic constraint names, so migrations can name what they alter on every engine.
@@ -62,7 +64,14 @@ jobs = Table(
     # store looks for it to learn whether that transaction committed. Not indexed (a changing indexed column
     # would cost every update); it is looked up by the row's id.
     Column("commit_token", String(32), nullable=True),
+    # A parent created by a schedule's firing (children carry it too): the schedule's id and the slot.
+    Column("schedule_id", String(64), nullable=True),
+    Column("scheduled_time", DateTime(timezone=True), nullable=True),
+    # The maintenance window (JSON, ``window_rules.to_dict``) its children may start in; on the parent and each
+    # child, so the dispatcher reads it with the child.
+    Column("window", Text, nullable=True),
     Index("ix_jobs_parent_position", "parent_id", "position"),
+    Index("ix_jobs_schedule_seq", "schedule_id", "seq"),
     Index("ix_jobs_status_seq", "status", "seq"),
     Index("ix_jobs_type_seq", "type", "seq"),
 )
@@ -79,4 +88,46 @@ store_lease = Table(
     Column("address", String(255), nullable=False),
     Column("term", Integer, nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# A schedule. ``key`` is its identity (a UUID): firings hang on it, so a deleted and re-created ``id`` starts a new
+# history. ``id`` is unique among live schedules; a deleted one keeps its row (``deleted_at`` set, ``live_id``
+# NULL), so its firings stay readable through the parents that carry ``schedule_id``.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("key", String(36), primary_key=True),
+    Column("id", String(64), nullable=False),
+    # ``id`` while live, NULL once deleted: the unique constraint that keeps live ids unique on every engine.
+    Column("live_id", String(64), nullable=True, unique=True),
+    # The schedule as requested (cadence, zone, maintenance, overlap, catch-up, jitter, range, window) as JSON.
+    Column("spec", Text, nullable=False),
+    Column("paused", Boolean, nullable=False, default=False),
+    # The latest slot that has a firing row (whatever its outcome): the scheduler resumes after it.
+    Column("last_slot", DateTime(timezone=True), nullable=True),
+    # BUFFER_ONE: the slot kept to fire when the previous parent ends.
+    Column("buffered_slot", DateTime(timezone=True), nullable=True),
+    Column("last_parent_id", String(36), nullable=True),
+    Column("version", Integer, nullable=False, default=1),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
+    Column("commit_token", String(32), nullable=True),
+)
+
+# What became of each slot of a schedule: unique per (schedule key, slot), so no slot is ever fired twice, whoever
+# tries (a restart, a retry, a second manager). A gap of missed slots is one row (the first slot and the count).
+schedule_firings = Table(
+    "schedule_firings",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("schedule_key", String(36), nullable=False),
+    Column("scheduled_time", DateTime(timezone=True), nullable=False),
+    Column("outcome", String(24), nullable=False),
+    Column("parent_id", String(36), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("missed_count", Integer, nullable=False, default=1),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("commit_token", String(32), nullable=True),
+    UniqueConstraint("schedule_key", "scheduled_time", name="uq_schedule_firings_slot"),
 )

@@ -27,6 +27,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from itertools import product
 from pathlib import Path
@@ -57,10 +58,17 @@ from manager_service.domain import (
     CancelOutcome,
     ChildOutcome,
     CreateOutcome,
+    Firing,
+    FiringOutcome,
+    FiringPlan,
+    FiringRecord,
+    FiringsOutcome,
     Job,
     JobFilter,
     MaintenanceSpec,
     Progress,
+    Schedule,
+    ScheduleSpec,
     StartRequest,
     Transition,
     utcnow,
@@ -71,12 +79,16 @@ from manager_service.errors import (
     JobNotFound,
     LeaseLost,
     RequestIdReused,
+    ScheduleChanged,
+    ScheduleExists,
+    ScheduleNotFound,
+    SlotAlreadyRecorded,
     StoreInUse,
     StoreUnavailable,
 )
 from manager_service.store import migrations, transitions
 from manager_service.store.base import ChildrenPage, LeaseState, Page
-from manager_service.store.models import jobs, store_lease
+from manager_service.store.models import jobs, schedule_firings, schedules, store_lease
 from manager_service.validation import DEFAULT_CHILDREN_PAGE_SIZE
 
 UNFINISHED = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
@@ -139,6 +151,9 @@ RENEW_LEASE = (
 )
 RELEASE_LEASE = update(store_lease).where(*_OURS).values(holder="", address="", expires_at=func.now())
 COMMIT_TOKEN_OF = select(jobs.c.commit_token).where(jobs.c.id == bindparam("b_id"))
+SCHEDULE_TOKEN_OF = select(schedules.c.commit_token).where(schedules.c.key == bindparam("b_id"))
+# A probe naming a schedule row (its key) rather than a job row (its id).
+SCHEDULE_PROBE = "schedule:"
 # A page of a parent's children by keyset on (parent_id, position), the index ix_jobs_parent_position: the
 # database reads one page of rows (+1, to know whether more follow), however many children the parent has.
 CHILDREN_AFTER = (
@@ -282,6 +297,9 @@ def _row_to_job(row: Row[Any]) -> Job:
         else None,
         started_at=_aware(m["started_at"]),
         finished_at=_aware(m["finished_at"]),
+        schedule_id=m["schedule_id"],
+        scheduled_time=_aware(m["scheduled_time"]),
+        window=json.loads(m["window"]) if m["window"] else None,
     )
 
 
@@ -296,6 +314,47 @@ def _stamp(conn: Connection, job_id: str) -> str:
     conn.info.setdefault(PROBE_KEY, job_id)
     token: str = conn.info[TOKEN_KEY]
     return token
+
+
+def _stamp_schedule(conn: Connection, key: str) -> str:
+    """``_stamp`` for a schedule row (the probe then names the schedules table)."""
+    return _stamp(conn, SCHEDULE_PROBE + key)
+
+
+def _token_query(probe: str) -> tuple[Any, dict[str, str]]:
+    """The statement that reads the commit marker of the row ``probe`` names, and its parameters."""
+    if probe.startswith(SCHEDULE_PROBE):
+        return SCHEDULE_TOKEN_OF, {"b_id": probe.removeprefix(SCHEDULE_PROBE)}
+    return COMMIT_TOKEN_OF, {"b_id": probe}
+
+
+def _row_to_schedule(row: Row[Any]) -> Schedule:
+    m = row._mapping
+    return Schedule(
+        key=m["key"],
+        spec=ScheduleSpec.from_dict(json.loads(m["spec"])),
+        paused=bool(m["paused"]),
+        created_at=_aware(m["created_at"]) or utcnow(),
+        updated_at=_aware(m["updated_at"]) or utcnow(),
+        version=m["version"],
+        last_slot=_aware(m["last_slot"]),
+        buffered_slot=_aware(m["buffered_slot"]),
+        last_parent_id=m["last_parent_id"],
+    )
+
+
+def _row_to_firing(row: Row[Any], schedule_id: str) -> Firing:
+    m = row._mapping
+    return Firing(
+        schedule_key=m["schedule_key"],
+        schedule_id=schedule_id,
+        scheduled_time=_aware(m["scheduled_time"]) or utcnow(),
+        outcome=FiringOutcome(m["outcome"]),
+        recorded_at=_aware(m["recorded_at"]) or utcnow(),
+        parent_id=m["parent_id"],
+        reason=m["reason"],
+        missed_count=m["missed_count"],
+    )
 
 
 def _sqlite_lock_path(engine: Engine) -> Path | None:
@@ -356,7 +415,12 @@ CHILD_INSERT_COLUMNS = (
     "created_at",
     "updated_at",
     "commit_token",
+    "schedule_id",
+    "scheduled_time",
+    "window",
 )
+# What every child of one parent shares, converted once per insert.
+CHILD_SHARED_COLUMNS = ("created_at", "updated_at", "schedule_id", "scheduled_time", "window")
 # The other columns of a new child (their model defaults).
 CHILD_INSERT_DEFAULTS: dict[str, Any] = {
     "cancel_requested": False,
@@ -496,7 +560,7 @@ class SQLAlchemyJobStore:
                         params = {"b_name": LEASE_NAME, "b_holder": holder, "b_term": term}
                         if conn.execute(CHECK_LEASE, params).first() is None:
                             raise self._lease_lost(conn, "a write's COMMIT was cut and cannot be checked")
-                    found = conn.execute(COMMIT_TOKEN_OF, {"b_id": probe}).scalar()
+                    found = conn.execute(*_token_query(probe)).scalar()
             except DBAPIError as error:
                 if not _link_lost(error):
                     raise
@@ -620,6 +684,8 @@ class SQLAlchemyJobStore:
             query = query.where(jobs.c.type == filter.type)
         if filter.parent_id:
             query = query.where(jobs.c.parent_id == filter.parent_id)
+        if filter.schedule_id:
+            query = query.where(jobs.c.schedule_id == filter.schedule_id)
         if before_seq is not None:
             query = query.where(jobs.c.seq < before_seq)
         with self._connect() as conn:
@@ -674,6 +740,7 @@ class SQLAlchemyJobStore:
         token = _stamp(conn, parent_id)
         pairs = list(product(spec.targets, spec.operations))
         scope = spec.scope.to_config()
+        window = json.dumps(dict(spec.window)) if spec.window is not None else None
         conn.execute(
             jobs.insert().values(
                 id=parent_id,
@@ -689,6 +756,9 @@ class SQLAlchemyJobStore:
                 ),
                 request_id=spec.request_id,
                 request_fingerprint=spec.fingerprint if spec.request_id else None,
+                schedule_id=spec.schedule_id,
+                scheduled_time=spec.scheduled_time,
+                window=window,
                 total=len(pairs),
                 pending=len(pairs),
                 created_at=now,
@@ -723,6 +793,9 @@ class SQLAlchemyJobStore:
                     "created_at": now,
                     "updated_at": now,
                     "commit_token": token,
+                    "schedule_id": spec.schedule_id,
+                    "scheduled_time": spec.scheduled_time,
+                    "window": window,
                 }
                 for child_id, position, target, operation, config in planned
             ],
@@ -743,6 +816,9 @@ class SQLAlchemyJobStore:
                 position=position,
                 attempt=1,
                 max_attempts=spec.max_attempts,
+                schedule_id=spec.schedule_id,
+                scheduled_time=spec.scheduled_time,
+                window=spec.window,
             )
             for child_id, position, target, operation, config in planned
         ]
@@ -757,7 +833,7 @@ class SQLAlchemyJobStore:
         sql, order = _compiled_insert(conn)
         # What every child shares: the column defaults (the driver does not apply them) and the timestamps.
         shared = {name: _bind(conn, name, value) for name, value in CHILD_INSERT_DEFAULTS.items()}
-        shared.update((name, _bind(conn, name, rows[0][name])) for name in ("created_at", "updated_at"))
+        shared.update((name, _bind(conn, name, rows[0][name])) for name in CHILD_SHARED_COLUMNS)
         if order is None:
             conn.exec_driver_sql(sql, [row | shared for row in rows])
         else:
@@ -996,6 +1072,188 @@ class SQLAlchemyJobStore:
         # Chunks in id order: rows are still locked in one global order, so two transactions cannot deadlock.
         for chunk in _chunks(sorted(set(job_ids))):
             conn.execute(LOCK_IDS, {"ids": chunk})
+
+    # -- schedules
+
+    def create_schedule(self, spec: ScheduleSpec, paused: bool) -> Schedule:
+        now = utcnow()
+        key = str(uuid.uuid4())
+        try:
+            with self._write_transaction() as conn:
+                conn.execute(
+                    schedules.insert().values(
+                        key=key,
+                        id=spec.id,
+                        live_id=spec.id,
+                        spec=json.dumps(spec.to_dict()),
+                        paused=paused,
+                        version=1,
+                        created_at=now,
+                        updated_at=now,
+                        commit_token=_stamp_schedule(conn, key),
+                    )
+                )
+        except IntegrityError:
+            raise ScheduleExists(spec.id) from None
+        return Schedule(key=key, spec=spec, paused=paused, created_at=now, updated_at=now)
+
+    def get_schedule(self, schedule_id: str) -> Schedule | None:
+        with self._connect() as conn:
+            row = conn.execute(select(schedules).where(schedules.c.live_id == schedule_id)).first()
+        return _row_to_schedule(row) if row else None
+
+    def list_schedules(self, limit: int, after_id: str | None) -> list[Schedule]:
+        query = select(schedules).where(schedules.c.live_id.is_not(None)).order_by(schedules.c.live_id)
+        if after_id is not None:
+            query = query.where(schedules.c.live_id > after_id)
+        with self._connect() as conn:
+            return [_row_to_schedule(row) for row in conn.execute(query.limit(limit))]
+
+    def update_schedule(self, schedule_id: str, spec: ScheduleSpec, paused: bool) -> Schedule:
+        with self._write_transaction() as conn:
+            current = self._live_schedule(conn, schedule_id)
+            now = utcnow()
+            conn.execute(
+                update(schedules)
+                .where(schedules.c.key == current.key)
+                .values(
+                    spec=json.dumps(spec.to_dict()),
+                    paused=paused,
+                    version=current.version + 1,
+                    updated_at=now,
+                    commit_token=_stamp_schedule(conn, current.key),
+                )
+            )
+        return replace(current, spec=spec, paused=paused, version=current.version + 1, updated_at=now)
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        with self._write_transaction() as conn:
+            current = self._live_schedule(conn, schedule_id)
+            now = utcnow()
+            conn.execute(
+                update(schedules)
+                .where(schedules.c.key == current.key)
+                .values(
+                    live_id=None,
+                    deleted_at=now,
+                    version=current.version + 1,
+                    updated_at=now,
+                    commit_token=_stamp_schedule(conn, current.key),
+                )
+            )
+
+    def record_firings(self, plan: FiringPlan) -> FiringsOutcome:
+        fired = [record for record in plan.records if record.outcome is FiringOutcome.FIRED]
+        if len(fired) > 1 or (plan.fire is None) != (not fired):
+            raise ValueError("a plan fires at most one slot, and creates a parent exactly when it fires")
+        try:
+            with self._write_transaction() as conn:
+                return self._record_firings(conn, plan, fired[0] if fired else None)
+        except IntegrityError:
+            raise SlotAlreadyRecorded(f"a slot of schedule {plan.schedule_key} already has a firing") from None
+
+    def _record_firings(self, conn: Connection, plan: FiringPlan, fired: FiringRecord | None) -> FiringsOutcome:
+        now = utcnow()
+        current = self._schedule_at(conn, plan.schedule_key, plan.version)
+        created = None
+        if fired is not None:
+            assert plan.fire is not None
+            spec = replace(plan.fire, schedule_id=current.id, scheduled_time=fired.scheduled_time)
+            created = self._insert_maintenance(conn, spec)
+        last_slot = max(
+            (moment for moment in (current.last_slot, plan.last_slot) if moment is not None), default=None
+        )
+        after = replace(
+            current,
+            version=current.version + 1,
+            updated_at=now,
+            last_slot=last_slot,
+            buffered_slot=plan.buffered_slot,
+            last_parent_id=created.parent.id if created else current.last_parent_id,
+        )
+        conn.execute(
+            update(schedules)
+            .where(schedules.c.key == current.key)
+            .values(
+                version=after.version,
+                updated_at=now,
+                last_slot=after.last_slot,
+                buffered_slot=after.buffered_slot,
+                last_parent_id=after.last_parent_id,
+                commit_token=_stamp_schedule(conn, current.key),
+            )
+        )
+        firings = [
+            Firing(
+                schedule_key=current.key,
+                schedule_id=current.id,
+                scheduled_time=record.scheduled_time,
+                outcome=record.outcome,
+                recorded_at=now,
+                parent_id=created.parent.id if created and record is fired else None,
+                reason=record.reason,
+                missed_count=record.missed_count,
+            )
+            for record in plan.records
+        ]
+        if firings:
+            conn.execute(
+                schedule_firings.insert(),
+                [
+                    {
+                        "schedule_key": f.schedule_key,
+                        "scheduled_time": f.scheduled_time,
+                        "outcome": f.outcome.value,
+                        "parent_id": f.parent_id,
+                        "reason": f.reason,
+                        "missed_count": f.missed_count,
+                        "recorded_at": now,
+                        "commit_token": _stamp_schedule(conn, current.key),
+                    }
+                    for f in firings
+                ],
+            )
+        return FiringsOutcome(firings, created, after)
+
+    def list_firings(
+        self, schedule_id: str, limit: int, before_seq: int | None
+    ) -> tuple[list[Firing], int | None]:
+        with self._transaction() as conn:
+            current = self._live_schedule(conn, schedule_id)
+            query = (
+                select(schedule_firings)
+                .where(schedule_firings.c.schedule_key == current.key)
+                .order_by(schedule_firings.c.seq.desc())
+                .limit(limit + 1)
+            )
+            if before_seq is not None:
+                query = query.where(schedule_firings.c.seq < before_seq)
+            rows = list(conn.execute(query))
+        page = rows[:limit]
+        more = len(rows) > limit and bool(page)
+        return [_row_to_firing(row, current.id) for row in page], (page[-1]._mapping["seq"] if more else None)
+
+    def _live_schedule(self, conn: Connection, schedule_id: str) -> Schedule:
+        query = select(schedules).where(schedules.c.live_id == schedule_id)
+        if self._lock_rows:
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            raise ScheduleNotFound(schedule_id)
+        return _row_to_schedule(row)
+
+    def _schedule_at(self, conn: Connection, key: str, version: int) -> Schedule:
+        """The live schedule ``key`` locked for this transaction, if it is still at ``version``."""
+        query = select(schedules).where(schedules.c.key == key)
+        if self._lock_rows:
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None or row._mapping["live_id"] is None:
+            raise ScheduleChanged(f"schedule {key} was deleted")
+        found = _row_to_schedule(row)
+        if found.version != version:
+            raise ScheduleChanged(f"schedule {found.id} changed (version {found.version}, planned on {version})")
+        return found
 
     # -- row helpers
 
