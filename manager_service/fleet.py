@@ -224,9 +224,12 @@ class FleetCore:
             return ""
         held_back = self._held_back_by(child.id)
         if held_back is not None:
-            if now is None:
-                return "waiting for its maintenance window"
-            return window_rules.waiting_reason(held_back, now)
+            # Empty when the window has just opened (the next turn queues it): then the usual reasons apply.
+            reason = "waiting for its maintenance window"
+            if now is not None:
+                reason = window_rules.waiting_reason(held_back, now)
+            if reason:
+                return reason
         serving = [s for s in self.sessions.values() if child.target in s.targets]
         if not serving:
             return f"no connected worker serves target {child.target!r}"

@@ -3,6 +3,8 @@ INVALID_ARGUMENT naming the field) and shown back on its jobs as sent."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,7 +15,7 @@ from dbmaint.operations import PARENT_JOB_TYPE, JobStatus, Operation
 from dbmaint.v1 import maintenance_pb2 as pb
 from manager_service import window_rules
 from manager_service.convert import job_to_proto, window_from_proto, window_to_proto
-from manager_service.domain import Job
+from manager_service.domain import Job, MaintenanceSpec
 from manager_service.errors import RequestInvalid
 
 START = datetime(2026, 12, 2, 1, 0, tzinfo=UTC)
@@ -91,3 +93,18 @@ def test_a_job_shows_its_window() -> None:
     )
     assert job_to_proto(job).window == window_to_proto(window)
     assert not job_to_proto(Job("q", 2, PARENT_JOB_TYPE, JobStatus.PENDING, {}, START)).HasField("window")
+
+
+def test_a_request_id_reused_with_another_window_is_another_request() -> None:
+    spec = MaintenanceSpec(targets=("db1",), operations=(Operation.VACUUM,), request_id="nightly")
+    one = window_rules.to_dict(
+        window_rules.window(START, START + timedelta(hours=2), "", None, "", timedelta(0), {})
+    )
+    other = window_rules.to_dict(
+        window_rules.window(START, START + timedelta(hours=3), "", None, "", timedelta(0), {})
+    )
+    assert replace(spec, window=one).fingerprint == replace(spec, window=dict(one)).fingerprint
+    assert replace(spec, window=one).fingerprint != replace(spec, window=other).fingerprint
+    assert replace(spec, window=one).fingerprint != spec.fingerprint
+    # A request without a window keeps the fingerprint stored before windows existed.
+    assert json.loads(spec.fingerprint) == {"targets": ["db1"], "operations": ["vacuum"]}
