@@ -146,9 +146,29 @@ class WindowedParent:
     window: window_rules.Window
     waiting: dict[str, QueuedChild] = field(default_factory=dict)
     queued: dict[str, QueuedChild] = field(default_factory=dict)
+    # The window's answer at ``checked_at``, which holds until ``changes_at`` (None: it never changes again):
+    # every turn asks, and for a recurring window each answer walks its cron.
+    allows: bool = False
+    checked_at: datetime | None = None
+    changes_at: datetime | None = None
 
     def __bool__(self) -> bool:
         return bool(self.waiting or self.queued)
+
+    def may_start(self, now: datetime) -> bool:
+        """``window_rules.may_start`` at ``now``, recomputed only once the answer may have changed (or the clock
+        went back)."""
+        known = self.checked_at is not None and self.checked_at <= now
+        if not (known and (self.changes_at is None or now < self.changes_at)):
+            self.allows = window_rules.may_start(self.window, now)
+            self.checked_at = now
+            self.changes_at = window_rules.wakeup_after(self.window, now)
+        return self.allows
+
+    def next_change(self, now: datetime) -> datetime | None:
+        """The next instant the window's answer may change (None: never)."""
+        self.may_start(now)
+        return self.changes_at
 
 
 def stored_window(data: Mapping[str, Any]) -> window_rules.Window:
@@ -293,7 +313,7 @@ class FleetCore:
         """Move each windowed parent's pending children into the dispatch queue while its window allows a start
         at ``now`` (wall clock), and out of it while it does not. Call before every turn."""
         for parent in self._windowed.values():
-            if window_rules.may_start(parent.window, now):
+            if parent.may_start(now):
                 for job_id, queued in parent.waiting.items():
                     self.queue.push(queued)
                     parent.queued[job_id] = queued
@@ -328,7 +348,7 @@ class FleetCore:
     def window_wakeup(self, now: datetime) -> datetime | None:
         """The next instant after ``now`` at which a window opens, stops allowing starts or ends a running child:
         the shell wakes up then (None: no window is waited on)."""
-        instants = [window_rules.wakeup_after(parent.window, now) for parent in self._windowed.values()]
+        instants = [parent.next_change(now) for parent in self._windowed.values()]
         instants += [lease.window_end for lease in self.leases.values()]
         return min((instant for instant in instants if instant is not None), default=None)
 

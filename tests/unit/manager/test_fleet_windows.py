@@ -9,10 +9,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from dbmaint.operations import CHILD_JOB_TYPE, JobStatus, Operation
 from manager_service import window_rules
 from manager_service.domain import BatchOutcome, ChildOutcome, Job, Transition
-from manager_service.fleet import FleetCore, FleetSettings
+from manager_service.fleet import FleetCore, FleetSettings, WindowedParent
 from manager_service.workers import AssignCommand, HelloInfo
 
 NOW = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)
@@ -179,3 +181,22 @@ def test_a_queued_child_whose_window_stops_allowing_starts_leaves_the_queue() ->
     fleet.core.tick_windows(CLOSES - timedelta(minutes=30))
     assert windowed.id not in fleet.core.queue
     assert fleet.core.closed_windows(CLOSES - timedelta(minutes=30)) == [windowed.id]
+
+
+def test_a_windowed_parent_asks_its_window_again_only_when_the_answer_may_have_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[datetime] = []
+    real = window_rules.may_start
+
+    def counting(window: window_rules.Window, now: datetime) -> bool:
+        asked.append(now)
+        return real(window, now)
+
+    monkeypatch.setattr(window_rules, "may_start", counting)
+    parent = WindowedParent(window_rules.from_dict(one_off()))
+    assert [parent.may_start(NOW + timedelta(minutes=m)) for m in (0, 10, 59)] == [False] * 3
+    assert parent.may_start(OPENS) and parent.may_start(OPENS + timedelta(hours=1))
+    assert not parent.may_start(NOW)  # the clock went back: asked again
+    assert asked == [NOW, OPENS, NOW]
+    assert parent.next_change(NOW) == OPENS
