@@ -12,7 +12,7 @@ import pytest
 
 from dbmaint import wire
 from dbmaint.v1 import maintenance_pb2 as pb
-from dbmaint.windows import window_ended
+from dbmaint.windows import WINDOW_ENDED_BEFORE_START, window_ended
 from tests.support.manager import Manager, eventually, running_manager
 
 
@@ -60,3 +60,39 @@ async def test_the_manager_interrupts_a_cancel_policy_child_at_its_window_end(tm
 
         await eventually(both_ended, timeout=5, message="the children did not end as reported")
         assert (await m.job(vacuum.id)).error == window_ended(closes)
+
+
+async def test_a_child_that_never_started_in_a_one_off_window_is_cancelled_at_its_start_deadline(
+    tmp_path: Path,
+) -> None:
+    opened = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+    closes = opened + timedelta(seconds=4)
+    cutoff = timedelta(seconds=1)
+    window = pb.MaintenanceWindow(
+        start=wire.timestamp(opened), end=wire.timestamp(closes), cutoff=wire.duration(cutoff.total_seconds())
+    )
+    async with running_manager(tmp_path) as m:
+        worker = await m.connected_worker("w1", ["db1"])
+        worker.start_heartbeats()
+        request = pb.CreateMaintenanceRequest(
+            targets=["db1"], operations=[pb.OPERATION_REINDEX, pb.OPERATION_ANALYZE], window=window
+        )
+        reindex, analyze = (await m.api.CreateMaintenance(request)).children
+        [running] = await worker.wait_assignments(1)
+        assert running.job_id == reindex.id
+
+        async def analyze_ended() -> bool:
+            return (await m.job(analyze.id)).status == pb.JOB_STATUS_CANCELLED
+
+        await eventually(analyze_ended, timeout=6, message="the never-started child was not cancelled")
+        assert datetime.now(UTC) >= closes - cutoff
+        assert (await m.job(analyze.id)).error == WINDOW_ENDED_BEFORE_START
+        await worker.complete(running)  # the REINDEX (FINISH) ran on; it is never interrupted
+        await eventually(lambda: progress_done(m, reindex.parent_id), timeout=5, message="the parent did not end")
+        assert worker.cancels == [] and len(worker.assignments) == 1
+        assert (await m.job(reindex.parent_id)).status == pb.JOB_STATUS_CANCELLED
+
+
+async def progress_done(manager: Manager, parent_id: str) -> bool:
+    progress = (await manager.job(parent_id)).progress
+    return progress.succeeded == 1 and progress.cancelled == 1
