@@ -212,6 +212,8 @@ class FleetCore:
         # Pending children of parents with a window, by parent id; and the parent of each of them.
         self._windowed: dict[str, WindowedParent] = {}
         self._windowed_parent_of: dict[str, str] = {}
+        # A window or a window end joined since the shell last asked: its next wakeup may be earlier now.
+        self._window_instants_moved = False
 
     # -- queries
 
@@ -287,6 +289,7 @@ class FleetCore:
                     window_end=window_end_of(child, child.started_at),
                 )
                 self._hold(lease)
+                self._window_instants_moved |= lease.window_end is not None
 
     def enqueue(self, child: Job, now: float) -> None:
         """Queue a pending child; one whose parent has a window waits outside the queue until ``tick_windows``
@@ -301,6 +304,7 @@ class FleetCore:
         parent = self._windowed.get(parent_id)
         if parent is None:
             parent = self._windowed[parent_id] = WindowedParent(stored_window(child.window))
+            self._window_instants_moved = True
         if child.id in parent.queued:
             self.queue.discard(child.id)
             del parent.queued[child.id]
@@ -344,6 +348,13 @@ class FleetCore:
                 due.append((lease.job_id, lease.window_end))
                 lease.window_end = None
         return due
+
+    def window_instants_moved(self) -> bool:
+        """Whether a windowed parent or a running child's window end joined since the last call (then the
+        shell's next wakeup may be earlier than it planned). However the children came: a create, a schedule's
+        firing, a rebuild, a re-queue."""
+        moved, self._window_instants_moved = self._window_instants_moved, False
+        return moved
 
     def window_wakeup(self, now: datetime) -> datetime | None:
         """The next instant after ``now`` at which a window opens, stops allowing starts or ends a running child:
@@ -537,6 +548,7 @@ class FleetCore:
         window_end = window_end_of(job, job.started_at)
         lease = Lease(child.job_id, child.attempt, plan.worker_id, child.target, now + self.settings.lease_timeout)
         lease.window_end = window_end
+        self._window_instants_moved |= window_end is not None
         self._hold(lease)
         session = self.sessions.get(plan.worker_id)
         if session is None:

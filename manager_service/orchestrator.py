@@ -138,7 +138,7 @@ class Orchestrator:
         self._target_freed_at: dict[str, float] = {}
         self._events = EventBus(settings.max_watch_backlog)
         self._wake = asyncio.Event()
-        # Set when the next window instant may have moved (a windowed parent created, a windowed child started).
+        # Set when the next window instant may have moved (a windowed parent queued, a windowed child started).
         self._windows_changed = asyncio.Event()
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -225,8 +225,6 @@ class Orchestrator:
             self.metrics.created(
                 [(outcome.parent.type, ""), *((c.type, str(c.operation or "")) for c in outcome.children)]
             )
-            if spec.window is not None:
-                self._windows_changed.set()
             self._wake.set()
             log.info(
                 "created parent %s: %d targets x %d operations = %d children",
@@ -436,6 +434,7 @@ class Orchestrator:
         """One turn. Caller holds ``_lock``."""
         self._core.tick_windows(utcnow())
         turn = self._core.take_turn(starts=starts)
+        self._tell_window_keeper()
         if turn is None:
             return
         try:
@@ -450,8 +449,7 @@ class Orchestrator:
         queued_at = {p.child.job_id: self._core.pending_since(p.child.job_id) for p in turn.planned}
         report = self._core.turn_applied(turn, batch, time.monotonic(), deadline)
         self._route(report.sends)
-        if any(isinstance(send.command, AssignCommand) and send.command.window_end for send in report.sends):
-            self._windows_changed.set()
+        self._tell_window_keeper()
         self._observe_dispatch_gaps(report.sends, queued_at, time.monotonic())
         self._record_turn(turn, batch.finished, report)
         self._events.publish(j for t in (*batch.finished, *batch.started) for j in (t.child, t.parent))
@@ -601,6 +599,11 @@ class Orchestrator:
         self._events.publish([child, transition.parent])
 
     # -- maintenance windows
+
+    def _tell_window_keeper(self) -> None:
+        """Wake the window keeper if a window instant joined (it then plans its next wakeup again)."""
+        if self._core.window_instants_moved():
+            self._windows_changed.set()
 
     async def _window_loop(self) -> None:
         """Sleep until the next window instant (an opening, a start deadline, a running child's window end) or

@@ -200,3 +200,18 @@ def test_a_windowed_parent_asks_its_window_again_only_when_the_answer_may_have_c
     assert not parent.may_start(NOW)  # the clock went back: asked again
     assert asked == [NOW, OPENS, NOW]
     assert parent.next_change(NOW) == OPENS
+
+
+def test_the_shell_hears_when_a_window_instant_joins_however_the_child_came() -> None:
+    fleet = Fleet()
+    other = fleet.add("p0", None)
+    fleet.turn(NOW)
+    assert not fleet.core.window_instants_moved()
+    fleet.finish(other.id)
+    fleet.add("p1", one_off())
+    assert fleet.core.window_instants_moved()
+    assert not fleet.core.window_instants_moved()  # told once
+    fleet.add("p1", one_off())  # same parent, same window: nothing new to wake up for
+    assert not fleet.core.window_instants_moved()
+    assert fleet.turn(OPENS)[1][0].window_end == CLOSES  # a vacuum starts with a window end
+    assert fleet.core.window_instants_moved()
