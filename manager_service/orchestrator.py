@@ -629,9 +629,12 @@ class Orchestrator:
         """Cancel the children a one-off window can no longer start, and interrupt (as CancelJob does) the running
         ones whose window ended with policy CANCEL: their worker does it too, this covers an older worker."""
         now = utcnow()
-        async with self._lock:
-            for job_id in self._core.closed_windows(now):
-                await self._cancel_never_started(job_id)
+        for job_id in self._core.closed_windows(now):
+            # One child per lock: a closed window of 10,000 children must not stall dispatch meanwhile (they
+            # cannot start in between: their window no longer lets them into the queue).
+            async with self._lock:
+                if self._core.pending_since(job_id) is not None:  # not cancelled by someone else meanwhile
+                    await self._cancel_never_started(job_id)
         for job_id, end in self._core.take_window_ends(now):
             # It may have ended on its own meanwhile (its worker enforced the end), or the manager stops.
             with contextlib.suppress(JobNotFound, JobAlreadyFinished, ShuttingDown):
