@@ -2,6 +2,10 @@
 
 * one child runs per target at a time (across all parents);
 * a target's children run in creation order (``seq``); a re-queued child keeps its place;
+* refinement for maintenance windows: the order holds among the children that MAY start now. A child whose
+  window does not allow a start is not in this queue at all (the fleet core keeps it aside until its window
+  opens), so it neither starts nor holds its target: a younger child of another parent may run there
+  meanwhile, and when the window opens the waiting child takes its place by ``seq`` among those queued then;
 * a child goes only to a non-draining worker that serves its target and has a free slot;
 * different targets run in parallel; the target whose head child is oldest is served first.
 """

@@ -83,9 +83,12 @@ class MaintenanceSpec:
 
     @property
     def fingerprint(self) -> str:
-        """What must match when an idempotency key is reused."""
+        """What must match when an idempotency key is reused (the window too, when there is one: a request
+        without one keeps the fingerprint it always had)."""
+        window = {"window": dict(self.window)} if self.window is not None else {}
         return json.dumps(
-            {"targets": self.targets, "operations": self.operations, **self.scope.to_config()}, sort_keys=True
+            {"targets": self.targets, "operations": self.operations, **self.scope.to_config(), **window},
+            sort_keys=True,
         )
 
 

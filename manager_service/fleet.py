@@ -28,16 +28,28 @@ The rules:
 * **A stored cancel reaches the holder**: the lease carries the cancel reason; it is sent when stored, and sent
   again whenever the holder (re)connects and lists the attempt, so neither a restart nor a lost message loses it.
 * **No session outlives its stream**: a session is keyed by a stream id; events of an ended stream are ignored.
+* **A maintenance window gates starts, never holds a target.** A pending child whose parent has a window waits
+  OUTSIDE the dispatch queue; ``tick_windows(now)`` moves it in while its window allows a start
+  (``window_rules.may_start``) and back out when it stops allowing one, so a waiting child neither starts nor
+  blocks its target (per-target order holds among the children that may start). A one-off window whose start
+  deadline passed (``closed_for_good``) lists its never-started children in ``closed_windows`` for the shell to
+  cancel in the store. A running child whose window policy is CANCEL gets its opening's end in its assignment
+  (the worker enforces it) and on its lease (``take_window_ends``: the shell cancels it as CancelJob would).
+  ``window_wakeup`` is the next instant any of this changes, so the shell sleeps until then instead of polling.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from dbmaint.operations import JobStatus
+from manager_service import window_rules
 from manager_service.dispatch import DispatchQueue, PlannedAssignment, QueuedChild, WorkerCapacity
 from manager_service.domain import BatchOutcome, ChildOutcome, Job, StartRequest, Transition
 from manager_service.errors import LimitReached, WorkerAlreadyConnected
@@ -79,6 +91,8 @@ class Lease:
     cancel_reason: str | None = None
     # The holder's stream that carried the assignment (or listed the attempt in its Hello); None: none did.
     stream: int | None = None
+    # When its window's opening closes, if its policy there is CANCEL; cleared once handed to the shell.
+    window_end: datetime | None = None
 
     @property
     def key(self) -> RunKey:
@@ -124,6 +138,62 @@ class TurnReport:
     waits: list[float] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class WindowedParent:
+    """The pending children of one parent that has a maintenance window: those its window holds back
+    (``waiting``, outside the dispatch queue) and those it lets start (``queued``, in the queue)."""
+
+    window: window_rules.Window
+    waiting: dict[str, QueuedChild] = field(default_factory=dict)
+    queued: dict[str, QueuedChild] = field(default_factory=dict)
+    # The window's answer at ``checked_at``, which holds until ``changes_at`` (None: it never changes again):
+    # every turn asks, and for a recurring window each answer walks its cron.
+    allows: bool = False
+    checked_at: datetime | None = None
+    changes_at: datetime | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.waiting or self.queued)
+
+    def may_start(self, now: datetime) -> bool:
+        """``window_rules.may_start`` at ``now``, recomputed only once the answer may have changed (or the clock
+        went back)."""
+        known = self.checked_at is not None and self.checked_at <= now
+        if not (known and (self.changes_at is None or now < self.changes_at)):
+            self.allows = window_rules.may_start(self.window, now)
+            self.checked_at = now
+            self.changes_at = window_rules.wakeup_after(self.window, now)
+        return self.allows
+
+    def next_change(self, now: datetime) -> datetime | None:
+        """The next instant the window's answer may change (None: never)."""
+        self.may_start(now)
+        return self.changes_at
+
+
+def stored_window(data: Mapping[str, Any]) -> window_rules.Window:
+    """The window of a job as stored (``window_rules.to_dict``). Cached: reading one validates it again, which
+    for a cron means walking many of its times, and every child of a parent carries the same window."""
+    return _window_from_json(json.dumps(data, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=1024)
+def _window_from_json(text: str) -> window_rules.Window:
+    return window_rules.from_dict(json.loads(text))
+
+
+def window_end_of(child: Job, started_at: datetime | None) -> datetime | None:
+    """The end of the window opening ``child`` started in (at ``started_at``), if its policy there is CANCEL:
+    the worker interrupts it then. None without a window, with a FINISH policy, or outside any opening."""
+    if child.window is None or child.operation is None or started_at is None:
+        return None
+    window = stored_window(child.window)
+    if window_rules.end_policy(window, child.operation) is not window_rules.EndPolicy.CANCEL:
+        return None
+    opening = window_rules.current_opening(window, started_at)
+    return opening.closes if opening is not None else None
+
+
 class FleetCore:
     """Sessions, leases, the dispatch queue and pending cancels. See the module docstring for the rules."""
 
@@ -139,6 +209,11 @@ class FleetCore:
         # Results waiting for the next turn, one per (stream, job_id, attempt).
         self._inbox: dict[tuple[int, str, int], Received] = {}
         self._pending_since: dict[str, float] = {}
+        # Pending children of parents with a window, by parent id; and the parent of each of them.
+        self._windowed: dict[str, WindowedParent] = {}
+        self._windowed_parent_of: dict[str, str] = {}
+        # A window or a window end joined since the shell last asked: its next wakeup may be earlier now.
+        self._window_instants_moved = False
 
     # -- queries
 
@@ -159,9 +234,9 @@ class FleetCore:
         """When ``job_id`` last became PENDING (the ``now`` it was queued with); None if it is not pending."""
         return self._pending_since.get(job_id)
 
-    def waiting_reason(self, child: Job) -> str:
+    def waiting_reason(self, child: Job, now: datetime | None = None) -> str:
         """Why a pending child has not started yet (or a running one has not started its statement), in words an
-        operator can act on."""
+        operator can act on. ``now`` (wall clock) dates a wait for the child's window."""
         if child.target is None:
             return ""
         if child.status is JobStatus.RUNNING:
@@ -169,6 +244,14 @@ class FleetCore:
             return lease.waiting_reason if lease is not None and lease.attempt == child.attempt else ""
         if child.status is not JobStatus.PENDING:
             return ""
+        held_back = self._held_back_by(child.id)
+        if held_back is not None:
+            # Empty when the window has just opened (the next turn queues it): then the usual reasons apply.
+            reason = "waiting for its maintenance window"
+            if now is not None:
+                reason = window_rules.waiting_reason(held_back, now)
+            if reason:
+                return reason
         serving = [s for s in self.sessions.values() if child.target in s.targets]
         if not serving:
             return f"no connected worker serves target {child.target!r}"
@@ -203,13 +286,98 @@ class FleetCore:
                     child.target,
                     now + self.settings.lease_timeout,
                     cancel_reason=RESTART_CANCEL if child.cancel_requested else None,
+                    window_end=window_end_of(child, child.started_at),
                 )
                 self._hold(lease)
+                self._window_instants_moved |= lease.window_end is not None
 
     def enqueue(self, child: Job, now: float) -> None:
+        """Queue a pending child; one whose parent has a window waits outside the queue until ``tick_windows``
+        finds its window open."""
         assert child.target is not None
-        self.queue.push(QueuedChild(child.seq, child.id, child.attempt, child.target))
+        queued = QueuedChild(child.seq, child.id, child.attempt, child.target)
         self._pending_since.setdefault(child.id, now)
+        if child.window is None:
+            self.queue.push(queued)
+            return
+        parent_id = child.parent_id or ""
+        parent = self._windowed.get(parent_id)
+        if parent is None:
+            parent = self._windowed[parent_id] = WindowedParent(stored_window(child.window))
+            self._window_instants_moved = True
+        if child.id in parent.queued:
+            self.queue.discard(child.id)
+            del parent.queued[child.id]
+        parent.waiting[child.id] = queued
+        self._windowed_parent_of[child.id] = parent_id
+
+    # -- maintenance windows
+
+    def tick_windows(self, now: datetime) -> None:
+        """Move each windowed parent's pending children into the dispatch queue while its window allows a start
+        at ``now`` (wall clock), and out of it while it does not. Call before every turn."""
+        for parent in self._windowed.values():
+            if parent.may_start(now):
+                for job_id, queued in parent.waiting.items():
+                    self.queue.push(queued)
+                    parent.queued[job_id] = queued
+                parent.waiting.clear()
+            else:
+                for job_id, queued in parent.queued.items():
+                    self.queue.discard(job_id)
+                    parent.waiting[job_id] = queued
+                parent.queued.clear()
+
+    def closed_windows(self, now: datetime) -> list[str]:
+        """The pending children whose one-off window can no longer let them start: the shell cancels them
+        ("maintenance window ended before it could start"); ``cancel_stored`` then forgets them. Recurring
+        windows never close for good: their children wait for the next opening."""
+        return [
+            job_id
+            for parent in self._windowed.values()
+            if window_rules.closed_for_good(parent.window, now)
+            for job_id in (*parent.waiting, *parent.queued)
+        ]
+
+    def take_window_ends(self, now: datetime) -> list[tuple[str, datetime]]:
+        """Running children (job id, window end) whose window's end (policy CANCEL) has come: the shell cancels
+        each through the CancelJob path (the worker also enforces it by itself). Each is handed over once."""
+        due: list[tuple[str, datetime]] = []
+        for lease in self.leases.values():
+            if lease.window_end is not None and lease.window_end <= now:
+                due.append((lease.job_id, lease.window_end))
+                lease.window_end = None
+        return due
+
+    def window_instants_moved(self) -> bool:
+        """Whether a windowed parent or a running child's window end joined since the last call (then the
+        shell's next wakeup may be earlier than it planned). However the children came: a create, a schedule's
+        firing, a rebuild, a re-queue."""
+        moved, self._window_instants_moved = self._window_instants_moved, False
+        return moved
+
+    def window_wakeup(self, now: datetime) -> datetime | None:
+        """The next instant after ``now`` at which a window opens, stops allowing starts or ends a running child:
+        the shell wakes up then (None: no window is waited on)."""
+        instants = [parent.next_change(now) for parent in self._windowed.values()]
+        instants += [lease.window_end for lease in self.leases.values()]
+        return min((instant for instant in instants if instant is not None), default=None)
+
+    def _held_back_by(self, job_id: str) -> window_rules.Window | None:
+        """The window that keeps ``job_id`` out of the dispatch queue now, if one does."""
+        parent = self._windowed.get(self._windowed_parent_of.get(job_id, ""))
+        return parent.window if parent is not None and job_id in parent.waiting else None
+
+    def _forget_windowed(self, job_id: str) -> None:
+        """``job_id`` is no longer pending (started or cancelled): its window no longer concerns it."""
+        parent_id = self._windowed_parent_of.pop(job_id, None)
+        parent = self._windowed.get(parent_id) if parent_id is not None else None
+        if parent is None:
+            return
+        parent.waiting.pop(job_id, None)
+        parent.queued.pop(job_id, None)
+        if not parent:
+            del self._windowed[parent_id or ""]
 
     # -- worker streams
 
@@ -369,19 +537,23 @@ class FleetCore:
     ) -> None:
         child = plan.child
         since = self._pending_since.pop(child.job_id, None)
+        self._forget_windowed(child.job_id)
         if started is None:
             self.queue.discard(child.job_id)  # cancelled or changed meanwhile
             return
         if since is not None:
             report.waits.append(max(0.0, now - since))
         self.queue.discard(child.job_id)
+        job = started.child
+        window_end = window_end_of(job, job.started_at)
         lease = Lease(child.job_id, child.attempt, plan.worker_id, child.target, now + self.settings.lease_timeout)
+        lease.window_end = window_end
+        self._window_instants_moved |= window_end is not None
         self._hold(lease)
         session = self.sessions.get(plan.worker_id)
         if session is None:
             return  # gone during the write: the lease lapses unless it comes back and reports the child
         lease.stream = session.stream
-        job = started.child
         assert job.operation is not None and job.parent_id is not None
         command = AssignCommand(
             job_id=job.id,
@@ -392,6 +564,7 @@ class FleetCore:
             config=job.config,
             deadline=deadline,
             parent_id=job.parent_id,
+            window_end=window_end,
         )
         report.sends.append(Send(session.stream, command))
 
@@ -439,6 +612,7 @@ class FleetCore:
             if not job.is_parent and job.status is JobStatus.CANCELLED:
                 self.queue.discard(job.id)
                 self._pending_since.pop(job.id, None)
+                self._forget_windowed(job.id)
         sends: list[Send] = []
         for job in to_interrupt:
             lease = self.leases.get(job.id)

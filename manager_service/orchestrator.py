@@ -11,6 +11,7 @@ heartbeat, results arriving, a stream ending) go straight to the core: they are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -24,6 +25,7 @@ from typing import ParamSpec, TypeVar
 from sqlalchemy.exc import DataError
 
 from dbmaint.operations import JobStatus
+from dbmaint.windows import WINDOW_ENDED_BEFORE_START, window_ended
 from manager_service.domain import (
     BatchOutcome,
     ChildOutcome,
@@ -36,6 +38,7 @@ from manager_service.domain import (
 )
 from manager_service.errors import (
     CommitOutcomeUnknown,
+    JobAlreadyFinished,
     JobNotFound,
     LeaseLost,
     LimitReached,
@@ -65,6 +68,9 @@ STORE_RETRY_SECONDS = 1.0
 # Errors after which this manager must not act on the store any more: another manager holds it, or a commit's
 # outcome is unknown (memory may disagree with the store). The side task dies; the server steps down.
 STOP_ACTING = (LeaseLost, CommitOutcomeUnknown)
+
+# How long after a window instant (an opening, a window end) the window keeper wakes: the instant has passed then.
+WINDOW_MARGIN = 0.01
 
 # Result arrival times kept per stream for the dispatch-gap metric (more than any worker has slots).
 MAX_RESULT_ARRIVALS = 10_000
@@ -132,6 +138,8 @@ class Orchestrator:
         self._target_freed_at: dict[str, float] = {}
         self._events = EventBus(settings.max_watch_backlog)
         self._wake = asyncio.Event()
+        # Set when the next window instant may have moved (a windowed parent queued, a windowed child started).
+        self._windows_changed = asyncio.Event()
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._shutdown_done = False
@@ -150,7 +158,11 @@ class Orchestrator:
             len(self._core.queue),
             len(self._core.leases),
         )
-        for name, factory in (("committer", self._commit_loop), ("lease-checker", self._lease_loop)):
+        for name, factory in (
+            ("committer", self._commit_loop),
+            ("lease-checker", self._lease_loop),
+            ("window-keeper", self._window_loop),
+        ):
             task = asyncio.create_task(factory(), name=name)
             task.add_done_callback(self._on_side_task_done)
             self._tasks.append(task)
@@ -310,7 +322,7 @@ class Orchestrator:
         return self._core.unserved_targets()
 
     def waiting_reason(self, child: Job) -> str:
-        return self._core.waiting_reason(child)
+        return self._core.waiting_reason(child, utcnow())
 
     # -- worker streams: sending
 
@@ -420,7 +432,9 @@ class Orchestrator:
 
     async def _commit_once(self, *, starts: bool = True) -> None:
         """One turn. Caller holds ``_lock``."""
+        self._core.tick_windows(utcnow())
         turn = self._core.take_turn(starts=starts)
+        self._tell_window_keeper()
         if turn is None:
             return
         try:
@@ -435,6 +449,7 @@ class Orchestrator:
         queued_at = {p.child.job_id: self._core.pending_since(p.child.job_id) for p in turn.planned}
         report = self._core.turn_applied(turn, batch, time.monotonic(), deadline)
         self._route(report.sends)
+        self._tell_window_keeper()
         self._observe_dispatch_gaps(report.sends, queued_at, time.monotonic())
         self._record_turn(turn, batch.finished, report)
         self._events.publish(j for t in (*batch.finished, *batch.started) for j in (t.child, t.parent))
@@ -582,3 +597,60 @@ class Orchestrator:
             extra=job_extra(child, lease.worker_id, attempt=lease.attempt),
         )
         self._events.publish([child, transition.parent])
+
+    # -- maintenance windows
+
+    def _tell_window_keeper(self) -> None:
+        """Wake the window keeper if a window instant joined (it then plans its next wakeup again)."""
+        if self._core.window_instants_moved():
+            self._windows_changed.set()
+
+    async def _window_loop(self) -> None:
+        """Sleep until the next window instant (an opening, a start deadline, a running child's window end) or
+        until one may have moved, then act on what is due and let the committer start what may start now."""
+        while True:
+            self._windows_changed.clear()
+            wakeup = self._core.window_wakeup(utcnow())
+            # A hair late rather than early: at the instant itself the window has changed already.
+            timeout = None if wakeup is None else max(0.0, (wakeup - utcnow()).total_seconds()) + WINDOW_MARGIN
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._windows_changed.wait(), timeout)
+            try:
+                await self._keep_windows()
+            except STOP_ACTING:
+                raise
+            except StoreUnavailable as error:
+                log.warning("window check paused: %s; retrying in %.0fs", error, STORE_RETRY_SECONDS)
+                await asyncio.sleep(STORE_RETRY_SECONDS)
+                self._windows_changed.set()
+            self._wake.set()
+
+    async def _keep_windows(self) -> None:
+        """Cancel the children a one-off window can no longer start, and interrupt (as CancelJob does) the running
+        ones whose window ended with policy CANCEL: their worker does it too, this covers an older worker."""
+        now = utcnow()
+        for job_id in self._core.closed_windows(now):
+            # One child per lock: a closed window of 10,000 children must not stall dispatch meanwhile (they
+            # cannot start in between: their window no longer lets them into the queue).
+            async with self._lock:
+                if self._core.pending_since(job_id) is not None:  # not cancelled by someone else meanwhile
+                    await self._cancel_never_started(job_id)
+        for job_id, end in self._core.take_window_ends(now):
+            # It may have ended on its own meanwhile (its worker enforced the end), or the manager stops.
+            with contextlib.suppress(JobNotFound, JobAlreadyFinished, ShuttingDown):
+                await self.cancel(job_id, window_ended(end))
+
+    async def _cancel_never_started(self, job_id: str) -> None:
+        """A pending child whose one-off window closed before it could start ends CANCELLED. Caller holds
+        ``_lock``."""
+        try:
+            outcome = await self._write(self._store.cancel_job, job_id, WINDOW_ENDED_BEFORE_START)
+        except (JobNotFound, JobAlreadyFinished) as error:
+            log.warning("could not cancel job %s at its window's end: %s", job_id, error)
+            return
+        self._route(self._core.cancel_stored(outcome.changed, outcome.to_interrupt, WINDOW_ENDED_BEFORE_START))
+        for job in outcome.changed:
+            if job.status.is_terminal:
+                self.metrics.finished(job.type, job.status.value, str(job.operation or ""))
+        self._events.publish([*outcome.changed, *outcome.to_interrupt])
+        log.info("job %s: %s", job_id, WINDOW_ENDED_BEFORE_START, extra={"job_id": job_id})

@@ -12,6 +12,7 @@ import binascii
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +23,8 @@ from dbmaint import wire
 from dbmaint.operations import JOB_TYPES, LEGACY_JOB_TYPE, JobStatus
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
-from manager_service.convert import job_to_proto, worker_to_proto
+from manager_service import window_rules
+from manager_service.convert import job_to_proto, window_from_proto, worker_to_proto
 from manager_service.domain import ChildOutcome, Job, JobFilter
 from manager_service.errors import RequestInvalid
 from manager_service.orchestrator import Orchestrator, Snapshot
@@ -154,6 +156,8 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
             schemas=list(request.schemas),
             tables=list(request.tables),
         )
+        if request.HasField("window"):
+            spec = replace(spec, window=window_rules.to_dict(window_from_proto(request.window)))
         outcome = await self._orchestrator.create(spec)
         # A new parent comes with all its children (the manager queued them): answer with the first page.
         page = outcome.children[:DEFAULT_CHILDREN_PAGE_SIZE]
@@ -307,6 +311,7 @@ def _assignment_to_proto(command: AssignCommand, deadlines: dict[datetime, Times
         config=json.dumps(command.config, separators=(",", ":")),
         deadline=deadline,
         parent_id=command.parent_id,
+        window_end=wire.timestamp(command.window_end),
     )
 
 

@@ -23,6 +23,9 @@ class AssignCommand:
     config: dict[str, object]
     deadline: datetime
     parent_id: str
+    # The closing time of the child's window opening when its end policy is CANCEL: the worker interrupts the
+    # attempt then by itself. None: no window, or the window lets it finish.
+    window_end: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,15 @@ from datetime import datetime
 from typing import Any
 
 from dbmaint.operations import CHILD_JOB_TYPE, LEGACY_JOB_TYPE, JobStatus, Operation, OperationReport, TableScope
-from worker_service.cancel import CancelToken, DeadlineExceeded, OperationCancelled, deadline_passed
+from dbmaint.windows import window_ended
+from worker_service.cancel import (
+    ALARMS,
+    CancelToken,
+    DeadlineExceeded,
+    OperationCancelled,
+    deadline_passed,
+    seconds_left,
+)
 from worker_service.engines.base import OperationFailed, RunStatus
 from worker_service.logs import job_context, redact
 from worker_service.targets import BoundTarget
@@ -49,6 +57,9 @@ class Assignment:
     config: Mapping[str, Any] | None
     deadline: datetime | None = None
     parent_id: str = ""
+    # The end of the child's maintenance window when its policy there is CANCEL: the executor cancels the
+    # attempt then, by itself (the manager may be away), with ``dbmaint.windows.window_ended``'s reason.
+    window_end: datetime | None = None
 
     @property
     def key(self) -> RunKey:
@@ -173,6 +184,8 @@ class Executor:
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="dbmaint-op")
         self._running: dict[RunKey, CancelToken] = {}
         self._status: dict[RunKey, RunStatus] = {}
+        # Disarms the window-end alarm of each running attempt that has one.
+        self._window_alarms: dict[RunKey, Callable[[], None]] = {}
         self._status_changed: Callable[[], object] | None = None
 
     @property
@@ -235,14 +248,35 @@ class Executor:
         status = RunStatus(assignment.target, lambda reason: self._on_status(assignment, reason))
         self._running[key] = token
         self._status[key] = status
+        self._arm_window_end(assignment, token)
         target = self._targets[assignment.target]
         future = loop.run_in_executor(self._pool, self._run, assignment, target, token, status)
         future.add_done_callback(lambda _: self._finished(key))
         return future
 
+    def _arm_window_end(self, assignment: Assignment, token: CancelToken) -> None:
+        """Cancel the attempt at its window's end, on the alarm thread (one for all). An end already past
+        cancels it at once: it ends CANCELLED without starting its statement."""
+        end = assignment.window_end
+        left = seconds_left(end)
+        if end is None or left is None:
+            return
+        reason = window_ended(end)
+        if left <= 0:
+            token.cancel(reason)  # now, not on the alarm thread: the statement must not start first
+            return
+
+        def window_ends() -> None:
+            token.cancel(reason)
+
+        self._window_alarms[assignment.key] = ALARMS.schedule(left, window_ends)
+
     def _finished(self, key: RunKey) -> None:
         self._running.pop(key, None)
         self._status.pop(key, None)
+        disarm = self._window_alarms.pop(key, None)
+        if disarm is not None:
+            disarm()
 
     def cancel(self, key: RunKey, reason: str) -> bool:
         """Cancel a running attempt; False if it is not running here (finished, or another attempt)."""

@@ -169,10 +169,11 @@ def decode_config(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _deadline(message: pb.Assignment) -> datetime | None:
-    """The deadline; None when unset. A timestamp out of datetime's range is far future (none) or far past."""
-    stamp = message.deadline
-    if not message.HasField("deadline") or (stamp.seconds == 0 and stamp.nanos == 0):
+def _deadline(message: pb.Assignment, field: str = "deadline") -> datetime | None:
+    """The deadline (or another instant ``field``); None when unset. A timestamp out of datetime's range is far
+    future (none) or far past."""
+    stamp = getattr(message, field)
+    if not message.HasField(field) or (stamp.seconds == 0 and stamp.nanos == 0):
         return None
     try:
         return wire.from_timestamp(stamp)
@@ -195,6 +196,7 @@ def assignment_from_proto(message: pb.Assignment) -> Assignment:
         config=decode_config(message.config),
         deadline=_deadline(message),
         parent_id=message.parent_id,
+        window_end=_deadline(message, "window_end"),
     )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,13 +15,14 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from dbmaint.operations import CHILD_JOB_TYPE, JobStatus, Operation, OperationReport
+from dbmaint.windows import window_ended
 from tests.support.targets import write_locked
 from tests.support.worker import integrity, wait_until
 from worker_service.cancel import CancelToken
 from worker_service.config import TargetSpec
 from worker_service.engines import EngineRegistry, EngineUnavailable, SqliteEngine
 from worker_service.engines import sqlite as sqlite_engine
-from worker_service.executor import Assignment, Outcome, run_assignment
+from worker_service.executor import Assignment, Executor, Outcome, run_assignment
 from worker_service.faults import FaultPlan
 from worker_service.targets import BoundTarget, bind_targets
 
@@ -234,3 +237,19 @@ def test_objects_processed_excludes_sqlite_internal_tables(tmp_path: Path) -> No
     conn.close()
     report = run_op(path, Operation.REINDEX)
     assert report.objects_processed == 3  # a, b, b_y (not sqlite_stat1, not sqlite_autoindex_a_1)
+
+
+async def test_a_slowed_vacuum_is_cancelled_at_its_window_end(sample_db: Path) -> None:
+    window_end = datetime.now(UTC) + timedelta(seconds=1)
+    executor = Executor({"db": target(sample_db, FaultPlan(slow={"vacuum": 30}))}, slots=1)
+    try:
+        running = executor.start(replace(assignment(), window_end=window_end))
+        outcome = await asyncio.wait_for(running, 10)
+    finally:
+        executor.close()
+    ended_after = datetime.now(UTC) - window_end
+    assert timedelta(0) <= ended_after < timedelta(seconds=3)
+    assert (outcome.status, outcome.error) == (JobStatus.CANCELLED, window_ended(window_end))
+    assert outcome.error.startswith("maintenance window ended at ")
+    assert integrity(sample_db) == ("ok", 10_000)
+    assert freelist(sample_db) > 0  # the interrupted VACUUM rolled back

@@ -15,7 +15,10 @@ Invariants:
 * slots never over-committed: a worker is never sent more work than it has free slots;
 * a result is applied at most once;
 * a stored cancel is sent to the holder: whenever the holder is connected, its stream has carried the cancel;
-* per-target order: a child starts only when no older child of its target is waiting.
+* per-target order: a child starts only when no older child of its target that MAY start is waiting;
+* maintenance windows: a windowed child starts only while its window allows a start; the shell's part (the
+  window keeper: cancel what a closed one-off window never started, interrupt CANCEL-policy children at the
+  window's end) runs before every turn, and the calm period must still end every child.
 
 The everyday run tries a small number of examples; ``HYPOTHESIS_PROFILE=ci`` (set by .ci/run) tries many more.
 """
@@ -25,14 +28,14 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from dbmaint.operations import CHILD_JOB_TYPE, PARENT_JOB_TYPE, JobStatus, Operation
-from manager_service import state_machine
+from manager_service import state_machine, window_rules
 from manager_service.domain import BatchOutcome, ChildOutcome, Job, StartRequest, Transition
 from manager_service.errors import WorkerAlreadyConnected
 from manager_service.fleet import FleetCore, FleetSettings
@@ -53,6 +56,11 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TARGETS = ("t0", "t1", "t2")
 WORKERS = {"w0": (("t0", "t1"), 1), "w1": (("t1", "t2"), 2), "w2": (("t0", "t2"), 1)}
 PARENT = Job(id="parent", seq=0, type=PARENT_JOB_TYPE, status=JobStatus.RUNNING, config={}, created_at=NOW)
+# The model's wall clock is NOW + its monotonic seconds: this one-off window opens 4 s in, and lets children
+# start until 2 s before it closes, 20 s in (a run usually lives through all of it).
+WINDOW = window_rules.window(
+    NOW + timedelta(seconds=4), NOW + timedelta(seconds=20), "", None, "", timedelta(seconds=2), {}
+)
 
 settings.register_profile(
     "default-model",
@@ -79,7 +87,7 @@ class ModelStore:
         self.applied: Counter[RunKey] = Counter()
         self._seq = 0
 
-    def create(self, target: str) -> Job:
+    def create(self, target: str, window: window_rules.Window | None = None) -> Job:
         self._seq += 1
         child = Job(
             id=f"c{self._seq}",
@@ -93,11 +101,14 @@ class ModelStore:
             operation=Operation.VACUUM,
             attempt=1,
             max_attempts=1_000,
+            window=window_rules.to_dict(window) if window is not None else None,
         )
         self.children[child.id] = child
         return child
 
-    def apply_batch(self, outcomes: list[ChildOutcome], starts: list[StartRequest]) -> BatchOutcome:
+    def apply_batch(
+        self, outcomes: list[ChildOutcome], starts: list[StartRequest], wall: datetime
+    ) -> BatchOutcome:
         finished, started = [], []
         for outcome in outcomes:
             child = self.children.get(outcome.job_id)
@@ -110,13 +121,19 @@ class ModelStore:
             child = self.children[request.job_id]
             if not state_machine.start_applies(child, request.attempt):
                 continue
+            assert may_start(child, wall), f"{child.id} started outside its window at {wall}"
             older = [
                 c.id
                 for c in self.children.values()
-                if c.target == child.target and c.status is JobStatus.PENDING and c.seq < child.seq
+                if c.target == child.target
+                and c.status is JobStatus.PENDING
+                and c.seq < child.seq
+                and may_start(c, wall)
             ]
             assert not older, f"{child.id} started while older children of {child.target} wait: {older}"
-            child = self.children[child.id] = replace(child, status=JobStatus.RUNNING, worker_id=request.worker_id)
+            child = self.children[child.id] = replace(
+                child, status=JobStatus.RUNNING, worker_id=request.worker_id, started_at=wall
+            )
             started.append(Transition(child, PARENT))
         return BatchOutcome(finished, started)
 
@@ -140,6 +157,10 @@ class ModelStore:
 
     def unfinished(self) -> list[Job]:
         return sorted((c for c in self.children.values() if not c.status.is_terminal), key=lambda c: c.seq)
+
+
+def may_start(child: Job, wall: datetime) -> bool:
+    return child.window is None or window_rules.may_start(window_rules.from_dict(child.window), wall)
 
 
 @dataclass
@@ -186,11 +207,26 @@ class FleetModel(RuleBasedStateMachine):
             if worker is not None:
                 worker.down.append(send.command)
 
+    @property
+    def wall(self) -> datetime:
+        return NOW + timedelta(seconds=self.now)
+
+    def keep_windows(self) -> None:
+        """The shell's window keeper: cancel what a closed window never started; interrupt at the end."""
+        for job_id in self.core.closed_windows(self.wall):
+            changed, to_interrupt = self.store.cancel(job_id)
+            self.route(self.core.cancel_stored(changed, to_interrupt, "window closed"))
+        for job_id, _ in self.core.take_window_ends(self.wall):
+            changed, to_interrupt = self.store.cancel(job_id)
+            self.route(self.core.cancel_stored(changed, to_interrupt, "window ended"))
+
     def commit_turn(self, *, crash_after: bool = False) -> None:
+        self.keep_windows()
+        self.core.tick_windows(self.wall)
         turn = self.core.take_turn()
         if turn is None:
             return
-        batch = self.store.apply_batch(turn.outcomes, turn.starts)
+        batch = self.store.apply_batch(turn.outcomes, turn.starts, self.wall)
         if crash_after:
             self.restart_manager()  # committed, but nothing of it was sent
             return
@@ -292,6 +328,11 @@ class FleetModel(RuleBasedStateMachine):
     def children_are_created(self, on: str, count: int) -> None:
         for _ in range(count):
             self.core.enqueue(self.store.create(on), self.now)
+
+    @rule(on=st.sampled_from(TARGETS), count=st.integers(1, 3))
+    def children_in_a_window_are_created(self, on: str, count: int) -> None:
+        for _ in range(count):
+            self.core.enqueue(self.store.create(on, WINDOW), self.now)
 
     @rule(worker_id=st.sampled_from(sorted(WORKERS)))
     def worker_connects(self, worker_id: str) -> None:

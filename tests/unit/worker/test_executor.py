@@ -225,3 +225,31 @@ def test_deadlines_out_of_datetime_range_do_not_break_the_conversion() -> None:
     far_past.deadline.seconds = -(10**12)
     deadline = assignment_from_proto(far_past).deadline
     assert deadline is not None and deadline.year == 1
+
+
+def test_the_window_end_of_an_assignment_survives_the_conversion() -> None:
+    end = datetime(2030, 1, 2, 4, 0, tzinfo=UTC)
+    message = pb_assignment("j", "orders", "vacuum")
+    assert assignment_from_proto(message).window_end is None
+    message.window_end.FromDatetime(end)
+    assert assignment_from_proto(message).window_end == end
+
+
+async def test_an_assignment_whose_window_already_ended_is_cancelled_without_running() -> None:
+    ran: list[Operation] = []
+
+    def record(op: Operation, url: URL, cancel: CancelToken, deadline: Any, engine: FakeEngine) -> OperationReport:
+        ran.append(op)
+        return OperationReport(engine="fake")
+
+    executor = Executor({"orders": target_with(record)}, slots=1)
+    try:
+        ended = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
+        outcome = await asyncio.wait_for(executor.start(make(window_end=ended)), 5)
+        assert (outcome.status, outcome.error) == (
+            JobStatus.CANCELLED,
+            "maintenance window ended at 2026-12-01T03:00:00Z",
+        )
+        assert ran == []
+    finally:
+        executor.close()
