@@ -393,14 +393,20 @@ class FakeSchedules(spb_grpc.ScheduleServiceServicer):
     @staticmethod
     def _check(schedule: spb.Schedule, context: Any) -> None:
         if bool(schedule.cron) == schedule.HasField("every"):
-            message = "cron, every: exactly one of cron and every is required"
+            message = "schedule.cron: set exactly one of cron and every"
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
         try:
             ZoneInfo(schedule.time_zone or "UTC")
         except (ZoneInfoNotFoundError, ValueError):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"time_zone: unknown time zone {schedule.time_zone!r}")
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"schedule.time_zone: unknown time zone {schedule.time_zone!r} "
+                "(use an IANA name such as Europe/Berlin)",
+            )
         if not schedule.maintenance.targets:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "maintenance.targets: at least one target is required")
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "schedule.maintenance.targets: at least one target is required"
+            )
 
     @staticmethod
     def _with_next_fire(schedule: spb.Schedule) -> spb.Schedule:
@@ -429,7 +435,7 @@ class FakeSchedules(spb_grpc.ScheduleServiceServicer):
         self.requests.append(request)
         schedule = request.schedule
         if not TARGET_NAME.fullmatch(schedule.id):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"id: invalid schedule id {schedule.id!r}")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"schedule.id: invalid schedule id {schedule.id!r}")
         self._check(schedule, context)
         with self.lock:
             if schedule.id in self.schedules:

@@ -179,7 +179,8 @@ def test_an_unknown_zone_is_rejected_by_the_manager(cli: Cli) -> None:
 
     assert result.code == 2
     assert result.err.strip() == (
-        "dbmaint: error: request rejected (INVALID_ARGUMENT): time_zone: unknown time zone 'Mars/Olympus'"
+        "dbmaint: error: request rejected (INVALID_ARGUMENT): "
+        "schedule.time_zone: unknown time zone 'Mars/Olympus' (use an IANA name such as Europe/Berlin)"
     )
 
 
