@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from rich.table import Table
 from rich.text import Text
 
+from dbmaint.cron_words import describe
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import schedules_pb2 as spb
 from dbmaint.wire import from_timestamp, operation_label
@@ -78,11 +79,6 @@ def utc_text(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def cron_in_words(expression: str) -> str:
-    """The cron expression in words (until the phrasing module lands, the expression itself)."""
-    return expression
-
-
 def cadence_text(schedule: spb.Schedule) -> str:
     """ "cron 0 3 * * *" or "every 1h30m"."""
     if schedule.cron:
@@ -92,7 +88,7 @@ def cadence_text(schedule: spb.Schedule) -> str:
 
 def cadence_words(schedule: spb.Schedule) -> str:
     if schedule.cron:
-        return cron_in_words(schedule.cron)
+        return describe(schedule.cron)
     return f"every {format_duration(schedule.every.ToTimedelta())} (absolute time)"
 
 

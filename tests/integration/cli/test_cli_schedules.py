@@ -122,7 +122,7 @@ def test_create_sends_every_option_and_prints_the_next_fire_time_in_both_zones(
     assert window.cutoff.ToTimedelta() == timedelta(minutes=30)
     assert dict(window.on_end) == {"reindex": pb.WINDOW_END_CANCEL}
     assert result.out.strip() == (
-        "created schedule nightly: cron 0 3 * * * (Europe/Berlin), 0 3 * * *; "
+        "created schedule nightly: cron 0 3 * * * (Europe/Berlin), at 03:00 every day; "
         "next fire 2026-12-02 03:00 CET (2026-12-01 21:00 EST local)"
     )
 
@@ -260,7 +260,7 @@ def test_list_reads_every_page_and_shows_cadence_zone_next_fire_paused_overlap_a
     assert [cell.strip() for cell in rows["nightly"].split("│")[2:9]] == [
         "cron 0 3 * * *",
         "Europe/Berlin",
-        "0 3 * * *",
+        "at 03:00 every day",
         "2026-12-02 03:00 CET",
         "2026-12-01 21:00 EST",
         "no",
@@ -275,7 +275,7 @@ def test_list_reads_every_page_and_shows_cadence_zone_next_fire_paused_overlap_a
         "paused",
         "skip",
     ]
-    assert parent_id in rows["weekly"]
+    assert parent_id in rows["weekly"] and "at 00:00 on Sunday" in rows["weekly"]
     tokens = [r.page_token for r in requests_of(fake, spb.ListSchedulesRequest)][1:]  # [0]: the empty list
     assert tokens == ["", "2"]
 
@@ -309,6 +309,7 @@ def test_get_shows_the_schedule_whole(cli: Cli) -> None:
     assert result.code == 0, result.err
     details = {line.split("  ", 1)[0]: line.split("  ", 1)[1].strip() for line in result.out.splitlines()}
     assert details["cadence"] == "cron 0 3 * * *"
+    assert details["in words"] == "at 03:00 every day"
     assert details["zone"] == "Europe/Berlin"
     assert details["targets"] == "alpha, beta"
     assert details["operations"] == "the default ones"
