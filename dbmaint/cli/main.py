@@ -190,6 +190,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         status=status_to_proto(JobStatus(args.status)) if args.status else pb.JOB_STATUS_UNSPECIFIED,
         type=_TYPE_ALIASES[args.type] if args.type else "",
         parent_id=args.parent or "",
+        schedule_id=args.schedule or "",
         page_size=args.limit or 0,
         page_token=args.page_token or "",
     )
@@ -377,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--status", choices=[status.value for status in JobStatus])
     listing.add_argument("--type", choices=sorted(_TYPE_ALIASES), help="parent or child (or the full type name)")
     listing.add_argument("--parent", metavar="ID", help="only the children of this parent")
+    listing.add_argument("--schedule", metavar="ID", help="only the parents this schedule created")
     listing.add_argument("--limit", type=_ranged(int, 1, 1000), metavar="N", help="page size (1-1000; default 50)")
     listing.add_argument("--page-token", metavar="TOKEN", help="the token printed after the previous page")
     json_option(listing)

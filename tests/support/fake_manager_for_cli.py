@@ -289,6 +289,7 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
             if (not request.status or job.status == request.status)
             and (not request.type or job.type == request.type)
             and (not request.parent_id or job.parent_id == request.parent_id)
+            and (not request.schedule_id or job.schedule_id == request.schedule_id)
         ]
         start = int(request.page_token) if request.page_token else 0
         size = request.page_size or 50

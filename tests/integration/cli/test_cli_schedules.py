@@ -399,6 +399,20 @@ def test_run_json_holds_the_firing_and_the_parent(cli: Cli, fake: FakeManager) -
     assert data["parent"]["schedule_id"] == "nightly"
 
 
+def test_list_schedule_shows_only_the_parents_of_that_schedule(cli: Cli, fake: FakeManager) -> None:
+    cli(*NIGHTLY)
+    by_hand = fake.create("alpha")
+    fired = json.loads(cli("schedule", "run", "nightly", "--json").out)["parent"]["id"]
+
+    result = cli("list", "--schedule", "nightly", "--json")
+
+    assert result.code == 0, result.err
+    assert [job["id"] for job in json.loads(result.out)["jobs"]] == [fired]
+    assert by_hand.parent.id != fired
+    request = next(r for r in reversed(fake.service.requests) if isinstance(r, pb.ListJobsRequest))
+    assert request.schedule_id == "nightly"
+
+
 def test_history_reads_every_page_newest_first(cli: Cli, fake: FakeManager) -> None:
     cli(*NIGHTLY)
     assert cli("schedule", "history", "nightly").out.strip() == "schedule nightly has not fired yet"
