@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from manager_service.domain import FiringOutcome, FiringPlan, FiringRecord, Schedule
 from manager_service.schedule_rules import (
     Cadence,
+    Due,
     OverlapAction,
     OverlapPolicy,
     cadence,
@@ -102,26 +103,18 @@ def plan_step(schedule: Schedule, now: datetime, previous_running: bool) -> Step
     outside = _outside_range(schedule, c, now)
     if outside is not None:
         return outside
-    spec = schedule.spec
     found = due(
-        c,
-        schedule.key,
-        schedule.last_slot,
-        now,
-        catchup_of(schedule, c),
-        _jitter(schedule),
-        spec.start_at,
-        spec.end_at,
+        c, schedule.key, schedule.last_slot, now, catchup_of(schedule, c), _jitter(schedule), *_range(schedule)
     )
-    gap = _gap(c, schedule, found.missed, found.fire)
+    gap = _gap(c, schedule, found, now)
     if found.fire is None and gap is None:
         return None
     if schedule.paused:
         return _paused(schedule, gap, found.fire)
     records = [_missed_row(gap)] if gap is not None else []
-    last = found.fire or (gap[2] if gap else None)
     if found.fire is None:
-        return Step(_plan(schedule, records, last_slot=last))
+        assert gap is not None
+        return Step(_plan(schedule, records, last_slot=gap.last))
     return _on_due(schedule, found.fire, records, previous_running)
 
 
@@ -195,29 +188,48 @@ def _outside_range(schedule: Schedule, c: Cadence, now: datetime) -> Step | None
     return Step(_plan(schedule, [record], last_slot=slot))
 
 
-Gap = tuple[datetime, int, datetime]  # first slot, how many, last slot
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Due slots recorded as one row: the first, how many, and (when none fires after them) the last."""
+
+    first: datetime
+    count: int
+    last: datetime | None
 
 
-def _gap(c: Cadence, schedule: Schedule, missed: tuple[datetime, ...], fire: datetime | None) -> Gap | None:
-    """The missed slots as (first, count, last)."""
-    if not missed:
+def _range(schedule: Schedule) -> tuple[datetime | None, datetime | None]:
+    return schedule.spec.start_at, schedule.spec.end_at
+
+
+def _gap(c: Cadence, schedule: Schedule, found: Due, now: datetime) -> Gap | None:
+    """The missed slots of ``found``. When none fires, the last of them is the latest due slot: ``due`` with an
+    unbounded catch-up window names it as the one that would fire."""
+    if found.missed_first is None:
         return None
-    return missed[0], len(missed), missed[-1]
+    last = None
+    if found.fire is None:
+        unbounded = due(
+            c, schedule.key, schedule.last_slot, now, timedelta.max, _jitter(schedule), *_range(schedule)
+        )
+        last = unbounded.fire
+    return Gap(found.missed_first, found.missed_count, last)
 
 
 def _missed_row(gap: Gap) -> FiringRecord:
-    first, count, last = gap
-    return FiringRecord(first, FiringOutcome.MISSED, MANAGER_WAS_DOWN, missed_count=count, through=last)
+    return FiringRecord(
+        gap.first, FiringOutcome.MISSED, MANAGER_WAS_DOWN, missed_count=gap.count, through=gap.last
+    )
 
 
 def _paused(schedule: Schedule, gap: Gap | None, fire: datetime | None) -> Step:
     records = []
     if gap is not None:
-        first, count, last = gap
-        records.append(FiringRecord(first, FiringOutcome.SKIPPED_PAUSED, PAUSED, missed_count=count, through=last))
+        records.append(
+            FiringRecord(gap.first, FiringOutcome.SKIPPED_PAUSED, PAUSED, missed_count=gap.count, through=gap.last)
+        )
     if fire is not None:
         records.append(FiringRecord(fire, FiringOutcome.SKIPPED_PAUSED, PAUSED))
-    last_slot = fire or (gap[2] if gap else None)
+    last_slot = fire or (gap.last if gap else None)
     return Step(_plan(schedule, records, last_slot=last_slot))
 
 
