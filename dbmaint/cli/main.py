@@ -1,8 +1,8 @@
 """``dbmaint``: the command-line client of the dbmaint manager.
 
 Exit codes: 0 success; 1 the job did not complete (or the health status is not SERVING); 2 bad usage or a
-request the manager rejected; 3 the manager (or health endpoint) cannot be reached; 4 no such job; 5 any other
-failure (a server error, a file that cannot be written, a demo process that died); 130 interrupted.
+request the manager rejected; 3 the manager (or health endpoint) cannot be reached; 4 no such job or schedule; 5
+any other failure (a server error, a file that cannot be written, a demo process that died); 130 interrupted.
 """
 
 from __future__ import annotations
