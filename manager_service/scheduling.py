@@ -23,7 +23,7 @@ The rules of one scheduler step for one schedule:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from manager_service.domain import FiringOutcome, FiringPlan, FiringRecord, Schedule
@@ -157,7 +157,8 @@ def _plan(
         schedule_key=schedule.key,
         version=schedule.version,
         records=tuple(records),
-        fire=schedule.spec.maintenance if fire else None,
+        # Every parent of the schedule gets the schedule's window.
+        fire=replace(schedule.spec.maintenance, window=schedule.spec.window) if fire else None,
         last_slot=last_slot,
         buffered_slot=buffered_slot if buffered_slot is not None or not keep_buffer else schedule.buffered_slot,
     )
