@@ -286,6 +286,18 @@ async def test_trigger_fires_at_once_even_while_paused(tmp_path: Path) -> None:
         assert [f.parent_id for f in rows] == [response.parent.id]
 
 
+async def test_list_jobs_filters_the_parents_of_a_schedule(tmp_path: Path) -> None:
+    async with running_manager(tmp_path) as m:
+        await create(m, schedule("mine"))
+        triggered = await api(m).TriggerSchedule(spb.TriggerScheduleRequest(id="mine"))
+        await m.create(["db1"])
+        listed = await m.api.ListJobs(pb.ListJobsRequest(schedule_id="mine"))
+        # The parent and its child both carry the schedule's id; the other parent does not.
+        assert {j.parent_id or j.id for j in listed.jobs} == {triggered.parent.id} and len(listed.jobs) == 2
+        code, _ = await status_of(m.api.ListJobs(pb.ListJobsRequest(schedule_id="-bad")))
+        assert code == INVALID
+
+
 async def test_list_firings_pages_newest_first(tmp_path: Path) -> None:
     async with running_manager(tmp_path) as m:
         await create(m, schedule("paged", cron="", every=seconds(1), paused=True))
