@@ -24,11 +24,11 @@ from typing import Any
 
 import grpc
 
+import manager_service.window_rules as window_rules
 from dbmaint import wire
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import schedules_pb2 as spb
 from dbmaint.v1 import schedules_pb2_grpc as spb_grpc
-from manager_service import window_rules
 from manager_service.convert import OVERLAP_TO_PROTO, firing_to_proto, job_to_proto, schedule_to_proto
 from manager_service.domain import MaintenanceSpec, Schedule, ScheduleSpec, utcnow
 from manager_service.errors import RequestInvalid

@@ -37,7 +37,7 @@ from manager_service.errors import (
 )
 from manager_service.metrics import ManagerMetrics
 from manager_service.schedule_rules import ScheduleRuleError
-from manager_service.scheduling import Step, plan_step, trigger_step, wake_at
+from manager_service.scheduling import Step, needs_step, plan_step, trigger_step, wake_at
 from manager_service.store.base import JobStore
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,8 @@ class ScheduleShell:
     async def _tick_one(self, schedule: Schedule, now: datetime) -> datetime | None:
         extra = {"schedule_id": schedule.id}
         try:
+            if not needs_step(schedule, now):
+                return wake_at(schedule, now)
             async with self._steps:
                 step = plan_step(schedule, now, await self._previous_running(schedule))
                 if step is not None:

@@ -4,7 +4,8 @@ running, what to write (a ``FiringPlan``) and whether to cancel that parent firs
 The rules of one scheduler step for one schedule:
 
 - **A buffered slot goes first.** BUFFER_ONE kept a slot while the previous parent ran; once that parent has
-  finished, the slot fires ("buffered behind parent <id>"), and nothing else happens in that step.
+  finished, the slot fires ("buffered behind parent <id>"), and nothing else happens in that step. A schedule
+  paused meanwhile records it SKIPPED_PAUSED instead.
 - **Due slots** come from ``schedule_rules.due``: at most the latest one fires (if within the catch-up window), and
   every older one (or the latest too, when older than the window) is MISSED, as ONE row for the gap ("manager was
   down", ``missed_count`` slots from the first, ``through`` the last).
@@ -23,7 +24,7 @@ The rules of one scheduler step for one schedule:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from manager_service.domain import FiringOutcome, FiringPlan, FiringRecord, Schedule
@@ -95,8 +96,18 @@ def wake_at(schedule: Schedule, now: datetime) -> datetime | None:
     return slot + jitter_for(schedule.key, slot, _jitter(schedule))
 
 
+def needs_step(schedule: Schedule, now: datetime) -> bool:
+    """Whether ``plan_step`` may have something to do at ``now`` (the shell skips reading the previous parent
+    of a schedule that has not): a slot is due, or a buffered one waits."""
+    wake = wake_at(schedule, now)
+    return schedule.buffered_slot is not None or (wake is not None and wake <= now)
+
+
 def plan_step(schedule: Schedule, now: datetime, previous_running: bool) -> Step | None:
     """The step to take for ``schedule`` at ``now`` (see the module rules); None when there is nothing to do."""
+    if schedule.buffered_slot is not None and schedule.paused:
+        record = FiringRecord(schedule.buffered_slot, FiringOutcome.SKIPPED_PAUSED, PAUSED)
+        return Step(_plan(schedule, [record], keep_buffer=False))
     if schedule.buffered_slot is not None and not previous_running:
         return _fire_buffered(schedule, schedule.buffered_slot)
     c = cadence_of(schedule)
@@ -157,7 +168,8 @@ def _plan(
         schedule_key=schedule.key,
         version=schedule.version,
         records=tuple(records),
-        fire=schedule.spec.maintenance if fire else None,
+        # Every parent of the schedule gets the schedule's window.
+        fire=replace(schedule.spec.maintenance, window=schedule.spec.window) if fire else None,
         last_slot=last_slot,
         buffered_slot=buffered_slot if buffered_slot is not None or not keep_buffer else schedule.buffered_slot,
     )

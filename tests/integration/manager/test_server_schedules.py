@@ -36,7 +36,7 @@ def schedule(schedule_id: str = "nightly", **fields: Any) -> spb.Schedule:
         maintenance=pb.CreateMaintenanceRequest(targets=["db1"], operations=[pb.OPERATION_VACUUM]),
     )
     for name, value in fields.items():
-        if isinstance(value, Duration | pb.CreateMaintenanceRequest):
+        if isinstance(value, Duration | pb.CreateMaintenanceRequest | pb.MaintenanceWindow):
             getattr(message, name).CopyFrom(value)
         else:
             setattr(message, name, value)
@@ -149,6 +149,32 @@ async def test_end_at_must_be_after_start_at(tmp_path: Path) -> None:
         assert code == INVALID and "schedule.end_at" in details
 
 
+async def test_a_window_is_validated_by_the_window_rules_and_read_back(tmp_path: Path) -> None:
+    async with running_manager(tmp_path) as m:
+        window = pb.MaintenanceWindow(
+            cron="0 2 * * *",
+            duration=seconds(3600),
+            time_zone="Europe/Berlin",
+            on_end={"vacuum": pb.WINDOW_END_FINISH},
+        )
+        created = await create(m, schedule(window=window))
+        assert created.window.cron == "0 2 * * *" and created.window.duration.seconds == 3600
+        assert created.window.time_zone == "Europe/Berlin"
+        assert dict(created.window.on_end) == {"vacuum": pb.WINDOW_END_FINISH}
+        too_long = pb.MaintenanceWindow(cron="0 2 * * *", duration=seconds(2 * 86400))
+        code, details = await status_of(create(m, schedule("other", window=too_long)))
+        assert code == INVALID and "schedule.window" in details
+
+
+async def test_the_parent_of_a_firing_carries_the_schedules_window(tmp_path: Path) -> None:
+    async with running_manager(tmp_path) as m:
+        window = pb.MaintenanceWindow(cron="0 2 * * *", duration=seconds(3600))
+        await create(m, schedule("windowed", window=window))
+        response = await api(m).TriggerSchedule(spb.TriggerScheduleRequest(id="windowed"))
+        stored = m.server._store.get_job(response.parent.id)  # the proto's window is the windows branch's
+        assert stored is not None and stored.window is not None and stored.window["cron"] == "0 2 * * *"
+
+
 # -- update
 
 
@@ -258,6 +284,18 @@ async def test_trigger_fires_at_once_even_while_paused(tmp_path: Path) -> None:
         assert response.parent.progress.total == 1
         rows = await firings(m, "manual")
         assert [f.parent_id for f in rows] == [response.parent.id]
+
+
+async def test_list_jobs_filters_the_parents_of_a_schedule(tmp_path: Path) -> None:
+    async with running_manager(tmp_path) as m:
+        await create(m, schedule("mine"))
+        triggered = await api(m).TriggerSchedule(spb.TriggerScheduleRequest(id="mine"))
+        await m.create(["db1"])
+        listed = await m.api.ListJobs(pb.ListJobsRequest(schedule_id="mine"))
+        # The parent and its child both carry the schedule's id; the other parent does not.
+        assert {j.parent_id or j.id for j in listed.jobs} == {triggered.parent.id} and len(listed.jobs) == 2
+        code, _ = await status_of(m.api.ListJobs(pb.ListJobsRequest(schedule_id="-bad")))
+        assert code == INVALID
 
 
 async def test_list_firings_pages_newest_first(tmp_path: Path) -> None:

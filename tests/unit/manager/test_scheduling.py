@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from dbmaint.operations import Operation
 from manager_service.domain import FiringOutcome, FiringRecord, MaintenanceSpec, Schedule, ScheduleSpec
-from manager_service.scheduling import next_fire_time, plan_step, trigger_step, wake_at
+from manager_service.scheduling import needs_step, next_fire_time, plan_step, trigger_step, wake_at
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 MAINTENANCE = MaintenanceSpec(targets=("db1",), operations=(Operation.VACUUM,))
@@ -110,6 +110,19 @@ def test_buffer_one_skips_a_further_slot_while_one_is_buffered() -> None:
     step = plan_step(buffered, at(120), previous_running=True)
     assert rows(step) == [(at(120), FiringOutcome.SKIPPED_OVERLAP, "parent p1 still running", 1)]
     assert step is not None and step.plan.buffered_slot == at(60)
+
+
+def test_a_buffered_slot_of_a_schedule_paused_meanwhile_is_recorded_skipped_paused() -> None:
+    buffered = replace(every_minute(overlap="buffer_one", paused=True, last_slot=60), buffered_slot=at(60))
+    step = plan_step(buffered, at(70), previous_running=False)
+    assert rows(step) == [(at(60), FiringOutcome.SKIPPED_PAUSED, "schedule paused", 1)]
+    assert step is not None and step.plan.fire is None and step.plan.buffered_slot is None
+
+
+def test_needs_step_only_when_a_slot_is_due_or_one_is_buffered() -> None:
+    assert not needs_step(every_minute(last_slot=60), at(119))
+    assert needs_step(every_minute(last_slot=60), at(120))
+    assert needs_step(replace(every_minute(last_slot=60), buffered_slot=at(60)), at(61))
 
 
 def test_cancel_other_cancels_the_running_parent_then_fires() -> None:
