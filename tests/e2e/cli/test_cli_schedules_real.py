@@ -58,6 +58,7 @@ def test_the_schedule_commands_against_a_real_manager(fleet: Cluster, tmp_path: 
     history = dbmaint(address, "schedule", "history", "nightly")
     parent_id = json.loads(fired.stdout)["parent"]["id"] if fired.returncode == 0 else "-"
     parent = dbmaint(address, "get", parent_id)
+    by_hand = dbmaint(address, "create", "demo", "-o", "analyze")
     by_schedule = dbmaint(address, "list", "--schedule", "nightly", "--type", "parent", "--json")
     deleted = dbmaint(address, "schedule", "delete", "nightly")
     gone = dbmaint(address, "schedule", "get", "nightly")
@@ -87,6 +88,7 @@ def test_the_schedule_commands_against_a_real_manager(fleet: Cluster, tmp_path: 
     }
     assert shown["schedule"] == "nightly"
     assert shown["scheduled"] == json.loads(fired.stdout)["firing"]["scheduled_time"][:19] + "Z"
-    assert [job["id"] for job in json.loads(by_schedule.stdout)["jobs"]] == [parent_id]
+    assert by_hand.returncode == 0, by_hand.stderr
+    assert [job["id"] for job in json.loads(by_schedule.stdout)["jobs"]] == [parent_id], "not the one by hand"
     assert deleted.returncode == 0 and gone.returncode == 4
     assert gone.stderr == "dbmaint: error: schedule 'nightly' not found\n"
