@@ -16,8 +16,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 # Libraries whose own chatter stays at WARNING unless DEBUG is asked for (alembic: one line per migration step).
 QUIET_LOGGERS = ("grpc", "sqlalchemy", "alembic")
-# The fields a line about a job carries, when known.
-JOB_FIELDS = ("job_id", "parent_id", "attempt", "worker_id", "target")
+# The fields a line about a job (or a schedule) carries, when known.
+JOB_FIELDS = ("job_id", "parent_id", "attempt", "worker_id", "target", "schedule_id")
 
 
 class JsonFormatter(logging.Formatter):

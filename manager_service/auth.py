@@ -33,6 +33,7 @@ class Role(StrEnum):
 REQUIRED_ROLES: tuple[tuple[str, Role], ...] = (
     ("/dbmaint.v1.MaintenanceService/", Role.CLIENT),
     ("/dbmaint.v1.WorkerService/", Role.WORKER),
+    ("/dbmaint.v1.ScheduleService/", Role.CLIENT),
 )
 
 

@@ -39,6 +39,9 @@ GAP_BUCKETS = (
     1,
     float("inf"),
 )
+# Seconds from a schedule's slot (plus its jitter) to its parent being created: ~ms normally, minutes after a
+# restart (the catch-up firing).
+LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, float("inf"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,18 @@ class ManagerMetrics:
         self.attempts_lost = Counter(
             "dbmaint_attempts_lost",
             "Child attempts taken back from a worker (disconnected or silent past its lease).",
+            registry=self.registry,
+        )
+        self.schedule_firings = Counter(
+            "dbmaint_schedule_firings",
+            "Schedule slots recorded, by outcome (fired, skipped_overlap, skipped_paused, missed, outside_range).",
+            ("outcome",),
+            registry=self.registry,
+        )
+        self.schedule_lag = Histogram(
+            "dbmaint_schedule_lag_seconds",
+            "Time from a schedule's slot plus its jitter to the parent it fired being created.",
+            buckets=LAG_BUCKETS,
             registry=self.registry,
         )
 

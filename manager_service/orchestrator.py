@@ -49,6 +49,7 @@ from manager_service.errors import (
 from manager_service.events import EventBus
 from manager_service.fleet import FleetCore, FleetSettings, Lease, Turn, TurnReport
 from manager_service.metrics import FleetView, ManagerMetrics
+from manager_service.scheduler import ScheduleShell
 from manager_service.store.base import JobStore, Page
 from manager_service.validation import DEFAULT_CHILDREN_PAGE_SIZE
 from manager_service.workers import (
@@ -146,6 +147,10 @@ class Orchestrator:
         # Completed with an exception when a side task dies: the server stops rather than limp on.
         self.fatal: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.metrics.watch_fleet(self._fleet_view)
+        # Schedules: their requests, and the loop that fires them (a side task, so only a leader fires).
+        self.schedules = ScheduleShell(
+            store, self._write, self._read, self._queue_created, self.cancel, self.metrics
+        )
 
     # -- life cycle
 
@@ -158,11 +163,13 @@ class Orchestrator:
             len(self._core.queue),
             len(self._core.leases),
         )
-        for name, factory in (
+        side_tasks = (
             ("committer", self._commit_loop),
             ("lease-checker", self._lease_loop),
             ("window-keeper", self._window_loop),
-        ):
+            ("scheduler", self.schedules.run),
+        )
+        for name, factory in side_tasks:
             task = asyncio.create_task(factory(), name=name)
             task.add_done_callback(self._on_side_task_done)
             self._tasks.append(task)
@@ -219,21 +226,27 @@ class Orchestrator:
         self._refuse_if_closing()
         outcome = await self._write(self._store.create_maintenance, spec)
         if outcome.created:
-            now = time.monotonic()
-            for child in outcome.children:
-                self._core.enqueue(child, now)
-            self.metrics.created(
-                [(outcome.parent.type, ""), *((c.type, str(c.operation or "")) for c in outcome.children)]
-            )
-            self._wake.set()
-            log.info(
-                "created parent %s: %d targets x %d operations = %d children",
-                outcome.parent.id,
-                len(spec.targets),
-                len(spec.operations),
-                len(outcome.children),
-            )
+            self._queue_created(outcome)
         return outcome
+
+    def _queue_created(self, outcome: CreateOutcome) -> None:
+        """Queue the children of a parent just stored (by CreateMaintenance or a schedule's firing)."""
+        now = time.monotonic()
+        for child in outcome.children:
+            self._core.enqueue(child, now)
+        self.metrics.created(
+            [(outcome.parent.type, ""), *((c.type, str(c.operation or "")) for c in outcome.children)]
+        )
+        self._wake.set()
+        targets = {child.target for child in outcome.children}
+        log.info(
+            "created parent %s: %d targets x %d operations = %d children",
+            outcome.parent.id,
+            len(targets),
+            len(outcome.children) // max(1, len(targets)),
+            len(outcome.children),
+            extra={"job_id": outcome.parent.id, "schedule_id": outcome.parent.schedule_id},
+        )
 
     async def get(
         self,

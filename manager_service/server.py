@@ -20,6 +20,8 @@ from dbmaint.metrics import serve_metrics
 from dbmaint.transport import SERVER_OPTIONS
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
+from dbmaint.v1 import schedules_pb2 as spb
+from dbmaint.v1 import schedules_pb2_grpc as spb_grpc
 from manager_service.auth import AuthInterceptor
 from manager_service.config import ManagerConfig, is_loopback
 from manager_service.errors import CommitOutcomeUnknown, LeaseLost, StoreUnavailable
@@ -28,6 +30,7 @@ from manager_service.malformed import MalformedRequestInterceptor
 from manager_service.metrics import NO_FLEET, ManagerMetrics
 from manager_service.orchestrator import Orchestrator
 from manager_service.reflection import enable_reflection
+from manager_service.schedule_servicer import ScheduleServicer
 from manager_service.servicers import MaintenanceServicer, WorkerServicer
 from manager_service.store import SQLAlchemyJobStore, open_store
 from manager_service.store.base import LeaseState
@@ -36,8 +39,9 @@ log = logging.getLogger(__name__)
 
 MAINTENANCE_SERVICE = pb.DESCRIPTOR.services_by_name["MaintenanceService"].full_name
 WORKER_SERVICE = pb.DESCRIPTOR.services_by_name["WorkerService"].full_name
+SCHEDULE_SERVICE = spb.DESCRIPTOR.services_by_name["ScheduleService"].full_name
 # SERVING only on the manager that holds the job store; the empty name is SERVING while the process runs.
-GATED_SERVICES = (MAINTENANCE_SERVICE, WORKER_SERVICE)
+GATED_SERVICES = (MAINTENANCE_SERVICE, WORKER_SERVICE, SCHEDULE_SERVICE)
 
 
 class ManagerServer:
@@ -105,10 +109,11 @@ class ManagerServer:
         # answer while this manager leads.
         pb_grpc.add_MaintenanceServiceServicer_to_server(pb_grpc.MaintenanceServiceServicer(), server)
         pb_grpc.add_WorkerServiceServicer_to_server(pb_grpc.WorkerServiceServicer(), server)
+        spb_grpc.add_ScheduleServiceServicer_to_server(spb_grpc.ScheduleServiceServicer(), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if self.config.serves_reflection:
             enable_reflection(
-                (MAINTENANCE_SERVICE, WORKER_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
+                (*GATED_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
                 server,
             )
         tls = self.config.tls
@@ -190,6 +195,7 @@ class ManagerServer:
             MaintenanceServicer(orchestrator, self.config.limits), table
         )
         pb_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(orchestrator), table)
+        spb_grpc.add_ScheduleServiceServicer_to_server(ScheduleServicer(orchestrator, self.config.limits), table)
         self._orchestrator = orchestrator
         self._gate.lead(table)
         for service in GATED_SERVICES:

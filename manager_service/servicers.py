@@ -200,9 +200,16 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
                 raise RequestInvalid("status", f"unknown status {request.status}")
         if request.parent_id:
             validate_job_id(request.parent_id, "parent_id")
+        if request.schedule_id and not TARGET_NAME.fullmatch(request.schedule_id):
+            raise RequestInvalid("schedule_id", f"not a schedule id: {request.schedule_id[:80]!r}")
         limit = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         page = await self._orchestrator.list_jobs(
-            JobFilter(status=status, type=request.type or None, parent_id=request.parent_id or None),
+            JobFilter(
+                status=status,
+                type=request.type or None,
+                parent_id=request.parent_id or None,
+                schedule_id=request.schedule_id or None,
+            ),
             limit,
             _decode_page_token(request.page_token),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins  # `list` is also a method of ManagerClient
 import dataclasses
 import os
 import re
@@ -10,6 +11,7 @@ from types import TracebackType
 from typing import Any
 
 import grpc
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -18,6 +20,8 @@ from dbmaint.config import CLIENT_TLS, CONFIG_ERROR_EXIT, MANAGER_ADDRESS, Confi
 from dbmaint.transport import CLIENT_OPTIONS
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
+from dbmaint.v1 import schedules_pb2 as spb
+from dbmaint.v1 import schedules_pb2_grpc as spb_grpc
 
 DEFAULT_TIMEOUT = 10.0
 MANAGER = "the dbmaint manager"
@@ -55,10 +59,12 @@ _REJECTED = frozenset(
 class CliError(Exception):
     """A failure the CLI reports as one line on stderr and an exit code, without a traceback."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, status: grpc.StatusCode | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
+        # The gRPC status it came from, if any: a command may accept one (``schedule create --exist-ok``).
+        self.status = status
 
 
 def rpc_code(error: grpc.RpcError) -> grpc.StatusCode:
@@ -78,7 +84,13 @@ def _connection_reason(details: str) -> str:
 
 
 def translate(error: grpc.RpcError, address: str, timeout: float | None, what: str = MANAGER) -> CliError:
-    """A gRPC error as the one-line message and exit code the user sees."""
+    """A gRPC error as the one-line message and exit code the user sees (and the status it came from)."""
+    translated = _translate(error, address, timeout, what)
+    translated.status = rpc_code(error)
+    return translated
+
+
+def _translate(error: grpc.RpcError, address: str, timeout: float | None, what: str) -> CliError:
     code = rpc_code(error)
     details = _one_line((error.details() if isinstance(error, grpc.Call) else None) or "")
     if code is grpc.StatusCode.UNAVAILABLE:
@@ -122,6 +134,7 @@ class ManagerClient:
         self._channel = sync_channel(address, security.tls, CLIENT_OPTIONS)
         # The generated stub is untyped: each method below states the type of what its RPC returns.
         self._stub: Any = pb_grpc.MaintenanceServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._schedules: Any = spb_grpc.ScheduleServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> ManagerClient:
         return self
@@ -187,6 +200,57 @@ class ManagerClient:
     def workers(self) -> pb.ListWorkersResponse:
         response: pb.ListWorkersResponse = self._call(self._stub.ListWorkers, pb.ListWorkersRequest())
         return response
+
+    # -- ScheduleService ------------------------------------------------------------------------------------
+
+    def create_schedule(self, schedule: spb.Schedule) -> spb.Schedule:
+        response: spb.CreateScheduleResponse = self._call(
+            self._schedules.CreateSchedule, spb.CreateScheduleRequest(schedule=schedule)
+        )
+        return response.schedule
+
+    def get_schedule(self, schedule_id: str) -> spb.Schedule:
+        response: spb.GetScheduleResponse = self._call(
+            self._schedules.GetSchedule, spb.GetScheduleRequest(id=schedule_id)
+        )
+        return response.schedule
+
+    def schedules(self) -> builtins.list[spb.Schedule]:
+        """Every schedule, reading page after page."""
+        found: builtins.list[spb.Schedule] = []
+        token = ""
+        while True:
+            request = spb.ListSchedulesRequest(page_token=token)
+            response: spb.ListSchedulesResponse = self._call(self._schedules.ListSchedules, request)
+            found.extend(response.schedules)
+            token = response.next_page_token
+            if not token:
+                return found
+
+    def update_schedule(self, schedule: spb.Schedule, paths: Sequence[str]) -> spb.Schedule:
+        request = spb.UpdateScheduleRequest(schedule=schedule, update_mask=FieldMask(paths=list(paths)))
+        response: spb.UpdateScheduleResponse = self._call(self._schedules.UpdateSchedule, request)
+        return response.schedule
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self._call(self._schedules.DeleteSchedule, spb.DeleteScheduleRequest(id=schedule_id))
+
+    def trigger_schedule(self, schedule_id: str) -> spb.TriggerScheduleResponse:
+        request = spb.TriggerScheduleRequest(id=schedule_id)
+        response: spb.TriggerScheduleResponse = self._call(self._schedules.TriggerSchedule, request)
+        return response
+
+    def firings(self, schedule_id: str) -> builtins.list[spb.Firing]:
+        """A schedule's whole history of firings, newest first, reading page after page."""
+        found: builtins.list[spb.Firing] = []
+        token = ""
+        while True:
+            request = spb.ListFiringsRequest(schedule_id=schedule_id, page_token=token)
+            response: spb.ListFiringsResponse = self._call(self._schedules.ListFirings, request)
+            found.extend(response.firings)
+            token = response.next_page_token
+            if not token:
+                return found
 
     def watch(self, job_id: str) -> Iterator[pb.WatchJobResponse]:
         """The raw WatchJob stream (no deadline: it lasts until the job is terminal). Raises grpc.RpcError."""

@@ -1,8 +1,8 @@
 """``dbmaint``: the command-line client of the dbmaint manager.
 
 Exit codes: 0 success; 1 the job did not complete (or the health status is not SERVING); 2 bad usage or a
-request the manager rejected; 3 the manager (or health endpoint) cannot be reached; 4 no such job; 5 any other
-failure (a server error, a file that cannot be written, a demo process that died); 130 interrupted.
+request the manager rejected; 3 the manager (or health endpoint) cannot be reached; 4 no such job or schedule; 5
+any other failure (a server error, a file that cannot be written, a demo process that died); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from google.protobuf.message import Message
 from rich.console import Console
 from rich.text import Text
 
@@ -37,12 +36,14 @@ from dbmaint.cli.render import (
     job_details,
     jobs_table,
     make_console,
+    print_json,
     print_outcome,
     result_details,
     short_type,
     watch_view,
     workers_table,
 )
+from dbmaint.cli.schedules import add_schedule_commands, add_window_options, window_from_args
 from dbmaint.cli.watch import NOT_COMPLETED, follow, is_parent
 from dbmaint.config import MANAGER_ADDRESS, ConfigError, add_flags, report, resolve
 from dbmaint.operations import CHILD_JOB_TYPE, JOB_TYPES, PARENT_JOB_TYPE, JobStatus, Operation
@@ -73,13 +74,6 @@ def _ranged(kind: Callable[[str], N], low: N, high: N | None = None) -> Callable
     return parse
 
 
-def print_json(console: Console, message: Message) -> None:
-    from google.protobuf.json_format import MessageToJson  # here: a tenth of the CLI's imports, for --json only
-
-    text = MessageToJson(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-    print(text, file=console.file, flush=True)
-
-
 def watch_until_terminal(client: ManagerClient, job_id: str, console: Console) -> int:
     """The live view, then the results table and a summary; 0 iff the job ended COMPLETED."""
     try:
@@ -106,6 +100,9 @@ def cmd_create(args: argparse.Namespace, console: Console) -> int:
         schemas=args.schemas,
         tables=args.tables,
     )
+    window = window_from_args(args)
+    if window is not None:
+        request.window.CopyFrom(window)
     with ManagerClient(args.manager, args.timeout) as client:
         response = client.create(request)
         if args.json:
@@ -193,6 +190,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         status=status_to_proto(JobStatus(args.status)) if args.status else pb.JOB_STATUS_UNSPECIFIED,
         type=_TYPE_ALIASES[args.type] if args.type else "",
         parent_id=args.parent or "",
+        schedule_id=args.schedule or "",
         page_size=args.limit or 0,
         page_token=args.page_token or "",
     )
@@ -354,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="[SCHEMA.]TABLE",
         help="only this table; repeat for more (default: all user tables)",
     )
+    add_window_options(create, with_zone=True)
     mode = create.add_mutually_exclusive_group()
     mode.add_argument("--watch", "-w", action="store_true", help="follow the job live; exit 0 iff it completed")
     mode.add_argument("--json", action="store_true", help="print the response as JSON")
@@ -379,9 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--status", choices=[status.value for status in JobStatus])
     listing.add_argument("--type", choices=sorted(_TYPE_ALIASES), help="parent or child (or the full type name)")
     listing.add_argument("--parent", metavar="ID", help="only the children of this parent")
+    listing.add_argument("--schedule", metavar="ID", help="only the parents this schedule created")
     listing.add_argument("--limit", type=_ranged(int, 1, 1000), metavar="N", help="page size (1-1000; default 50)")
     listing.add_argument("--page-token", metavar="TOKEN", help="the token printed after the previous page")
     json_option(listing)
+
+    schedule_help = "maintenance that runs itself: create, list, get, pause, resume, delete, run, history"
+    schedule = commands.add_parser("schedule", help=schedule_help, description=schedule_help)
+    add_schedule_commands(schedule, common)
 
     watch = command("watch", cmd_watch, "follow a job live until it ends; exit 0 iff it completed")
     watch.add_argument("id", metavar="ID")

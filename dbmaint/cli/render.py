@@ -18,6 +18,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from dbmaint.cli.render_schedules import window_text
 from dbmaint.cli.watch import WatchState, is_parent, is_terminal
 from dbmaint.operations import CHILD_JOB_TYPE, PARENT_JOB_TYPE, JobStatus
 from dbmaint.v1 import maintenance_pb2 as pb
@@ -42,6 +43,13 @@ def make_console() -> Console:
     """A console on stdout; when stdout is not a terminal: no colours, no live view, no narrow folding."""
     width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else _PIPE_WIDTH
     return Console(file=sys.stdout, width=width, highlight=False, soft_wrap=False)
+
+
+def print_json(console: Console, message: Message) -> None:
+    from google.protobuf.json_format import MessageToJson  # here: a tenth of the CLI's imports, for --json only
+
+    text = MessageToJson(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    print(text, file=console.file, flush=True)
 
 
 # -- plain values -----------------------------------------------------------------------------------------------
@@ -157,6 +165,10 @@ def job_details(job: pb.Job) -> Table:
             ("attempt", f"{job.attempt} of {job.max_attempts}" if job.max_attempts else str(job.attempt)),
             ("worker", job.worker_id),
         ]
+    if job.schedule_id:
+        rows += [("schedule", job.schedule_id), ("scheduled", format_time(job, "scheduled_time"))]
+    if job.HasField("window"):
+        rows.append(("window", window_text(job.window)))
     rows += [("created", format_time(job, "created_at")), ("started", format_time(job, "started_at"))]
     rows.append(("finished", format_time(job, "finished_at")))
     if job.cancel_requested:

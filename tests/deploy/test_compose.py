@@ -80,6 +80,8 @@ COMPOSE_VARIABLES = {
     "DBMAINT_CLIENT_TOKEN",
     "DBMAINT_WORKER_TOKEN",
 }
+# The one-shot that creates the demo's schedule is a CLI client of the manager: its address and client token.
+SCHEDULE_INIT_ENV = {"DBMAINT_MANAGER", "DBMAINT_TOKEN"}
 START_TIMEOUT = 60.0
 
 _VARIABLE = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<braced>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|(?P<bare>\w+))")
@@ -285,7 +287,16 @@ def test_compose_file_has_the_intended_shape() -> None:
     store, target = services["postgres"], services["postgres-target"]
 
     assert "version" not in compose
-    assert set(services) == {"postgres", "postgres-target", "demo-init", "demo-pg-init", "manager", "worker"}
+    schedule_init = services["schedule-init"]
+    assert set(services) == {
+        "postgres",
+        "postgres-target",
+        "demo-init",
+        "demo-pg-init",
+        "manager",
+        "worker",
+        "schedule-init",
+    }
     assert worker["deploy"]["replicas"] == 2
     # dbmaint's services run the image built from the top-level Dockerfile; the databases the official postgres
     for name, service in services.items():
@@ -330,6 +341,7 @@ def test_compose_file_has_the_intended_shape() -> None:
     assert depends_on(store) == {} and depends_on(target) == {} and depends_on(init) == {}
     assert depends_on(pg_init) == {"postgres-target": healthy}
     assert depends_on(manager) == {"postgres": healthy}
+    assert depends_on(schedule_init) == {"manager": healthy}
     assert depends_on(worker) == {
         "manager": healthy,
         "postgres-target": healthy,
@@ -374,6 +386,15 @@ def test_compose_file_has_the_intended_shape() -> None:
     assert "/data" not in volume_of["manager"] and "volumes" not in pg_init
     assert volume_of["postgres"][POSTGRES_DATA] != volume_of["postgres-target"][POSTGRES_DATA]
     assert set(compose["volumes"]) == {v for mounts in volume_of.values() for v in mounts.values()}
+    # the demo's schedule: created once the manager is healthy, by a client of it, idempotent (--exist-ok)
+    schedule_env = environment(schedule_init)
+    assert set(schedule_env) == SCHEDULE_INIT_ENV
+    assert schedule_env["DBMAINT_MANAGER"] == worker_env["DBMAINT_MANAGER"]
+    assert schedule_env["DBMAINT_TOKEN"] == manager_env["DBMAINT_CLIENT_TOKENS"], "a client token"
+    schedule_command = command(schedule_init)
+    assert schedule_command[:3] == ["dbmaint", "schedule", "create"] and "--exist-ok" in schedule_command
+    assert [word for word in schedule_command if word in target_specs] == sorted(target_specs)
+    assert "healthcheck" not in schedule_init and schedule_init["restart"] == "no"
     # a worker drains within its grace period before Docker's SIGKILL
     assert duration(worker["stop_grace_period"]) > float(worker_env["DBMAINT_GRACE"])
 
@@ -682,6 +703,16 @@ def test_the_services_compose_declares_run_and_maintain_both_demo_targets(tmp_pa
                 env=client_env,
             )
             workers = json.loads(listed.stdout)["workers"]
+            fleet.wait_for("schedule-init", "service_completed_successfully")
+            schedules = subprocess.run(
+                [dbmaint, "--manager", address, "schedule", "list", "--json"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=client_env,
+            )
+            init = fleet.containers["schedule-init"][0]
+            init_again = subprocess.run(init.argv, capture_output=True, text=True, timeout=30, env=init.env)
             started = time.monotonic()
             run = subprocess.run(
                 [dbmaint, "--manager", address, "create", *targets, *("-o", "vacuum", "-o", "analyze"), "--watch"],
@@ -703,6 +734,13 @@ def test_the_services_compose_declares_run_and_maintain_both_demo_targets(tmp_pa
     assert targets == ["demo", "demo-pg"]
     assert tokenless.returncode == 2 and "UNAUTHENTICATED" in tokenless.stderr, tokenless.stderr
     assert len(workers) == 2 and all(sorted(worker["targets"]) == targets for worker in workers), listed.stdout
+    assert schedules.returncode == 0, schedules.stderr
+    (nightly,) = json.loads(schedules.stdout)["schedules"]
+    assert (nightly["id"], nightly["cron"], nightly["time_zone"]) == ("nightly", "0 3 * * *", "UTC")
+    assert nightly["maintenance"]["targets"] == targets
+    assert nightly["next_fire_time"].endswith("T03:00:00Z")
+    assert init_again.returncode == 0, init_again.stderr
+    assert init_again.stdout.strip() == "schedule nightly already exists; left as it is"
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n{fleet.logs()}"
     assert "completed" in run.stdout and "Traceback" not in run.stderr
     print(

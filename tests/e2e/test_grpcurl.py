@@ -102,6 +102,7 @@ def test_readme_grpcurl_examples_work_as_written(fleet: Cluster, tmp_path: Path)
     workers = json.loads(by_call["dbmaint.v1.MaintenanceService/ListWorkers"])
     assert workers["workers"][0]["workerId"] == "readme-worker"
     assert json.loads(by_call["grpc.health.v1.Health/Check"]) == {"status": "SERVING"}
+    _check_schedule_examples(by_call)
 
     again = _run(next(c for c in ok if "/CreateMaintenance" in c), fleet.address)
     assert json.loads(again.stdout)["parent"]["id"] == parent_id, "request_id makes CreateMaintenance idempotent"
@@ -113,3 +114,25 @@ def test_readme_grpcurl_examples_work_as_written(fleet: Cluster, tmp_path: Path)
         assert f"Code: {code}" in result.stderr, f"{command}\n{result.stderr}"
         assert f"Message: {message}" in result.stderr, f"{command}\n{result.stderr}"
     assert fleet.manager is not None and fleet.manager.alive()
+
+
+def _check_schedule_examples(by_call: dict[str, str]) -> None:
+    """What the ScheduleService examples printed: create, pause (only the masked field changes), trigger, the
+    history with the triggered parent, the list, delete."""
+    service = "dbmaint.v1.ScheduleService"
+    assert service in by_call["list"]
+    assert "// Store a new schedule" in by_call[service], "describe shows comments"
+    created = json.loads(by_call[f"{service}/CreateSchedule"])["schedule"]
+    assert created["id"] == "readme-nightly" and created["nextFireTime"].endswith(":30:00Z")
+    assert json.loads(by_call[f"{service}/GetSchedule"])["schedule"]["cron"] == "30 2 * * *"
+    listed = json.loads(by_call[f"{service}/ListSchedules"])
+    assert [schedule["id"] for schedule in listed["schedules"]] == ["readme-nightly"]
+    paused = json.loads(by_call[f"{service}/UpdateSchedule"])["schedule"]
+    assert paused["paused"] is True and paused["timeZone"] == "Europe/Berlin", "only `paused` changed"
+    assert "nextFireTime" not in paused, "a paused schedule has no next fire time"
+    triggered = json.loads(by_call[f"{service}/TriggerSchedule"])
+    assert triggered["firing"]["outcome"] == "FIRING_OUTCOME_FIRED", "run fires even while paused"
+    assert triggered["parent"]["scheduleId"] == "readme-nightly"
+    firings = json.loads(by_call[f"{service}/ListFirings"])["firings"]
+    assert triggered["parent"]["id"] in [firing.get("parentId") for firing in firings]
+    assert json.loads(by_call[f"{service}/DeleteSchedule"]) == {}

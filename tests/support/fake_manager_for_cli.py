@@ -1,8 +1,9 @@
-"""An in-process fake of the manager's MaintenanceService (and grpc.health.v1) for the CLI tests.
+"""An in-process fake of the manager's MaintenanceService, ScheduleService and grpc.health.v1 for the CLI tests.
 
-It keeps jobs in memory, validates requests the way the real manager does (same status codes, similar
-messages) and, when asked, plays each parent's children through PENDING → RUNNING → terminal in a thread, so
-that WatchJob streams real changes. The outcome of a child is chosen by its target's name:
+It keeps jobs (and schedules with their firings: :class:`FakeSchedules`) in memory, validates requests the way
+the real manager does (same status codes, similar messages) and, when asked, plays each parent's children
+through PENDING → RUNNING → terminal in a thread, so that WatchJob streams real changes. The outcome of a
+child is chosen by its target's name:
 
 * ``broken*``: the child FAILS with an error;
 * ``flaky*``: the first attempt's worker is lost (back to PENDING, attempt 2), then it COMPLETES;
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from concurrent import futures
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,6 +29,8 @@ from dbmaint import wire
 from dbmaint.operations import CHILD_JOB_TYPE, DEFAULT_OPERATIONS, JOB_TYPES, PARENT_JOB_TYPE, Operation
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
+from dbmaint.v1 import schedules_pb2 as spb
+from dbmaint.v1 import schedules_pb2_grpc as spb_grpc
 
 TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DEFAULT_CHILDREN_PAGE_SIZE = 500  # as the real manager: GetJob, CreateMaintenance and the WatchJob snapshot page
@@ -285,6 +289,7 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
             if (not request.status or job.status == request.status)
             and (not request.type or job.type == request.type)
             and (not request.parent_id or job.parent_id == request.parent_id)
+            and (not request.schedule_id or job.schedule_id == request.schedule_id)
         ]
         start = int(request.page_token) if request.page_token else 0
         size = request.page_size or 50
@@ -355,21 +360,183 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
         return pb.ListWorkersResponse(workers=self.workers, unserved_targets=self.unserved_targets)
 
 
+# Every fake schedule that is not paused reports this as its next fire time (the fake does not evaluate crons).
+NEXT_FIRE = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)
+SCHEDULE_FIELDS = frozenset(spb.Schedule.DESCRIPTOR.fields_by_name) - {
+    "id",
+    "next_fire_time",
+    "created_at",
+    "updated_at",
+    "last_parent_id",
+}
+
+
+class FakeSchedules(spb_grpc.ScheduleServiceServicer):
+    """Schedules and firings in memory; TriggerSchedule creates its parent through the fake MaintenanceService.
+
+    It checks what the CLI can get wrong (exactly one of cron and every, a known zone, names, masks, pages) with
+    the real manager's status codes; it never fires on its own: tests add firings with :meth:`record`."""
+
+    def __init__(self, maintenance: FakeMaintenance) -> None:
+        self.maintenance = maintenance
+        self.lock = threading.Lock()
+        self.schedules: dict[str, spb.Schedule] = {}
+        self.firings: dict[str, list[spb.Firing]] = {}  # newest first
+        self.requests: list[Any] = []
+        self.page_size = 50
+
+    def _found(self, schedule_id: str, context: Any) -> spb.Schedule:
+        schedule = self.schedules.get(schedule_id)
+        if schedule is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"schedule {schedule_id!r} not found")
+        return schedule
+
+    @staticmethod
+    def _check(schedule: spb.Schedule, context: Any) -> None:
+        if bool(schedule.cron) == schedule.HasField("every"):
+            message = "schedule.cron: set exactly one of cron and every"
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+        try:
+            ZoneInfo(schedule.time_zone or "UTC")
+        except (ZoneInfoNotFoundError, ValueError):
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"schedule.time_zone: unknown time zone {schedule.time_zone!r} "
+                "(use an IANA name such as Europe/Berlin)",
+            )
+        if not schedule.maintenance.targets:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "schedule.maintenance.targets: at least one target is required"
+            )
+
+    @staticmethod
+    def _with_next_fire(schedule: spb.Schedule) -> spb.Schedule:
+        answer = spb.Schedule()
+        answer.CopyFrom(schedule)
+        answer.ClearField("next_fire_time")
+        if not schedule.paused:
+            answer.next_fire_time.FromDatetime(NEXT_FIRE)
+        return answer
+
+    def record(self, schedule_id: str, *firings: spb.Firing) -> None:
+        """Adds firings to a schedule's history (each is newer than the ones before)."""
+        with self.lock:
+            for firing in firings:
+                self.firings[schedule_id].insert(0, firing)
+
+    @staticmethod
+    def _page(items: list[Any], token: str, size: int, context: Any) -> tuple[list[Any], str]:
+        if token and not token.isdigit():
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token from this list")
+        start = int(token or 0)
+        more = start + size < len(items)
+        return items[start : start + size], str(start + size) if more else ""
+
+    def CreateSchedule(self, request: spb.CreateScheduleRequest, context: Any) -> spb.CreateScheduleResponse:
+        self.requests.append(request)
+        schedule = request.schedule
+        if not TARGET_NAME.fullmatch(schedule.id):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"schedule.id: invalid schedule id {schedule.id!r}")
+        self._check(schedule, context)
+        with self.lock:
+            if schedule.id in self.schedules:
+                context.abort(grpc.StatusCode.ALREADY_EXISTS, f"schedule {schedule.id!r} already exists")
+            stored = spb.Schedule()
+            stored.CopyFrom(schedule)
+            stored.created_at.CopyFrom(_now())
+            stored.updated_at.CopyFrom(stored.created_at)
+            self.schedules[schedule.id] = stored
+            self.firings[schedule.id] = []
+            return spb.CreateScheduleResponse(schedule=self._with_next_fire(stored))
+
+    def GetSchedule(self, request: spb.GetScheduleRequest, context: Any) -> spb.GetScheduleResponse:
+        self.requests.append(request)
+        with self.lock:
+            return spb.GetScheduleResponse(schedule=self._with_next_fire(self._found(request.id, context)))
+
+    def ListSchedules(self, request: spb.ListSchedulesRequest, context: Any) -> spb.ListSchedulesResponse:
+        self.requests.append(request)
+        with self.lock:
+            ordered = [self._with_next_fire(self.schedules[key]) for key in sorted(self.schedules)]
+        page, token = self._page(ordered, request.page_token, request.page_size or self.page_size, context)
+        return spb.ListSchedulesResponse(schedules=page, next_page_token=token)
+
+    def UpdateSchedule(self, request: spb.UpdateScheduleRequest, context: Any) -> spb.UpdateScheduleResponse:
+        self.requests.append(request)
+        paths = list(request.update_mask.paths)
+        unknown = [path for path in paths if path not in SCHEDULE_FIELDS]
+        if not paths or unknown:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"update_mask: cannot change {unknown or 'nothing'}")
+        with self.lock:
+            stored = self._found(request.schedule.id, context)
+            changed = spb.Schedule()
+            changed.CopyFrom(stored)
+            request.update_mask.MergeMessage(request.schedule, changed, replace_message_field=True)
+            self._check(changed, context)
+            changed.updated_at.CopyFrom(_now())
+            self.schedules[changed.id] = changed
+            return spb.UpdateScheduleResponse(schedule=self._with_next_fire(changed))
+
+    def DeleteSchedule(self, request: spb.DeleteScheduleRequest, context: Any) -> spb.DeleteScheduleResponse:
+        self.requests.append(request)
+        with self.lock:
+            self._found(request.id, context)
+            del self.schedules[request.id]
+            del self.firings[request.id]
+        return spb.DeleteScheduleResponse()
+
+    def TriggerSchedule(self, request: spb.TriggerScheduleRequest, context: Any) -> spb.TriggerScheduleResponse:
+        self.requests.append(request)
+        with self.lock:
+            schedule = self._found(request.id, context)
+        created = self.maintenance.CreateMaintenance(schedule.maintenance, context)
+        firing = spb.Firing(
+            schedule_id=schedule.id,
+            scheduled_time=_now(),
+            outcome=spb.FIRING_OUTCOME_FIRED,
+            parent_id=created.parent.id,
+            reason="triggered by hand",
+            missed_count=1,
+            recorded_at=_now(),
+        )
+        with self.maintenance.cond:
+            parent = self.maintenance.jobs[created.parent.id]
+            parent.schedule_id = schedule.id
+            parent.scheduled_time.CopyFrom(firing.scheduled_time)
+            if schedule.HasField("window"):
+                parent.window.CopyFrom(schedule.window)
+        with self.lock:
+            self.firings[schedule.id].insert(0, firing)
+            schedule.last_parent_id = parent.id
+        return spb.TriggerScheduleResponse(firing=firing, parent=parent)
+
+    def ListFirings(self, request: spb.ListFiringsRequest, context: Any) -> spb.ListFiringsResponse:
+        self.requests.append(request)
+        with self.lock:
+            self._found(request.schedule_id, context)
+            firings = list(self.firings[request.schedule_id])
+        page, token = self._page(firings, request.page_token, request.page_size or self.page_size, context)
+        return spb.ListFiringsResponse(firings=page, next_page_token=token)
+
+
 class FakeManager:
-    """A gRPC server on 127.0.0.1:<free port> with the fake MaintenanceService and a health service."""
+    """A gRPC server on 127.0.0.1:<free port> with the fake MaintenanceService and ScheduleService and a health
+    service."""
 
     def __init__(self) -> None:
         self.service = FakeMaintenance()
+        self.schedules = FakeSchedules(self.service)
         self.health = health.HealthServicer()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         pb_grpc.add_MaintenanceServiceServicer_to_server(self.service, self.server)
+        spb_grpc.add_ScheduleServiceServicer_to_server(self.schedules, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.address = f"127.0.0.1:{self.port}"
 
     def start(self) -> FakeManager:
         self.server.start()
-        for service in ("", "dbmaint.v1.MaintenanceService"):
+        for service in ("", "dbmaint.v1.MaintenanceService", "dbmaint.v1.ScheduleService"):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         return self
 

@@ -27,6 +27,10 @@ def dbmaint(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         ["create", "alpha", "--watch"],
         ["watch", "some-id"],
         ["health"],
+        ["schedule", "list"],
+        ["schedule", "create", "nightly", "--cron", "@daily", "alpha"],
+        ["schedule", "run", "nightly"],
+        ["schedule", "history", "nightly"],
     ],
 )
 def test_an_unreachable_manager_is_one_line_and_exit_3(command: list[str], closed_port: int) -> None:
