@@ -5,19 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from datetime import timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import schedules_pb2 as spb
 from dbmaint.v1 import schedules_pb2_grpc as spb_grpc
 from manager_service.auth import AuthPolicy
 from tests.support.manager import Manager, eventually, running_manager
+from tests.support.servers import fresh_postgres_database
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -317,7 +322,46 @@ async def _rows_at_least(m: Manager, schedule_id: str, count: int) -> bool:
     return len(await firings(m, schedule_id)) >= count
 
 
-# -- auth
+@pytest.mark.timeout(60)
+async def test_only_the_leader_fires_and_a_standby_taking_over_goes_on_with_no_slot_twice(tmp_path: Path) -> None:
+    with fresh_postgres_database("dbmaint_schedules") as url:
+        pg_url = url.render_as_string(hide_password=False)
+        async with running_manager(tmp_path / "a", database_url=pg_url, store_lease=3.0) as first:
+            message = schedule("ha", cron="", every=seconds(1), overlap=spb.OVERLAP_POLICY_CANCEL_OTHER)
+            await create(first, message)
+            async with running_manager(tmp_path / "b", database_url=pg_url, store_lease=3.0) as second:
+                assert not second.server.leading
+                await eventually(lambda: _fired_count(first, "ha", 2), timeout=6)
+                await first.server.shutdown()  # gives the lease up: the standby leads at its next poll
+                await eventually(lambda: second.server.leading, timeout=5)
+                before = len(await firings(second, "ha"))
+                await eventually(lambda: _rows_at_least(second, "ha", before + 2), timeout=6)
+                rows = sorted(await firings(second, "ha"), key=lambda f: f.scheduled_time.ToDatetime())
+        for row, following in pairwise(rows):
+            step = following.scheduled_time.ToDatetime() - row.scheduled_time.ToDatetime()
+            assert step == row.missed_count * timedelta(seconds=1), rows
+
+
+# -- auth, health, reflection
+
+
+async def test_schedule_service_has_health_and_reflection_with_its_comments(tmp_path: Path) -> None:
+    async with running_manager(tmp_path) as m:
+        check = health_pb2.HealthCheckRequest(service="dbmaint.v1.ScheduleService")
+        assert (await m.health.Check(check)).status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(m.channel)
+        asks = [
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol="dbmaint.v1.ScheduleService"),
+        ]
+        replies = [reply async for reply in reflection.ServerReflectionInfo(iter(asks))]
+        assert "dbmaint.v1.ScheduleService" in [s.name for s in replies[0].list_services_response.service]
+        files = [
+            descriptor_pb2.FileDescriptorProto.FromString(raw)
+            for raw in replies[1].file_descriptor_response.file_descriptor_proto
+        ]
+        schedules_file = next(f for f in files if f.name == "dbmaint/v1/schedules.proto")
+        assert schedules_file.source_code_info.location, "the comments are served too"
 
 
 async def test_schedule_service_takes_the_client_token_and_refuses_the_worker_token(tmp_path: Path) -> None:
