@@ -168,9 +168,14 @@ class ScheduleShell:
                     outcome = await self._take(schedule, step)
                     schedule = outcome.schedule
             return wake_at(schedule, now)
-        except (ScheduleChanged, SlotAlreadyRecorded) as error:
-            log.debug("schedule %s: %s; planned again next tick", schedule.id, error, extra=extra)
+        except ScheduleChanged as error:
+            # Changed by a request since it was read (or deleted): planned again at once from what is stored.
+            log.debug("schedule %s: %s; planned again", schedule.id, error, extra=extra)
             return now
+        except SlotAlreadyRecorded as error:
+            # Not expected (the steps of this manager are serialized): nothing was written; retried next tick.
+            log.warning("schedule %s: %s; planned again next tick", schedule.id, error, extra=extra)
+            return None
         except ScheduleRuleError as error:
             log.warning("schedule %s cannot be planned: %s", schedule.id, error, extra=extra)
             return None

@@ -158,6 +158,13 @@ def test_a_trigger_fires_now_to_the_second_even_while_paused_and_leaves_last_slo
     assert step.plan.fire == MAINTENANCE and step.plan.last_slot is None and step.cancel_parent is None
 
 
+def test_a_trigger_on_the_second_of_an_unrecorded_slot_takes_that_slot() -> None:
+    step = trigger_step(every_minute(last_slot=60), at(120.4), previous_running=False)
+    assert rows(step) == [(at(120), FiringOutcome.FIRED, "triggered by hand", 1)]
+    assert step.plan.last_slot == at(120)
+    assert plan_step(replace(every_minute(), last_slot=at(120)), at(120.5), previous_running=False) is None
+
+
 def test_a_trigger_under_cancel_other_cancels_the_running_parent() -> None:
     step = trigger_step(every_minute(overlap="cancel_other"), at(75), previous_running=True)
     assert step.cancel_parent == "p1"
