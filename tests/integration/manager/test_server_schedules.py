@@ -3,8 +3,9 @@ ALREADY_EXISTS, the client role, and the scheduler loop firing, skipping and tri
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -277,6 +278,52 @@ async def test_skip_records_skipped_overlap_while_the_previous_parent_runs(tmp_p
         fired = [f for f in rows if f.outcome == spb.FIRING_OUTCOME_FIRED]
         overlap = next(f for f in rows if f.outcome == spb.FIRING_OUTCOME_SKIPPED_OVERLAP)
         assert len(fired) == 1 and overlap.reason == f"parent {fired[0].parent_id} still running"
+
+
+async def test_buffer_one_fires_the_kept_slot_when_the_running_parent_completes(tmp_path: Path) -> None:
+    async with running_manager(tmp_path) as m:
+        worker = await m.connected_worker("w1", ["db1"])
+        await create(m, schedule("queued", cron="", every=seconds(1), overlap=spb.OVERLAP_POLICY_BUFFER_ONE))
+        (first,) = await worker.wait_assignments(1, timeout=5)
+
+        async def one_skipped() -> bool:
+            # One slot is kept (no row yet); the next one is skipped.
+            return any(f.outcome == spb.FIRING_OUTCOME_SKIPPED_OVERLAP for f in await firings(m, "queued"))
+
+        await eventually(one_skipped, timeout=6)
+        await worker.complete(first)
+
+        async def buffered_fired() -> spb.Firing | None:
+            rows = await firings(m, "queued")
+            return next((f for f in rows if f.reason.startswith("buffered behind parent")), None)
+
+        kept = await eventually(buffered_fired, timeout=6)
+        first_row = next(f for f in await firings(m, "queued") if f.parent_id == first.parent_id)
+        assert (
+            kept.outcome == spb.FIRING_OUTCOME_FIRED and kept.reason == f"buffered behind parent {first.parent_id}"
+        )
+        assert kept.scheduled_time.ToDatetime() - first_row.scheduled_time.ToDatetime() == timedelta(seconds=1)
+
+
+async def test_the_first_slot_after_end_at_is_recorded_outside_range_and_nothing_fires_after(
+    tmp_path: Path,
+) -> None:
+    async with running_manager(tmp_path) as m:
+        message = schedule("brief", cron="", every=seconds(1), paused=True)
+        message.end_at.FromDatetime(datetime.now(UTC) + timedelta(seconds=1.5))
+
+        async def outside() -> bool:
+            rows = await firings(m, "brief")
+            return any(f.outcome == spb.FIRING_OUTCOME_OUTSIDE_RANGE for f in rows)
+
+        await create(m, message)
+        await eventually(outside, timeout=6)
+        await asyncio.sleep(1.5)
+        rows = await firings(m, "brief")
+        assert rows[0].outcome == spb.FIRING_OUTCOME_OUTSIDE_RANGE, "the newest row: nothing after it"
+        assert sum(f.outcome == spb.FIRING_OUTCOME_OUTSIDE_RANGE for f in rows) == 1
+        got = (await api(m).GetSchedule(spb.GetScheduleRequest(id="brief"))).schedule
+        assert not got.HasField("next_fire_time")
 
 
 async def test_trigger_fires_at_once_even_while_paused(tmp_path: Path) -> None:
