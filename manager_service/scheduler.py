@@ -47,8 +47,6 @@ MAX_TICK_SECONDS = 1.0
 MIN_TICK_SECONDS = 0.01
 # Schedules read per store call while the loop goes through them all.
 SCHEDULES_PER_READ = 500
-# A trigger re-plans this often when the loop changed the schedule under it.
-TRIGGER_ATTEMPTS = 3
 CANCEL_REASON = "cancelled by schedule {schedule}: its next firing replaces it (overlap policy cancel_other)"
 
 
@@ -122,21 +120,15 @@ class ScheduleShell:
         return page
 
     async def trigger(self, schedule_id: str) -> Triggered:
-        """Fire now (see ``scheduling.trigger_step``); re-planned when the loop changed the schedule meanwhile.
-        A second trigger within the same second is refused (SlotAlreadyRecorded): that slot has its row."""
+        """Fire now (see ``scheduling.trigger_step``). The loop's steps wait meanwhile (one lock), so the schedule
+        read here is the one written to. A second trigger within the same second is refused
+        (SlotAlreadyRecorded): that slot has its row."""
         async with self._steps:
-            for attempt in range(TRIGGER_ATTEMPTS):
-                schedule = await self.get(schedule_id)
-                step = trigger_step(schedule, utcnow(), await self._previous_running(schedule))
-                try:
-                    outcome = await self._take(schedule, step)
-                except ScheduleChanged:
-                    if attempt + 1 == TRIGGER_ATTEMPTS:
-                        raise
-                    continue
-                assert outcome.created is not None  # a trigger always fires
-                return Triggered(outcome.firings[-1], outcome.created)
-        raise AssertionError("unreachable")
+            schedule = await self.get(schedule_id)
+            step = trigger_step(schedule, utcnow(), await self._previous_running(schedule))
+            outcome = await self._take(schedule, step)
+        assert outcome.created is not None  # a trigger always fires
+        return Triggered(outcome.firings[0], outcome.created)
 
     # -- the loop
 
@@ -176,9 +168,14 @@ class ScheduleShell:
                     outcome = await self._take(schedule, step)
                     schedule = outcome.schedule
             return wake_at(schedule, now)
-        except (ScheduleChanged, SlotAlreadyRecorded) as error:
-            log.debug("schedule %s: %s; planned again next tick", schedule.id, error, extra=extra)
+        except ScheduleChanged as error:
+            # Changed by a request since it was read (or deleted): planned again at once from what is stored.
+            log.debug("schedule %s: %s; planned again", schedule.id, error, extra=extra)
             return now
+        except SlotAlreadyRecorded as error:
+            # Not expected (the steps of this manager are serialized): nothing was written; retried next tick.
+            log.warning("schedule %s: %s; planned again next tick", schedule.id, error, extra=extra)
+            return None
         except ScheduleRuleError as error:
             log.warning("schedule %s cannot be planned: %s", schedule.id, error, extra=extra)
             return None

@@ -19,7 +19,9 @@ The rules of one scheduler step for one schedule:
 - ``last_slot`` only moves forward (the store keeps the max) and every plan carries the buffered slot it keeps,
   so a step that is refused (the schedule changed, the slot was recorded by someone else) is simply planned again.
 - **A trigger by hand** fires now (the second, so one trigger per second at most), paused or not, whatever runs:
-  under CANCEL_OTHER the running parent is cancelled first; it never moves ``last_slot``.
+  under CANCEL_OTHER the running parent is cancelled first. It leaves ``last_slot`` alone, unless its second is
+  itself a slot of the cadence not recorded yet: then the trigger's row is that slot's, and ``last_slot`` moves
+  to it.
 """
 
 from __future__ import annotations
@@ -133,13 +135,22 @@ def trigger_step(schedule: Schedule, now: datetime, previous_running: bool) -> S
     """A firing by hand at ``now`` truncated to the second (see the module rules)."""
     slot = now.replace(microsecond=0)
     record = FiringRecord(slot, FiringOutcome.FIRED, TRIGGERED_BY_HAND)
-    plan = _plan(schedule, [record], fire=True)
+    plan = _plan(schedule, [record], fire=True, last_slot=slot if _is_open_slot(schedule, slot) else None)
     policy = OverlapPolicy(schedule.spec.overlap)
     cancel = schedule.last_parent_id if previous_running and policy is OverlapPolicy.CANCEL_OTHER else None
     return Step(plan, cancel_parent=cancel)
 
 
 # -- the parts
+
+
+def _is_open_slot(schedule: Schedule, moment: datetime) -> bool:
+    """Whether ``moment`` is a slot of the schedule's cadence that has no row yet (after ``last_slot``). A
+    trigger at such an instant takes the slot (its row is unique per slot), so it moves ``last_slot`` to it:
+    the loop must not plan that slot again."""
+    if schedule.last_slot is not None and moment <= schedule.last_slot:
+        return False
+    return next_slot(cadence_of(schedule), moment - timedelta(microseconds=1)) == moment
 
 
 def _jitter(schedule: Schedule) -> timedelta:

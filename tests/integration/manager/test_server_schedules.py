@@ -3,21 +3,27 @@ ALREADY_EXISTS, the client role, and the scheduler loop firing, skipping and tri
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import schedules_pb2 as spb
 from dbmaint.v1 import schedules_pb2_grpc as spb_grpc
 from manager_service.auth import AuthPolicy
 from tests.support.manager import Manager, eventually, running_manager
+from tests.support.servers import fresh_postgres_database
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -274,6 +280,52 @@ async def test_skip_records_skipped_overlap_while_the_previous_parent_runs(tmp_p
         assert len(fired) == 1 and overlap.reason == f"parent {fired[0].parent_id} still running"
 
 
+async def test_buffer_one_fires_the_kept_slot_when_the_running_parent_completes(tmp_path: Path) -> None:
+    async with running_manager(tmp_path) as m:
+        worker = await m.connected_worker("w1", ["db1"])
+        await create(m, schedule("queued", cron="", every=seconds(1), overlap=spb.OVERLAP_POLICY_BUFFER_ONE))
+        (first,) = await worker.wait_assignments(1, timeout=5)
+
+        async def one_skipped() -> bool:
+            # One slot is kept (no row yet); the next one is skipped.
+            return any(f.outcome == spb.FIRING_OUTCOME_SKIPPED_OVERLAP for f in await firings(m, "queued"))
+
+        await eventually(one_skipped, timeout=6)
+        await worker.complete(first)
+
+        async def buffered_fired() -> spb.Firing | None:
+            rows = await firings(m, "queued")
+            return next((f for f in rows if f.reason.startswith("buffered behind parent")), None)
+
+        kept = await eventually(buffered_fired, timeout=6)
+        first_row = next(f for f in await firings(m, "queued") if f.parent_id == first.parent_id)
+        assert (
+            kept.outcome == spb.FIRING_OUTCOME_FIRED and kept.reason == f"buffered behind parent {first.parent_id}"
+        )
+        assert kept.scheduled_time.ToDatetime() - first_row.scheduled_time.ToDatetime() == timedelta(seconds=1)
+
+
+async def test_the_first_slot_after_end_at_is_recorded_outside_range_and_nothing_fires_after(
+    tmp_path: Path,
+) -> None:
+    async with running_manager(tmp_path) as m:
+        message = schedule("brief", cron="", every=seconds(1), paused=True)
+        message.end_at.FromDatetime(datetime.now(UTC) + timedelta(seconds=1.5))
+
+        async def outside() -> bool:
+            rows = await firings(m, "brief")
+            return any(f.outcome == spb.FIRING_OUTCOME_OUTSIDE_RANGE for f in rows)
+
+        await create(m, message)
+        await eventually(outside, timeout=6)
+        await asyncio.sleep(1.5)
+        rows = await firings(m, "brief")
+        assert rows[0].outcome == spb.FIRING_OUTCOME_OUTSIDE_RANGE, "the newest row: nothing after it"
+        assert sum(f.outcome == spb.FIRING_OUTCOME_OUTSIDE_RANGE for f in rows) == 1
+        got = (await api(m).GetSchedule(spb.GetScheduleRequest(id="brief"))).schedule
+        assert not got.HasField("next_fire_time")
+
+
 async def test_trigger_fires_at_once_even_while_paused(tmp_path: Path) -> None:
     async with running_manager(tmp_path) as m:
         await create(m, schedule("manual", paused=True))
@@ -317,7 +369,46 @@ async def _rows_at_least(m: Manager, schedule_id: str, count: int) -> bool:
     return len(await firings(m, schedule_id)) >= count
 
 
-# -- auth
+@pytest.mark.timeout(60)
+async def test_only_the_leader_fires_and_a_standby_taking_over_goes_on_with_no_slot_twice(tmp_path: Path) -> None:
+    with fresh_postgres_database("dbmaint_schedules") as url:
+        pg_url = url.render_as_string(hide_password=False)
+        async with running_manager(tmp_path / "a", database_url=pg_url, store_lease=3.0) as first:
+            message = schedule("ha", cron="", every=seconds(1), overlap=spb.OVERLAP_POLICY_CANCEL_OTHER)
+            await create(first, message)
+            async with running_manager(tmp_path / "b", database_url=pg_url, store_lease=3.0) as second:
+                assert not second.server.leading
+                await eventually(lambda: _fired_count(first, "ha", 2), timeout=6)
+                await first.server.shutdown()  # gives the lease up: the standby leads at its next poll
+                await eventually(lambda: second.server.leading, timeout=5)
+                before = len(await firings(second, "ha"))
+                await eventually(lambda: _rows_at_least(second, "ha", before + 2), timeout=6)
+                rows = sorted(await firings(second, "ha"), key=lambda f: f.scheduled_time.ToDatetime())
+        for row, following in pairwise(rows):
+            step = following.scheduled_time.ToDatetime() - row.scheduled_time.ToDatetime()
+            assert step == row.missed_count * timedelta(seconds=1), rows
+
+
+# -- auth, health, reflection
+
+
+async def test_schedule_service_has_health_and_reflection_with_its_comments(tmp_path: Path) -> None:
+    async with running_manager(tmp_path) as m:
+        check = health_pb2.HealthCheckRequest(service="dbmaint.v1.ScheduleService")
+        assert (await m.health.Check(check)).status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(m.channel)
+        asks = [
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol="dbmaint.v1.ScheduleService"),
+        ]
+        replies = [reply async for reply in reflection.ServerReflectionInfo(iter(asks))]
+        assert "dbmaint.v1.ScheduleService" in [s.name for s in replies[0].list_services_response.service]
+        files = [
+            descriptor_pb2.FileDescriptorProto.FromString(raw)
+            for raw in replies[1].file_descriptor_response.file_descriptor_proto
+        ]
+        schedules_file = next(f for f in files if f.name == "dbmaint/v1/schedules.proto")
+        assert schedules_file.source_code_info.location, "the comments are served too"
 
 
 async def test_schedule_service_takes_the_client_token_and_refuses_the_worker_token(tmp_path: Path) -> None:

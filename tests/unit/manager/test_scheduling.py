@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from dbmaint.operations import Operation
 from manager_service.domain import FiringOutcome, FiringRecord, MaintenanceSpec, Schedule, ScheduleSpec
+from manager_service.schedule_rules import jitter_for
 from manager_service.scheduling import needs_step, next_fire_time, plan_step, trigger_step, wake_at
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -158,6 +159,24 @@ def test_a_trigger_fires_now_to_the_second_even_while_paused_and_leaves_last_slo
     assert step.plan.fire == MAINTENANCE and step.plan.last_slot is None and step.cancel_parent is None
 
 
+def test_a_trigger_on_the_second_of_an_unrecorded_slot_takes_that_slot() -> None:
+    step = trigger_step(every_minute(last_slot=60), at(120.4), previous_running=False)
+    assert rows(step) == [(at(120), FiringOutcome.FIRED, "triggered by hand", 1)]
+    assert step.plan.last_slot == at(120)
+    assert plan_step(replace(every_minute(), last_slot=at(120)), at(120.5), previous_running=False) is None
+
+
 def test_a_trigger_under_cancel_other_cancels_the_running_parent() -> None:
     step = trigger_step(every_minute(overlap="cancel_other"), at(75), previous_running=True)
     assert step.cancel_parent == "p1"
+
+
+def test_a_jittered_slot_is_due_only_after_its_delay_which_the_lag_counts_from() -> None:
+    jittered = every_minute(jitter_seconds=30.0)
+    delay = jitter_for("k1", at(60), timedelta(seconds=30))
+    assert timedelta(0) < delay < timedelta(seconds=30)
+    assert plan_step(jittered, at(60) + delay - timedelta(microseconds=1), previous_running=False) is None
+    assert wake_at(jittered, at(0)) == at(60) + delay
+    step = plan_step(jittered, at(60) + delay, previous_running=False)
+    assert rows(step) == [(at(60), FiringOutcome.FIRED, None, 1)]
+    assert step is not None and step.due_at == at(60) + delay
