@@ -26,6 +26,7 @@ from sqlalchemy.exc import DataError
 
 from dbmaint.operations import JobStatus
 from dbmaint.windows import WINDOW_ENDED_BEFORE_START, window_ended
+from manager_service import window_rules
 from manager_service.domain import (
     BatchOutcome,
     ChildOutcome,
@@ -47,7 +48,7 @@ from manager_service.errors import (
     WorkerNotFound,
 )
 from manager_service.events import EventBus
-from manager_service.fleet import FleetCore, FleetSettings, Lease, Turn, TurnReport
+from manager_service.fleet import FleetCore, FleetSettings, Lease, Turn, TurnReport, stored_window
 from manager_service.metrics import FleetView, ManagerMetrics
 from manager_service.scheduler import ScheduleShell
 from manager_service.store.base import JobStore, Page
@@ -149,7 +150,7 @@ class Orchestrator:
         self.metrics.watch_fleet(self._fleet_view)
         # Schedules: their requests, and the loop that fires them (a side task, so only a leader fires).
         self.schedules = ScheduleShell(
-            store, self._write, self._read, self._queue_created, self.cancel, self.metrics
+            store, self._write, self._read, self._queue_created, self._cancel_replaced, self.metrics
         )
 
     # -- life cycle
@@ -270,11 +271,17 @@ class Orchestrator:
     async def list_jobs(self, filter: JobFilter, limit: int, before_seq: int | None) -> Page:
         return await self._read(self._store.list_jobs, filter, limit, before_seq)
 
-    async def cancel(self, job_id: str, reason: str) -> Job:
+    async def cancel(self, job_id: str, reason: str, *, spare_finishing: bool = False) -> Job:
+        """Cancel a job (CancelJob). ``spare_finishing`` (a schedule's CANCEL_OTHER): running children whose
+        window end policy is FINISH (by default, REINDEX: interrupting it leaves invalid indexes) are left to
+        run to their end; they are marked cancel-requested, so nothing starts them again."""
         self._refuse_if_closing()
         async with self._lock:
             outcome = await self._write(self._store.cancel_job, job_id, reason)
-            self._route(self._core.cancel_stored(outcome.changed, outcome.to_interrupt, reason))
+            interrupt = outcome.to_interrupt
+            if spare_finishing:
+                interrupt = [child for child in interrupt if not _finishes_at_window_end(child)]
+            self._route(self._core.cancel_stored(outcome.changed, interrupt, reason))
         for job in outcome.changed:
             if job.status.is_terminal:
                 self.metrics.finished(job.type, job.status.value, str(job.operation or ""))
@@ -283,6 +290,10 @@ class Orchestrator:
             "cancel of %s: %d stopped, %d interrupted", job_id, len(outcome.changed), len(outcome.to_interrupt)
         )
         return outcome.job
+
+    async def _cancel_replaced(self, job_id: str, reason: str) -> Job:
+        """A schedule's CANCEL_OTHER: cancel the parent its new firing replaces, sparing what must finish."""
+        return await self.cancel(job_id, reason, spare_finishing=True)
 
     async def watch(self, job_id: str, with_children: bool = True) -> AsyncIterator[Snapshot | Job]:
         """A snapshot, then every change of the job (and of its children, unless ``with_children`` is False),
@@ -667,3 +678,13 @@ class Orchestrator:
                 self.metrics.finished(job.type, job.status.value, str(job.operation or ""))
         self._events.publish([*outcome.changed, *outcome.to_interrupt])
         log.info("job %s: %s", job_id, WINDOW_ENDED_BEFORE_START, extra={"job_id": job_id})
+
+
+def _finishes_at_window_end(child: Job) -> bool:
+    """Is ``child``'s end policy FINISH: its window's for its operation, or the operation's default?"""
+    if child.operation is None:
+        return False
+    if child.window is not None:
+        policy = window_rules.end_policy(stored_window(child.window), child.operation)
+        return policy is window_rules.EndPolicy.FINISH
+    return window_rules.DEFAULT_END_POLICY[child.operation] is window_rules.EndPolicy.FINISH

@@ -18,20 +18,26 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
 import grpc
 
-import manager_service.window_rules as window_rules
 from dbmaint import wire
-from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import schedules_pb2 as spb
 from dbmaint.v1 import schedules_pb2_grpc as spb_grpc
-from manager_service.convert import OVERLAP_TO_PROTO, firing_to_proto, job_to_proto, schedule_to_proto
+from manager_service import window_rules
+from manager_service.convert import (
+    OVERLAP_TO_PROTO,
+    firing_to_proto,
+    job_to_proto,
+    schedule_to_proto,
+    window_from_proto,
+    window_to_proto,
+)
 from manager_service.domain import MaintenanceSpec, Schedule, ScheduleSpec, utcnow
 from manager_service.errors import RequestInvalid
+from manager_service.fleet import stored_window
 from manager_service.orchestrator import Orchestrator
 from manager_service.rpc_errors import translate_errors
 from manager_service.schedule_rules import MIN_EVERY, ScheduleRuleError, cadence, check_cron, zone_named
@@ -88,7 +94,9 @@ def validate_schedule(message: spb.Schedule, limits: Limits) -> ScheduleSpec:
         jitter_seconds=_jitter_seconds(message),
         start_at=start_at,
         end_at=end_at,
-        window=window_from_proto(message) if message.HasField("window") else None,
+        window=window_rules.to_dict(window_from_proto(message.window, "schedule.window"))
+        if message.HasField("window")
+        else None,
     )
 
 
@@ -145,32 +153,6 @@ def _jitter_seconds(message: spb.Schedule) -> float:
     if seconds < 0:
         raise RequestInvalid("schedule.jitter", "must not be negative")
     return seconds
-
-
-def window_from_proto(message: spb.Schedule) -> Mapping[str, Any]:
-    """The schedule's window, validated by the window rules, in its stored (JSON) form."""
-    w = message.window
-    try:
-        rules_window = window_rules.window(
-            wire.from_timestamp(w.start) if w.HasField("start") else None,
-            wire.from_timestamp(w.end) if w.HasField("end") else None,
-            w.cron,
-            w.duration.ToTimedelta() if w.HasField("duration") else None,
-            w.time_zone,
-            w.cutoff.ToTimedelta() if w.HasField("cutoff") else timedelta(0),
-            {name: _end_policy(name, value) for name, value in w.on_end.items()},
-        )
-    except ScheduleRuleError as error:
-        raise RequestInvalid("schedule.window", str(error)) from None
-    return window_rules.to_dict(rules_window)
-
-
-def _end_policy(operation: str, value: int) -> window_rules.EndPolicy:
-    if value == pb.WINDOW_END_FINISH:
-        return window_rules.EndPolicy.FINISH
-    if value == pb.WINDOW_END_CANCEL:
-        return window_rules.EndPolicy.CANCEL
-    raise RequestInvalid(f"schedule.window.on_end[{operation}]", f"unknown or unspecified end policy {value}")
 
 
 def _page_size(value: int) -> int:
@@ -231,7 +213,7 @@ class ScheduleServicer(spb_grpc.ScheduleServiceServicer):
     def _schedule(self, schedule: Schedule) -> spb.Schedule:
         message = schedule_to_proto(schedule, next_fire_time(schedule, utcnow()))
         if schedule.spec.window is not None:
-            message.window.CopyFrom(window_to_proto(schedule.spec.window))
+            message.window.CopyFrom(window_to_proto(stored_window(schedule.spec.window)))
         return message
 
     @translate_errors
@@ -302,25 +284,3 @@ class ScheduleServicer(spb_grpc.ScheduleServiceServicer):
         return spb.ListFiringsResponse(
             firings=[firing_to_proto(f) for f in firings], next_page_token=_encode_token("f1", next_seq)
         )
-
-
-def window_to_proto(stored: Mapping[str, Any]) -> pb.MaintenanceWindow:
-    """The stored window (``window_rules.to_dict``) as a MaintenanceWindow."""
-    w = window_rules.from_dict(stored)
-    message = pb.MaintenanceWindow(
-        start=wire.timestamp(w.start),
-        end=wire.timestamp(w.end),
-        cron=w.cron or "",
-        time_zone=str(w.zone.key) if w.cron else "",
-        on_end={
-            str(operation): (
-                pb.WINDOW_END_FINISH if policy is window_rules.EndPolicy.FINISH else pb.WINDOW_END_CANCEL
-            )
-            for operation, policy in w.on_end.items()
-        },
-    )
-    if w.duration is not None:
-        message.duration.CopyFrom(wire.duration(w.duration.total_seconds()))
-    if w.cutoff:
-        message.cutoff.CopyFrom(wire.duration(w.cutoff.total_seconds()))
-    return message

@@ -261,6 +261,36 @@ async def test_cancel_other_cancels_the_running_parent_and_fires_again(tmp_path:
         assert len(slots) == len(set(slots))
 
 
+async def test_cancel_other_interrupts_the_running_vacuum_but_lets_the_running_reindex_finish(
+    tmp_path: Path,
+) -> None:
+    async with running_manager(tmp_path) as m:
+        worker = await m.connected_worker("w1", ["db1", "db2"], slots=2)
+        worker.start_heartbeats()
+        maintenance = pb.CreateMaintenanceRequest(
+            targets=["db1", "db2"], operations=[pb.OPERATION_REINDEX, pb.OPERATION_VACUUM]
+        )
+        overlap = spb.OVERLAP_POLICY_CANCEL_OTHER
+        await create(m, schedule("mixed", cron="", every=seconds(3), overlap=overlap, maintenance=maintenance))
+        first_wave = await worker.wait_assignments(2, timeout=6)
+        assert {a.operation for a in first_wave} == {pb.OPERATION_REINDEX}
+        reindex_db1 = next(a for a in first_wave if a.target == "db1")
+        await worker.complete(next(a for a in first_wave if a.target == "db2"))
+        vacuum_db2 = (await worker.wait_assignments(3, timeout=3))[2]
+        assert (vacuum_db2.target, vacuum_db2.operation) == ("db2", pb.OPERATION_VACUUM)
+        # The next firing replaces the parent: its running VACUUM is interrupted, its running REINDEX is not
+        # (an interrupted REINDEX CONCURRENTLY leaves invalid indexes behind).
+        await eventually(lambda: any(c.job_id == vacuum_db2.job_id for c in worker.cancels), timeout=6)
+        assert not any(c.job_id == reindex_db1.job_id for c in worker.cancels)
+        await worker.complete(reindex_db1)
+        await eventually(lambda: _status(m, reindex_db1.job_id, pb.JOB_STATUS_COMPLETED), timeout=5)
+        assert (await m.job(reindex_db1.job_id)).cancel_requested, "marked, so nothing starts it again"
+
+
+async def _status(m: Manager, job_id: str, status: int) -> bool:
+    return bool((await m.job(job_id)).status == status)
+
+
 async def _fired_count(m: Manager, schedule_id: str, at_least: int) -> bool:
     return sum(f.outcome == spb.FIRING_OUTCOME_FIRED for f in await firings(m, schedule_id)) >= at_least
 
