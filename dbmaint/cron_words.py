@@ -5,23 +5,26 @@ minutes during 02:00-02:59"), hourly steps ("every 6 hours on the hour"), and da
 a month ("Monday to Friday", "on day 1 of every month", "on 1 January"). Anything else (steps over days, L, W, #,
 more than four times a day) is shown as the expression itself: a wrong sentence would be worse than the cron.
 
-Times are wall-clock times in the schedule's zone (the CLI shows the zone next to them). The CLI must not import
-the manager, so the aliases are repeated here (they match ``manager_service.schedule_rules.CRON_ALIASES``).
+Times are wall-clock times in the schedule's zone (the CLI shows the zone next to them). ``CRON_ALIASES`` is the
+one table of cron aliases: the manager's schedule rules take it from here (the CLI must not import the manager).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 
-_ALIASES: Mapping[str, str] = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
+CRON_ALIASES: Mapping[str, str] = MappingProxyType(
+    {
+        "@yearly": "0 0 1 1 *",
+        "@annually": "0 0 1 1 *",
+        "@monthly": "0 0 1 * *",
+        "@weekly": "0 0 * * 0",
+        "@daily": "0 0 * * *",
+        "@midnight": "0 0 * * *",
+        "@hourly": "0 * * * *",
+    }
+)
 _DAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 _MONTHS = (
     "January",
@@ -158,7 +161,7 @@ def _day_phrase(day_of_month: str, month: str, day_of_week: str, fixed_times: bo
 def describe(cron: str) -> str:
     """The cron in words, or the expression itself (whitespace collapsed) when it has an unusual shape."""
     text = " ".join(cron.split())
-    fields = _ALIASES.get(text.lower(), text).split(" ")
+    fields = CRON_ALIASES.get(text.lower(), text).split(" ")
     if len(fields) != 5:
         return text
     minute, hour, day_of_month, month, day_of_week = fields

@@ -35,14 +35,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
-from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, CroniterError, croniter
+
+from dbmaint.cron_words import CRON_ALIASES
 
 
 class ScheduleRuleError(ValueError):
@@ -52,17 +53,6 @@ class ScheduleRuleError(ValueError):
 MIN_EVERY = timedelta(seconds=1)
 DEFAULT_CRON_CATCHUP = timedelta(hours=1)
 
-CRON_ALIASES: Mapping[str, str] = MappingProxyType(
-    {
-        "@yearly": "0 0 1 1 *",
-        "@annually": "0 0 1 1 *",
-        "@monthly": "0 0 1 * *",
-        "@weekly": "0 0 * * 0",
-        "@daily": "0 0 * * *",
-        "@midnight": "0 0 * * *",
-        "@hourly": "0 * * * *",
-    }
-)
 
 _FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week")
 _FIELD_CHARACTERS = re.compile(r"[0-9A-Za-z*/,?#-]+")
