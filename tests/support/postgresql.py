@@ -178,7 +178,7 @@ def run_engine(
 
 def table_notes(report: OperationReport) -> list[str]:
     """The per-table notes, in processing order."""
-    return [note for note in report.notes if note.startswith(("table ", "skipped table "))]
+    return [note for note in report.notes if note.startswith(("table ", "skipped table ", "failed table "))]
 
 
 def note_for(report: OperationReport, table: str) -> str:

@@ -52,12 +52,15 @@ Skipped tables and the status:
 * A statement that fails with ``lock_not_available`` (55P03, ``lock_timeout``: REINDEX CONCURRENTLY has no
   SKIP_LOCKED), ``deadlock_detected`` (40P01) or ``undefined_table`` (42P01, dropped since the catalog was
   read) skips that table with a note and the operation goes on.
-* The child is COMPLETED when every table was processed or skipped: ``objects_processed`` and
-  ``objects_skipped`` count tables, the notes say which and why (like vacuumdb --skip-locked, which exits 0).
-  Optimize's below-threshold tables are neither processed nor skipped: the notes list them.
-* Any other error (connection refused or lost, a statement failing for another reason, a server-side cancel the
-  worker did not ask for) stops the operation there: FAILED (``OperationFailed``), the message naming the table
-  and the SQLSTATE, the report carrying the figures gathered so far.
+* Any other error of a table's statement (a permission, a server-side cancel the worker did not ask for) fails
+  that table, with a note naming the SQLSTATE, and the next table is tried; a lost connection stops at once.
+  This is the failure policy of ``worker_service.engines.tables``, shared with MariaDB: the child is COMPLETED
+  when every table was processed or skipped (``objects_processed``/``objects_skipped`` count tables, the notes
+  say which and why, like vacuumdb --skip-locked, which exits 0), FAILED when a table failed, the error naming
+  each failed table with its SQLSTATE (``reindex failed on 1 of 2 table(s): public.t: ...``) and the report
+  attached. Optimize's below-threshold tables are neither processed nor skipped: the notes list them.
+* An error outside the tables' statements (connection refused, the catalog read) stops the operation there:
+  FAILED, the message naming what it was doing and the SQLSTATE, the report carrying the figures so far.
 
 Sizes: ``bytes_before``/``bytes_after`` are ``pg_database_size(current_database())``; per table, the notes give
 ``pg_total_relation_size`` and ``n_dead_tup`` before and after (``pg_stat_get_dead_tuples``, what
@@ -99,8 +102,8 @@ from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import URL
 
 from dbmaint.operations import Operation, OperationReport, TableScope
-from worker_service.cancel import CancelToken, check, interrupting, interruption, seconds_left
-from worker_service.engines import fence
+from worker_service.cancel import CancelToken, check, seconds_left
+from worker_service.engines import fence, tables
 from worker_service.engines.base import EVERYTHING, EngineUnavailable, OperationFailed, RunStatus
 from worker_service.faults import NO_FAULTS, FaultPlan
 from worker_service.logs import redact
@@ -120,9 +123,8 @@ CLIENT_CHECK_INTERVAL_MS = 2000
 ADVISORY_LOCK_CLASS = 0x64626D74
 CANCEL_RESEND_SECONDS = 0.5
 CANCEL_JOIN_SECONDS = 5.0
-# A report travels in one gRPC message: per-table notes beyond this many are counted, not listed (skipped tables
-# are kept first), and so are optimize's below-threshold tables.
-MAX_TABLE_NOTES = 500
+# A report travels in one gRPC message: optimize's below-threshold tables beyond this many are counted, not
+# listed (the per-table notes have the cap of ``tables``).
 MAX_LISTED_BELOW = 100
 SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
 # VACUUM/ANALYZE (SKIP_LOCKED) skip warnings: lock not available, relation gone, permission (PostgreSQL >= 16).
@@ -236,18 +238,17 @@ class _ReportDraft:
     engine: str
     started: float
     bytes_before: int = 0
-    processed: int = 0
-    skipped: int = 0
+    table_run: tables.TableRun = field(default_factory=lambda: tables.TableRun(0))
     below_threshold: int | None = None
     notes: list[str] = field(default_factory=list)
-    table_notes: list[str] = field(default_factory=list)
     tail_notes: list[str] = field(default_factory=list)
 
     def report(self, bytes_after: int | None, unknown: str = "not read after the failure") -> OperationReport:
+        run = self.table_run
         summary = [
             f"database size: {self.bytes_before} -> "
             + (f"{bytes_after} bytes" if bytes_after is not None else f"unknown ({unknown})"),
-            f"tables: {self.processed} processed, {self.skipped} skipped"
+            f"tables: {run.processed} processed, {run.skipped} skipped"
             + ("" if self.below_threshold is None else f", {self.below_threshold} below the thresholds"),
         ]
         return OperationReport(
@@ -255,22 +256,10 @@ class _ReportDraft:
             duration_seconds=time.monotonic() - self.started,
             bytes_before=self.bytes_before,
             bytes_after=self.bytes_before if bytes_after is None else bytes_after,
-            objects_processed=self.processed,
-            objects_skipped=self.skipped,
-            notes=(*summary, *self.notes, *_trimmed(self.table_notes), *self.tail_notes),
+            objects_processed=run.processed,
+            objects_skipped=run.skipped,
+            notes=(*summary, *self.notes, *run.table_notes(), *self.tail_notes),
         )
-
-
-def _trimmed(table_notes: list[str]) -> list[str]:
-    """At most MAX_TABLE_NOTES per-table notes, in processing order, the skipped tables' first."""
-    if len(table_notes) <= MAX_TABLE_NOTES:
-        return table_notes
-    skipped = [i for i, note in enumerate(table_notes) if note.startswith("skipped ")][:MAX_TABLE_NOTES]
-    room = MAX_TABLE_NOTES - len(skipped)
-    processed = [i for i, note in enumerate(table_notes) if not note.startswith("skipped ")][:room]
-    kept = sorted(skipped + processed)
-    left_out = len(table_notes) - len(kept)
-    return [table_notes[i] for i in kept] + [f"{left_out} more table notes left out (limit {MAX_TABLE_NOTES})"]
 
 
 class _BackendCanceller:
@@ -555,72 +544,90 @@ class _Session:
                 return notice.message
         return None
 
-    def process(self, relation: _Relation, before: _Figures, why: str = "") -> None:
-        """Run the operation's statement on one table and record the outcome (processed or skipped)."""
+    def process(self, relation: _Relation, before: _Figures, why: str = "") -> tables.TableOutcome:
+        """Run the operation's statement on one table: processed, skipped or failed (``tables``' policy)."""
         statement = sql.SQL(STATEMENTS[self.operation]).format(relation.identifier)
         text = self.text(statement)
         started = time.monotonic()
         try:
             self.execute(statement)
-        except SKIP_ERRORS as exc:
-            self.draft.skipped += 1
-            reason = sanitize(str(exc), self.url)
-            self.draft.table_notes.append(
-                f"skipped table {relation.qualified}: {text} -- {reason} (SQLSTATE {exc.sqlstate})"
-            )
-            return
+        except psycopg.Error as exc:
+            return self.table_error(relation, text, exc)
         elapsed = time.monotonic() - started
         warning = self.skip_warning(relation) if self.operation != Operation.REINDEX else None
         if warning is not None:
-            self.draft.skipped += 1
-            self.draft.table_notes.append(f"skipped table {relation.qualified}: {text} -- {warning}")
-            return
-        self.draft.processed += 1
+            note = f"skipped table {relation.qualified}: {text} -- {warning}"
+            return tables.TableOutcome(relation.qualified, tables.TableStatus.SKIPPED, (note,), warning)
         try:
             after: _Figures | str | None = self.figures([relation]).get(relation.oid)
         except pg_errors.QueryCanceled:
             # The statement is done: a cancel (or the deadline's statement_timeout) landing on this bookkeeping
             # query must not undo it. The figures are unknown; the next statement's check stops the operation.
             after = "unknown (interrupted)"
-        self.draft.table_notes.append(
+        note = (
             f"table {relation.qualified}: {text}{why} -- "
             + _changes(before, after)
             + (f", indexes {before.indexes}" if self.operation == Operation.REINDEX else "")
             + f", {elapsed:.3f}s"
             + self.server_said()
         )
+        return tables.TableOutcome(relation.qualified, tables.TableStatus.PROCESSED, (note,))
 
-    def run_tables(self, relations: Sequence[_Relation], before: dict[int, _Figures]) -> None:
+    def table_error(self, relation: _Relation, text: str, exc: psycopg.Error) -> tables.TableOutcome:
+        """A table's statement failed: skipped (SKIP_ERRORS), failed, or the connection is lost."""
+        reason = f"{sanitize(str(exc), self.url)} (SQLSTATE {exc.sqlstate})"
+        if isinstance(exc, SKIP_ERRORS):
+            note = f"skipped table {relation.qualified}: {text} -- {reason}"
+            return tables.TableOutcome(relation.qualified, tables.TableStatus.SKIPPED, (note,), reason)
+        note = f"failed table {relation.qualified}: {text} -- {reason}"
+        outcome = tables.TableOutcome(relation.qualified, tables.TableStatus.FAILED, (note,), reason)
+        if self.conn.broken:
+            raise tables.ConnectionLost(outcome)
+        return outcome
+
+    def run_tables(
+        self, relations: Sequence[_Relation], before: dict[int, _Figures], stopped: tables.Stopped
+    ) -> None:
         """The operation's statement on each table in turn (optimize: only those over a threshold)."""
         reasons: dict[int, str] = {}
         if self.operation == Operation.OPTIMIZE:
-            thresholds = self.thresholds()
-            chosen: list[_Relation] = []
-            below: list[str] = []
-            for relation in relations:
-                over, figures_text = _optimize_reason(before[relation.oid], thresholds)
-                if over:
-                    chosen.append(relation)
-                    reasons[relation.oid] = f" (over a threshold: {figures_text})"
-                else:
-                    below.append(f"{relation.qualified} ({figures_text})")
-            self.draft.below_threshold = len(below)
-            listed = "; ".join(below[:MAX_LISTED_BELOW])
-            if len(below) > MAX_LISTED_BELOW:
-                listed += f"; and {len(below) - MAX_LISTED_BELOW} more"
-            self.draft.tail_notes.append(
-                f"below the autovacuum thresholds, not vacuumed: {listed}"
-                if below
-                else "below the autovacuum thresholds: no table"
-            )
-            if not chosen:
-                self.draft.tail_notes.append("no table over the autovacuum thresholds: nothing to do")
-            relations = chosen
-        for relation in relations:
+            relations = self.over_thresholds(relations, before, reasons)
+
+        def run_one(relation: _Relation) -> tables.TableOutcome:
             self.current = f"processing table {relation.qualified}"
-            self.process(relation, before[relation.oid], reasons.get(relation.oid, ""))
+            return self.process(relation, before[relation.oid], reasons.get(relation.oid, ""))
+
+        self.draft.table_run = tables.run_tables(relations, run_one, stopped)
         if not relations and self.operation != Operation.OPTIMIZE:
             self.draft.tail_notes.append("no table in scope: nothing to do")
+
+    def over_thresholds(
+        self, relations: Sequence[_Relation], before: dict[int, _Figures], reasons: dict[int, str]
+    ) -> list[_Relation]:
+        """Optimize's tables: those over an autovacuum threshold (``reasons`` gets why); the notes list the
+        others."""
+        thresholds = self.thresholds()
+        chosen: list[_Relation] = []
+        below: list[str] = []
+        for relation in relations:
+            over, figures_text = _optimize_reason(before[relation.oid], thresholds)
+            if over:
+                chosen.append(relation)
+                reasons[relation.oid] = f" (over a threshold: {figures_text})"
+            else:
+                below.append(f"{relation.qualified} ({figures_text})")
+        self.draft.below_threshold = len(below)
+        listed = "; ".join(below[:MAX_LISTED_BELOW])
+        if len(below) > MAX_LISTED_BELOW:
+            listed += f"; and {len(below) - MAX_LISTED_BELOW} more"
+        self.draft.tail_notes.append(
+            f"below the autovacuum thresholds, not vacuumed: {listed}"
+            if below
+            else "below the autovacuum thresholds: no table"
+        )
+        if not chosen:
+            self.draft.tail_notes.append("no table over the autovacuum thresholds: nothing to do")
+        return chosen
 
     def thresholds(self) -> _Thresholds:
         row = self.conn.execute(
@@ -790,7 +797,7 @@ class PostgresqlEngine:
         canceller = _BackendCanceller(conn)
         slow = self._faults.slow_seconds(operation)
 
-        with interrupting(canceller, cancel, deadline) as interrupts:
+        with tables.interruptible(canceller, cancel, deadline) as stopped:
             try:
                 draft.notes.append(session.prepare(lock_timeout))
                 session.current = "waiting for the resource lock"
@@ -810,14 +817,16 @@ class PostgresqlEngine:
                         f"fault injected: slow:{operation.value}={slow:g} "
                         "(SELECT pg_sleep on the maintenance connection before the first statement)"
                     )
-                session.run_tables(relations, before)
+                session.run_tables(relations, before, stopped)
+                if draft.table_run.lost:
+                    raise self._failed(operation, draft, None)
                 if operation == Operation.REINDEX:
                     session.current = "dropping invalid indexes left by REINDEX CONCURRENTLY"
                     session.drop_leftover_indexes(relations)
             except psycopg.Error as exc:
-                stopped = interruption(cancel, deadline, deadline_reached=interrupts.deadline_reached)
-                if stopped is not None:
-                    raise stopped from None
+                stop = stopped()
+                if stop is not None:
+                    raise stop from None
                 raise session.failure(exc) from None
             finally:
                 canceller.stop()
@@ -825,13 +834,24 @@ class PostgresqlEngine:
         try:
             bytes_after = session.database_size()
         except pg_errors.QueryCanceled:
-            # The work is done; a late cancel request (or statement_timeout) hit the size query: COMPLETED, the
-            # honest outcome, with the size after unknown.
-            return draft.report(None, "the size query after the work was interrupted")
+            # The work is done; a late cancel request (or statement_timeout) hit the size query: the tables'
+            # outcome decides, with the size after unknown.
+            report = draft.report(None, "the size query after the work was interrupted")
         except psycopg.Error as exc:
             reason = sanitize(str(exc), url)
             raise OperationFailed(
                 f"postgresql {operation.value} ran, but reading the database size failed: {reason}",
                 draft.report(None),
             ) from None
-        return draft.report(bytes_after)
+        else:
+            report = draft.report(bytes_after)
+        if draft.table_run.failure_message(operation.value) is not None:
+            raise self._failed(operation, draft, report)
+        return report
+
+    @staticmethod
+    def _failed(operation: Operation, draft: _ReportDraft, report: OperationReport | None) -> OperationFailed:
+        """The OperationFailed of a child whose tables failed (``tables``' policy), with the report."""
+        message = draft.table_run.failure_message(operation.value)
+        assert message is not None
+        return OperationFailed(message, report or draft.report(None, "the connection was lost"))

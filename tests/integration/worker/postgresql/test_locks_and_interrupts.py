@@ -24,7 +24,7 @@ from tests.support.postgresql import (
     worker_backends,
 )
 from worker_service.cancel import CancelToken, DeadlineExceeded, OperationCancelled
-from worker_service.engines import postgresql
+from worker_service.engines import tables
 from worker_service.engines.postgresql import PostgresqlEngine
 from worker_service.executor import Assignment, run_assignment
 from worker_service.faults import FaultPlan
@@ -180,7 +180,7 @@ def test_the_slow_fault_is_noted_and_the_operation_still_completes(two_tables: U
 def test_per_table_notes_are_capped_keeping_the_skipped_tables(
     postgres_url: URL, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(postgresql, "MAX_TABLE_NOTES", 2)
+    monkeypatch.setattr(tables, "MAX_TABLE_NOTES", 2)
     for index, rows in enumerate((4_000, 3_000, 2_000, 1_000)):
         make_table(postgres_url, f"t{index}", rows)
     with locked(postgres_url, "public.t3"):  # the smallest: last in processing order

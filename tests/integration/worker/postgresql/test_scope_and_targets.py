@@ -224,11 +224,13 @@ def test_vacuum_skips_a_table_the_role_does_not_own(stranger: URL) -> None:
     assert "skipping" in note_for(report, "public.theirs") and "owner" in note_for(report, "public.theirs")
 
 
-def test_a_real_error_fails_the_child_naming_the_table_with_the_figures_so_far(stranger: URL) -> None:
+def test_a_real_error_fails_the_child_naming_the_failed_table_with_the_report(stranger: URL) -> None:
     assignment = Assignment("job-1", 1, "pg", "reindex", CHILD_JOB_TYPE, {})
     outcome = run_assignment(assignment, BoundTarget("pg", stranger, PostgresqlEngine()), CancelToken())
     assert outcome.status is JobStatus.FAILED
-    assert outcome.error.startswith("postgresql reindex failed while processing table public.theirs: ")
+    assert outcome.error.startswith("reindex failed on 1 of 2 table(s): public.theirs: ")
     assert "must be owner of table theirs" in outcome.error and "(SQLSTATE 42501)" in outcome.error
     assert outcome.report is not None and outcome.report.objects_processed == 1  # mine, the larger, came first
+    assert outcome.report.objects_skipped == 1
+    assert note_for(outcome.report, "public.theirs").startswith("failed table public.theirs: REINDEX TABLE")
     assert note_for(outcome.report, "public.mine").startswith("table public.mine: REINDEX TABLE CONCURRENTLY")

@@ -1,0 +1,89 @@
+"""The table-by-table skeleton's failure policy, loop and note cap, with a dialect made of plain functions."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker_service.cancel import CancelToken, OperationCancelled, interruption
+from worker_service.engines.tables import ConnectionLost, TableOutcome, TableStatus, run_tables
+
+PROCESSED, SKIPPED, FAILED = TableStatus.PROCESSED, TableStatus.SKIPPED, TableStatus.FAILED
+
+
+def outcome(name: str, status: TableStatus, reason: str = "") -> TableOutcome:
+    return TableOutcome(name, status, (f"{status.value} {name}",), reason)
+
+
+def never_stopped() -> None:
+    return None
+
+
+def test_a_failed_table_is_recorded_the_next_is_tried_and_the_error_names_every_failed_table() -> None:
+    statuses = {"a": FAILED, "b": PROCESSED, "c": SKIPPED, "d": FAILED}
+    run = run_tables(list(statuses), lambda t: outcome(t, statuses[t], f"{t} broke"), never_stopped)
+    assert [o.name for o in run.outcomes] == ["a", "b", "c", "d"]
+    assert (run.processed, run.skipped) == (1, 3)
+    assert run.failure_message("vacuum") == "vacuum failed on 2 of 4 table(s): a: a broke; d: d broke"
+
+
+def test_skipped_tables_alone_do_not_fail_the_child() -> None:
+    run = run_tables(["a", "b"], lambda t: outcome(t, SKIPPED if t == "a" else PROCESSED), never_stopped)
+    assert run.failure_message("analyze") is None
+    assert (run.processed, run.skipped) == (1, 1)
+
+
+def test_a_lost_connection_stops_the_loop_and_the_rest_count_as_not_run() -> None:
+    def run_one(table: str) -> TableOutcome:
+        if table == "b":
+            raise ConnectionLost(outcome(table, FAILED, "server gone"))
+        return outcome(table, PROCESSED)
+
+    run = run_tables(["a", "b", "c", "d"], run_one, never_stopped)
+    assert [o.name for o in run.outcomes] == ["a", "b"]
+    assert (run.processed, run.skipped, run.not_run, run.lost) == (1, 3, 2, True)
+    assert run.failure_message("reindex") == (
+        "reindex failed on 1 of 4 table(s): b: server gone"
+        " (connection lost: the remaining tables were not processed)"
+    )
+
+
+def test_an_interrupt_wins_over_the_error_of_the_table_it_interrupted() -> None:
+    cancel = CancelToken()
+
+    def run_one(table: str) -> TableOutcome:
+        cancel.cancel("operator")  # the interrupt makes the statement fail
+        return outcome(table, FAILED, "query canceled")
+
+    with pytest.raises(OperationCancelled, match="operator"):
+        run_tables(["a", "b"], run_one, lambda: interruption(cancel, None))
+
+
+def test_a_cancel_before_a_table_stops_the_loop_before_it_runs() -> None:
+    cancel = CancelToken()
+    ran: list[str] = []
+
+    def run_one(table: str) -> TableOutcome:
+        ran.append(table)
+        cancel.cancel("operator")
+        return outcome(table, PROCESSED)
+
+    with pytest.raises(OperationCancelled):
+        run_tables(["a", "b"], run_one, lambda: interruption(cancel, None))
+    assert ran == ["a"]
+
+
+def test_the_note_cap_keeps_skipped_and_failed_tables_first_in_processing_order() -> None:
+    statuses = [PROCESSED, PROCESSED, SKIPPED, PROCESSED, FAILED]
+    run = run_tables(list(range(5)), lambda i: outcome(f"t{i}", statuses[i]), never_stopped)
+    assert run.table_notes(cap=3) == [
+        "processed t0",
+        "skipped t2",
+        "failed t4",
+        "2 more table notes left out (limit 3)",
+    ]
+    assert run.table_notes() == [f"{s.value} t{i}" for i, s in enumerate(statuses)]
+
+
+def test_a_parallel_pool_is_refused_until_a_dialect_opens_one_connection_per_lane() -> None:
+    with pytest.raises(ValueError, match="parallel=2"):
+        run_tables(["a"], lambda t: outcome(t, PROCESSED), never_stopped, parallel=2)
