@@ -45,10 +45,12 @@ success). Each table ends one of three ways:
 * failed -- any other error (e.g. a MERGE table whose underlying table is gone). The next table is tried too;
   a lost connection stops the loop.
 
-The child is COMPLETED when no table failed (``objects_skipped`` counts the skipped ones, each with a note
-saying why), and FAILED when at least one failed: the error names every failed table with the server's
-message, and the report (figures, notes) is attached. Cancel -> CANCELLED and deadline -> "deadline exceeded"
-win over both.
+This is the failure policy of ``worker_service.engines.tables``, shared with PostgreSQL: the child is
+COMPLETED when no table failed (``objects_skipped`` counts the skipped ones, each with a note saying why), and
+FAILED when at least one failed: the error names every failed table with the server's message, and the report
+(figures, notes) is attached. Cancel -> CANCELLED and deadline -> "deadline exceeded" win over both. The
+per-table notes (a ``statement:`` note and an outcome note per table) are capped by ``tables.MAX_TABLE_NOTES``
+tables, the skipped and failed ones kept first.
 
 Sizes (``bytes_before``/``bytes_after``) are the sum of ``DATA_LENGTH + INDEX_LENGTH`` of the tables in scope
 from ``information_schema.TABLES``; ``DATA_FREE`` (reclaimable) is noted per table and in total. For InnoDB
@@ -82,7 +84,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -92,17 +94,19 @@ import pymysql
 from sqlalchemy.engine import URL
 
 from dbmaint.operations import Operation, OperationReport, TableScope
-from worker_service.cancel import (
-    CancelToken,
-    DeadlineExceeded,
-    OperationCancelled,
-    check,
-    interrupting,
-    interruption,
-    seconds_left,
-)
+from worker_service.cancel import CancelToken, check, seconds_left
 from worker_service.engines import fence
 from worker_service.engines.base import EVERYTHING, EngineUnavailable, OperationFailed, RunStatus
+from worker_service.engines.tables import (
+    ConnectionLost,
+    RepeatingInterrupter,
+    Stopped,
+    TableOutcome,
+    TableRun,
+    TableStatus,
+    interruptible,
+    run_tables,
+)
 from worker_service.faults import NO_FAULTS, FaultPlan
 from worker_service.logs import redact
 
@@ -130,8 +134,6 @@ STATEMENT_TIME_MARGIN = 1.0
 # With a deadline, the socket read timeout is the seconds left + this: a server that stops answering cannot
 # hold the slot thread forever.
 READ_TIMEOUT_MARGIN = 30.0
-# Processed tables beyond this many get no notes of their own (skipped and failed tables always do).
-MAX_TABLE_NOTES = 100
 
 ER_LOCK_WAIT_TIMEOUT = 1205
 ER_LOCK_DEADLOCK = 1213
@@ -151,7 +153,7 @@ _LOCK_TEXT = re.compile(r"^(Lock wait timeout exceeded|Deadlock found)", re.IGNO
 _INTERRUPTED_TEXT = re.compile(r"^Query execution was interrupted", re.IGNORECASE)
 _PYMYSQL_OPTIONS = frozenset(inspect.signature(pymysql.connections.Connection.__init__).parameters) - {"self"}
 
-PROCESSED, SKIPPED, FAILED = "processed", "skipped", "failed"
+PROCESSED, SKIPPED, FAILED = TableStatus.PROCESSED, TableStatus.SKIPPED, TableStatus.FAILED
 INTERRUPTED_ELSEWHERE = "interrupted on the server by another session"
 
 
@@ -186,9 +188,13 @@ class _Size:
 class _TableResult:
     table: _Table
     statement: str
-    status: str = PROCESSED
+    status: TableStatus = PROCESSED
     reason: str = ""
     messages: list[str] = field(default_factory=list)
+
+    def outcome(self, notes: tuple[str, ...] = ()) -> TableOutcome:
+        """The loop's view of this table (the notes are written once the sizes after are known)."""
+        return TableOutcome(self.table.quoted, self.status, notes, self.reason)
 
 
 def _lock_wait_timeout(url: URL) -> int:
@@ -284,10 +290,11 @@ class NamedLock:
 class _Killer:
     """Stops the work connection's running statement with ``KILL QUERY`` from a connection of its own.
 
-    ``interrupt`` never blocks (it is called on the worker's event loop): it starts a thread that connects and
-    sends ``KILL QUERY`` every ``KILL_REPEAT_SECONDS`` while a statement runs (``statement()``), until
-    ``close``. A KILL that lands between statements does nothing (MariaDB clears it when the next one starts);
-    one that would land after the last statement cannot happen, as ``close`` waits for the thread first.
+    ``interrupt`` never blocks (it is called on the worker's event loop): the skeleton's interrupter thread
+    (``tables.RepeatingInterrupter``) connects and sends ``KILL QUERY`` every ``KILL_REPEAT_SECONDS`` while a
+    statement runs (``statement()``), until ``close``. A KILL that lands between statements does nothing
+    (MariaDB clears it when the next one starts); one that would land after the last statement cannot happen,
+    as ``close`` waits for the thread first.
     """
 
     def __init__(self, connect_kwargs: Mapping[str, Any], connection_id: int, url: URL) -> None:
@@ -297,61 +304,63 @@ class _Killer:
             float(self._kwargs.get("connect_timeout") or KILL_CONNECT_TIMEOUT), KILL_CONNECT_TIMEOUT
         )
         self._kwargs.pop("read_timeout", None)
-        self._connection_id = int(connection_id)
-        self._url = url
-        self._busy = threading.Event()
-        self._closed = threading.Event()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self.connection_id = int(connection_id)
+        self.url = url
+        self.busy = threading.Event()
+        self._repeater = RepeatingInterrupter(
+            self._open, KILL_REPEAT_SECONDS, KILL_CONNECT_TIMEOUT + 1.0, f"dbmaint-kill-{self.connection_id}"
+        )
         self.kills = 0
 
     def interrupt(self) -> None:
-        with self._lock:
-            if self._closed.is_set() or self._thread is not None:
-                return
-            self._thread = threading.Thread(
-                target=self._run, name=f"dbmaint-kill-{self._connection_id}", daemon=True
-            )
-            self._thread.start()
+        self._repeater()
 
     @contextmanager
     def statement(self) -> Iterator[None]:
-        self._busy.set()
+        self.busy.set()
         try:
             yield
         finally:
-            self._busy.clear()
+            self.busy.clear()
 
-    def _run(self) -> None:
+    def _open(self) -> _KillSender | None:
         try:
             conn = pymysql.connect(autocommit=True, **self._kwargs)
         except Exception as exc:
-            code, message = _server_error(exc, self._url)
             log.warning(
                 "cannot stop MariaDB connection %s: connecting for KILL QUERY failed: %s",
-                self._connection_id,
-                _describe_error(code, message),
+                self.connection_id,
+                _describe_error(*_server_error(exc, self.url)),
             )
-            return
-        try:
-            with conn.cursor() as cursor:
-                while not self._closed.is_set():
-                    if self._busy.is_set():
-                        cursor.execute(f"KILL QUERY {self._connection_id}")
-                        self.kills += 1
-                    self._closed.wait(KILL_REPEAT_SECONDS)
-        except Exception as exc:
-            code, message = _server_error(exc, self._url)
-            log.warning("KILL QUERY %s failed: %s", self._connection_id, _describe_error(code, message))
-        finally:
-            _close(conn)
+            return None
+        return _KillSender(self, conn)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed.set()
-            thread = self._thread
-        if thread is not None:
-            thread.join(KILL_CONNECT_TIMEOUT + 1.0)
+        self._repeater.stop()
+
+
+class _KillSender:
+    """The MariaDB ``Sender``: ``KILL QUERY <id>`` on the killer's own connection, while a statement runs."""
+
+    def __init__(self, killer: _Killer, conn: Any) -> None:
+        self._killer = killer
+        self._conn = conn
+
+    def send(self) -> None:
+        killer = self._killer
+        if not killer.busy.is_set():
+            return
+        try:
+            with self._conn.cursor() as cursor:
+                cursor.execute(f"KILL QUERY {killer.connection_id}")
+        except Exception as exc:
+            code, message = _server_error(exc, killer.url)
+            log.warning("KILL QUERY %s failed: %s", killer.connection_id, _describe_error(code, message))
+            raise
+        killer.kills += 1
+
+    def close(self) -> None:
+        _close(self._conn)
 
 
 class MariadbEngine:
@@ -513,9 +522,7 @@ class MariadbEngine:
             return
         cursor.execute(f"SET SESSION max_statement_time = {max(left, 0.0) + STATEMENT_TIME_MARGIN:.3f}")
 
-    def _sleep_fault(
-        self, cursor: Any, killer: _Killer, seconds: float, stopped: Callable[[], Exception | None], url: URL
-    ) -> None:
+    def _sleep_fault(self, cursor: Any, killer: _Killer, seconds: float, stopped: Stopped, url: URL) -> None:
         with killer.statement():
             try:
                 cursor.execute(f"SELECT SLEEP({seconds:.3f})")
@@ -536,9 +543,10 @@ class MariadbEngine:
         operation: Operation,
         table: _Table,
         lock_wait: int,
-        stopped: Callable[[], Exception | None],
         url: URL,
     ) -> _TableResult:
+        """Run the statement on one table: processed, skipped or failed; ConnectionLost if the connection died
+        (an interrupt is for the caller to tell, ``tables.run_tables`` asks it after any error)."""
         statement = STATEMENTS[operation].format(table=table.quoted)
         result = _TableResult(table, statement)
         error: tuple[int | None, str] | None = None
@@ -561,9 +569,6 @@ class MariadbEngine:
             errors.append(error)
         if not errors:
             return result
-        stop = stopped()
-        if stop is not None:
-            raise stop
         reasons = [self._skip_reason(code, text, table, lock_wait) for code, text in errors]
         if all(reason is not None for reason in reasons):
             result.status, result.reason = SKIPPED, "; ".join(dict.fromkeys(r for r in reasons if r))
@@ -576,7 +581,7 @@ class MariadbEngine:
         interrupted = [f for f in failures if f.startswith(INTERRUPTED_ELSEWHERE)]
         result.reason = "; ".join(dict.fromkeys(interrupted or failures))
         if error is not None and error[0] in CONNECTION_ERRORS:
-            raise _ConnectionLost(result)
+            raise ConnectionLost(result.outcome())
         return result
 
     @staticmethod
@@ -620,7 +625,7 @@ class MariadbEngine:
             raise OperationFailed(f"unusable MariaDB URL: {exc}") from None
         started = time.monotonic()
         conn, connect_kwargs = self._connect(url, deadline)
-        results: list[_TableResult] = []
+        results: dict[str, _TableResult] = {}
         slow = self._faults.slow_seconds(operation)
         session_notes: list[str] = []
         try:
@@ -649,28 +654,20 @@ class MariadbEngine:
                 )
 
             killer = _Killer(connect_kwargs, int(connection_id), url)
-            lost: _ConnectionLost | None = None
+
+            def run_one(table: _Table) -> TableOutcome:
+                self._set_statement_time(cursor, deadline, mariadb)
+                result = self._run_table(cursor, killer, operation, table, lock_wait, url)
+                results[table.quoted] = result
+                return result.outcome()
+
             try:
-                with interrupting(killer.interrupt, cancel, deadline) as interrupts:
-
-                    def stopped() -> OperationCancelled | DeadlineExceeded | None:
-                        return interruption(cancel, deadline, deadline_reached=interrupts.deadline_reached)
-
+                with interruptible(killer.interrupt, cancel, deadline) as stopped:
                     try:
                         if slow > 0:
                             self._set_statement_time(cursor, deadline, mariadb)
                             self._sleep_fault(cursor, killer, slow, stopped, url)
-                        for table in tables:
-                            stop = stopped()
-                            if stop is not None:
-                                raise stop
-                            self._set_statement_time(cursor, deadline, mariadb)
-                            results.append(
-                                self._run_table(cursor, killer, operation, table, lock_wait, stopped, url)
-                            )
-                    except _ConnectionLost as exc:
-                        results.append(exc.result)
-                        lost = exc
+                        run = run_tables(tables, run_one, stopped)
                     except pymysql.MySQLError as exc:  # a SET between statements
                         stop = stopped()
                         if stop is not None:
@@ -682,7 +679,7 @@ class MariadbEngine:
                 killer.close()
 
             after: dict[_Table, _Size] | None = None
-            if lost is None:
+            if not run.lost:
                 try:
                     after = self._catalog(cursor, sorted({t.schema for t in tables}))
                 except pymysql.MySQLError as exc:
@@ -693,23 +690,19 @@ class MariadbEngine:
             _close(conn)
 
         report = self._report(
-            operation, tables, results, before, after, stale, session_notes, slow, killer.kills, started
+            operation, tables, run, results, before, after, stale, session_notes, slow, killer.kills, started
         )
-        failures = [r for r in results if r.status == FAILED]
-        if failures:
-            named = "; ".join(f"{r.table.quoted}: {r.reason}" for r in failures)
-            raise OperationFailed(
-                f"{operation.value} failed on {len(failures)} of {len(tables)} table(s): {named}"
-                + (" (connection lost: the remaining tables were not processed)" if lost is not None else ""),
-                report,
-            )
+        failure = run.failure_message(operation.value)
+        if failure is not None:
+            raise OperationFailed(failure, report)
         return report
 
     def _report(
         self,
         operation: Operation,
         tables: Sequence[_Table],
-        results: Sequence[_TableResult],
+        run: TableRun,
+        results: Mapping[str, _TableResult],
         before: Mapping[_Table, _Size],
         after: Mapping[_Table, _Size] | None,
         stale: set[_Table],
@@ -723,7 +716,6 @@ class MariadbEngine:
         bytes_after = sum(after_sizes.get(t, _Size()).bytes for t in tables)
         free_before = sum(before[t].data_free for t in tables)
         free_after = sum(after_sizes.get(t, _Size()).data_free for t in tables)
-        counts = {status: sum(r.status == status for r in results) for status in (PROCESSED, SKIPPED, FAILED)}
         notes: list[str] = [*session_notes]
         if slow > 0:
             notes.append(
@@ -732,34 +724,14 @@ class MariadbEngine:
             )
         if not tables:
             notes.append("no tables in scope: nothing to do")
-        detailed = 0
-        for result in results:
-            if result.status == PROCESSED:
-                detailed += 1
-                if detailed > MAX_TABLE_NOTES:
-                    continue
-            t = result.table
-            size_before, size_after = before[t], after_sizes.get(t, _Size())
-            notes.append(f"statement: {result.statement}")
-            outcome = result.status if not result.reason else f"{result.status}: {result.reason}"
-            parts = [
-                f"{t.quoted}: {outcome}",
-                *(["messages: " + " | ".join(result.messages)] if result.messages else []),
-                f"size {size_before.bytes} -> {size_after.bytes} bytes"
-                + (
-                    " (size before from statistics older than the last write: may be out of date)"
-                    if t in stale
-                    else ""
-                ),
-                f"data_free {size_before.data_free} -> {size_after.data_free} bytes",
-            ]
-            notes.append("; ".join(parts))
-        if detailed > MAX_TABLE_NOTES:
-            notes.append(f"notes of {detailed - MAX_TABLE_NOTES} more processed tables left out")
-        not_run = len(tables) - len(results)
+        run.outcomes = [
+            results[o.name].outcome(_table_notes(results[o.name], before, after_sizes, stale))
+            for o in run.outcomes
+        ]
+        notes.extend(run.table_notes())
         notes.append(
-            f"tables: {counts[PROCESSED]} processed, {counts[SKIPPED]} skipped, {counts[FAILED]} failed"
-            + (f", {not_run} not run" if not_run else "")
+            f"tables: {run.count(PROCESSED)} processed, {run.count(SKIPPED)} skipped, {run.count(FAILED)} failed"
+            + (f", {run.not_run} not run" if run.not_run else "")
         )
         notes.append(
             f"size (data + index): {bytes_before} -> {bytes_after} bytes"
@@ -780,15 +752,24 @@ class MariadbEngine:
             duration_seconds=time.monotonic() - started,
             bytes_before=bytes_before,
             bytes_after=bytes_after,
-            objects_processed=counts[PROCESSED],
-            objects_skipped=counts[SKIPPED] + counts[FAILED] + not_run,
+            objects_processed=run.processed,
+            objects_skipped=run.skipped,
             notes=tuple(notes),
         )
 
 
-class _ConnectionLost(Exception):
-    """The work connection died during a table's statement (not by our interrupt): stop the loop."""
-
-    def __init__(self, result: _TableResult) -> None:
-        super().__init__(result.reason)
-        self.result = result
+def _table_notes(
+    result: _TableResult, before: Mapping[_Table, _Size], after: Mapping[_Table, _Size], stale: set[_Table]
+) -> tuple[str, str]:
+    """A table's two notes: the statement, then its outcome, messages and sizes."""
+    t = result.table
+    size_before, size_after = before[t], after.get(t, _Size())
+    outcome = result.status.value if not result.reason else f"{result.status.value}: {result.reason}"
+    parts = [
+        f"{t.quoted}: {outcome}",
+        *(["messages: " + " | ".join(result.messages)] if result.messages else []),
+        f"size {size_before.bytes} -> {size_after.bytes} bytes"
+        + (" (size before from statistics older than the last write: may be out of date)" if t in stale else ""),
+        f"data_free {size_before.data_free} -> {size_after.data_free} bytes",
+    ]
+    return f"statement: {result.statement}", "; ".join(parts)

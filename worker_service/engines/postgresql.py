@@ -88,7 +88,6 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -262,38 +261,28 @@ class _ReportDraft:
         )
 
 
-class _BackendCanceller:
-    """The interrupt for ``interrupting``: sends cancel requests for the connection's backend from a helper
-    thread, every ``CANCEL_RESEND_SECONDS`` until stopped (a request that lands between two statements is
-    dropped by the server, the next one catches the statement). The libpq cancel object is taken up front, in
-    the thread that owns the connection; ``PQcancel`` is thread-safe."""
+class _BackendCancel:
+    """The PostgreSQL ``Sender``: a libpq cancel request for the connection's backend. The cancel object is
+    taken up front, in the thread that owns the connection; ``PQcancel`` is thread-safe."""
 
     def __init__(self, conn: Connection) -> None:
         self._pgcancel = conn.pgconn.get_cancel()
-        self._lock = threading.Lock()
-        self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def __call__(self) -> None:
-        with self._lock:
-            if self._thread is not None or self._stopped.is_set():
-                return
-            self._thread = threading.Thread(target=self._send, name="dbmaint-pg-cancel", daemon=True)
-            self._thread.start()
+    def send(self) -> None:
+        with contextlib.suppress(Exception):  # a backend already gone needs no cancel; the next try may work
+            self._pgcancel.cancel()
 
-    def _send(self) -> None:
-        while not self._stopped.is_set():
-            with contextlib.suppress(Exception):
-                self._pgcancel.cancel()
-            self._stopped.wait(CANCEL_RESEND_SECONDS)
+    def close(self) -> None:
+        pass
 
-    def stop(self) -> None:
-        """No more requests from now on; waits for one in flight, so none reaches a later statement."""
-        with self._lock:
-            self._stopped.set()
-            thread = self._thread
-        if thread is not None:
-            thread.join(CANCEL_JOIN_SECONDS)
+
+def _canceller(conn: Connection) -> tables.RepeatingInterrupter:
+    """The interrupt for ``interruptible``: cancel requests every ``CANCEL_RESEND_SECONDS`` from a helper
+    thread, until stopped."""
+    cancel = _BackendCancel(conn)
+    return tables.RepeatingInterrupter(
+        lambda: cancel, CANCEL_RESEND_SECONDS, CANCEL_JOIN_SECONDS, "dbmaint-pg-cancel"
+    )
 
 
 class AdvisoryLock:
@@ -794,7 +783,7 @@ class PostgresqlEngine:
         status: RunStatus,
     ) -> OperationReport:
         session = _Session(conn, url, operation, cancel, deadline, draft)
-        canceller = _BackendCanceller(conn)
+        canceller = _canceller(conn)
         slow = self._faults.slow_seconds(operation)
 
         with tables.interruptible(canceller, cancel, deadline) as stopped:

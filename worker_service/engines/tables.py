@@ -6,7 +6,8 @@ running statement and how to classify a table's error -- and this module does th
 
 * ``interruptible``: the interrupter. The engine gives one interrupt callable (a backend cancel, a
   ``KILL QUERY``); it is called from another thread on cancel or at the deadline (``worker_service.cancel``),
-  and ``stopped()`` tells whether the operation must stop now, and why.
+  and ``stopped()`` tells whether the operation must stop now, and why. ``RepeatingInterrupter`` is that
+  callable for a server: the dialect gives only how to open a ``Sender`` and send one request.
 * ``run_tables``: the per-table loop. It checks ``stopped()`` before each table, runs the dialect's
   ``run_one(table)`` and applies the failure policy below to the ``TableOutcome`` it returns.
 * ``TableRun``: the outcomes, their counts, the per-table notes under ONE cap (``MAX_TABLE_NOTES``) and the
@@ -37,10 +38,11 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from worker_service.cancel import CancelToken, DeadlineExceeded, OperationCancelled, interrupting, interruption
 
@@ -134,6 +136,69 @@ def interruptible(
     which returns the exception to raise when the operation must stop (None: go on)."""
     with interrupting(interrupt, cancel, deadline) as interrupts:
         yield lambda: interruption(cancel, deadline, deadline_reached=interrupts.deadline_reached)
+
+
+class Sender(Protocol):
+    """The dialect's way to interrupt its running statement from another thread, one request at a time."""
+
+    def send(self) -> None:
+        """Send one interrupt request (a request landing between two statements must do no harm)."""
+        ...
+
+    def close(self) -> None:
+        """Release what ``send`` used (a connection of its own)."""
+        ...
+
+
+class RepeatingInterrupter:
+    """The interrupt callable for ``interruptible`` when the statement runs on a server.
+
+    Calling it never blocks (it is called on the worker's event loop or the deadline alarm thread): the first
+    call starts a thread that opens the dialect's ``Sender`` (``open_sender``, which may wait on the network, and
+    returns None when it cannot -- it says why) and sends a request every ``every`` seconds until ``stop``. The
+    repetition catches a statement that had not reached the server yet when the first request landed, which the
+    server drops. ``stop`` waits for the thread (up to ``join_seconds``), so no request reaches a later
+    statement. A ``send`` that raises ends the thread (the sender logs why).
+    """
+
+    def __init__(
+        self, open_sender: Callable[[], Sender | None], every: float, join_seconds: float, name: str
+    ) -> None:
+        self._open_sender = open_sender
+        self._every = every
+        self._join_seconds = join_seconds
+        self._name = name
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._stopped.is_set():
+                return
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        sender = self._open_sender()
+        if sender is None:
+            return
+        try:
+            while not self._stopped.is_set():
+                sender.send()
+                self._stopped.wait(self._every)
+        except Exception:  # the sender logged why; nothing more can be sent
+            return
+        finally:
+            sender.close()
+
+    def stop(self) -> None:
+        """No more requests from now on; waits for one in flight."""
+        with self._lock:
+            self._stopped.set()
+            thread = self._thread
+        if thread is not None:
+            thread.join(self._join_seconds)
 
 
 def run_tables(

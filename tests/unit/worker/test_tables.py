@@ -1,11 +1,21 @@
-"""The table-by-table skeleton's failure policy, loop and note cap, with a dialect made of plain functions."""
+"""The table-by-table skeleton's failure policy, loop, note cap and interrupter thread, with a dialect made of
+plain functions."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from tests.support.polling import wait_for
 from worker_service.cancel import CancelToken, OperationCancelled, interruption
-from worker_service.engines.tables import ConnectionLost, TableOutcome, TableStatus, run_tables
+from worker_service.engines.tables import (
+    ConnectionLost,
+    RepeatingInterrupter,
+    TableOutcome,
+    TableStatus,
+    run_tables,
+)
 
 PROCESSED, SKIPPED, FAILED = TableStatus.PROCESSED, TableStatus.SKIPPED, TableStatus.FAILED
 
@@ -87,3 +97,38 @@ def test_the_note_cap_keeps_skipped_and_failed_tables_first_in_processing_order(
 def test_a_parallel_pool_is_refused_until_a_dialect_opens_one_connection_per_lane() -> None:
     with pytest.raises(ValueError, match="parallel=2"):
         run_tables(["a"], lambda t: outcome(t, PROCESSED), never_stopped, parallel=2)
+
+
+class CountingSender:
+    def __init__(self) -> None:
+        self.sent = 0
+        self.closed = False
+
+    def send(self) -> None:
+        self.sent += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_interrupter_repeats_its_request_until_stopped_and_sends_none_after() -> None:
+    sender = CountingSender()
+    interrupter = RepeatingInterrupter(lambda: sender, every=0.01, join_seconds=5.0, name="test-interrupter")
+    interrupter()
+    interrupter()  # a second interrupt does not start a second thread
+    wait_for(lambda: sender.sent >= 3)
+    interrupter.stop()
+    sent = sender.sent
+    time.sleep(0.05)
+    assert sender.sent == sent and sender.closed
+
+
+def test_the_interrupter_does_nothing_once_stopped_or_when_no_sender_can_be_opened() -> None:
+    sender = CountingSender()
+    stopped_first = RepeatingInterrupter(lambda: sender, every=0.01, join_seconds=5.0, name="test-stopped")
+    stopped_first.stop()
+    stopped_first()
+    unopened = RepeatingInterrupter(lambda: None, every=0.01, join_seconds=5.0, name="test-unopened")
+    unopened()
+    unopened.stop()
+    assert sender.sent == 0
