@@ -104,8 +104,7 @@ from worker_service.engines.tables import (
     TableOutcome,
     TableRun,
     TableStatus,
-    interruptible,
-    run_tables,
+    run_operation,
 )
 from worker_service.faults import NO_FAULTS, FaultPlan
 from worker_service.logs import redact
@@ -623,79 +622,13 @@ class MariadbEngine:
             lock_wait = _lock_wait_timeout(url)
         except EngineUnavailable as exc:
             raise OperationFailed(f"unusable MariaDB URL: {exc}") from None
-        started = time.monotonic()
         conn, connect_kwargs = self._connect(url, deadline)
-        results: dict[str, _TableResult] = {}
-        slow = self._faults.slow_seconds(operation)
-        session_notes: list[str] = []
         try:
-            cursor = conn.cursor()
-            try:
-                cursor.execute("SELECT CONNECTION_ID(), VERSION()")
-                connection_id, version = cursor.fetchone()
-                mariadb = "mariadb" in str(version).lower()
-                cursor.execute(f"SET SESSION lock_wait_timeout = {lock_wait}")
-                cursor.execute("SET SESSION lc_messages = 'en_US'")
-                lock = NamedLock(cursor, url.database or "")
-                waited = fence.acquire(lock, cancel, deadline, status or RunStatus())
-                tables, before = self._resolve(cursor, url, scope)
-                stale = self._stale_statistics(cursor, tables, before)
-            except pymysql.MySQLError as exc:
-                raise OperationFailed(
-                    f"reading the MariaDB catalog failed: {_describe_error(*_server_error(exc, url))}"
-                ) from None
-            session_notes.append(f"server: {version}; lock_wait_timeout={lock_wait} s")
-            session_notes.append(fence.lock_note(lock, waited))
-            if deadline is not None:
-                session_notes.append(
-                    "max_statement_time: seconds left to the deadline + 1"
-                    if mariadb
-                    else "max_statement_time: not set (the server is not MariaDB)"
-                )
-
-            killer = _Killer(connect_kwargs, int(connection_id), url)
-
-            def run_one(table: _Table) -> TableOutcome:
-                self._set_statement_time(cursor, deadline, mariadb)
-                result = self._run_table(cursor, killer, operation, table, lock_wait, url)
-                results[table.quoted] = result
-                return result.outcome()
-
-            try:
-                with interruptible(killer.interrupt, cancel, deadline) as stopped:
-                    try:
-                        if slow > 0:
-                            self._set_statement_time(cursor, deadline, mariadb)
-                            self._sleep_fault(cursor, killer, slow, stopped, url)
-                        run = run_tables(tables, run_one, stopped)
-                    except pymysql.MySQLError as exc:  # a SET between statements
-                        stop = stopped()
-                        if stop is not None:
-                            raise stop from None
-                        raise OperationFailed(
-                            f"{operation.value}: {_describe_error(*_server_error(exc, url))}"
-                        ) from None
-            finally:
-                killer.close()
-
-            after: dict[_Table, _Size] | None = None
-            if not run.lost:
-                try:
-                    after = self._catalog(cursor, sorted({t.schema for t in tables}))
-                except pymysql.MySQLError as exc:
-                    session_notes.append(
-                        f"reading the sizes after failed: {_describe_error(*_server_error(exc, url))}"
-                    )
+            session = _Session(self, conn, connect_kwargs, url, operation, cancel, deadline, scope, lock_wait)
+            slow = self._faults.slow_seconds(operation)
+            return run_operation(session, operation.value, cancel, deadline, status or RunStatus(), slow)
         finally:
             _close(conn)
-
-        report = self._report(
-            operation, tables, run, results, before, after, stale, session_notes, slow, killer.kills, started
-        )
-        failure = run.failure_message(operation.value)
-        if failure is not None:
-            raise OperationFailed(failure, report)
-        return report
 
     def _report(
         self,
@@ -773,3 +706,121 @@ def _table_notes(
         f"data_free {size_before.data_free} -> {size_after.data_free} bytes",
     ]
     return f"statement: {result.statement}", "; ".join(parts)
+
+
+class _Session:
+    """One operation on the open work connection: the MariaDB dialect part ``tables.run_operation`` runs."""
+
+    driver_errors = (pymysql.MySQLError,)
+
+    def __init__(
+        self,
+        engine: MariadbEngine,
+        conn: Any,
+        connect_kwargs: dict[str, Any],
+        url: URL,
+        operation: Operation,
+        cancel: CancelToken,
+        deadline: datetime | None,
+        scope: TableScope,
+        lock_wait: int,
+    ) -> None:
+        self.engine = engine
+        self.cursor = conn.cursor()
+        self.connect_kwargs = connect_kwargs
+        self.url = url
+        self.operation = operation
+        self.cancel = cancel
+        self.deadline = deadline
+        self.scope = scope
+        self.lock_wait = lock_wait
+        self.started = time.monotonic()
+        self.killer: _Killer | None = None  # known once the connection id is
+        self.mariadb = True
+        self.reading_catalog = True  # what a driver error interrupted: the catalog, or a SET between statements
+        self.tables: list[_Table] = []
+        self.before: dict[_Table, _Size] = {}
+        self.stale: set[_Table] = set()
+        self.results: dict[str, _TableResult] = {}
+        self.notes: list[str] = []
+        self.slow = 0.0
+
+    def interrupt(self) -> None:
+        if self.killer is not None:
+            self.killer.interrupt()
+
+    def stop_interrupting(self) -> None:
+        if self.killer is not None:
+            self.killer.close()
+
+    def prepare(self, status: RunStatus) -> None:
+        """Session settings, then the resource lock (waited for), noted."""
+        cursor = self.cursor
+        cursor.execute("SELECT CONNECTION_ID(), VERSION()")
+        connection_id, version = cursor.fetchone()
+        self.mariadb = "mariadb" in str(version).lower()
+        cursor.execute(f"SET SESSION lock_wait_timeout = {self.lock_wait}")
+        cursor.execute("SET SESSION lc_messages = 'en_US'")
+        lock = NamedLock(cursor, self.url.database or "")
+        waited = fence.acquire(lock, self.cancel, self.deadline, status)
+        self.notes.append(f"server: {version}; lock_wait_timeout={self.lock_wait} s")
+        self.notes.append(fence.lock_note(lock, waited))
+        if self.deadline is not None:
+            self.notes.append(
+                "max_statement_time: seconds left to the deadline + 1"
+                if self.mariadb
+                else "max_statement_time: not set (the server is not MariaDB)"
+            )
+        self.killer = _Killer(self.connect_kwargs, int(connection_id), self.url)
+
+    def tables_in_scope(self) -> list[_Table]:
+        self.tables, self.before = self.engine._resolve(self.cursor, self.url, self.scope)
+        self.stale = self.engine._stale_statistics(self.cursor, self.tables, self.before)
+        self.reading_catalog = False
+        return self.tables
+
+    def inject_slow(self, seconds: float, stopped: Stopped) -> None:
+        assert self.killer is not None
+        self.slow = seconds
+        self.engine._set_statement_time(self.cursor, self.deadline, self.mariadb)
+        self.engine._sleep_fault(self.cursor, self.killer, seconds, stopped, self.url)
+
+    def run_one(self, table: _Table) -> TableOutcome:
+        assert self.killer is not None
+        self.engine._set_statement_time(self.cursor, self.deadline, self.mariadb)
+        result = self.engine._run_table(self.cursor, self.killer, self.operation, table, self.lock_wait, self.url)
+        self.results[table.quoted] = result
+        return result.outcome()
+
+    def after_tables(self, run: TableRun) -> None:
+        pass
+
+    def failure(self, exc: Exception, run: TableRun) -> OperationFailed:
+        error = _describe_error(*_server_error(exc, self.url))
+        if self.reading_catalog:
+            return OperationFailed(f"reading the MariaDB catalog failed: {error}")
+        return OperationFailed(f"{self.operation.value}: {error}")
+
+    def finish(self, run: TableRun) -> OperationReport:
+        """The sizes after (not read after a lost connection) and the report."""
+        after: dict[_Table, _Size] | None = None
+        if not run.lost:
+            try:
+                after = self.engine._catalog(self.cursor, sorted({t.schema for t in self.tables}))
+            except pymysql.MySQLError as exc:
+                error = _describe_error(*_server_error(exc, self.url))
+                self.notes.append(f"reading the sizes after failed: {error}")
+        kills = self.killer.kills if self.killer is not None else 0
+        return self.engine._report(
+            self.operation,
+            self.tables,
+            run,
+            self.results,
+            self.before,
+            after,
+            self.stale,
+            self.notes,
+            self.slow,
+            kills,
+            self.started,
+        )

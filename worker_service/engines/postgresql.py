@@ -237,13 +237,13 @@ class _ReportDraft:
     engine: str
     started: float
     bytes_before: int = 0
-    table_run: tables.TableRun = field(default_factory=lambda: tables.TableRun(0))
     below_threshold: int | None = None
     notes: list[str] = field(default_factory=list)
     tail_notes: list[str] = field(default_factory=list)
 
-    def report(self, bytes_after: int | None, unknown: str = "not read after the failure") -> OperationReport:
-        run = self.table_run
+    def report(
+        self, run: tables.TableRun, bytes_after: int | None, unknown: str = "not read after the failure"
+    ) -> OperationReport:
         summary = [
             f"database size: {self.bytes_before} -> "
             + (f"{bytes_after} bytes" if bytes_after is not None else f"unknown ({unknown})"),
@@ -433,6 +433,8 @@ def _select(
 class _Session:
     """One operation on one open autocommit connection."""
 
+    driver_errors = (psycopg.Error,)
+
     def __init__(
         self,
         conn: Connection,
@@ -440,6 +442,8 @@ class _Session:
         operation: Operation,
         cancel: CancelToken,
         deadline: datetime | None,
+        scope: TableScope,
+        lock_timeout: float,
         draft: _ReportDraft,
     ) -> None:
         self.conn = conn
@@ -447,9 +451,15 @@ class _Session:
         self.operation = operation
         self.cancel = cancel
         self.deadline = deadline
+        self.scope = scope
+        self.lock_timeout = lock_timeout
         self.draft = draft
         self.notices: list[_Notice] = []
         self.current = "reading the catalog"
+        self.interrupt = _canceller(conn)
+        self.in_scope: list[_Relation] = []
+        self.before: dict[int, _Figures] = {}
+        self.reasons: dict[int, str] = {}  # optimize: why a table is over a threshold
         conn.add_notice_handler(self._notice)
 
     def _notice(self, diag: psycopg.errors.Diagnostic) -> None:
@@ -498,7 +508,72 @@ class _Session:
 
     # -- running
 
-    def prepare(self, lock_timeout: float) -> str:
+    # -- the operation, as ``tables.run_operation`` runs it
+
+    def stop_interrupting(self) -> None:
+        self.interrupt.stop()
+
+    def prepare(self, status: RunStatus) -> None:
+        """Session settings, then the resource lock (waited for), noted."""
+        self.draft.notes.append(self.settings(self.lock_timeout))
+        self.current = "waiting for the resource lock"
+        lock = AdvisoryLock(self.conn)
+        waited = fence.acquire(lock, self.cancel, self.deadline, status)
+        self.draft.notes.append(fence.lock_note(lock, waited))
+
+    def tables_in_scope(self) -> list[_Relation]:
+        """The scope's relations that still exist, largest first (optimize: those over a threshold)."""
+        self.current = "reading the catalog"
+        self.draft.bytes_before = self.database_size()
+        relations = self.relations(self.scope)
+        self.before = self.figures(relations)
+        relations = [rel for rel in relations if rel.oid in self.before]  # dropped since the catalog read
+        relations.sort(key=lambda rel: (-(self.before[rel.oid].size or 0), rel.schema, rel.name))
+        self.in_scope = relations
+        if self.operation == Operation.OPTIMIZE:
+            return self.over_thresholds(relations, self.before, self.reasons)
+        if not relations:
+            self.draft.tail_notes.append("no table in scope: nothing to do")
+        return relations
+
+    def inject_slow(self, seconds: float, stopped: tables.Stopped) -> None:
+        self.current = f"running the injected fault pg_sleep({seconds:g})"
+        self.execute(sql.SQL("SELECT pg_catalog.pg_sleep({})").format(sql.Literal(seconds)))
+        self.draft.notes.append(
+            f"fault injected: slow:{self.operation.value}={seconds:g} "
+            "(SELECT pg_sleep on the maintenance connection before the first statement)"
+        )
+
+    def run_one(self, relation: _Relation) -> tables.TableOutcome:
+        self.current = f"processing table {relation.qualified}"
+        return self.process(relation, self.before[relation.oid], self.reasons.get(relation.oid, ""))
+
+    def after_tables(self, run: tables.TableRun) -> None:
+        if self.operation == Operation.REINDEX:
+            self.current = "dropping invalid indexes left by REINDEX CONCURRENTLY"
+            self.drop_leftover_indexes(self.in_scope)
+
+    def finish(self, run: tables.TableRun) -> OperationReport:
+        """The database size after and the report (the size is not read after a lost connection)."""
+        if run.lost:
+            return self.draft.report(run, None, "the connection was lost")
+        try:
+            bytes_after = self.database_size()
+        except pg_errors.QueryCanceled:
+            # The work is done; a late cancel request (or statement_timeout) hit the size query: the tables'
+            # outcome decides, with the size after unknown.
+            return self.draft.report(run, None, "the size query after the work was interrupted")
+        except psycopg.Error as exc:
+            raise OperationFailed(
+                f"postgresql {self.operation.value} ran, but reading the database size failed: "
+                f"{sanitize(str(exc), self.url)}",
+                self.draft.report(run, None),
+            ) from None
+        return self.draft.report(run, bytes_after)
+
+    # -- statements
+
+    def settings(self, lock_timeout: float) -> str:
         """Session settings; returns the note that says what they are."""
         self.setting("lock_timeout", _milliseconds(lock_timeout))
         self.setting("statement_timeout", "0")
@@ -574,22 +649,6 @@ class _Session:
             raise tables.ConnectionLost(outcome)
         return outcome
 
-    def run_tables(
-        self, relations: Sequence[_Relation], before: dict[int, _Figures], stopped: tables.Stopped
-    ) -> None:
-        """The operation's statement on each table in turn (optimize: only those over a threshold)."""
-        reasons: dict[int, str] = {}
-        if self.operation == Operation.OPTIMIZE:
-            relations = self.over_thresholds(relations, before, reasons)
-
-        def run_one(relation: _Relation) -> tables.TableOutcome:
-            self.current = f"processing table {relation.qualified}"
-            return self.process(relation, before[relation.oid], reasons.get(relation.oid, ""))
-
-        self.draft.table_run = tables.run_tables(relations, run_one, stopped)
-        if not relations and self.operation != Operation.OPTIMIZE:
-            self.draft.tail_notes.append("no table in scope: nothing to do")
-
     def over_thresholds(
         self, relations: Sequence[_Relation], before: dict[int, _Figures], reasons: dict[int, str]
     ) -> list[_Relation]:
@@ -625,16 +684,17 @@ class _Session:
         assert row is not None
         return _Thresholds(*(float(value) for value in row))
 
-    def failure(self, exc: psycopg.Error) -> OperationFailed:
+    def failure(self, exc: Exception, run: tables.TableRun) -> OperationFailed:
         """The OperationFailed for an error that is not an interruption, with the figures gathered so far."""
         bytes_after: int | None = None
         if not self.conn.broken:
             with contextlib.suppress(psycopg.Error):
                 bytes_after = self.database_size()
-        code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
+        sqlstate = getattr(exc, "sqlstate", None)
+        code = f" (SQLSTATE {sqlstate})" if sqlstate else ""
         return OperationFailed(
             f"postgresql {self.operation.value} failed while {self.current}: {sanitize(str(exc), self.url)}{code}",
-            self.draft.report(bytes_after),
+            self.draft.report(run, bytes_after),
         )
 
     def drop_leftover_indexes(self, relations: Sequence[_Relation]) -> None:
@@ -764,83 +824,8 @@ class PostgresqlEngine:
         draft = _ReportDraft(self.name, time.monotonic())
         conn = self._connect(url, deadline)
         try:
-            return self._run(
-                conn, operation, url, cancel, deadline, scope, lock_timeout, draft, status or RunStatus()
-            )
+            session = _Session(conn, url, operation, cancel, deadline, scope, lock_timeout, draft)
+            slow = self._faults.slow_seconds(operation)
+            return tables.run_operation(session, operation.value, cancel, deadline, status or RunStatus(), slow)
         finally:
             conn.close()
-
-    def _run(
-        self,
-        conn: Connection,
-        operation: Operation,
-        url: URL,
-        cancel: CancelToken,
-        deadline: datetime | None,
-        scope: TableScope,
-        lock_timeout: float,
-        draft: _ReportDraft,
-        status: RunStatus,
-    ) -> OperationReport:
-        session = _Session(conn, url, operation, cancel, deadline, draft)
-        canceller = _canceller(conn)
-        slow = self._faults.slow_seconds(operation)
-
-        with tables.interruptible(canceller, cancel, deadline) as stopped:
-            try:
-                draft.notes.append(session.prepare(lock_timeout))
-                session.current = "waiting for the resource lock"
-                lock = AdvisoryLock(conn)
-                waited = fence.acquire(lock, cancel, deadline, status)
-                draft.notes.append(fence.lock_note(lock, waited))
-                session.current = "reading the catalog"
-                draft.bytes_before = session.database_size()
-                relations = session.relations(scope)
-                before = session.figures(relations)
-                relations = [rel for rel in relations if rel.oid in before]  # dropped since the catalog read
-                relations.sort(key=lambda rel: (-(before[rel.oid].size or 0), rel.schema, rel.name))
-                if slow > 0:
-                    session.current = f"running the injected fault pg_sleep({slow:g})"
-                    session.execute(sql.SQL("SELECT pg_catalog.pg_sleep({})").format(sql.Literal(slow)))
-                    draft.notes.append(
-                        f"fault injected: slow:{operation.value}={slow:g} "
-                        "(SELECT pg_sleep on the maintenance connection before the first statement)"
-                    )
-                session.run_tables(relations, before, stopped)
-                if draft.table_run.lost:
-                    raise self._failed(operation, draft, None)
-                if operation == Operation.REINDEX:
-                    session.current = "dropping invalid indexes left by REINDEX CONCURRENTLY"
-                    session.drop_leftover_indexes(relations)
-            except psycopg.Error as exc:
-                stop = stopped()
-                if stop is not None:
-                    raise stop from None
-                raise session.failure(exc) from None
-            finally:
-                canceller.stop()
-
-        try:
-            bytes_after = session.database_size()
-        except pg_errors.QueryCanceled:
-            # The work is done; a late cancel request (or statement_timeout) hit the size query: the tables'
-            # outcome decides, with the size after unknown.
-            report = draft.report(None, "the size query after the work was interrupted")
-        except psycopg.Error as exc:
-            reason = sanitize(str(exc), url)
-            raise OperationFailed(
-                f"postgresql {operation.value} ran, but reading the database size failed: {reason}",
-                draft.report(None),
-            ) from None
-        else:
-            report = draft.report(bytes_after)
-        if draft.table_run.failure_message(operation.value) is not None:
-            raise self._failed(operation, draft, report)
-        return report
-
-    @staticmethod
-    def _failed(operation: Operation, draft: _ReportDraft, report: OperationReport | None) -> OperationFailed:
-        """The OperationFailed of a child whose tables failed (``tables``' policy), with the report."""
-        message = draft.table_run.failure_message(operation.value)
-        assert message is not None
-        return OperationFailed(message, report or draft.report(None, "the connection was lost"))

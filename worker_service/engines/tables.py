@@ -10,6 +10,12 @@ running statement and how to classify a table's error -- and this module does th
   callable for a server: the dialect gives only how to open a ``Sender`` and send one request.
 * ``run_tables``: the per-table loop. It checks ``stopped()`` before each table, runs the dialect's
   ``run_one(table)`` and applies the failure policy below to the ``TableOutcome`` it returns.
+* ``run_operation``: the whole operation on an open connection, in this order: the dialect's ``prepare``
+  (session settings, the resource lock), ``tables_in_scope`` (the catalog, the sizes before), the injected
+  slow fault, the loop, ``after_tables`` (skipped after a lost connection), all interruptible; then, no longer
+  interruptible, ``finish`` (the sizes after, the report) and the failure policy's verdict. A driver error
+  outside a table's statement is the interrupt's doing if ``stopped()`` says so, else the dialect's
+  ``failure(exc, run)`` (an ``OperationFailed`` saying what it was doing).
 * ``TableRun``: the outcomes, their counts, the per-table notes under ONE cap (``MAX_TABLE_NOTES``) and the
   error of a failed child (``failure_message``).
 
@@ -44,7 +50,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TypeVar
 
+from dbmaint.operations import OperationReport
 from worker_service.cancel import CancelToken, DeadlineExceeded, OperationCancelled, interrupting, interruption
+from worker_service.engines.base import OperationFailed, RunStatus
 
 # A report travels in one gRPC message: the notes of at most this many tables are listed (skipped and failed
 # tables first), the others are counted in one note.
@@ -138,6 +146,85 @@ def interruptible(
         yield lambda: interruption(cancel, deadline, deadline_reached=interrupts.deadline_reached)
 
 
+class TableSession(Protocol[Table]):
+    """The dialect part of one operation on its open connection (see ``run_operation``)."""
+
+    @property
+    def driver_errors(self) -> tuple[type[Exception], ...]:
+        """The driver's exceptions, which ``failure`` turns into an OperationFailed."""
+        ...
+
+    def interrupt(self) -> None:
+        """Interrupt the running statement; called from another thread, must not block (a
+        ``RepeatingInterrupter``)."""
+        ...
+
+    def stop_interrupting(self) -> None:
+        """No interrupt from now on, none in flight (``RepeatingInterrupter.stop``)."""
+        ...
+
+    def prepare(self, status: RunStatus) -> None:
+        """Session settings and the resource lock (``worker_service.engines.fence``), noted in the report."""
+        ...
+
+    def tables_in_scope(self) -> Sequence[Table]:
+        """The tables to run the statement on, in order, their figures before read."""
+        ...
+
+    def inject_slow(self, seconds: float, stopped: Stopped) -> None:
+        """The ``slow:<op>=N`` fault: a real server statement of N seconds on the work connection, noted."""
+        ...
+
+    def run_one(self, table: Table) -> TableOutcome:
+        """The statement on one table (``run_tables``)."""
+        ...
+
+    def after_tables(self, run: TableRun) -> None:
+        """Work after the loop that still runs interruptibly (e.g. clean-up a failed statement left)."""
+        ...
+
+    def failure(self, exc: Exception, run: TableRun) -> OperationFailed:
+        """The error of a driver exception outside the tables' statements, with the report so far."""
+        ...
+
+    def finish(self, run: TableRun) -> OperationReport:
+        """The figures after (none read after a lost connection) and the report."""
+        ...
+
+
+def run_operation(
+    session: TableSession[Table],
+    operation: str,
+    cancel: CancelToken,
+    deadline: datetime | None,
+    status: RunStatus,
+    slow: float = 0.0,
+) -> OperationReport:
+    """Run one operation on an open connection, in the order of the module docstring. Raises
+    OperationCancelled or DeadlineExceeded on an interrupt, OperationFailed (with the report) when a table
+    failed or the work could not be done; returns the report otherwise."""
+    run = TableRun(0)
+    with interruptible(session.interrupt, cancel, deadline) as stopped:
+        try:
+            session.prepare(status)
+            tables = session.tables_in_scope()
+            if slow > 0:
+                session.inject_slow(slow, stopped)
+            run_tables(tables, session.run_one, stopped, into=run)
+            if not run.lost:
+                session.after_tables(run)
+        except session.driver_errors as exc:
+            _stop_if(stopped)
+            raise session.failure(exc, run) from None
+        finally:
+            session.stop_interrupting()
+    report = session.finish(run)
+    failure = run.failure_message(operation)
+    if failure is not None:
+        raise OperationFailed(failure, report)
+    return report
+
+
 class Sender(Protocol):
     """The dialect's way to interrupt its running statement from another thread, one request at a time."""
 
@@ -206,13 +293,16 @@ def run_tables(
     run_one: Callable[[Table], TableOutcome],
     stopped: Stopped,
     parallel: int = 1,
+    into: TableRun | None = None,
 ) -> TableRun:
     """Run ``run_one`` on each table in turn under the failure policy (module docstring). Raises the
     interruption (OperationCancelled, DeadlineExceeded) as soon as ``stopped`` reports one: before a table, or
-    after a table that did not end processed (its error may be the interrupt's doing)."""
+    after a table that did not end processed (its error may be the interrupt's doing). The outcomes go ``into``
+    the given TableRun as they come (so an exception leaves the ones so far), else into a new one."""
     if parallel != 1:
         raise ValueError(f"parallel={parallel}: no dialect opens one connection per lane yet (only 1 is served)")
-    run = TableRun(len(tables))
+    run = TableRun(0) if into is None else into
+    run.total = len(tables)
     for table in tables:
         _stop_if(stopped)
         try:
