@@ -513,98 +513,6 @@ class MariadbEngine:
             tables = sorted(t for t in catalog if t.schema in schemas)
         return tables, catalog
 
-    # -- statements
-
-    def _set_statement_time(self, cursor: Any, deadline: datetime | None, mariadb: bool) -> None:
-        left = seconds_left(deadline)
-        if left is None or not mariadb:
-            return
-        cursor.execute(f"SET SESSION max_statement_time = {max(left, 0.0) + STATEMENT_TIME_MARGIN:.3f}")
-
-    def _sleep_fault(self, cursor: Any, killer: _Killer, seconds: float, stopped: Stopped, url: URL) -> None:
-        with killer.statement():
-            try:
-                cursor.execute(f"SELECT SLEEP({seconds:.3f})")
-                row = cursor.fetchone()
-                error: str | None = "SLEEP was interrupted" if row is not None and row[0] == 1 else None
-            except pymysql.MySQLError as exc:
-                error = _describe_error(*_server_error(exc, url))
-        if error is not None:
-            stop = stopped()
-            if stop is not None:
-                raise stop
-            raise OperationFailed(f"the injected slow fault was interrupted on the server: {error}")
-
-    def _run_table(
-        self,
-        cursor: Any,
-        killer: _Killer,
-        operation: Operation,
-        table: _Table,
-        lock_wait: int,
-        url: URL,
-    ) -> _TableResult:
-        """Run the statement on one table: processed, skipped or failed; ConnectionLost if the connection died
-        (an interrupt is for the caller to tell, ``tables.run_tables`` asks it after any error)."""
-        statement = STATEMENTS[operation].format(table=table.quoted)
-        result = _TableResult(table, statement)
-        error: tuple[int | None, str] | None = None
-        with killer.statement():
-            try:
-                cursor.execute(statement)
-                rows = cursor.fetchall() or ()
-            except pymysql.MySQLError as exc:
-                error = _server_error(exc, url)
-                rows = ()
-        errors: list[tuple[int | None, str]] = []
-        for row in rows:
-            msg_type, msg_text = str(row[2]).lower(), redact(str(row[3]), [url])
-            result.messages.append(f"{msg_type}: {msg_text}")
-            # An error row fails (or skips) the table; a lone "Operation failed" status too.
-            failed_status = msg_type == "status" and msg_text.lower() == "operation failed" and not errors
-            if msg_type == "error" or failed_status:
-                errors.append((None, msg_text))
-        if error is not None:
-            errors.append(error)
-        if not errors:
-            return result
-        reasons = [self._skip_reason(code, text, table, lock_wait) for code, text in errors]
-        if all(reason is not None for reason in reasons):
-            result.status, result.reason = SKIPPED, "; ".join(dict.fromkeys(r for r in reasons if r))
-            return result
-        result.status = FAILED
-        failures = [
-            self._failure(code, text) for (code, text), reason in zip(errors, reasons, strict=True) if not reason
-        ]
-        # An OPTIMIZE interrupted by another session adds an "error: Corrupt" row that says nothing more.
-        interrupted = [f for f in failures if f.startswith(INTERRUPTED_ELSEWHERE)]
-        result.reason = "; ".join(dict.fromkeys(interrupted or failures))
-        if error is not None and error[0] in CONNECTION_ERRORS:
-            raise ConnectionLost(result.outcome())
-        return result
-
-    @staticmethod
-    def _skip_reason(code: int | None, text: str, table: _Table, lock_wait: int) -> str | None:
-        """Why a table is skipped rather than failed, or None when the error is a failure."""
-        if code in LOCK_ERRORS or (code is None and _LOCK_TEXT.match(text)):
-            return (
-                f"another session holds a lock on the table ({text}; gave up after lock_wait_timeout="
-                f"{lock_wait} s)"
-            )
-        if code in NOT_ONLINE_ERRORS:
-            return f"cannot be rebuilt online, without blocking writes ({text})"
-        if code == ER_NO_SUCH_TABLE or text == f"Table '{table.schema}.{table.name}' doesn't exist":
-            return "the table was dropped meanwhile"
-        return None
-
-    @staticmethod
-    def _failure(code: int | None, text: str) -> str:
-        if code == ER_QUERY_INTERRUPTED or (code is None and _INTERRUPTED_TEXT.match(text)):
-            return f"{INTERRUPTED_ELSEWHERE} ({text})"
-        if code == ER_STATEMENT_TIMEOUT:
-            return f"stopped by the server's max_statement_time ({text})"
-        return _describe_error(code, text)
-
     # -- the operation
 
     def run(
@@ -629,66 +537,6 @@ class MariadbEngine:
             return run_operation(session, operation.value, cancel, deadline, status or RunStatus(), slow)
         finally:
             _close(conn)
-
-    def _report(
-        self,
-        operation: Operation,
-        tables: Sequence[_Table],
-        run: TableRun,
-        results: Mapping[str, _TableResult],
-        before: Mapping[_Table, _Size],
-        after: Mapping[_Table, _Size] | None,
-        stale: set[_Table],
-        session_notes: Sequence[str],
-        slow: float,
-        kills: int,
-        started: float,
-    ) -> OperationReport:
-        after_sizes = after if after is not None else before
-        bytes_before = sum(before[t].bytes for t in tables)
-        bytes_after = sum(after_sizes.get(t, _Size()).bytes for t in tables)
-        free_before = sum(before[t].data_free for t in tables)
-        free_after = sum(after_sizes.get(t, _Size()).data_free for t in tables)
-        notes: list[str] = [*session_notes]
-        if slow > 0:
-            notes.append(
-                f"fault injected: slow:{operation.value}={slow:g} "
-                f"(SELECT SLEEP({slow:g}) on the work connection before the first statement)"
-            )
-        if not tables:
-            notes.append("no tables in scope: nothing to do")
-        run.outcomes = [
-            results[o.name].outcome(_table_notes(results[o.name], before, after_sizes, stale))
-            for o in run.outcomes
-        ]
-        notes.extend(run.table_notes())
-        notes.append(
-            f"tables: {run.count(PROCESSED)} processed, {run.count(SKIPPED)} skipped, {run.count(FAILED)} failed"
-            + (f", {run.not_run} not run" if run.not_run else "")
-        )
-        notes.append(
-            f"size (data + index): {bytes_before} -> {bytes_after} bytes"
-            + (
-                f" (the statistics of {len(stale)} table(s) predate their last write: the size before may be out"
-                " of date)"
-                if stale
-                else ""
-            )
-        )
-        notes.append(f"data_free (reclaimable): {free_before} -> {free_after} bytes")
-        if after is None:
-            notes.append("sizes after: not read; the figures after are those before")
-        if kills:
-            notes.append(f"KILL QUERY sent {kills} time(s)")
-        return OperationReport(
-            engine=self.name,
-            duration_seconds=time.monotonic() - started,
-            bytes_before=bytes_before,
-            bytes_after=bytes_after,
-            objects_processed=run.processed,
-            objects_skipped=run.skipped,
-            notes=tuple(notes),
-        )
 
 
 def _table_notes(
@@ -779,19 +627,6 @@ class _Session:
         self.reading_catalog = False
         return self.tables
 
-    def inject_slow(self, seconds: float, stopped: Stopped) -> None:
-        assert self.killer is not None
-        self.slow = seconds
-        self.engine._set_statement_time(self.cursor, self.deadline, self.mariadb)
-        self.engine._sleep_fault(self.cursor, self.killer, seconds, stopped, self.url)
-
-    def run_one(self, table: _Table) -> TableOutcome:
-        assert self.killer is not None
-        self.engine._set_statement_time(self.cursor, self.deadline, self.mariadb)
-        result = self.engine._run_table(self.cursor, self.killer, self.operation, table, self.lock_wait, self.url)
-        self.results[table.quoted] = result
-        return result.outcome()
-
     def after_tables(self, run: TableRun) -> None:
         pass
 
@@ -810,17 +645,147 @@ class _Session:
             except pymysql.MySQLError as exc:
                 error = _describe_error(*_server_error(exc, self.url))
                 self.notes.append(f"reading the sizes after failed: {error}")
-        kills = self.killer.kills if self.killer is not None else 0
-        return self.engine._report(
-            self.operation,
-            self.tables,
-            run,
-            self.results,
-            self.before,
-            after,
-            self.stale,
-            self.notes,
-            self.slow,
-            kills,
-            self.started,
+        return self._report(run, after)
+
+    # -- statements
+
+    def _set_statement_time(self) -> None:
+        left = seconds_left(self.deadline)
+        if left is None or not self.mariadb:
+            return
+        self.cursor.execute(f"SET SESSION max_statement_time = {max(left, 0.0) + STATEMENT_TIME_MARGIN:.3f}")
+
+    def inject_slow(self, seconds: float, stopped: Stopped) -> None:
+        assert self.killer is not None
+        self.slow = seconds
+        self._set_statement_time()
+        with self.killer.statement():
+            try:
+                self.cursor.execute(f"SELECT SLEEP({seconds:.3f})")
+                row = self.cursor.fetchone()
+                error: str | None = "SLEEP was interrupted" if row is not None and row[0] == 1 else None
+            except pymysql.MySQLError as exc:
+                error = _describe_error(*_server_error(exc, self.url))
+        if error is not None:
+            stop = stopped()
+            if stop is not None:
+                raise stop
+            raise OperationFailed(f"the injected slow fault was interrupted on the server: {error}")
+
+    def run_one(self, table: _Table) -> TableOutcome:
+        assert self.killer is not None
+        self._set_statement_time()
+        result = self._run_table(self.cursor, self.killer, table)
+        self.results[table.quoted] = result
+        return result.outcome()
+
+    def _run_table(self, cursor: Any, killer: _Killer, table: _Table) -> _TableResult:
+        """Run the statement on one table: processed, skipped or failed; ConnectionLost if the connection died
+        (an interrupt is for the caller to tell, ``tables.run_tables`` asks it after any error)."""
+        statement = STATEMENTS[self.operation].format(table=table.quoted)
+        result = _TableResult(table, statement)
+        error: tuple[int | None, str] | None = None
+        with killer.statement():
+            try:
+                cursor.execute(statement)
+                rows = cursor.fetchall() or ()
+            except pymysql.MySQLError as exc:
+                error = _server_error(exc, self.url)
+                rows = ()
+        errors: list[tuple[int | None, str]] = []
+        for row in rows:
+            msg_type, msg_text = str(row[2]).lower(), redact(str(row[3]), [self.url])
+            result.messages.append(f"{msg_type}: {msg_text}")
+            # An error row fails (or skips) the table; a lone "Operation failed" status too.
+            failed_status = msg_type == "status" and msg_text.lower() == "operation failed" and not errors
+            if msg_type == "error" or failed_status:
+                errors.append((None, msg_text))
+        if error is not None:
+            errors.append(error)
+        if not errors:
+            return result
+        reasons = [self._skip_reason(code, text, table, self.lock_wait) for code, text in errors]
+        if all(reason is not None for reason in reasons):
+            result.status, result.reason = SKIPPED, "; ".join(dict.fromkeys(r for r in reasons if r))
+            return result
+        result.status = FAILED
+        failures = [
+            self._failure(code, text) for (code, text), reason in zip(errors, reasons, strict=True) if not reason
+        ]
+        # An OPTIMIZE interrupted by another session adds an "error: Corrupt" row that says nothing more.
+        interrupted = [f for f in failures if f.startswith(INTERRUPTED_ELSEWHERE)]
+        result.reason = "; ".join(dict.fromkeys(interrupted or failures))
+        if error is not None and error[0] in CONNECTION_ERRORS:
+            raise ConnectionLost(result.outcome())
+        return result
+
+    @staticmethod
+    def _skip_reason(code: int | None, text: str, table: _Table, lock_wait: int) -> str | None:
+        """Why a table is skipped rather than failed, or None when the error is a failure."""
+        if code in LOCK_ERRORS or (code is None and _LOCK_TEXT.match(text)):
+            return (
+                f"another session holds a lock on the table ({text}; gave up after lock_wait_timeout="
+                f"{lock_wait} s)"
+            )
+        if code in NOT_ONLINE_ERRORS:
+            return f"cannot be rebuilt online, without blocking writes ({text})"
+        if code == ER_NO_SUCH_TABLE or text == f"Table '{table.schema}.{table.name}' doesn't exist":
+            return "the table was dropped meanwhile"
+        return None
+
+    @staticmethod
+    def _failure(code: int | None, text: str) -> str:
+        if code == ER_QUERY_INTERRUPTED or (code is None and _INTERRUPTED_TEXT.match(text)):
+            return f"{INTERRUPTED_ELSEWHERE} ({text})"
+        if code == ER_STATEMENT_TIMEOUT:
+            return f"stopped by the server's max_statement_time ({text})"
+        return _describe_error(code, text)
+
+    def _report(self, run: TableRun, after: Mapping[_Table, _Size] | None) -> OperationReport:
+        tables, before, stale, results, slow = self.tables, self.before, self.stale, self.results, self.slow
+        operation, kills = self.operation, (self.killer.kills if self.killer is not None else 0)
+        after_sizes = after if after is not None else before
+        bytes_before = sum(before[t].bytes for t in tables)
+        bytes_after = sum(after_sizes.get(t, _Size()).bytes for t in tables)
+        free_before = sum(before[t].data_free for t in tables)
+        free_after = sum(after_sizes.get(t, _Size()).data_free for t in tables)
+        notes: list[str] = [*self.notes]
+        if slow > 0:
+            notes.append(
+                f"fault injected: slow:{operation.value}={slow:g} "
+                f"(SELECT SLEEP({slow:g}) on the work connection before the first statement)"
+            )
+        if not tables:
+            notes.append("no tables in scope: nothing to do")
+        run.outcomes = [
+            results[o.name].outcome(_table_notes(results[o.name], before, after_sizes, stale))
+            for o in run.outcomes
+        ]
+        notes.extend(run.table_notes())
+        notes.append(
+            f"tables: {run.count(PROCESSED)} processed, {run.count(SKIPPED)} skipped, {run.count(FAILED)} failed"
+            + (f", {run.not_run} not run" if run.not_run else "")
+        )
+        notes.append(
+            f"size (data + index): {bytes_before} -> {bytes_after} bytes"
+            + (
+                f" (the statistics of {len(stale)} table(s) predate their last write: the size before may be out"
+                " of date)"
+                if stale
+                else ""
+            )
+        )
+        notes.append(f"data_free (reclaimable): {free_before} -> {free_after} bytes")
+        if after is None:
+            notes.append("sizes after: not read; the figures after are those before")
+        if kills:
+            notes.append(f"KILL QUERY sent {kills} time(s)")
+        return OperationReport(
+            engine=self.engine.name,
+            duration_seconds=time.monotonic() - self.started,
+            bytes_before=bytes_before,
+            bytes_after=bytes_after,
+            objects_processed=run.processed,
+            objects_skipped=run.skipped,
+            notes=tuple(notes),
         )
