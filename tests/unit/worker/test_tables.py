@@ -7,13 +7,18 @@ import time
 
 import pytest
 
+from dbmaint.operations import OperationReport
 from tests.support.polling import wait_for
 from worker_service.cancel import CancelToken, OperationCancelled, interruption
+from worker_service.engines.base import OperationFailed, RunStatus
 from worker_service.engines.tables import (
     ConnectionLost,
     RepeatingInterrupter,
+    Stopped,
     TableOutcome,
+    TableRun,
     TableStatus,
+    run_operation,
     run_tables,
 )
 
@@ -132,3 +137,112 @@ def test_the_interrupter_does_nothing_once_stopped_or_when_no_sender_can_be_open
     unopened()
     unopened.stop()
     assert sender.sent == 0
+
+
+class DriverError(Exception):
+    pass
+
+
+class FakeSession:
+    """A dialect part that records what the template asks of it; ``statuses`` says how each table ends."""
+
+    driver_errors = (DriverError,)
+
+    def __init__(
+        self,
+        statuses: dict[str, TableStatus],
+        lose: str = "",
+        broken_after: bool = False,
+        cancel_in_prepare: CancelToken | None = None,
+    ) -> None:
+        self.statuses = statuses
+        self.lose = lose
+        self.broken_after = broken_after
+        self.cancel_in_prepare = cancel_in_prepare
+        self.calls: list[str] = []
+
+    def interrupt(self) -> None:
+        self.calls.append("interrupt")
+
+    def stop_interrupting(self) -> None:
+        self.calls.append("stop interrupting")
+
+    def prepare(self, status: RunStatus) -> None:
+        self.calls.append("prepare")
+        if self.cancel_in_prepare is not None:
+            self.cancel_in_prepare.cancel("operator")
+
+    def tables_in_scope(self) -> list[str]:
+        self.calls.append("tables")
+        return list(self.statuses)
+
+    def inject_slow(self, seconds: float, stopped: Stopped) -> None:
+        self.calls.append(f"slow {seconds:g}")
+
+    def run_one(self, table: str) -> TableOutcome:
+        self.calls.append(f"run {table}")
+        if table == self.lose:
+            raise ConnectionLost(outcome(table, FAILED, "server gone"))
+        return outcome(table, self.statuses[table], f"{table} broke")
+
+    def after_tables(self, run: TableRun) -> None:
+        self.calls.append("after")
+        if self.broken_after:
+            raise DriverError("drop failed")
+
+    def failure(self, exc: Exception, run: TableRun) -> OperationFailed:
+        return OperationFailed(f"while after: {exc} ({run.processed} processed)")
+
+    def finish(self, run: TableRun) -> OperationReport:
+        self.calls.append("finish")
+        return OperationReport(engine="fake", objects_processed=run.processed, objects_skipped=run.skipped)
+
+
+def operate(session: FakeSession, cancel: CancelToken | None = None, slow: float = 0.0) -> OperationReport:
+    return run_operation(session, "vacuum", cancel or CancelToken(), None, RunStatus(), slow)
+
+
+def test_the_template_runs_the_dialect_parts_in_order_and_returns_the_report() -> None:
+    session = FakeSession({"a": PROCESSED, "b": SKIPPED})
+    report = operate(session, slow=0.5)
+    assert session.calls == [
+        "prepare",
+        "tables",
+        "slow 0.5",
+        "run a",
+        "run b",
+        "after",
+        "stop interrupting",
+        "finish",
+    ]
+    assert (report.objects_processed, report.objects_skipped) == (1, 1)
+
+
+def test_a_failed_table_fails_the_operation_after_finish_with_the_report_attached() -> None:
+    session = FakeSession({"a": FAILED, "b": PROCESSED})
+    with pytest.raises(OperationFailed, match=r"^vacuum failed on 1 of 2 table\(s\): a: a broke$") as failed:
+        operate(session)
+    assert failed.value.report is not None and failed.value.report.objects_processed == 1
+    assert session.calls[-2:] == ["stop interrupting", "finish"]
+
+
+def test_a_lost_connection_skips_the_work_after_the_tables() -> None:
+    session = FakeSession({"a": PROCESSED, "b": PROCESSED, "c": PROCESSED}, lose="b")
+    with pytest.raises(OperationFailed, match="connection lost"):
+        operate(session)
+    assert "after" not in session.calls and "run c" not in session.calls and "finish" in session.calls
+
+
+def test_a_driver_error_outside_the_tables_is_the_dialects_failure_with_the_tables_so_far() -> None:
+    session = FakeSession({"a": PROCESSED}, broken_after=True)
+    with pytest.raises(OperationFailed, match=r"while after: drop failed \(1 processed\)"):
+        operate(session)
+    assert "finish" not in session.calls
+
+
+def test_a_cancel_before_the_first_table_stops_it_and_sends_the_interrupt() -> None:
+    cancel = CancelToken()
+    session = FakeSession({"a": PROCESSED}, cancel_in_prepare=cancel)
+    with pytest.raises(OperationCancelled, match="operator"):
+        operate(session, cancel)
+    assert session.calls == ["prepare", "interrupt", "tables", "stop interrupting"]
