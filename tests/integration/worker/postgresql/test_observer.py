@@ -153,3 +153,18 @@ def test_btree_bloat_left_by_deleted_rows_is_estimated_and_proposed_for_reindex(
     assert 0 < reindex.evidence["bloat_bytes"] < reindex.evidence["btree_index_bytes"]
     assert all(o.action is not TableAction.REINDEX for o in found["clean"])
     assert found["clean"][0].evidence["bloat_ratio"] < 0.4
+
+
+def test_a_table_past_its_freeze_threshold_is_proposed_for_freeze_before_anything_else(observer: Any) -> None:
+    # Any age is "old" when the threshold is 0 % of autovacuum_freeze_max_age: a young database stands in
+    # for one near wraparound.
+    urgent = Thresholds.from_mapping({"freeze_age_ratio": 0})
+
+    observations = observe_postgresql(observer, TableScope(), urgent)
+
+    first = observations[0]
+    assert first.action is TableAction.FREEZE and first.reasons[0] == "xid_age"
+    assert first.evidence["xid_age"] > first.evidence["freeze_threshold_xids"] == 0
+    bloated = [o for o in observations if o.table == "bloated" and o.action is TableAction.FREEZE]
+    assert bloated and bloated[0].reasons == ("xid_age", "dead_tuples")
+    assert all(o.action is not TableAction.VACUUM for o in observations)
