@@ -16,6 +16,7 @@ The rules for text that comes from outside the manager:
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -190,7 +191,9 @@ def _sanitize_table(table: TableReport) -> TableReport:
         return sanitize_text(text, REPORT_NAME_MAX_LENGTH)
 
     def figures(values: Mapping[str, float]) -> dict[str, float]:
-        return {name(key): value for key, value in list(values.items())[:REPORT_MAX_FIGURES]}
+        # NaN and infinities are not JSON: the store (a JSON column on PostgreSQL) would refuse the report.
+        kept = [(key, value) for key, value in values.items() if math.isfinite(value)]
+        return {name(key): value for key, value in kept[:REPORT_MAX_FIGURES]}
 
     return replace(
         table,

@@ -68,5 +68,11 @@ def test_table_reports_from_a_worker_are_sanitized_and_bounded() -> None:
     assert len(first.evidence) < 500
 
 
+def test_figures_that_json_cannot_hold_are_dropped() -> None:
+    odd = TableReport(schema="s", table="t", evidence={"nan": float("nan"), "inf": float("inf"), "ok": 1.0})
+    (clean,) = sanitize_report(OperationReport(engine="postgresql", tables=(odd,))).tables
+    assert dict(clean.evidence) == {"ok": 1.0}
+
+
 def test_clean_table_reports_are_left_unchanged() -> None:
     assert sanitize_report(REPORT) == REPORT
