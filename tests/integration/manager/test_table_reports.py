@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dbmaint.operations import JobStatus, Operation, OperationReport, TableAction, TableReport
 from dbmaint.v1 import maintenance_pb2 as pb
+from manager_service.domain import ChildOutcome, MaintenanceSpec, StartRequest
+from manager_service.store import JobStore
 from tests.support.manager import eventually, running_manager
 
 
@@ -58,3 +61,25 @@ async def test_getjob_of_a_child_returns_its_table_reports_and_every_other_answe
         events = [event async for event in m.api.WatchJob(pb.WatchJobRequest(id=assignment.job_id))]
         assert events[0].snapshot.job.result.engine == "postgresql"
         assert all(not event.snapshot.job.result.tables and not event.changed.result.tables for event in events)
+
+
+def test_table_reports_survive_the_store_on_both_databases(store: JobStore) -> None:
+    created = store.create_maintenance(MaintenanceSpec(("db1",), (Operation.VACUUM,), None, 3))
+    (child,) = created.children
+    store.start_children([StartRequest(child.id, child.attempt, "w1")])
+    table = TableReport(
+        schema="public",
+        table="bloated",
+        action=TableAction.VACUUM,
+        reasons=("dead_tuples",),
+        evidence={"dead_tuples": 10_000.0, "dead_ratio": 0.5},
+        before={"dead_tuples": 10_000.0},
+        after={"dead_tuples": 0.0},
+        duration_seconds=0.25,
+    )
+    report = OperationReport(engine="postgresql", objects_processed=1, tables=(table,))
+
+    store.finish_child(ChildOutcome(child.id, child.attempt, "w1", JobStatus.COMPLETED, None, report))
+
+    stored = store.get_job(child.id)
+    assert stored is not None and stored.report == report
