@@ -22,6 +22,7 @@ from typing import Any
 import pymysql
 
 from dbmaint.operations import Reason, TableAction, TableScope
+from worker_service.engines.base import OperationFailed
 from worker_service.engines.observe import (
     DEFAULT_THRESHOLDS,
     TableObservation,
@@ -92,6 +93,8 @@ def observe_mariadb(
         catalog = {(str(r[0]), str(r[1])): r for r in _rows(cursor, TABLES_SQL) if str(r[0]) not in SYSTEM_SCHEMAS}
         current = _rows(cursor, "SELECT DATABASE(), @@innodb_file_per_table")[0]
         in_system = _system_tablespace_tables(cursor)
+    if current[0] is None and scope.everything:
+        raise OperationFailed("the connection has no current database: name the databases (schemas) to observe")
     default_schemas = [str(current[0])] if current[0] is not None else []
     file_per_table = bool(int(current[1]))
     observations = []

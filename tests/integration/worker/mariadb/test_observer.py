@@ -86,3 +86,13 @@ def test_observing_changes_nothing(fragmented: int, observer: Any, admin: Any, d
 def test_an_unknown_table_is_named(fragmented: int, observer: Any) -> None:
     with pytest.raises(OperationFailed, match="'missing' does not exist"):
         observe_mariadb(observer, TableScope(tables=("missing",)))
+
+
+def test_without_a_current_database_the_scope_must_name_one(fragmented: int, mariadb_url: URL, db: str) -> None:
+    conn = connect(mariadb_url, database=None)
+    try:
+        with pytest.raises(OperationFailed, match="no current database"):
+            observe_mariadb(conn, TableScope())
+        assert {o.table for o in observe_mariadb(conn, TableScope(schemas=(db,)))} == {"items", "plain"}
+    finally:
+        conn.close()
