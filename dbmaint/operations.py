@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 PARENT_JOB_TYPE = "database_maintenance_parent"
@@ -48,6 +48,82 @@ class JobStatus(enum.StrEnum):
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
+class TableAction(enum.StrEnum):
+    """What was done, or proposed, for one table (``TableReport.action``)."""
+
+    VACUUM = "vacuum"
+    FREEZE = "freeze"
+    ANALYZE = "analyze"
+    REINDEX = "reindex"
+    DROP_INVALID_INDEX = "drop_invalid_index"
+    OPTIMIZE = "optimize"
+    SKIP = "skip"
+
+
+class Reason(enum.StrEnum):
+    """The stable reason codes of a ``TableReport``; scripts match on these strings, so never rename one."""
+
+    DEAD_TUPLES = "dead_tuples"
+    XID_AGE = "xid_age"
+    MXID_AGE = "mxid_age"
+    BLOAT_ESTIMATE = "bloat_estimate"
+    INVALID_INDEX = "invalid_index"
+    STALE_STATISTICS = "stale_statistics"
+    DATA_FREE = "data_free"
+    FREELIST = "freelist"
+    BELOW_THRESHOLD = "below_threshold"
+    RECENTLY_MAINTAINED = "recently_maintained"
+    LOCKED = "locked"
+    XMIN_HORIZON_HELD = "xmin_horizon_held"
+    NO_SPACE_RETURNED = "no_space_returned"
+
+
+@dataclass(frozen=True, slots=True)
+class TableReport:
+    """One table: the action taken or proposed, why (``Reason`` codes), and catalog figures by name with the
+    unit in the name (``dead_tuples``, ``xid_age``, ``bloat_bytes``...), before and after when re-observed."""
+
+    schema: str
+    table: str
+    action: TableAction | None = None
+    reasons: tuple[str, ...] = ()
+    evidence: Mapping[str, float] = field(default_factory=dict)
+    before: Mapping[str, float] = field(default_factory=dict)
+    after: Mapping[str, float] = field(default_factory=dict)
+    duration_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "table": self.table,
+            "action": self.action.value if self.action else None,
+            "reasons": list(self.reasons),
+            "evidence": dict(self.evidence),
+            "before": dict(self.before),
+            "after": dict(self.after),
+            "duration_seconds": self.duration_seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TableReport:
+        """The report ``to_dict`` wrote; an action this version does not know reads as None (unspecified)."""
+        action = str(data.get("action"))
+        return cls(
+            schema=str(data.get("schema", "")),
+            table=str(data.get("table", "")),
+            action=TableAction(action) if action in set(TableAction) else None,
+            reasons=tuple(str(r) for r in data.get("reasons", ())),
+            evidence=_figures(data.get("evidence")),
+            before=_figures(data.get("before")),
+            after=_figures(data.get("after")),
+            duration_seconds=float(data.get("duration_seconds", 0.0)),
+        )
+
+
+def _figures(value: Any) -> dict[str, float]:
+    return {str(name): float(number) for name, number in (value or {}).items()}
+
+
 @dataclass(frozen=True, slots=True)
 class OperationReport:
     """What one operation did on one target, as the worker measured it."""
@@ -59,6 +135,9 @@ class OperationReport:
     objects_processed: int = 0
     objects_skipped: int = 0
     notes: tuple[str, ...] = ()
+    # Per-table reports, most urgent first. Stored with the report; the manager shows them only in GetJob of a
+    # child.
+    tables: tuple[TableReport, ...] = ()
 
     @property
     def bytes_reclaimed(self) -> int:
@@ -73,6 +152,7 @@ class OperationReport:
             "objects_processed": self.objects_processed,
             "objects_skipped": self.objects_skipped,
             "notes": list(self.notes),
+            "tables": [table.to_dict() for table in self.tables],
         }
 
     @classmethod
@@ -85,6 +165,7 @@ class OperationReport:
             objects_processed=int(data.get("objects_processed", 0)),
             objects_skipped=int(data.get("objects_skipped", 0)),
             notes=tuple(str(n) for n in data.get("notes", ())),
+            tables=tuple(TableReport.from_dict(t) for t in data.get("tables", ())),
         )
 
 

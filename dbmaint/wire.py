@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from dbmaint.operations import JobStatus, Operation, OperationReport
+from dbmaint.operations import JobStatus, Operation, OperationReport, TableAction, TableReport
 from dbmaint.v1 import maintenance_pb2 as pb
 
 _OPERATION_TO_PROTO: dict[Operation, pb.Operation] = {
@@ -20,6 +20,17 @@ _OPERATION_TO_PROTO: dict[Operation, pb.Operation] = {
     Operation.OPTIMIZE: pb.OPERATION_OPTIMIZE,
 }
 _OPERATION_FROM_PROTO: dict[int, Operation] = {v: k for k, v in _OPERATION_TO_PROTO.items()}
+
+_ACTION_TO_PROTO: dict[TableAction, pb.TableAction] = {
+    TableAction.VACUUM: pb.TABLE_ACTION_VACUUM,
+    TableAction.FREEZE: pb.TABLE_ACTION_FREEZE,
+    TableAction.ANALYZE: pb.TABLE_ACTION_ANALYZE,
+    TableAction.REINDEX: pb.TABLE_ACTION_REINDEX,
+    TableAction.DROP_INVALID_INDEX: pb.TABLE_ACTION_DROP_INVALID_INDEX,
+    TableAction.OPTIMIZE: pb.TABLE_ACTION_OPTIMIZE,
+    TableAction.SKIP: pb.TABLE_ACTION_SKIP,
+}
+_ACTION_FROM_PROTO: dict[int, TableAction] = {v: k for k, v in _ACTION_TO_PROTO.items()}
 
 _STATUS_TO_PROTO: dict[JobStatus, pb.JobStatus] = {
     JobStatus.PENDING: pb.JOB_STATUS_PENDING,
@@ -90,6 +101,34 @@ def report_to_proto(report: OperationReport) -> pb.OperationResult:
         objects_skipped=report.objects_skipped,
         engine=report.engine,
         notes=list(report.notes),
+        tables=[table_report_to_proto(table) for table in report.tables],
+    )
+
+
+def table_report_to_proto(report: TableReport) -> pb.TableReport:
+    return pb.TableReport(
+        schema=report.schema,
+        table=report.table,
+        action=_ACTION_TO_PROTO[report.action] if report.action else pb.TABLE_ACTION_UNSPECIFIED,
+        reasons=list(report.reasons),
+        evidence=dict(report.evidence),
+        before=dict(report.before),
+        after=dict(report.after),
+        duration=duration(report.duration_seconds),
+    )
+
+
+def table_report_from_proto(message: pb.TableReport) -> TableReport:
+    """The domain report; an action this version does not know (or UNSPECIFIED) reads as None."""
+    return TableReport(
+        schema=message.schema,
+        table=message.table,
+        action=_ACTION_FROM_PROTO.get(message.action),
+        reasons=tuple(message.reasons),
+        evidence=dict(message.evidence),
+        before=dict(message.before),
+        after=dict(message.after),
+        duration_seconds=message.duration.ToNanoseconds() / 1e9,
     )
 
 
@@ -102,4 +141,5 @@ def report_from_proto(message: pb.OperationResult) -> OperationReport:
         objects_processed=message.objects_processed,
         objects_skipped=message.objects_skipped,
         notes=tuple(message.notes),
+        tables=tuple(table_report_from_proto(table) for table in message.tables),
     )

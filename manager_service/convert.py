@@ -4,6 +4,7 @@ field by field), and maintenance windows both ways (CreateMaintenance and schedu
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from google.protobuf.duration_pb2 import Duration
@@ -75,7 +76,9 @@ def window_to_proto(window: window_rules.Window) -> pb.MaintenanceWindow:
     return message
 
 
-def job_to_proto(job: Job, waiting_reason: str = "") -> pb.Job:
+def job_to_proto(job: Job, waiting_reason: str = "", with_tables: bool = False) -> pb.Job:
+    """The job as the API shows it. The result's per-table reports only ``with_tables`` (GetJob of a child):
+    lists, snapshots, pages of children and WatchJob events leave them out to stay small."""
     message = pb.Job(
         id=job.id,
         type=job.type,
@@ -101,7 +104,8 @@ def job_to_proto(job: Job, waiting_reason: str = "") -> pb.Job:
     if job.window is not None:
         message.window.CopyFrom(window_to_proto(stored_window(job.window)))
     if job.report is not None:
-        message.result.CopyFrom(wire.report_to_proto(job.report))
+        report = job.report if with_tables else replace(job.report, tables=())
+        message.result.CopyFrom(wire.report_to_proto(report))
     if job.progress is not None:
         p = job.progress
         message.progress.CopyFrom(

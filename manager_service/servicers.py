@@ -131,15 +131,16 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
         self._orchestrator = orchestrator
         self._limits = limits
 
-    def _job(self, job: Job) -> pb.Job:
-        return job_to_proto(job, self._orchestrator.waiting_reason(job))
+    def _job(self, job: Job, with_tables: bool = False) -> pb.Job:
+        return job_to_proto(job, self._orchestrator.waiting_reason(job), with_tables)
 
     def _worker(self, session: WorkerSession) -> pb.WorkerInfo:
         return worker_to_proto(session, self._orchestrator.running_job_ids(session))
 
-    def _snapshot(self, snapshot: Snapshot) -> pb.GetJobResponse:
+    def _snapshot(self, snapshot: Snapshot, with_tables: bool = False) -> pb.GetJobResponse:
+        """``with_tables``: the job itself carries its per-table reports (GetJob); its children never do."""
         return pb.GetJobResponse(
-            job=self._job(snapshot.job),
+            job=self._job(snapshot.job, with_tables),
             children=[self._job(c) for c in snapshot.children],
             next_children_page_token=_next_children_token(snapshot.children, snapshot.more_children),
         )
@@ -180,7 +181,7 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
         snapshot = await self._orchestrator.get(
             job_id, page_size=page_size, after_position=after, statuses=statuses
         )
-        return self._snapshot(snapshot)
+        return self._snapshot(snapshot, with_tables=True)
 
     @translate_errors
     async def ListJobs(

@@ -16,12 +16,13 @@ The rules for text that comes from outside the manager:
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from dbmaint.operations import DEFAULT_OPERATIONS, Operation, OperationReport, TableScope
+from dbmaint.operations import DEFAULT_OPERATIONS, Operation, OperationReport, TableReport, TableScope
 from manager_service.domain import MaintenanceSpec
 from manager_service.errors import RequestInvalid
 
@@ -34,6 +35,12 @@ RESULT_ERROR_MAX_LENGTH = 4000
 REPORT_ENGINE_MAX_LENGTH = 64
 REPORT_NOTE_MAX_LENGTH = 2000
 REPORT_MAX_NOTES = 1000
+# Per-table reports: names are catalog identifiers (PostgreSQL: 63 bytes, MariaDB: 64 characters), reason codes
+# and figure names short words; a report keeps at most this many tables (a target with more is rare and the
+# notes still count them all).
+REPORT_NAME_MAX_LENGTH = 128
+REPORT_MAX_TABLES = 10000
+REPORT_MAX_FIGURES = 64
 CANCEL_REASON_MAX_LENGTH = 500  # a drain reason too
 WAITING_REASON_MAX_LENGTH = 500  # why a running attempt waits (the target's resource lock)
 WORKER_VERSION_MAX_LENGTH = 64
@@ -169,9 +176,31 @@ def sanitize_text(value: str, limit: int) -> str:
 
 
 def sanitize_report(report: OperationReport) -> OperationReport:
-    """A worker's report with its engine and notes sanitized and bounded (at most REPORT_MAX_NOTES notes)."""
+    """A worker's report with its engine, notes and table reports sanitized and bounded (at most REPORT_MAX_NOTES
+    notes, REPORT_MAX_TABLES tables of REPORT_MAX_FIGURES figures per map)."""
     engine = sanitize_text(report.engine, REPORT_ENGINE_MAX_LENGTH)
     notes = tuple(sanitize_text(note, REPORT_NOTE_MAX_LENGTH) for note in report.notes[:REPORT_MAX_NOTES])
-    if engine == report.engine and notes == report.notes:
+    tables = tuple(_sanitize_table(table) for table in report.tables[:REPORT_MAX_TABLES])
+    if engine == report.engine and notes == report.notes and tables == report.tables:
         return report
-    return replace(report, engine=engine, notes=notes)
+    return replace(report, engine=engine, notes=notes, tables=tables)
+
+
+def _sanitize_table(table: TableReport) -> TableReport:
+    def name(text: str) -> str:
+        return sanitize_text(text, REPORT_NAME_MAX_LENGTH)
+
+    def figures(values: Mapping[str, float]) -> dict[str, float]:
+        # NaN and infinities are not JSON: the store (a JSON column on PostgreSQL) would refuse the report.
+        kept = [(key, value) for key, value in values.items() if math.isfinite(value)]
+        return {name(key): value for key, value in kept[:REPORT_MAX_FIGURES]}
+
+    return replace(
+        table,
+        schema=name(table.schema),
+        table=name(table.table),
+        reasons=tuple(name(reason) for reason in table.reasons[:REPORT_MAX_FIGURES]),
+        evidence=figures(table.evidence),
+        before=figures(table.before),
+        after=figures(table.after),
+    )

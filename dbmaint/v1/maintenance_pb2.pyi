@@ -33,6 +33,24 @@ class WindowEndPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WINDOW_END_UNSPECIFIED: _ClassVar[WindowEndPolicy]
     WINDOW_END_FINISH: _ClassVar[WindowEndPolicy]
     WINDOW_END_CANCEL: _ClassVar[WindowEndPolicy]
+
+class TableAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TABLE_ACTION_UNSPECIFIED: _ClassVar[TableAction]
+    TABLE_ACTION_VACUUM: _ClassVar[TableAction]
+    TABLE_ACTION_FREEZE: _ClassVar[TableAction]
+    TABLE_ACTION_ANALYZE: _ClassVar[TableAction]
+    TABLE_ACTION_REINDEX: _ClassVar[TableAction]
+    TABLE_ACTION_DROP_INVALID_INDEX: _ClassVar[TableAction]
+    TABLE_ACTION_OPTIMIZE: _ClassVar[TableAction]
+    TABLE_ACTION_SKIP: _ClassVar[TableAction]
+
+class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODE_UNSPECIFIED: _ClassVar[Mode]
+    MODE_ALL: _ClassVar[Mode]
+    MODE_PLAN: _ClassVar[Mode]
+    MODE_AUTO: _ClassVar[Mode]
 OPERATION_UNSPECIFIED: Operation
 OPERATION_VACUUM: Operation
 OPERATION_ANALYZE: Operation
@@ -47,6 +65,18 @@ JOB_STATUS_CANCELLED: JobStatus
 WINDOW_END_UNSPECIFIED: WindowEndPolicy
 WINDOW_END_FINISH: WindowEndPolicy
 WINDOW_END_CANCEL: WindowEndPolicy
+TABLE_ACTION_UNSPECIFIED: TableAction
+TABLE_ACTION_VACUUM: TableAction
+TABLE_ACTION_FREEZE: TableAction
+TABLE_ACTION_ANALYZE: TableAction
+TABLE_ACTION_REINDEX: TableAction
+TABLE_ACTION_DROP_INVALID_INDEX: TableAction
+TABLE_ACTION_OPTIMIZE: TableAction
+TABLE_ACTION_SKIP: TableAction
+MODE_UNSPECIFIED: Mode
+MODE_ALL: Mode
+MODE_PLAN: Mode
+MODE_AUTO: Mode
 
 class MaintenanceWindow(_message.Message):
     __slots__ = ("start", "end", "cron", "duration", "time_zone", "cutoff", "on_end")
@@ -73,8 +103,49 @@ class MaintenanceWindow(_message.Message):
     on_end: _containers.ScalarMap[str, WindowEndPolicy]
     def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cron: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., time_zone: _Optional[str] = ..., cutoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., on_end: _Optional[_Mapping[str, WindowEndPolicy]] = ...) -> None: ...
 
+class TableReport(_message.Message):
+    __slots__ = ("schema", "table", "action", "reasons", "evidence", "before", "after", "duration")
+    class EvidenceEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class BeforeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class AfterEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    schema: str
+    table: str
+    action: TableAction
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    evidence: _containers.ScalarMap[str, float]
+    before: _containers.ScalarMap[str, float]
+    after: _containers.ScalarMap[str, float]
+    duration: _duration_pb2.Duration
+    def __init__(self, schema: _Optional[str] = ..., table: _Optional[str] = ..., action: _Optional[_Union[TableAction, str]] = ..., reasons: _Optional[_Iterable[str]] = ..., evidence: _Optional[_Mapping[str, float]] = ..., before: _Optional[_Mapping[str, float]] = ..., after: _Optional[_Mapping[str, float]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
 class OperationResult(_message.Message):
-    __slots__ = ("duration", "bytes_before", "bytes_after", "objects_processed", "objects_skipped", "engine", "notes")
+    __slots__ = ("duration", "bytes_before", "bytes_after", "objects_processed", "objects_skipped", "engine", "notes", "tables")
     DURATION_FIELD_NUMBER: _ClassVar[int]
     BYTES_BEFORE_FIELD_NUMBER: _ClassVar[int]
     BYTES_AFTER_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +153,7 @@ class OperationResult(_message.Message):
     OBJECTS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
+    TABLES_FIELD_NUMBER: _ClassVar[int]
     duration: _duration_pb2.Duration
     bytes_before: int
     bytes_after: int
@@ -89,7 +161,8 @@ class OperationResult(_message.Message):
     objects_skipped: int
     engine: str
     notes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., bytes_before: _Optional[int] = ..., bytes_after: _Optional[int] = ..., objects_processed: _Optional[int] = ..., objects_skipped: _Optional[int] = ..., engine: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
+    tables: _containers.RepeatedCompositeFieldContainer[TableReport]
+    def __init__(self, duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., bytes_before: _Optional[int] = ..., bytes_after: _Optional[int] = ..., objects_processed: _Optional[int] = ..., objects_skipped: _Optional[int] = ..., engine: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ..., tables: _Optional[_Iterable[_Union[TableReport, _Mapping]]] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("total", "pending", "running", "succeeded", "failed", "cancelled")
@@ -158,20 +231,24 @@ class Job(_message.Message):
     def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., parent_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., target: _Optional[str] = ..., operation: _Optional[_Union[Operation, str]] = ..., config: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., worker_id: _Optional[str] = ..., error: _Optional[str] = ..., result: _Optional[_Union[OperationResult, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., position: _Optional[int] = ..., waiting_reason: _Optional[str] = ..., schedule_id: _Optional[str] = ..., scheduled_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[MaintenanceWindow, _Mapping]] = ...) -> None: ...
 
 class CreateMaintenanceRequest(_message.Message):
-    __slots__ = ("targets", "operations", "request_id", "schemas", "tables", "window")
+    __slots__ = ("targets", "operations", "request_id", "schemas", "tables", "window", "mode", "parallel")
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     OPERATIONS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SCHEMAS_FIELD_NUMBER: _ClassVar[int]
     TABLES_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_FIELD_NUMBER: _ClassVar[int]
     targets: _containers.RepeatedScalarFieldContainer[str]
     operations: _containers.RepeatedScalarFieldContainer[Operation]
     request_id: str
     schemas: _containers.RepeatedScalarFieldContainer[str]
     tables: _containers.RepeatedScalarFieldContainer[str]
     window: MaintenanceWindow
-    def __init__(self, targets: _Optional[_Iterable[str]] = ..., operations: _Optional[_Iterable[_Union[Operation, str]]] = ..., request_id: _Optional[str] = ..., schemas: _Optional[_Iterable[str]] = ..., tables: _Optional[_Iterable[str]] = ..., window: _Optional[_Union[MaintenanceWindow, _Mapping]] = ...) -> None: ...
+    mode: Mode
+    parallel: int
+    def __init__(self, targets: _Optional[_Iterable[str]] = ..., operations: _Optional[_Iterable[_Union[Operation, str]]] = ..., request_id: _Optional[str] = ..., schemas: _Optional[_Iterable[str]] = ..., tables: _Optional[_Iterable[str]] = ..., window: _Optional[_Union[MaintenanceWindow, _Mapping]] = ..., mode: _Optional[_Union[Mode, str]] = ..., parallel: _Optional[int] = ...) -> None: ...
 
 class CreateMaintenanceResponse(_message.Message):
     __slots__ = ("parent", "children", "created", "next_children_page_token")
