@@ -169,6 +169,23 @@ class OperationReport:
         )
 
 
+class RunMode(enum.StrEnum):
+    """How a child runs, from ``"mode"`` in its config (the proto's ``Mode``): ALL runs the statement on every
+    table in scope (absent means ALL, so older configs read the same); PLAN observes and reports, changing
+    nothing. AUTO is not available yet: ``from_config`` refuses it like any unknown value."""
+
+    ALL = "all"
+    PLAN = "plan"
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> RunMode:
+        """The mode in a child's config; ValueError names a value this version does not run."""
+        value = config.get("mode", cls.ALL.value)
+        if value not in {mode.value for mode in cls}:
+            raise ValueError(f"config 'mode' {value!r} is not one of {', '.join(mode.value for mode in cls)}")
+        return cls(value)
+
+
 @dataclass(frozen=True, slots=True)
 class TableScope:
     """Which tables an operation covers: all user tables (empty), or those of some schemas, or named tables.

@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dbmaint.operations import CHILD_JOB_TYPE, LEGACY_JOB_TYPE, JobStatus, Operation, OperationReport, TableScope
+from dbmaint.operations import (
+    CHILD_JOB_TYPE,
+    LEGACY_JOB_TYPE,
+    JobStatus,
+    Operation,
+    OperationReport,
+    RunMode,
+    TableScope,
+)
 from dbmaint.windows import window_ended
 from worker_service.cancel import (
     ALARMS,
@@ -120,6 +128,7 @@ def validate_assignment(assignment: Assignment, served_targets: Collection[str])
             return f"assignment config {key} {config[key]!r} does not match the assignment's {key} {expected!r}"
     try:
         TableScope.from_config(config)
+        RunMode.from_config(config)
     except ValueError as exc:
         return f"assignment config is invalid: {exc}"
     if assignment.target not in served_targets:
@@ -142,8 +151,13 @@ def run_assignment(
         return failed(assignment, f"deadline exceeded before the operation started ({deadline.isoformat()})")
     started = time.monotonic()
     try:
-        scope = TableScope.from_config(assignment.config or {})
-        report = target.engine.run(operation, target.url, cancel, deadline, scope, status=status)
+        config = assignment.config or {}
+        scope = TableScope.from_config(config)
+        # The one place the mode branches: a PLAN only observes (no resource lock, no statement, no status).
+        if RunMode.from_config(config) is RunMode.PLAN:
+            report = target.engine.plan(target.url, cancel, deadline, scope)
+        else:
+            report = target.engine.run(operation, target.url, cancel, deadline, scope, status=status)
     except OperationCancelled as exc:
         return Outcome(assignment.job_id, assignment.attempt, JobStatus.CANCELLED, exc.reason)
     except DeadlineExceeded as exc:

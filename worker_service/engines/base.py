@@ -10,6 +10,8 @@ An engine runs one maintenance operation on one database URL, on the calling (sl
 * never create a database that does not exist;
 * hold the target's resource lock for the whole operation, on the operation's own session, waiting for it
   while another attempt holds it (``worker_service.engines.fence``) and saying so through ``status``.
+
+``plan`` (MODE_PLAN) is the exception: read-only, it takes no resource lock and runs no maintenance statement.
 """
 
 from __future__ import annotations
@@ -104,4 +106,10 @@ class Engine(Protocol):
         """Run ``operation`` on the tables of ``scope`` in the database at ``url``; blocks the calling thread
         until done or interrupted. Scope names are matched against the catalog: one that does not exist raises
         OperationFailed naming it. ``status`` (None: nobody listens) hears of a wait for the resource lock."""
+        ...
+
+    def plan(self, url: URL, cancel: CancelToken, deadline: datetime | None, scope: TableScope) -> OperationReport:
+        """MODE_PLAN: observe the tables of ``scope`` (the engine's observer) and report what it would do and
+        why (``worker_service.engines.plan``), changing nothing. Read-only, so it takes no resource lock and
+        never waits behind a running operation; a cancel or the deadline still stops it."""
         ...

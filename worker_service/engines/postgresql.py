@@ -104,10 +104,13 @@ from dbmaint.operations import Operation, OperationReport, TableScope
 from worker_service.cancel import CancelToken, check, seconds_left
 from worker_service.engines import fence, tables
 from worker_service.engines.base import EVERYTHING, EngineUnavailable, OperationFailed, RunStatus
+from worker_service.engines.observe_postgresql import observe_postgresql
+from worker_service.engines.plan import plan_report
 from worker_service.faults import NO_FAULTS, FaultPlan
 from worker_service.logs import redact
 
 SUPPORTED_DRIVERNAMES = frozenset({"postgresql", "postgresql+psycopg"})
+DATABASE_SIZE_SQL = "SELECT pg_catalog.pg_database_size(pg_catalog.current_database())"
 LOCK_TIMEOUT_PARAM = "dbmaint_lock_timeout"
 DEFAULT_LOCK_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 10
@@ -496,7 +499,7 @@ class _Session:
         }
 
     def database_size(self) -> int:
-        row = self.conn.execute("SELECT pg_catalog.pg_database_size(pg_catalog.current_database())").fetchone()
+        row = self.conn.execute(DATABASE_SIZE_SQL).fetchone()
         return int(row[0]) if row else 0
 
     def relations(self, scope: TableScope) -> list[_Relation]:
@@ -829,3 +832,30 @@ class PostgresqlEngine:
             return tables.run_operation(session, operation.value, cancel, deadline, status or RunStatus(), slow)
         finally:
             conn.close()
+
+    def plan(self, url: URL, cancel: CancelToken, deadline: datetime | None, scope: TableScope) -> OperationReport:
+        """MODE_PLAN (``Engine.plan``): ``observe_postgresql`` on an autocommit connection of its own, then the
+        database's size; no resource lock (a plan must not wait behind a running VACUUM), no maintenance
+        statement. A cancel or the deadline cancels the running catalog query on the server."""
+        check(cancel, deadline)
+        started = time.monotonic()
+        conn = self._connect(url, deadline)
+        canceller = _canceller(conn)
+        try:
+            with tables.interruptible(canceller, cancel, deadline) as stopped:
+                try:
+                    observations = observe_postgresql(conn, scope)
+                    row = conn.execute(DATABASE_SIZE_SQL).fetchone()
+                except psycopg.Error as exc:
+                    # An error the interrupt caused is the interruption: CANCELLED, or the deadline's failure.
+                    raise (
+                        stopped() or OperationFailed(f"postgresql plan failed: {sanitize(str(exc), url)}")
+                    ) from None
+                finally:
+                    canceller.stop()
+                stop = stopped()  # a cancel after the last query: the plan ends CANCELLED all the same
+                if stop is not None:
+                    raise stop
+        finally:
+            conn.close()
+        return plan_report(self.name, observations, int(row[0]) if row else 0, started)

@@ -35,6 +35,7 @@ from dbmaint.operations import Operation, OperationReport, TableScope
 from worker_service.cancel import CancelToken, check, interrupting, interruption
 from worker_service.engines import fence
 from worker_service.engines.base import EVERYTHING, EngineUnavailable, OperationFailed, RunStatus
+from worker_service.engines.plan import plan_report
 from worker_service.faults import NO_FAULTS, FaultPlan
 
 STATEMENTS: dict[Operation, str] = {
@@ -239,11 +240,12 @@ class SqliteEngine:
             except ValueError:
                 raise EngineUnavailable(f"sqlite timeout={timeout!r} is not a number of seconds") from None
 
-    def _connect(self, path: str, url: URL) -> sqlite3.Connection:
+    def _connect(self, path: str, url: URL, read_only: bool = False) -> sqlite3.Connection:
         timeout = url.query.get("timeout")
         busy_timeout = float(str(timeout)) if timeout is not None else DEFAULT_BUSY_TIMEOUT
-        # mode=rw: never create the file. isolation_level=None: autocommit (VACUUM refuses a transaction).
-        uri = f"file:{urllib.parse.quote(path)}?mode=rw"
+        # mode=rw: never create the file (mode=ro for a plan: never write it either). isolation_level=None:
+        # autocommit (VACUUM refuses a transaction).
+        uri = f"file:{urllib.parse.quote(path)}?mode={'ro' if read_only else 'rw'}"
         return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout)
 
     def run(
@@ -269,6 +271,36 @@ class SqliteEngine:
         finally:
             lock.close()
         return dataclasses.replace(report, notes=(*report.notes, fence.lock_note(lock, waited)))
+
+    def plan(self, url: URL, cancel: CancelToken, deadline: datetime | None, scope: TableScope) -> OperationReport:
+        """MODE_PLAN (``Engine.plan``): ``observe_sqlite`` on a read-only connection (``mode=ro``: the file stays
+        byte-identical), without the resource lock (a plan must not wait behind a running VACUUM) and without a
+        maintenance statement. A cancel or the deadline interrupts its query. The size is the file's."""
+        # Imported here: observe_sqlite uses quote_identifier from this module; a top-level import is a cycle.
+        from worker_service.engines.observe_sqlite import observe_sqlite
+
+        path = database_path(url)
+        check(cancel, deadline)
+        if not os.path.isfile(path):
+            raise OperationFailed(f"sqlite database file does not exist or is not a file: {path}")
+        started = time.monotonic()
+        try:
+            conn = self._connect(path, url, read_only=True)
+        except sqlite3.Error as exc:
+            raise OperationFailed(f"cannot open sqlite database {path}: {exc}") from None
+        try:
+            with interrupting(conn.interrupt, cancel, deadline) as interrupts:
+                try:
+                    observations = observe_sqlite(conn, scope)
+                    size = _read_size(conn).bytes
+                except sqlite3.Error as exc:
+                    # An error the interrupt caused is the interruption: CANCELLED, or the deadline's failure.
+                    stopped = interruption(cancel, deadline, deadline_reached=interrupts.deadline_reached)
+                    raise (stopped or OperationFailed(f"cannot observe sqlite database {path}: {exc}")) from None
+        finally:
+            conn.close()
+        check(cancel, deadline)  # a cancel after the last query: the plan ends CANCELLED all the same
+        return plan_report(self.name, observations, size, started)
 
     def _run(
         self,
