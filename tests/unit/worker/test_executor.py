@@ -113,6 +113,7 @@ class FakeEngine:
         self.started = threading.Event()
         self.release = threading.Event()
         self.scopes: list[TableScope] = []
+        self.plans: list[TableScope] = []
 
     def check_url(self, url: URL) -> None:
         pass
@@ -129,6 +130,10 @@ class FakeEngine:
         self.started.set()
         self.scopes.append(scope)
         return self.behaviour(operation, url, cancel, deadline, self)  # type: ignore[no-any-return]
+
+    def plan(self, url: URL, cancel: CancelToken, deadline: datetime | None, scope: TableScope) -> OperationReport:
+        self.plans.append(scope)
+        return OperationReport(engine="fake", notes=("plan: 0 table(s) observed, nothing changed",))
 
 
 def target_with(behaviour: Any) -> BoundTarget:
@@ -153,6 +158,29 @@ def test_the_scope_in_the_config_reaches_the_engine() -> None:
     assert outcome.status is JobStatus.COMPLETED
     assert isinstance(target.engine, FakeEngine)
     assert target.engine.scopes == [TableScope(schemas=("sales",), tables=("sales.orders",))]
+
+
+def test_a_plan_assignment_asks_the_engine_for_a_plan_and_runs_nothing() -> None:
+    target = target_with(lambda *_: pytest.fail("a plan must not run the operation"))
+    config = {"operation": "vacuum", "target": "orders", "mode": "plan", "tables": ["sales.orders"]}
+    outcome = run_assignment(make(config=config), target, CancelToken())
+    assert outcome.status is JobStatus.COMPLETED
+    assert outcome.report is not None and outcome.report.notes == ("plan: 0 table(s) observed, nothing changed",)
+    assert isinstance(target.engine, FakeEngine)
+    assert (target.engine.plans, target.engine.scopes) == ([TableScope(tables=("sales.orders",))], [])
+
+
+def test_an_assignment_whose_mode_is_all_runs_the_operation() -> None:
+    target = target_with(lambda *_: OperationReport(engine="fake", objects_processed=1))
+    outcome = run_assignment(make(config={"mode": "all"}), target, CancelToken())
+    assert outcome.report is not None and outcome.report.objects_processed == 1
+    assert isinstance(target.engine, FakeEngine) and target.engine.plans == []
+
+
+@pytest.mark.parametrize("mode", ["auto", "PLAN", 1])
+def test_a_mode_this_worker_does_not_run_is_refused(mode: object) -> None:
+    problem = validate_assignment(make(config={"operation": "vacuum", "mode": mode}), SERVED)
+    assert problem is not None and "assignment config is invalid: config 'mode'" in problem
 
 
 @pytest.mark.parametrize("bad", [{"tables": "orders"}, {"schemas": [1]}, {"tables": [""]}])
