@@ -9,11 +9,15 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
 
+from dbmaint.operations import Operation
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import schedules_pb2 as spb
 from dbmaint.v1 import schedules_pb2_grpc as spb_grpc
-from tests.support.manager import running_manager
+from manager_service.domain import MaintenanceSpec
+from manager_service.store import JobStore
+from tests.support.manager import eventually, running_manager
 
 
 def plan_request(**fields: object) -> pb.CreateMaintenanceRequest:
@@ -83,3 +87,30 @@ async def test_a_schedule_keeps_its_plan_mode_and_refuses_auto(tmp_path: Path) -
             await schedules.CreateSchedule(spb.CreateScheduleRequest(schedule=message))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "schedule.maintenance.mode" in (info.value.details() or "")
+
+
+async def test_a_running_plan_parent_is_no_schedule_overlap(tmp_path: Path) -> None:
+    async with running_manager(tmp_path) as m:
+        # No worker serves db1: every parent stays pending. An ALL schedule would skip its later slots
+        # (SKIPPED_OVERLAP); a PLAN schedule fires each of them.
+        schedules = spb_grpc.ScheduleServiceStub(m.channel)
+        every = Duration(seconds=1)
+        message = spb.Schedule(id="planner", every=every, maintenance=plan_request())
+        await schedules.CreateSchedule(spb.CreateScheduleRequest(schedule=message))
+
+        async def fired_twice() -> bool:
+            answer = await schedules.ListFirings(spb.ListFiringsRequest(schedule_id="planner"))
+            outcomes = [firing.outcome for firing in answer.firings]
+            assert spb.FIRING_OUTCOME_SKIPPED_OVERLAP not in outcomes
+            return outcomes.count(spb.FIRING_OUTCOME_FIRED) >= 2
+
+        await eventually(fired_twice, timeout=6)
+
+
+def test_the_plan_mode_survives_the_store_on_both_databases(store: JobStore) -> None:
+    created = store.create_maintenance(MaintenanceSpec(("db1",), (Operation.VACUUM,), "r1", 3, plan=True))
+    (child,) = created.children
+    for stored in (store.get_job(created.parent.id), store.get_job(child.id)):
+        assert stored is not None and stored.is_plan
+    again = store.create_maintenance(MaintenanceSpec(("db1",), (Operation.VACUUM,), "r1", 3, plan=True))
+    assert not again.created and again.parent.id == created.parent.id
