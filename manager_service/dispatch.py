@@ -144,7 +144,7 @@ class DispatchQueue:
         planned: list[PlannedAssignment] = []
         looked_at: list[tuple[int, str]] = []  # ready entries taken off the heap, put back at the end
         read_only_looked_at: list[tuple[int, str]] = []  # likewise for the read-only heap
-        seen: set[str] = set()
+        seen: set[tuple[bool, str]] = set()  # (read-only, its job id) or (not, its target)
         next_freed = 0
         while free > 0:
             ready = self._ready_head()
@@ -160,10 +160,11 @@ class DispatchQueue:
                 looked_at.append(heapq.heappop(self._ready))
             else:
                 read_only_looked_at.append(heapq.heappop(self._read_only))
-            if not child.read_only:
-                if child.target in seen:
-                    continue  # a duplicate entry of a target already considered
-                seen.add(child.target)
+            # A duplicate entry of a target (or of a read-only child queued again) already considered.
+            key = (child.read_only, child.job_id if child.read_only else child.target)
+            if key in seen:
+                continue
+            seen.add(key)
             worker = _pick_worker(capacities, child.target)
             if worker is None:
                 continue  # nobody serves it now; the others still go

@@ -10,6 +10,7 @@ from typing import Any
 
 from dbmaint.operations import CHILD_JOB_TYPE, JobStatus, Operation
 from manager_service import window_rules
+from manager_service.dispatch import DispatchQueue, QueuedChild, WorkerCapacity
 from manager_service.domain import BatchOutcome, ChildOutcome, Job, Transition
 from manager_service.fleet import FleetCore, FleetSettings
 from manager_service.workers import AssignCommand, HelloInfo
@@ -123,3 +124,15 @@ def test_a_plan_child_ignores_its_maintenance_window() -> None:
     assert started == [plan.id]
     assert assignment.config == PLAN
     assert assignment.window_end is None
+
+
+def test_a_plan_child_queued_again_after_its_first_attempt_is_planned_once() -> None:
+    queue = DispatchQueue()
+    first = QueuedChild(1, "c1", 1, "t", read_only=True)
+    queue.push(first)
+    queue.take(first)  # started; its heap entry stays behind until it reaches the top
+    queue.push(QueuedChild(1, "c1", 2, "t", read_only=True))  # its lease lapsed: the next attempt
+    workers = [WorkerCapacity("w0", frozenset({"t"}), 1), WorkerCapacity("w1", frozenset({"t"}), 1)]
+    (planned,) = queue.plan(workers)
+    assert (planned.child.job_id, planned.child.attempt) == ("c1", 2)
+    assert queue.busy_with("t") is None
