@@ -115,3 +115,12 @@ def test_plan_json_prints_each_childs_reports_in_the_protobuf_json_mapping(cli: 
         "reasons": ["xid_age"],
         "evidence": {"xid_age": 180e6, "freeze_max_age": 200e6, "seconds_since_vacuum": 3 * 86400.0},
     }
+
+
+def test_plan_reopens_a_watch_the_manager_dropped(cli: Cli, fleet: FakeManager) -> None:
+    fleet.service.drop_watches = 1
+    result = cli("plan", "beta", "-o", "vacuum")
+
+    assert result.code == 0, result.err
+    assert sum(isinstance(r, pb.WatchJobRequest) for r in fleet.service.requests) >= 2
+    assert "2 table(s) observed on 1 target(s)" in result.out
