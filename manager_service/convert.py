@@ -163,6 +163,7 @@ def schedule_to_proto(schedule: Schedule, next_fire_time: datetime | None) -> sp
             operations=[wire.operation_to_proto(operation) for operation in maintenance.operations],
             schemas=list(maintenance.scope.schemas),
             tables=list(maintenance.scope.tables),
+            mode=pb.MODE_PLAN if maintenance.plan else pb.MODE_UNSPECIFIED,
         ),
         overlap=OVERLAP_TO_PROTO[spec.overlap],
         paused=schedule.paused,

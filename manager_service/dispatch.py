@@ -7,7 +7,12 @@
   opens), so it neither starts nor holds its target: a younger child of another parent may run there
   meanwhile, and when the window opens the waiting child takes its place by ``seq`` among those queued then;
 * a child goes only to a non-draining worker that serves its target and has a free slot;
-* different targets run in parallel; the target whose head child is oldest is served first.
+* different targets run in parallel; the target whose head child is oldest is served first;
+* a read-only child (MODE_PLAN: it observes the catalog and changes nothing) does not hold its target: it is
+  not in its target's queue, starts beside whatever runs there (a VACUUM of another parent, another PLAN child)
+  and never blocks the next child there. It still takes a worker slot, and the read-only children are served
+  in ``seq`` order among the targets' heads (the oldest first). It ignores maintenance windows (the fleet core
+  queues it whatever its window says).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ class QueuedChild:
     job_id: str
     attempt: int
     target: str
+    # MODE_PLAN: needs a slot but not its target (see the module docstring).
+    read_only: bool = False
 
 
 @dataclass(slots=True)
@@ -52,6 +59,9 @@ class DispatchQueue:
         # at the few targets it can serve instead of all of them. An entry goes stale when its target turns busy
         # or its head changes; stale entries are dropped when they reach the top (``_ready_head``).
         self._ready: list[tuple[int, str]] = []
+        # (seq, job id) of the read-only children: ready whatever their target does. Entries of discarded
+        # children are dropped when they reach the top.
+        self._read_only: list[tuple[int, str]] = []
 
     # -- pending children
 
@@ -61,13 +71,16 @@ class DispatchQueue:
             self._queued[child.job_id] = child
             return
         self._queued[child.job_id] = child
+        if child.read_only:
+            heapq.heappush(self._read_only, (child.seq, child.job_id))
+            return
         heapq.heappush(self._pending.setdefault(child.target, []), (child.seq, child.job_id))
         self._offer(child.target)
 
     def discard(self, job_id: str) -> None:
         """Forget a pending child (cancelled). Its heap entry is dropped lazily."""
         child = self._queued.pop(job_id, None)
-        if child is not None:
+        if child is not None and not child.read_only:
             self._offer(child.target)  # its target may have a new head
 
     def __contains__(self, job_id: str) -> bool:
@@ -89,7 +102,9 @@ class DispatchQueue:
         return None
 
     def pending_targets(self) -> list[str]:
-        return [t for t in list(self._pending) if self.head(t) is not None]
+        targets = [t for t in list(self._pending) if self.head(t) is not None]
+        read_only = {c.target for c in self._queued.values() if c.read_only}
+        return targets + sorted(read_only.difference(targets))
 
     def depths(self) -> dict[str, int]:
         """Pending children per target."""
@@ -128,21 +143,28 @@ class DispatchQueue:
         freed = sorted((c for t in released if (c := self.head(t)) is not None), key=lambda c: c.seq)
         planned: list[PlannedAssignment] = []
         looked_at: list[tuple[int, str]] = []  # ready entries taken off the heap, put back at the end
-        seen: set[str] = set()
+        read_only_looked_at: list[tuple[int, str]] = []  # likewise for the read-only heap
+        seen: set[tuple[bool, str]] = set()  # (read-only, its job id) or (not, its target)
         next_freed = 0
         while free > 0:
             ready = self._ready_head()
-            if next_freed < len(freed) and (ready is None or freed[next_freed].seq < ready.seq):
-                child = freed[next_freed]
-                next_freed += 1
-            elif ready is not None:
-                looked_at.append(heapq.heappop(self._ready))
-                child = ready
-            else:
+            read_only = self._read_only_head()
+            freed_head = freed[next_freed] if next_freed < len(freed) else None
+            candidates = [c for c in (freed_head, ready, read_only) if c is not None]
+            if not candidates:
                 break
-            if child.target in seen:
-                continue  # a duplicate entry of a target already considered
-            seen.add(child.target)
+            child = min(candidates, key=lambda c: c.seq)
+            if child is freed_head:
+                next_freed += 1
+            elif child is ready:
+                looked_at.append(heapq.heappop(self._ready))
+            else:
+                read_only_looked_at.append(heapq.heappop(self._read_only))
+            # A duplicate entry of a target (or of a read-only child queued again) already considered.
+            key = (child.read_only, child.job_id if child.read_only else child.target)
+            if key in seen:
+                continue
+            seen.add(key)
             worker = _pick_worker(capacities, child.target)
             if worker is None:
                 continue  # nobody serves it now; the others still go
@@ -151,11 +173,14 @@ class DispatchQueue:
             free -= 1
         for entry in looked_at:
             heapq.heappush(self._ready, entry)
+        for entry in read_only_looked_at:
+            heapq.heappush(self._read_only, entry)
         return planned
 
     def take(self, child: QueuedChild) -> None:
-        """The child was assigned: mark its target busy and remove it from its queue."""
-        self.mark_busy(child.target, child.job_id)
+        """The child was assigned: mark its target busy (unless it is read-only) and remove it from its queue."""
+        if not child.read_only:
+            self.mark_busy(child.target, child.job_id)
         self.discard(child.job_id)
 
     def _offer(self, target: str) -> None:
@@ -171,6 +196,16 @@ class DispatchQueue:
             if head is not None and head.seq == seq:
                 return head
             heapq.heappop(self._ready)
+        return None
+
+    def _read_only_head(self) -> QueuedChild | None:
+        """The oldest queued read-only child, dropping the entries of discarded ones on the way."""
+        while self._read_only:
+            seq, job_id = self._read_only[0]
+            child = self._queued.get(job_id)
+            if child is not None and child.seq == seq:
+                return child
+            heapq.heappop(self._read_only)
         return None
 
 

@@ -11,9 +11,18 @@ from typing import Any
 
 from dbmaint.operations import JobStatus, Operation, OperationReport, TableScope
 
+# The config key and value of a MODE_PLAN job (the contract with the worker: absent means MODE_ALL).
+MODE_KEY = "mode"
+PLAN_MODE = "plan"
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def is_plan_config(config: Mapping[str, Any] | None) -> bool:
+    """Whether a job's config (or a schedule's stored maintenance) asks for MODE_PLAN."""
+    return config is not None and config.get(MODE_KEY) == PLAN_MODE
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +74,11 @@ class Job:
     def is_parent(self) -> bool:
         return self.parent_id is None
 
+    @property
+    def is_plan(self) -> bool:
+        """A MODE_PLAN job: read-only, so it holds no target, ignores windows and is no schedule overlap."""
+        return is_plan_config(self.config)
+
 
 @dataclass(frozen=True, slots=True)
 class MaintenanceSpec:
@@ -75,6 +89,8 @@ class MaintenanceSpec:
     request_id: str | None = None
     max_attempts: int = 3
     scope: TableScope = field(default_factory=TableScope)
+    # MODE_PLAN: the children observe and report, change nothing (read-only: see ``dispatch``).
+    plan: bool = False
     # The window its children may start in (``window_rules.to_dict``), and for a schedule's firing, the
     # schedule's id and the slot; all stored on the parent and on each child.
     window: Mapping[str, Any] | None = None
@@ -87,9 +103,14 @@ class MaintenanceSpec:
         without one keeps the fingerprint it always had)."""
         window = {"window": dict(self.window)} if self.window is not None else {}
         return json.dumps(
-            {"targets": self.targets, "operations": self.operations, **self.scope.to_config(), **window},
+            {"targets": self.targets, "operations": self.operations, **self.child_config(), **window},
             sort_keys=True,
         )
+
+    def child_config(self) -> dict[str, Any]:
+        """What the parent's and every child's config carry besides the target and operation: the table scope,
+        and ``"mode": "plan"`` for a MODE_PLAN request (absent: MODE_ALL, so older configs read the same)."""
+        return {**self.scope.to_config(), **({MODE_KEY: PLAN_MODE} if self.plan else {})}
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +217,7 @@ class ScheduleSpec:
             "targets": list(maintenance.targets),
             "operations": [operation.value for operation in maintenance.operations],
             "max_attempts": maintenance.max_attempts,
-            **maintenance.scope.to_config(),
+            **maintenance.child_config(),
             "overlap": self.overlap,
             "catchup_seconds": self.catchup_seconds,
             "jitter_seconds": self.jitter_seconds,
@@ -212,6 +233,7 @@ class ScheduleSpec:
             operations=tuple(Operation(name) for name in data["operations"]),
             max_attempts=int(data.get("max_attempts", 3)),
             scope=TableScope.from_config(data),
+            plan=is_plan_config(data),
         )
         return cls(
             id=data["id"],

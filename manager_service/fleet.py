@@ -36,6 +36,8 @@ The rules:
   cancel in the store. A running child whose window policy is CANCEL gets its opening's end in its assignment
   (the worker enforces it) and on its lease (``take_window_ends``: the shell cancels it as CancelJob would).
   ``window_wakeup`` is the next instant any of this changes, so the shell sleeps until then instead of polling.
+* **A MODE_PLAN child is read-only** (``Job.is_plan``): its lease takes a worker slot but does not make its
+  target busy, it is queued whatever its window says and gets no window end (see ``dispatch``).
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ class Lease:
     stream: int | None = None
     # When its window's opening closes, if its policy there is CANCEL; cleared once handed to the shell.
     window_end: datetime | None = None
+    # A MODE_PLAN child: it takes a slot but does not hold its target (``dispatch``).
+    read_only: bool = False
 
     @property
     def key(self) -> RunKey:
@@ -185,7 +189,7 @@ def _window_from_json(text: str) -> window_rules.Window:
 def window_end_of(child: Job, started_at: datetime | None) -> datetime | None:
     """The end of the window opening ``child`` started in (at ``started_at``), if its policy there is CANCEL:
     the worker interrupts it then. None without a window, with a FINISH policy, or outside any opening."""
-    if child.window is None or child.operation is None or started_at is None:
+    if child.window is None or child.operation is None or started_at is None or child.is_plan:
         return None
     window = stored_window(child.window)
     if window_rules.end_policy(window, child.operation) is not window_rules.EndPolicy.CANCEL:
@@ -257,6 +261,8 @@ class FleetCore:
             return f"no connected worker serves target {child.target!r}"
         if all(s.draining for s in serving):
             return f"every worker serving target {child.target!r} is draining"
+        if child.is_plan:  # read-only: neither a busy target nor the target's queue holds it back
+            return f"waiting for a free slot on a worker serving {child.target!r}"
         busy_with = self.queue.busy_with(child.target)
         if busy_with is not None:
             return f"target {child.target!r} is busy with job {busy_with}"
@@ -287,6 +293,7 @@ class FleetCore:
                     now + self.settings.lease_timeout,
                     cancel_reason=RESTART_CANCEL if child.cancel_requested else None,
                     window_end=window_end_of(child, child.started_at),
+                    read_only=child.is_plan,
                 )
                 self._hold(lease)
                 self._window_instants_moved |= lease.window_end is not None
@@ -295,9 +302,9 @@ class FleetCore:
         """Queue a pending child; one whose parent has a window waits outside the queue until ``tick_windows``
         finds its window open."""
         assert child.target is not None
-        queued = QueuedChild(child.seq, child.id, child.attempt, child.target)
+        queued = QueuedChild(child.seq, child.id, child.attempt, child.target, read_only=child.is_plan)
         self._pending_since.setdefault(child.id, now)
-        if child.window is None:
+        if child.window is None or child.is_plan:  # a read-only child ignores its window
             self.queue.push(queued)
             return
         parent_id = child.parent_id or ""
@@ -487,7 +494,8 @@ class FleetCore:
             worker_id = received.outcome.worker_id
             lease = self.leases.get(received.outcome.job_id)
             if lease is not None and lease.key == received.key and lease.worker_id == worker_id:
-                released.add(lease.target)
+                if not lease.read_only:  # a read-only child never held its target
+                    released.add(lease.target)
                 freed[worker_id] += 1
             elif session is not None and session.holds_foreign(received.key):
                 freed[worker_id] += 1
@@ -548,6 +556,7 @@ class FleetCore:
         window_end = window_end_of(job, job.started_at)
         lease = Lease(child.job_id, child.attempt, plan.worker_id, child.target, now + self.settings.lease_timeout)
         lease.window_end = window_end
+        lease.read_only = child.read_only
         self._window_instants_moved |= window_end is not None
         self._hold(lease)
         session = self.sessions.get(plan.worker_id)
@@ -629,7 +638,8 @@ class FleetCore:
     def _hold(self, lease: Lease) -> None:
         self.leases[lease.job_id] = lease
         self._held_by.setdefault(lease.worker_id, set()).add(lease.job_id)
-        self.queue.mark_busy(lease.target, lease.job_id)
+        if not lease.read_only:
+            self.queue.mark_busy(lease.target, lease.job_id)
 
     def _unhold(self, lease: Lease) -> None:
         if self.leases.get(lease.job_id) is lease:
@@ -639,4 +649,5 @@ class FleetCore:
             held.discard(lease.job_id)
             if not held:
                 del self._held_by[lease.worker_id]
-        self.queue.release(lease.target, lease.job_id)
+        if not lease.read_only:
+            self.queue.release(lease.target, lease.job_id)

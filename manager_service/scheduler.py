@@ -191,10 +191,12 @@ class ScheduleShell:
     # -- one step
 
     async def _previous_running(self, schedule: Schedule) -> bool:
+        """Whether the schedule's previous parent still runs, as an overlap counts it: a MODE_PLAN parent only
+        reads, so it never overlaps."""
         if schedule.last_parent_id is None:
             return False
         parent = await self._read(self._store.get_job, schedule.last_parent_id)
-        return parent is not None and not parent.status.is_terminal
+        return parent is not None and not parent.status.is_terminal and not parent.is_plan
 
     async def _take(self, schedule: Schedule, step: Step) -> FiringsOutcome:
         """Cancel the parent the step replaces (if any), write the plan, queue the parent it created."""

@@ -11,9 +11,9 @@ The rules of one scheduler step for one schedule:
   down", ``missed_count`` slots from the first, ``through`` the last).
 - **Paused:** the same due slots are recorded SKIPPED_PAUSED (the gap as one row, the latest as another);
   nothing fires.
-- **Overlap** (the previous parent unfinished), by ``schedule_rules.on_overlap``: SKIP records SKIPPED_OVERLAP
-  ("parent <id> still running"); BUFFER keeps the slot (no row yet) for when that parent ends; CANCEL_OTHER
-  cancels that parent, then fires.
+- **Overlap** (the previous parent unfinished; a MODE_PLAN parent only reads and never counts), by
+  ``schedule_rules.on_overlap``: SKIP records SKIPPED_OVERLAP ("parent <id> still running"); BUFFER keeps the
+  slot (no row yet) for when that parent ends; CANCEL_OTHER cancels that parent, then fires.
 - **Range:** the first slot after ``end_at`` is recorded OUTSIDE_RANGE, once; then the schedule has nothing more
   to do. Slots before ``start_at`` are not slots at all.
 - ``last_slot`` only moves forward (the store keeps the max) and every plan carries the buffered slot it keeps,

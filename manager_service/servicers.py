@@ -43,6 +43,7 @@ from manager_service.validation import (
     validate_children_page_size,
     validate_job_id,
     validate_maintenance,
+    validate_mode,
     validate_worker_id,
 )
 from manager_service.workers import (
@@ -64,6 +65,12 @@ MAX_PAGE_SIZE = 1000
 MAX_SLOTS = 1024
 # Most commands one ManagerMessage carries (assignments are ~200 bytes: far below the message size limit).
 MAX_BATCH = 256
+
+
+def plan_mode(request: pb.CreateMaintenanceRequest) -> bool:
+    """Whether ``request`` asks for MODE_PLAN (``validate_mode`` refuses what is not available yet)."""
+    mode = pb.Mode.Name(request.mode) if request.mode in pb.Mode.values() else str(request.mode)
+    return validate_mode(mode, request.parallel)
 
 
 def _operations(values: Any) -> list[Any]:
@@ -156,6 +163,7 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
             self._limits,
             schemas=list(request.schemas),
             tables=list(request.tables),
+            plan=plan_mode(request),
         )
         if request.HasField("window"):
             spec = replace(spec, window=window_rules.to_dict(window_from_proto(request.window)))

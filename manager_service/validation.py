@@ -71,8 +71,10 @@ def validate_maintenance(
     limits: Limits,
     schemas: Sequence[str] = (),
     tables: Sequence[str] = (),
+    plan: bool = False,
 ) -> MaintenanceSpec:
-    """A MaintenanceSpec from raw request values, or RequestInvalid naming the first wrong field."""
+    """A MaintenanceSpec from raw request values, or RequestInvalid naming the first wrong field. ``plan``: a
+    MODE_PLAN request (``validate_mode``)."""
     if not targets:
         raise RequestInvalid("targets", "at least one target is required")
     if len(targets) > limits.max_targets:
@@ -106,7 +108,20 @@ def validate_maintenance(
         request_id=request_id or None,
         max_attempts=limits.max_attempts,
         scope=TableScope(_catalog_names("schemas", schemas, limits), _catalog_names("tables", tables, limits)),
+        plan=plan,
     )
+
+
+def validate_mode(mode: str, parallel: int) -> bool:
+    """Whether a request's mode (the Mode enum's name) is MODE_PLAN. MODE_UNSPECIFIED and MODE_ALL are today's
+    behaviour; MODE_AUTO and a ``parallel`` other than 0 or 1 are refused: they are not available yet."""
+    if mode == "MODE_AUTO":
+        raise RequestInvalid("mode", "mode AUTO is not available yet")
+    if mode not in ("MODE_UNSPECIFIED", "MODE_ALL", "MODE_PLAN"):
+        raise RequestInvalid("mode", f"unknown mode {mode}")
+    if parallel not in (0, 1):
+        raise RequestInvalid("parallel", "parallel > 1 is not available yet")
+    return mode == "MODE_PLAN"
 
 
 def _catalog_names(field: str, names: Sequence[str], limits: Limits) -> tuple[str, ...]:

@@ -252,10 +252,11 @@ class ManagerClient:
             if not token:
                 return found
 
-    def watch(self, job_id: str) -> Iterator[pb.WatchJobResponse]:
-        """The raw WatchJob stream (no deadline: it lasts until the job is terminal). Raises grpc.RpcError."""
+    def watch(self, job_id: str, *, job_only: bool = False) -> Iterator[pb.WatchJobResponse]:
+        """The raw WatchJob stream (no deadline: it lasts until the job is terminal), of the job alone if
+        ``job_only``. Raises grpc.RpcError."""
         stream: Iterator[pb.WatchJobResponse] = self._stub.WatchJob(
-            pb.WatchJobRequest(id=job_id), metadata=self._metadata
+            pb.WatchJobRequest(id=job_id, job_only=job_only), metadata=self._metadata
         )
         return stream
 

@@ -29,6 +29,7 @@ from dbmaint.cli.client import (
     health_status,
 )
 from dbmaint.cli.demo import DEFAULT_ROWS, DEMO_TABLE, describe_demo_db, make_demo_db, run_demo
+from dbmaint.cli.plan import add_plan_command
 from dbmaint.cli.render import (
     child_line,
     children_header,
@@ -382,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=_ranged(int, 1, 1000), metavar="N", help="page size (1-1000; default 50)")
     listing.add_argument("--page-token", metavar="TOKEN", help="the token printed after the previous page")
     json_option(listing)
+
+    add_plan_command(command)
 
     schedule_help = "maintenance that runs itself: create, list, get, pause, resume, delete, run, history"
     schedule = commands.add_parser("schedule", help=schedule_help, description=schedule_help)

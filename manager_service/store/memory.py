@@ -265,7 +265,7 @@ class MemoryJobStore:
         the children round robin over the targets), the answer's children in position order."""
         now = utcnow()
         pairs = list(product(spec.targets, spec.operations))
-        scope = spec.scope.to_config()
+        scope = spec.child_config()
         parent = Job(
             id=str(uuid.uuid4()),
             seq=self._next_seq(),

@@ -739,7 +739,7 @@ class SQLAlchemyJobStore:
         parent_id = str(uuid.uuid4())
         token = _stamp(conn, parent_id)
         pairs = list(product(spec.targets, spec.operations))
-        scope = spec.scope.to_config()
+        scope = spec.child_config()
         window = json.dumps(dict(spec.window)) if spec.window is not None else None
         conn.execute(
             jobs.insert().values(
@@ -751,7 +751,7 @@ class SQLAlchemyJobStore:
                     {
                         "targets": list(spec.targets),
                         "operations": [str(o) for o in spec.operations],
-                        **spec.scope.to_config(),
+                        **scope,
                     }
                 ),
                 request_id=spec.request_id,

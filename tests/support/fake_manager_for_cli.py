@@ -8,6 +8,9 @@ child is chosen by its target's name:
 * ``broken*``: the child FAILS with an error;
 * ``flaky*``: the first attempt's worker is lost (back to PENDING, attempt 2), then it COMPLETES;
 * anything else COMPLETES. VACUUM reports 4 MiB → 2.5 MiB; other operations leave the size alone.
+
+A MODE_PLAN parent's children complete with the table reports of ``plan_reports[target]`` (default: one
+SKIP of ``main.t``); like the real manager, only GetJob of a child returns them.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
         self.unserved_targets: list[str] = []
         self.drop_watches = 0  # this many WatchJob streams end with UNAVAILABLE right after their snapshot
         self.hang = 0.0  # GetJob sleeps this long first (to exceed the client's deadline)
+        self.plan_reports: dict[str, list[pb.TableReport]] = {}  # what a MODE_PLAN child of a target reports
+        self.plan_parents: set[str] = set()
 
     # -- state ----------------------------------------------------------------------------------------------
 
@@ -165,10 +170,17 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
                 engine="sqlite",
                 notes=[f"{wire.operation_label(child.operation).upper()}", "page_count 1024 -> 640"],
             )
+            if parent_id in self.plan_parents:
+                result = pb.OperationResult(engine="sqlite", tables=self._plan_reports(child.target))
+                result.notes.append(f"plan: {len(result.tables)} table(s) observed, nothing changed")
             if child.target.startswith("broken"):
                 self._set_child(child_id, status=pb.JOB_STATUS_FAILED, error="database disk image is malformed")
             else:
                 self._set_child(child_id, status=pb.JOB_STATUS_COMPLETED, result=result)
+
+    def _plan_reports(self, target: str) -> list[pb.TableReport]:
+        skip = pb.TableReport(schema="main", table="t", action=pb.TABLE_ACTION_SKIP, reasons=["below_threshold"])
+        return self.plan_reports.get(target, [skip])
 
     # -- MaintenanceService ---------------------------------------------------------------------------------
 
@@ -190,6 +202,8 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
             if operation is None:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"operations[{index}]: unknown operation {value}")
             operations.append(operation)
+        if request.mode == pb.MODE_AUTO:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "mode: mode AUTO is not available yet")
         with self.cond:
             if request.request_id:
                 for job in self.jobs.values():
@@ -211,6 +225,9 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
                 progress=pb.Progress(total=len(request.targets) * len(chosen)),
             )
             parent.progress.pending = parent.progress.total
+            if request.mode == pb.MODE_PLAN:
+                parent.config = '{"mode": "plan"}'
+                self.plan_parents.add(parent.id)
             self.order.append(parent.id)
             self._publish(parent)
             self.children[parent.id] = []
@@ -257,7 +274,7 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
             for kid in (self.jobs[child_id] for child_id in self.children.get(job_id, []))
             if kid.position > after and (not statuses or kid.status in statuses)
         ]
-        page = kids[: size or DEFAULT_CHILDREN_PAGE_SIZE]
+        page = [_without_tables(kid) for kid in kids[: size or DEFAULT_CHILDREN_PAGE_SIZE]]
         more = len(kids) > len(page)
         return pb.GetJobResponse(
             children=page, next_children_page_token=f"after:{page[-1].position}" if more else ""
@@ -301,12 +318,15 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
         self.requests.append(request)
         with self.cond:
             snapshot = self._get(pb.GetJobRequest(id=request.id), context)
+            snapshot.job.CopyFrom(_without_tables(snapshot.job))
+            if request.job_only:
+                del snapshot.children[:]
             seen = len(self.events)
         yield pb.WatchJobResponse(snapshot=snapshot)
         if self.drop_watches > 0:
             self.drop_watches -= 1
             context.abort(grpc.StatusCode.UNAVAILABLE, "the fake dropped this stream")
-        watched = {request.id, *self.children.get(request.id, [])}
+        watched = {request.id} if request.job_only else {request.id, *self.children.get(request.id, [])}
         if snapshot.job.status in TERMINAL:
             return
         while context.is_active():
@@ -315,7 +335,7 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
                 fresh, seen = self.events[seen:], len(self.events)
             for job in fresh:
                 if job.id in watched:
-                    yield pb.WatchJobResponse(changed=job)
+                    yield pb.WatchJobResponse(changed=_without_tables(job))
                     if job.id == request.id and job.status in TERMINAL:
                         return
 
@@ -358,6 +378,16 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
     def ListWorkers(self, request: pb.ListWorkersRequest, context: Any) -> pb.ListWorkersResponse:
         self.requests.append(request)
         return pb.ListWorkersResponse(workers=self.workers, unserved_targets=self.unserved_targets)
+
+
+def _without_tables(job: pb.Job) -> pb.Job:
+    """A copy of ``job`` without its table reports (what every answer but GetJob of a child carries)."""
+    copy = pb.Job()
+    copy.CopyFrom(job)
+    del copy.result.tables[:]
+    if not job.HasField("result"):
+        copy.ClearField("result")
+    return copy
 
 
 # Every fake schedule that is not paused reports this as its next fire time (the fake does not evaluate crons).

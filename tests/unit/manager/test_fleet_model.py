@@ -16,6 +16,8 @@ Invariants:
 * a result is applied at most once;
 * a stored cancel is sent to the holder: whenever the holder is connected, its stream has carried the cancel;
 * per-target order: a child starts only when no older child of its target that MAY start is waiting;
+* read-only (MODE_PLAN) children hold no target: they start beside whatever runs there, whatever their window
+  says, and are left out of the two rules above (they still take a slot, and still end);
 * maintenance windows: a windowed child starts only while its window allows a start; the shell's part (the
   window keeper: cancel what a closed one-off window never started, interrupt CANCEL-policy children at the
   window's end) runs before every turn, and the calm period must still end every child.
@@ -36,7 +38,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from dbmaint.operations import CHILD_JOB_TYPE, PARENT_JOB_TYPE, JobStatus, Operation
 from manager_service import state_machine, window_rules
-from manager_service.domain import BatchOutcome, ChildOutcome, Job, StartRequest, Transition
+from manager_service.domain import BatchOutcome, ChildOutcome, Job, StartRequest, Transition, is_plan_config
 from manager_service.errors import WorkerAlreadyConnected
 from manager_service.fleet import FleetCore, FleetSettings
 from manager_service.workers import (
@@ -87,14 +89,14 @@ class ModelStore:
         self.applied: Counter[RunKey] = Counter()
         self._seq = 0
 
-    def create(self, target: str, window: window_rules.Window | None = None) -> Job:
+    def create(self, target: str, window: window_rules.Window | None = None, plan: bool = False) -> Job:
         self._seq += 1
         child = Job(
             id=f"c{self._seq}",
             seq=self._seq,
             type=CHILD_JOB_TYPE,
             status=JobStatus.PENDING,
-            config={"operation": "vacuum", "target": target},
+            config={"operation": "vacuum", "target": target, **({"mode": "plan"} if plan else {})},
             created_at=NOW,
             parent_id=PARENT.id,
             target=target,
@@ -129,6 +131,7 @@ class ModelStore:
                 and c.status is JobStatus.PENDING
                 and c.seq < child.seq
                 and may_start(c, wall)
+                and not (c.is_plan or child.is_plan)
             ]
             assert not older, f"{child.id} started while older children of {child.target} wait: {older}"
             child = self.children[child.id] = replace(
@@ -160,7 +163,9 @@ class ModelStore:
 
 
 def may_start(child: Job, wall: datetime) -> bool:
-    return child.window is None or window_rules.may_start(window_rules.from_dict(child.window), wall)
+    """Whether its window lets it start now (a read-only child ignores its window)."""
+    window = child.window
+    return window is None or child.is_plan or window_rules.may_start(window_rules.from_dict(window), wall)
 
 
 @dataclass
@@ -170,6 +175,8 @@ class Attempt:
     executing: bool = False
     # A cancel arrived: the statement stops, but only when the engine gets to it (its slot is busy until then).
     cancelled: bool = False
+    # A MODE_PLAN attempt only reads: it runs without the target's resource lock.
+    read_only: bool = False
 
 
 @dataclass
@@ -264,7 +271,9 @@ class FleetModel(RuleBasedStateMachine):
         return "" if attempt.executing else f"waiting for the lock on {attempt.target}"
 
     def try_lock(self, attempt: Attempt) -> None:
-        if not attempt.executing and attempt.target not in self.locks:
+        if attempt.read_only:
+            attempt.executing = True
+        elif not attempt.executing and attempt.target not in self.locks:
             self.locks[attempt.target] = attempt.key
             attempt.executing = True
 
@@ -286,7 +295,7 @@ class FleetModel(RuleBasedStateMachine):
             if key in worker.running:
                 return
             assert len(worker.running) < worker.slots, f"{worker.worker_id} over-committed: {worker.running}"
-            attempt = worker.running[key] = Attempt(key, command.target)
+            attempt = worker.running[key] = Attempt(key, command.target, read_only=is_plan_config(command.config))
             self.try_lock(attempt)
         elif isinstance(command, CancelCommand):
             key = (command.job_id, command.attempt)
@@ -333,6 +342,11 @@ class FleetModel(RuleBasedStateMachine):
     def children_in_a_window_are_created(self, on: str, count: int) -> None:
         for _ in range(count):
             self.core.enqueue(self.store.create(on, WINDOW), self.now)
+
+    @rule(on=st.sampled_from(TARGETS), count=st.integers(1, 3), windowed=st.booleans())
+    def plan_children_are_created(self, on: str, count: int, windowed: bool) -> None:
+        for _ in range(count):
+            self.core.enqueue(self.store.create(on, WINDOW if windowed else None, plan=True), self.now)
 
     @rule(worker_id=st.sampled_from(sorted(WORKERS)))
     def worker_connects(self, worker_id: str) -> None:
@@ -484,13 +498,18 @@ class FleetModel(RuleBasedStateMachine):
 
     @invariant()
     def one_running_child_per_target(self) -> None:
-        targets = [lease.target for lease in self.core.leases.values()]
+        holding = [lease for lease in self.core.leases.values() if not lease.read_only]
+        leases = self.core.leases.values()
+        assert all(lease.read_only == self.store.children[lease.job_id].is_plan for lease in leases)
+        targets = [lease.target for lease in holding]
         assert len(targets) == len(set(targets)), f"two leases on one target: {targets}"
         for target in TARGETS:
             holder = self.core.queue.busy_with(target)
-            leased = [lease.job_id for lease in self.core.leases.values() if lease.target == target]
+            leased = [lease.job_id for lease in holding if lease.target == target]
             assert leased == ([holder] if holder else []), (target, holder, leased)
-        executing = Counter(a.target for w in self.workers.values() for a in w.running.values() if a.executing)
+        executing = Counter(
+            a.target for w in self.workers.values() for a in w.running.values() if a.executing and not a.read_only
+        )
         assert all(n == 1 for n in executing.values()), executing
 
     @invariant()

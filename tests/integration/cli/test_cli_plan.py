@@ -1,0 +1,126 @@
+"""`dbmaint plan` against the in-process fake manager: a MODE_PLAN parent, waited for alone, then each child's
+table reports (GetJob of the child) in one table across the fleet, most urgent first, with totals."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from dbmaint.v1 import maintenance_pb2 as pb
+from tests.support.cli import Run
+from tests.support.fake_manager_for_cli import FakeManager
+
+Cli = Callable[..., Run]
+
+
+def report(table: str, action: int, reasons: list[str], **evidence: float) -> pb.TableReport:
+    return pb.TableReport(schema="public", table=table, action=action, reasons=reasons, evidence=evidence)
+
+
+@pytest.fixture
+def fleet(fake: FakeManager) -> FakeManager:
+    """Two targets whose plan children report a mix of actions; children run by themselves."""
+    fake.service.autorun = True
+    fake.service.step = 0.005
+    fake.service.plan_reports = {
+        "alpha": [
+            report("clean", pb.TABLE_ACTION_SKIP, ["below_threshold"], dead_ratio=0.01, size_bytes=8192),
+            report("orders", pb.TABLE_ACTION_VACUUM, ["dead_tuples"], dead_ratio=0.2, dead_tuples=2000),
+            report("events", pb.TABLE_ACTION_ANALYZE, ["stale_statistics"], modified_since_analyze=900),
+        ],
+        "beta": [
+            report(
+                "ledger",
+                pb.TABLE_ACTION_FREEZE,
+                ["xid_age"],
+                xid_age=180e6,
+                freeze_max_age=200e6,
+                seconds_since_vacuum=3 * 86400,
+            ),
+            report("users", pb.TABLE_ACTION_VACUUM, ["dead_tuples"], dead_ratio=0.6, size_bytes=3 * 1024 * 1024),
+        ],
+    }
+    return fake
+
+
+def body_rows(out: str) -> list[list[str]]:
+    """The cells of every body row of the rich table."""
+    return [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
+
+
+def test_plan_creates_a_plan_parent_with_the_scope_and_waits_for_the_parent_alone(
+    cli: Cli, fleet: FakeManager
+) -> None:
+    result = cli("plan", "alpha", "-o", "vacuum", "--schema", "public", "--table", "public.orders")
+
+    assert result.code == 0, result.err
+    create = next(r for r in fleet.service.requests if isinstance(r, pb.CreateMaintenanceRequest))
+    assert create.mode == pb.MODE_PLAN
+    assert list(create.operations) == [pb.OPERATION_VACUUM]
+    assert list(create.schemas) == ["public"] and list(create.tables) == ["public.orders"]
+    watches = [r for r in fleet.service.requests if isinstance(r, pb.WatchJobRequest)]
+    assert watches and all(watch.job_only for watch in watches)
+
+
+def test_plan_shows_every_table_of_the_fleet_most_urgent_first_with_totals(cli: Cli, fleet: FakeManager) -> None:
+    result = cli("plan", "alpha", "beta", "-o", "vacuum")
+
+    assert result.code == 0, result.err
+    rows = body_rows(result.out)
+    assert [(row[0], row[1], row[2]) for row in rows] == [
+        ("beta", "public.ledger", "freeze"),
+        ("beta", "public.users", "vacuum"),
+        ("alpha", "public.orders", "vacuum"),
+        ("alpha", "public.events", "analyze"),
+        ("alpha", "public.clean", "skip"),
+    ]
+    ledger, users = rows[0], rows[1]
+    assert ledger[3] == "xid_age" and "xid_age 180,000,000" in ledger[4] and ledger[6] == "vacuum 3.0d ago"
+    assert "dead_ratio 60.0%" in users[4] and users[5] == "3.0 MiB"
+    assert "5 table(s) observed on 2 target(s): 1 freeze, 2 vacuum, 1 analyze, 1 skip" in result.out
+    assert "nothing was changed" in result.out
+
+
+def test_a_table_reported_by_several_children_of_a_target_is_shown_once(cli: Cli, fleet: FakeManager) -> None:
+    result = cli("plan", "alpha", "-o", "vacuum", "-o", "analyze")
+
+    assert result.code == 0, result.err
+    assert len(body_rows(result.out)) == 3
+    assert "3 table(s) observed on 1 target(s)" in result.out
+
+
+def test_a_failed_plan_child_is_named_and_the_exit_code_says_it_did_not_complete(
+    cli: Cli, fleet: FakeManager
+) -> None:
+    result = cli("plan", "alpha", "broken1", "-o", "vacuum")
+
+    assert result.code == 1
+    assert "broken1: failed: database disk image is malformed" in result.out
+    assert len(body_rows(result.out)) == 3
+
+
+def test_plan_json_prints_each_childs_reports_in_the_protobuf_json_mapping(cli: Cli, fleet: FakeManager) -> None:
+    result = cli("plan", "beta", "-o", "vacuum", "--json")
+
+    assert result.code == 0, result.err
+    document = json.loads(result.out)
+    (child,) = document["children"]
+    assert child["target"] == "beta" and child["status"] == "JOB_STATUS_COMPLETED"
+    assert child["tables"][0] == {
+        "schema": "public",
+        "table": "ledger",
+        "action": "TABLE_ACTION_FREEZE",
+        "reasons": ["xid_age"],
+        "evidence": {"xid_age": 180e6, "freeze_max_age": 200e6, "seconds_since_vacuum": 3 * 86400.0},
+    }
+
+
+def test_plan_reopens_a_watch_the_manager_dropped(cli: Cli, fleet: FakeManager) -> None:
+    fleet.service.drop_watches = 1
+    result = cli("plan", "beta", "-o", "vacuum")
+
+    assert result.code == 0, result.err
+    assert sum(isinstance(r, pb.WatchJobRequest) for r in fleet.service.requests) >= 2
+    assert "2 table(s) observed on 1 target(s)" in result.out

@@ -1,0 +1,116 @@
+"""MODE_PLAN through the in-process manager: the request's mode reaches each child's config and its Assignment,
+a reused request_id with another mode is another request, a schedule keeps its mode, and what is not available
+yet (MODE_AUTO, parallel > 1) is INVALID_ARGUMENT."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf.duration_pb2 import Duration
+
+from dbmaint.operations import Operation
+from dbmaint.v1 import maintenance_pb2 as pb
+from dbmaint.v1 import schedules_pb2 as spb
+from dbmaint.v1 import schedules_pb2_grpc as spb_grpc
+from manager_service.domain import MaintenanceSpec
+from manager_service.store import JobStore
+from tests.support.manager import eventually, running_manager
+
+
+def plan_request(**fields: object) -> pb.CreateMaintenanceRequest:
+    return pb.CreateMaintenanceRequest(
+        targets=["db1"],
+        operations=[pb.OPERATION_VACUUM],
+        mode=pb.MODE_PLAN,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+async def test_the_plan_mode_reaches_the_parent_and_the_childs_assignment(tmp_path: Path) -> None:
+    async with running_manager(tmp_path) as m:
+        worker = await m.connected_worker("w1", ["db1"])
+        created = await m.api.CreateMaintenance(plan_request())
+        (assignment,) = await worker.wait_assignments(1)
+        assert json.loads(assignment.config)["mode"] == "plan"
+        assert json.loads(created.parent.config)["mode"] == "plan"
+
+
+async def test_a_plan_child_starts_while_a_vacuum_holds_its_target(tmp_path: Path) -> None:
+    async with running_manager(tmp_path) as m:
+        worker = await m.connected_worker("w1", ["db1"], slots=2)
+        await m.create(["db1"], [pb.OPERATION_VACUUM])
+        (vacuum,) = await worker.wait_assignments(1)
+        await m.api.CreateMaintenance(plan_request())
+        (_, plan) = await worker.wait_assignments(2)
+        assert "mode" not in json.loads(vacuum.config)
+        assert json.loads(plan.config)["mode"] == "plan"
+
+
+async def test_a_request_id_reused_with_another_mode_is_refused(tmp_path: Path) -> None:
+    async with running_manager(tmp_path) as m:
+        await m.create(["db1"], [pb.OPERATION_VACUUM], request_id="r1")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await m.api.CreateMaintenance(plan_request(request_id="r1"))
+        assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "problem"),
+    [
+        ({"mode": pb.MODE_AUTO}, "mode AUTO is not available yet"),
+        ({"parallel": 2}, "parallel > 1 is not available yet"),
+    ],
+)
+async def test_what_is_not_available_yet_is_invalid_argument(
+    tmp_path: Path, request_fields: dict[str, int], problem: str
+) -> None:
+    async with running_manager(tmp_path) as m:
+        request = pb.CreateMaintenanceRequest(targets=["db1"], **request_fields)  # type: ignore[arg-type]
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await m.api.CreateMaintenance(request)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert problem in (info.value.details() or "")
+
+
+async def test_a_schedule_keeps_its_plan_mode_and_refuses_auto(tmp_path: Path) -> None:
+    async with running_manager(tmp_path) as m:
+        schedules = spb_grpc.ScheduleServiceStub(m.channel)
+        message = spb.Schedule(id="nightly-plan", cron="0 * * * *", maintenance=plan_request())
+        created = (await schedules.CreateSchedule(spb.CreateScheduleRequest(schedule=message))).schedule
+        assert created.maintenance.mode == pb.MODE_PLAN
+        message.id = "auto"
+        message.maintenance.mode = pb.MODE_AUTO
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await schedules.CreateSchedule(spb.CreateScheduleRequest(schedule=message))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "schedule.maintenance.mode" in (info.value.details() or "")
+
+
+async def test_a_running_plan_parent_is_no_schedule_overlap(tmp_path: Path) -> None:
+    async with running_manager(tmp_path) as m:
+        # No worker serves db1: every parent stays pending. An ALL schedule would skip its later slots
+        # (SKIPPED_OVERLAP); a PLAN schedule fires each of them.
+        schedules = spb_grpc.ScheduleServiceStub(m.channel)
+        every = Duration(seconds=1)
+        message = spb.Schedule(id="planner", every=every, maintenance=plan_request())
+        await schedules.CreateSchedule(spb.CreateScheduleRequest(schedule=message))
+
+        async def fired_twice() -> bool:
+            answer = await schedules.ListFirings(spb.ListFiringsRequest(schedule_id="planner"))
+            outcomes = [firing.outcome for firing in answer.firings]
+            assert spb.FIRING_OUTCOME_SKIPPED_OVERLAP not in outcomes
+            return outcomes.count(spb.FIRING_OUTCOME_FIRED) >= 2
+
+        await eventually(fired_twice, timeout=6)
+
+
+def test_the_plan_mode_survives_the_store_on_both_databases(store: JobStore) -> None:
+    created = store.create_maintenance(MaintenanceSpec(("db1",), (Operation.VACUUM,), "r1", 3, plan=True))
+    (child,) = created.children
+    for stored in (store.get_job(created.parent.id), store.get_job(child.id)):
+        assert stored is not None and stored.is_plan
+    again = store.create_maintenance(MaintenanceSpec(("db1",), (Operation.VACUUM,), "r1", 3, plan=True))
+    assert not again.created and again.parent.id == created.parent.id
