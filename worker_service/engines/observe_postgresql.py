@@ -27,7 +27,8 @@ becomes a SKIP with reason ``xmin_horizon_held`` added, ``wanted`` set, and the 
 (``xmin_holder_pid``: 0 for a prepared transaction or a slot, ``xmin_horizon_age_xids``, ``xmin_held_seconds``).
 
 Sizes come from ``relpages`` (as of the last VACUUM/ANALYZE), not ``pg_relation_size``, which would wait
-behind an ACCESS EXCLUSIVE lock. Nothing here writes: the queries read catalogs and statistics views only.
+behind an ACCESS EXCLUSIVE lock; a table never vacuumed nor analyzed (``reltuples`` -1) has no size figure.
+Nothing here writes: the queries read catalogs and statistics views only.
 """
 
 from __future__ import annotations
@@ -258,7 +259,6 @@ def _evidence(table: _Table, rules: _Rules, block_size: float) -> dict[str, floa
         "reltuples": max(table.reltuples, 0.0),
         "modified_since_analyze": table.modified,
         "inserted_since_vacuum": table.inserted,
-        "size_bytes": table.relpages * block_size,
         "xid_age": table.xid_age,
         "mxid_age": table.mxid_age,
         "freeze_max_age": freeze_max_age,
@@ -268,6 +268,8 @@ def _evidence(table: _Table, rules: _Rules, block_size: float) -> dict[str, floa
         "vacuum_threshold_tuples": rules.vacuum_threshold(table),
         "analyze_threshold_tuples": rules.analyze_threshold(table),
     }
+    if table.reltuples >= 0:  # relpages is 0 until the first VACUUM or ANALYZE: an unknown size, not 0 bytes
+        figures["size_bytes"] = table.relpages * block_size
     if table.since_vacuum is not None:
         figures["seconds_since_vacuum"] = table.since_vacuum
     if table.since_analyze is not None:
