@@ -186,6 +186,18 @@ class RunMode(enum.StrEnum):
         return cls(value)
 
 
+# ``"parallel"`` in a child's config: how many tables it may run at once (absent: 1, serial).
+MAX_PARALLEL = 8
+
+
+def parallel_from_config(config: Mapping[str, Any]) -> int:
+    """The child's ``"parallel"`` (absent: 1); ValueError unless an integer 1..MAX_PARALLEL."""
+    value = config.get("parallel", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PARALLEL:
+        raise ValueError(f"config 'parallel' {value!r} is not an integer from 1 to {MAX_PARALLEL}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class TableScope:
     """Which tables an operation covers: all user tables (empty), or those of some schemas, or named tables.

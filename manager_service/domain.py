@@ -14,6 +14,8 @@ from dbmaint.operations import JobStatus, Operation, OperationReport, TableScope
 # The config key and value of a MODE_PLAN job (the contract with the worker: absent means MODE_ALL).
 MODE_KEY = "mode"
 PLAN_MODE = "plan"
+# The config key of a child's table parallelism (``dbmaint.operations.parallel_from_config``).
+PARALLEL_KEY = "parallel"
 
 
 def utcnow() -> datetime:
@@ -91,6 +93,8 @@ class MaintenanceSpec:
     scope: TableScope = field(default_factory=TableScope)
     # MODE_PLAN: the children observe and report, change nothing (read-only: see ``dispatch``).
     plan: bool = False
+    # How many tables each child may run at once (``"parallel"`` in the config when above 1).
+    parallel: int = 1
     # The window its children may start in (``window_rules.to_dict``), and for a schedule's firing, the
     # schedule's id and the slot; all stored on the parent and on each child.
     window: Mapping[str, Any] | None = None
@@ -109,8 +113,13 @@ class MaintenanceSpec:
 
     def child_config(self) -> dict[str, Any]:
         """What the parent's and every child's config carry besides the target and operation: the table scope,
-        and ``"mode": "plan"`` for a MODE_PLAN request (absent: MODE_ALL, so older configs read the same)."""
-        return {**self.scope.to_config(), **({MODE_KEY: PLAN_MODE} if self.plan else {})}
+        ``"mode": "plan"`` for a MODE_PLAN request (absent: MODE_ALL, so older configs read the same) and
+        ``"parallel": N`` when N > 1 (absent: 1, so a serial request keeps the fingerprint it always had)."""
+        return {
+            **self.scope.to_config(),
+            **({MODE_KEY: PLAN_MODE} if self.plan else {}),
+            **({PARALLEL_KEY: self.parallel} if self.parallel > 1 else {}),
+        }
 
 
 @dataclass(frozen=True, slots=True)

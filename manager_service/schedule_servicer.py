@@ -126,6 +126,8 @@ def _maintenance(message: spb.Schedule, limits: Limits) -> MaintenanceSpec:
         raise RequestInvalid("schedule.maintenance.request_id", "must be empty: each firing has its own")
     if request.HasField("window"):
         raise RequestInvalid("schedule.maintenance.window", "must be unset: set the schedule's window instead")
+    if request.parallel not in (0, 1):
+        raise RequestInvalid("schedule.maintenance.parallel", "parallel > 1 is not available for schedules yet")
     try:
         return validate_maintenance(
             list(request.targets),

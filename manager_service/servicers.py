@@ -44,6 +44,7 @@ from manager_service.validation import (
     validate_job_id,
     validate_maintenance,
     validate_mode,
+    validate_parallel,
     validate_worker_id,
 )
 from manager_service.workers import (
@@ -70,7 +71,7 @@ MAX_BATCH = 256
 def plan_mode(request: pb.CreateMaintenanceRequest) -> bool:
     """Whether ``request`` asks for MODE_PLAN (``validate_mode`` refuses what is not available yet)."""
     mode = pb.Mode.Name(request.mode) if request.mode in pb.Mode.values() else str(request.mode)
-    return validate_mode(mode, request.parallel)
+    return validate_mode(mode)
 
 
 def _operations(values: Any) -> list[Any]:
@@ -165,6 +166,7 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
             tables=list(request.tables),
             plan=plan_mode(request),
         )
+        spec = replace(spec, parallel=validate_parallel(request.parallel))
         if request.HasField("window"):
             spec = replace(spec, window=window_rules.to_dict(window_from_proto(request.window)))
         outcome = await self._orchestrator.create(spec)

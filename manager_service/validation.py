@@ -22,7 +22,14 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from dbmaint.operations import DEFAULT_OPERATIONS, Operation, OperationReport, TableReport, TableScope
+from dbmaint.operations import (
+    DEFAULT_OPERATIONS,
+    MAX_PARALLEL,
+    Operation,
+    OperationReport,
+    TableReport,
+    TableScope,
+)
 from manager_service.domain import MaintenanceSpec
 from manager_service.errors import RequestInvalid
 
@@ -112,16 +119,24 @@ def validate_maintenance(
     )
 
 
-def validate_mode(mode: str, parallel: int) -> bool:
+def validate_mode(mode: str) -> bool:
     """Whether a request's mode (the Mode enum's name) is MODE_PLAN. MODE_UNSPECIFIED and MODE_ALL are today's
-    behaviour; MODE_AUTO and a ``parallel`` other than 0 or 1 are refused: they are not available yet."""
+    behaviour; MODE_AUTO is refused: it is not available yet."""
     if mode == "MODE_AUTO":
         raise RequestInvalid("mode", "mode AUTO is not available yet")
     if mode not in ("MODE_UNSPECIFIED", "MODE_ALL", "MODE_PLAN"):
         raise RequestInvalid("mode", f"unknown mode {mode}")
-    if parallel not in (0, 1):
-        raise RequestInvalid("parallel", "parallel > 1 is not available yet")
     return mode == "MODE_PLAN"
+
+
+def validate_parallel(parallel: int) -> int:
+    """How many tables each child may run at once: 0 (unset) means 1; 1..MAX_PARALLEL as given; anything else
+    is refused."""
+    if parallel == 0:
+        return 1
+    if not 1 <= parallel <= MAX_PARALLEL:
+        raise RequestInvalid("parallel", f"{parallel} is not from 1 to {MAX_PARALLEL} (0 means 1)")
+    return parallel
 
 
 def _catalog_names(field: str, names: Sequence[str], limits: Limits) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from dbmaint.operations import (
     OperationReport,
     RunMode,
     TableScope,
+    parallel_from_config,
 )
 from dbmaint.windows import window_ended
 from worker_service.cancel import (
@@ -37,7 +38,7 @@ from worker_service.cancel import (
     deadline_passed,
     seconds_left,
 )
-from worker_service.engines.base import OperationFailed, RunStatus
+from worker_service.engines.base import OperationFailed, ParallelEngine, RunStatus
 from worker_service.logs import job_context, redact
 from worker_service.targets import BoundTarget
 
@@ -129,6 +130,7 @@ def validate_assignment(assignment: Assignment, served_targets: Collection[str])
     try:
         TableScope.from_config(config)
         RunMode.from_config(config)
+        parallel_from_config(config)
     except ValueError as exc:
         return f"assignment config is invalid: {exc}"
     if assignment.target not in served_targets:
@@ -157,7 +159,7 @@ def run_assignment(
         if RunMode.from_config(config) is RunMode.PLAN:
             report = target.engine.plan(target.url, cancel, deadline, scope)
         else:
-            report = target.engine.run(operation, target.url, cancel, deadline, scope, status=status)
+            report = _run(target, operation, cancel, deadline, scope, status, parallel_from_config(config))
     except OperationCancelled as exc:
         return Outcome(assignment.job_id, assignment.attempt, JobStatus.CANCELLED, exc.reason)
     except DeadlineExceeded as exc:
@@ -175,6 +177,27 @@ def run_assignment(
         )
         return failed(assignment, f"{target.engine.name} {operation.value} on {target.name} failed: {detail}")
     return Outcome(assignment.job_id, assignment.attempt, JobStatus.COMPLETED, "", report)
+
+
+def _run(
+    target: BoundTarget,
+    operation: Operation,
+    cancel: CancelToken,
+    deadline: datetime | None,
+    scope: TableScope,
+    status: RunStatus | None,
+    parallel: int,
+) -> OperationReport:
+    """The engine's run, with ``parallel`` tables at once where the engine can (``ParallelEngine``); an engine
+    that cannot runs serially and the report says so."""
+    engine = target.engine
+    if parallel > 1 and isinstance(engine, ParallelEngine):
+        return engine.run_parallel(operation, target.url, cancel, deadline, scope, status, parallel)
+    report = engine.run(operation, target.url, cancel, deadline, scope, status=status)
+    if parallel == 1:
+        return report
+    note = f"parallel {parallel} asked: the {engine.name} engine runs one table at a time"
+    return replace(report, notes=(note, *report.notes))
 
 
 class Executor:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from sqlalchemy.engine import URL
 
@@ -112,4 +112,23 @@ class Engine(Protocol):
         """MODE_PLAN: observe the tables of ``scope`` (the engine's observer) and report what it would do and
         why (``worker_service.engines.plan``), changing nothing. Read-only, so it takes no resource lock and
         never waits behind a running operation; a cancel or the deadline still stops it."""
+        ...
+
+
+@runtime_checkable
+class ParallelEngine(Protocol):
+    """An engine that can run several tables of one operation at once (the child's ``"parallel"``); the
+    others run serially whatever the child asks (the executor notes it)."""
+
+    def run_parallel(
+        self,
+        operation: Operation,
+        url: URL,
+        cancel: CancelToken,
+        deadline: datetime | None,
+        scope: TableScope,
+        status: RunStatus | None,
+        parallel: int,
+    ) -> OperationReport:
+        """``Engine.run`` with up to ``parallel`` tables at once, each on a connection of its own."""
         ...

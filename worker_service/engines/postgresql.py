@@ -89,7 +89,7 @@ import contextlib
 import math
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -111,6 +111,12 @@ from worker_service.logs import redact
 
 SUPPORTED_DRIVERNAMES = frozenset({"postgresql", "postgresql+psycopg"})
 DATABASE_SIZE_SQL = "SELECT pg_catalog.pg_database_size(pg_catalog.current_database())"
+# The connections the server can still give an ordinary role: the parallel pool opens no more lanes than that.
+FREE_CONNECTIONS_SQL = (
+    "SELECT pg_catalog.current_setting('max_connections')::int"
+    " - pg_catalog.current_setting('superuser_reserved_connections')::int"
+    " - (SELECT count(*) FROM pg_catalog.pg_stat_activity)::int"
+)
 LOCK_TIMEOUT_PARAM = "dbmaint_lock_timeout"
 DEFAULT_LOCK_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 10
@@ -463,6 +469,8 @@ class _Session:
         self.in_scope: list[_Relation] = []
         self.before: dict[int, _Figures] = {}
         self.reasons: dict[int, str] = {}  # optimize: why a table is over a threshold
+        # Opens one more connection to the target for a parallel lane (None: this session runs serially).
+        self.connect_lane: Callable[[], Connection] | None = None
         conn.add_notice_handler(self._notice)
 
     def _notice(self, diag: psycopg.errors.Diagnostic) -> None:
@@ -550,6 +558,56 @@ class _Session:
     def run_one(self, relation: _Relation) -> tables.TableOutcome:
         self.current = f"processing table {relation.qualified}"
         return self.process(relation, self.before[relation.oid], self.reasons.get(relation.oid, ""))
+
+    @contextlib.contextmanager
+    def open_lanes(self, wanted: int, relations: Sequence[_Relation]) -> Iterator[list[tables.RunOne[_Relation]]]:
+        """The parallel pool's extra lanes (``tables.OpenLanes``): at most ``wanted``, and no more than the
+        server's free connections (``max_connections`` - ``superuser_reserved_connections`` - the backends
+        now), each an autocommit connection with this session's settings and its own backend canceller, live
+        while the block runs; noted. The resource lock stays on this (the main) connection."""
+        if self.connect_lane is None:
+            yield []
+            return
+        self.current = "opening the parallel lanes"
+        row = self.conn.execute(FREE_CONNECTIONS_SQL).fetchone()
+        free = max(0, int(row[0])) if row else 0
+        count = min(wanted, free)
+        self.draft.notes.append(
+            f"parallel: {count + 1} lane(s) for {len(relations)} table(s) "
+            f"({wanted + 1} wanted, {free} connection(s) free on the server)"
+        )
+        with contextlib.ExitStack() as stack:
+            lanes: list[tables.RunOne[_Relation]] = []
+            for _ in range(count):
+                lanes.append(stack.enter_context(self._lane()))
+            yield lanes
+
+    @contextlib.contextmanager
+    def _lane(self) -> Iterator[tables.RunOne[_Relation]]:
+        """One extra lane: a connection of its own, interrupted on cancel or at the deadline by its own
+        canceller, sharing this session's figures before."""
+        assert self.connect_lane is not None
+        conn = self.connect_lane()
+        try:
+            lane = _Session(
+                conn,
+                self.url,
+                self.operation,
+                self.cancel,
+                self.deadline,
+                self.scope,
+                self.lock_timeout,
+                self.draft,
+            )
+            lane.before, lane.reasons = self.before, self.reasons
+            lane.settings(self.lock_timeout)
+            with tables.interruptible(lane.interrupt, self.cancel, self.deadline):
+                try:
+                    yield lane.run_one
+                finally:
+                    lane.stop_interrupting()
+        finally:
+            conn.close()
 
     def after_tables(self, run: tables.TableRun) -> None:
         if self.operation == Operation.REINDEX:
@@ -818,6 +876,20 @@ class PostgresqlEngine:
         scope: TableScope = EVERYTHING,
         status: RunStatus | None = None,
     ) -> OperationReport:
+        return self.run_parallel(operation, url, cancel, deadline, scope, status, 1)
+
+    def run_parallel(
+        self,
+        operation: Operation,
+        url: URL,
+        cancel: CancelToken,
+        deadline: datetime | None,
+        scope: TableScope,
+        status: RunStatus | None,
+        parallel: int,
+    ) -> OperationReport:
+        """``ParallelEngine.run_parallel``: up to ``parallel`` tables at once, each on its own connection
+        (``_Session.open_lanes``); 1 is ``run``."""
         operation = Operation(operation)
         check(cancel, deadline)
         try:
@@ -828,8 +900,18 @@ class PostgresqlEngine:
         conn = self._connect(url, deadline)
         try:
             session = _Session(conn, url, operation, cancel, deadline, scope, lock_timeout, draft)
+            session.connect_lane = lambda: self._connect(url, deadline)
             slow = self._faults.slow_seconds(operation)
-            return tables.run_operation(session, operation.value, cancel, deadline, status or RunStatus(), slow)
+            return tables.run_operation(
+                session,
+                operation.value,
+                cancel,
+                deadline,
+                status or RunStatus(),
+                slow,
+                parallel=parallel,
+                open_lanes=session.open_lanes,
+            )
         finally:
             conn.close()
 

@@ -35,9 +35,13 @@ Failure policy (the same for every table-by-table engine):
   ``ConnectionLost`` with the table's outcome) ends the loop: that table is failed, the rest are "not run"
   (counted skipped), and the error says so.
 
-Parallel pool: ``run_tables`` takes ``parallel`` (tables run at once, default 1). Running tables in parallel
-needs one connection (and one interrupter) per lane, which the dialect must open; until a dialect offers
-that, ``parallel`` must be 1 -- this is the seam where the pool goes.
+Parallel pool: ``run_tables`` takes ``more_lanes``, extra ``run_one`` callables each on a connection of its
+own (the dialect opens them, each interruptible by its own interrupter: ``run_operation``'s ``open_lanes``).
+With extra lanes, up to 1 + len(more_lanes) tables run at once, each lane taking the next table in the serial
+order. The failure policy is the same: failed and skipped tables are noted and the next ones run; an
+interruption or a lost connection stops every lane (each ends its current statement: the interrupters
+interrupt them; a lost connection lets them finish it) and the interruption is raised. The outcomes are kept
+in the serial order, so the notes and the report read the same as a serial run's.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from dbmaint.operations import OperationReport
 from worker_service.cancel import CancelToken, DeadlineExceeded, OperationCancelled, interrupting, interruption
@@ -60,6 +64,10 @@ MAX_TABLE_NOTES = 500
 
 Table = TypeVar("Table")
 Stopped = Callable[[], OperationCancelled | DeadlineExceeded | None]
+RunOne = Callable[[Table], "TableOutcome"]
+# The dialect's opener of extra lanes: given how many are wanted (at least 1) and the tables, a context that
+# yields the lanes' ``run_one`` (possibly fewer, none when the server has no connection to spare) and closes them.
+OpenLanes = Callable[[int, Sequence[Table]], contextlib.AbstractContextManager[Sequence[RunOne[Table]]]]
 
 
 class TableStatus(enum.Enum):
@@ -199,10 +207,14 @@ def run_operation(
     deadline: datetime | None,
     status: RunStatus,
     slow: float = 0.0,
+    parallel: int = 1,
+    open_lanes: OpenLanes[Table] | None = None,
 ) -> OperationReport:
     """Run one operation on an open connection, in the order of the module docstring. Raises
     OperationCancelled or DeadlineExceeded on an interrupt, OperationFailed (with the report) when a table
-    failed or the work could not be done; returns the report otherwise."""
+    failed or the work could not be done; returns the report otherwise. ``parallel`` > 1 with ``open_lanes``:
+    up to ``parallel`` tables at once (never more lanes than tables), the extra lanes opened after the
+    resource lock is held (it is taken once, on this connection)."""
     run = TableRun(0)
     with interruptible(session.interrupt, cancel, deadline) as stopped:
         try:
@@ -210,7 +222,12 @@ def run_operation(
             tables = session.tables_in_scope()
             if slow > 0:
                 session.inject_slow(slow, stopped)
-            run_tables(tables, session.run_one, stopped, into=run)
+            extra = min(parallel, len(tables)) - 1
+            if extra > 0 and open_lanes is not None:
+                with open_lanes(extra, tables) as lanes:
+                    run_tables(tables, session.run_one, stopped, into=run, more_lanes=lanes)
+            else:
+                run_tables(tables, session.run_one, stopped, into=run)
             if not run.lost:
                 session.after_tables(run)
         except session.driver_errors as exc:
@@ -290,19 +307,21 @@ class RepeatingInterrupter:
 
 def run_tables(
     tables: Sequence[Table],
-    run_one: Callable[[Table], TableOutcome],
+    run_one: RunOne[Table],
     stopped: Stopped,
-    parallel: int = 1,
     into: TableRun | None = None,
+    more_lanes: Sequence[RunOne[Table]] = (),
 ) -> TableRun:
     """Run ``run_one`` on each table in turn under the failure policy (module docstring). Raises the
     interruption (OperationCancelled, DeadlineExceeded) as soon as ``stopped`` reports one: before a table, or
     after a table that did not end processed (its error may be the interrupt's doing). The outcomes go ``into``
-    the given TableRun as they come (so an exception leaves the ones so far), else into a new one."""
-    if parallel != 1:
-        raise ValueError(f"parallel={parallel}: no dialect opens one connection per lane yet (only 1 is served)")
+    the given TableRun as they come (so an exception leaves the ones so far), else into a new one. With
+    ``more_lanes``, those run tables at the same time as ``run_one`` (the parallel pool)."""
     run = TableRun(0) if into is None else into
     run.total = len(tables)
+    if more_lanes:
+        _run_lanes(tables, [run_one, *more_lanes], stopped, run)
+        return run
     for table in tables:
         _stop_if(stopped)
         try:
@@ -316,6 +335,76 @@ def run_tables(
             _stop_if(stopped)
         run.outcomes.append(outcome)
     return run
+
+
+class _Pool(Generic[Table]):
+    """The shared state of the parallel lanes: the next table, the outcomes by table position, the first
+    exception a lane raised, and whether every lane must stop."""
+
+    def __init__(self, tables: Sequence[Table]) -> None:
+        self.lock = threading.Lock()
+        self.pending: list[tuple[int, Table]] = list(enumerate(tables))
+        self.done: dict[int, TableOutcome] = {}
+        self.error: BaseException | None = None
+        self.lost = False
+        self.stop = threading.Event()
+
+    def next_table(self) -> tuple[int, Table] | None:
+        with self.lock:
+            if self.stop.is_set() or not self.pending:
+                return None
+            return self.pending.pop(0)
+
+    def record(self, position: int, outcome: TableOutcome) -> None:
+        with self.lock:
+            self.done[position] = outcome
+
+    def fail(self, error: BaseException) -> None:
+        """Every lane stops; an interruption wins over another lane's error."""
+        with self.lock:
+            interruption = isinstance(error, (OperationCancelled, DeadlineExceeded))
+            if self.error is None or interruption:
+                self.error = error
+            self.stop.set()
+
+
+def _lane(pool: _Pool[Table], run_one: RunOne[Table], stopped: Stopped) -> None:
+    """One lane: the next table until none is left or the pool stops (the serial loop's policy)."""
+    try:
+        while (item := pool.next_table()) is not None:
+            position, table = item
+            _stop_if(stopped)
+            try:
+                outcome = run_one(table)
+            except ConnectionLost as lost:
+                pool.record(position, lost.outcome)
+                with pool.lock:
+                    pool.lost = True
+                _stop_if(stopped)
+                pool.stop.set()
+                return
+            pool.record(position, outcome)
+            if outcome.status is not TableStatus.PROCESSED:
+                _stop_if(stopped)
+    except BaseException as exc:  # re-raised on the calling thread by _run_lanes
+        pool.fail(exc)
+
+
+def _run_lanes(tables: Sequence[Table], lanes: Sequence[RunOne[Table]], stopped: Stopped, run: TableRun) -> None:
+    """The parallel pool: one thread per lane; the outcomes land in ``run`` in the serial order."""
+    pool: _Pool[Table] = _Pool(tables)
+    threads = [
+        threading.Thread(target=_lane, args=(pool, lane, stopped), name=f"dbmaint-lane-{n}", daemon=True)
+        for n, lane in enumerate(lanes)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    run.outcomes.extend(pool.done[position] for position in sorted(pool.done))
+    run.lost = pool.lost
+    if pool.error is not None:
+        raise pool.error
 
 
 def _stop_if(stopped: Stopped) -> None:

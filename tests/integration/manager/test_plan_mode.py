@@ -61,7 +61,7 @@ async def test_a_request_id_reused_with_another_mode_is_refused(tmp_path: Path) 
     ("request_fields", "problem"),
     [
         ({"mode": pb.MODE_AUTO}, "mode AUTO is not available yet"),
-        ({"parallel": 2}, "parallel > 1 is not available yet"),
+        ({"parallel": 9}, "9 is not from 1 to 8"),
     ],
 )
 async def test_what_is_not_available_yet_is_invalid_argument(
@@ -73,6 +73,14 @@ async def test_what_is_not_available_yet_is_invalid_argument(
             await m.api.CreateMaintenance(request)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert problem in (info.value.details() or "")
+
+
+async def test_a_parallel_request_gives_each_child_its_parallel_in_the_config(tmp_path: Path) -> None:
+    async with running_manager(tmp_path) as m:
+        request = pb.CreateMaintenanceRequest(targets=["db1"], operations=[pb.OPERATION_VACUUM], parallel=4)
+        created = await m.api.CreateMaintenance(request)
+        child = created.children[0]
+        assert json.loads(child.config)["parallel"] == 4
 
 
 async def test_a_schedule_keeps_its_plan_mode_and_refuses_auto(tmp_path: Path) -> None:

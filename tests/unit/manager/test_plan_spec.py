@@ -8,30 +8,41 @@ import pytest
 from dbmaint.operations import Operation
 from manager_service.domain import MaintenanceSpec, ScheduleSpec, is_plan_config
 from manager_service.errors import RequestInvalid
-from manager_service.validation import Limits, validate_maintenance, validate_mode
+from manager_service.validation import Limits, validate_maintenance, validate_mode, validate_parallel
 
 
 @pytest.mark.parametrize(("mode", "plan"), [("MODE_UNSPECIFIED", False), ("MODE_ALL", False), ("MODE_PLAN", True)])
 def test_unspecified_and_all_run_everything_and_plan_only_observes(mode: str, plan: bool) -> None:
-    assert validate_mode(mode, 0) is plan
-    assert validate_mode(mode, 1) is plan
+    assert validate_mode(mode) is plan
 
 
 @pytest.mark.parametrize(
-    ("mode", "parallel", "field", "problem"),
-    [
-        ("MODE_AUTO", 0, "mode", "mode AUTO is not available yet"),
-        ("7", 0, "mode", "unknown mode 7"),
-        ("MODE_PLAN", 2, "parallel", "parallel > 1 is not available yet"),
-        ("MODE_ALL", -1, "parallel", "parallel > 1 is not available yet"),
-    ],
+    ("mode", "problem"), [("MODE_AUTO", "mode AUTO is not available yet"), ("7", "unknown mode 7")]
 )
-def test_auto_an_unknown_mode_and_parallel_above_one_are_refused(
-    mode: str, parallel: int, field: str, problem: str
-) -> None:
+def test_auto_and_an_unknown_mode_are_refused(mode: str, problem: str) -> None:
     with pytest.raises(RequestInvalid) as info:
-        validate_mode(mode, parallel)
-    assert info.value.field == field and problem in info.value.problem
+        validate_mode(mode)
+    assert info.value.field == "mode" and problem in info.value.problem
+
+
+@pytest.mark.parametrize(("parallel", "taken"), [(0, 1), (1, 1), (4, 4), (8, 8)])
+def test_parallel_zero_means_one_and_one_to_eight_are_taken(parallel: int, taken: int) -> None:
+    assert validate_parallel(parallel) == taken
+
+
+@pytest.mark.parametrize("parallel", [9, -1])
+def test_parallel_above_eight_or_negative_is_refused(parallel: int) -> None:
+    with pytest.raises(RequestInvalid) as info:
+        validate_parallel(parallel)
+    assert info.value.field == "parallel" and "not from 1 to 8" in info.value.problem
+
+
+def test_parallel_above_one_is_in_the_config_and_the_fingerprint_and_one_leaves_both_as_they_were() -> None:
+    serial = MaintenanceSpec(("db1",), (Operation.VACUUM,), "r1")
+    four = MaintenanceSpec(("db1",), (Operation.VACUUM,), "r1", parallel=4)
+    assert four.child_config() == {"parallel": 4} and serial.child_config() == {}
+    assert four.fingerprint != serial.fingerprint
+    assert "parallel" not in serial.fingerprint
 
 
 def test_a_plan_spec_puts_the_mode_in_the_config_and_an_all_spec_leaves_it_out() -> None:

@@ -4,6 +4,7 @@ plain functions."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -99,9 +100,47 @@ def test_the_note_cap_keeps_skipped_and_failed_tables_first_in_processing_order(
     assert run.table_notes() == [f"{s.value} t{i}" for i, s in enumerate(statuses)]
 
 
-def test_a_parallel_pool_is_refused_until_a_dialect_opens_one_connection_per_lane() -> None:
-    with pytest.raises(ValueError, match="parallel=2"):
-        run_tables(["a"], lambda t: outcome(t, PROCESSED), never_stopped, parallel=2)
+def slow_lane(statuses: dict[str, TableStatus], running: list[str]) -> Callable[[str], TableOutcome]:
+    """A lane's run_one that records how many tables run at once (in ``running``, guarded by the GIL)."""
+
+    def run_one(table: str) -> TableOutcome:
+        running.append(table)
+        peak.append(len(running))
+        time.sleep(0.05)
+        running.remove(table)
+        return outcome(table, statuses[table], f"{table} broke")
+
+    peak: list[int] = []
+    run_one.peak = peak  # type: ignore[attr-defined]
+    return run_one
+
+
+def test_parallel_lanes_run_tables_at_once_note_failures_and_keep_the_serial_order() -> None:
+    statuses = {f"t{i}": FAILED if i == 2 else PROCESSED for i in range(8)}
+    running: list[str] = []
+    lanes = [slow_lane(statuses, running) for _ in range(4)]
+    run = run_tables(list(statuses), lanes[0], never_stopped, more_lanes=lanes[1:])
+    assert [o.name for o in run.outcomes] == list(statuses)
+    assert (run.processed, run.skipped) == (7, 1)
+    assert max(max(lane.peak, default=0) for lane in lanes) >= 2  # type: ignore[attr-defined]
+    assert run.failure_message("vacuum") == "vacuum failed on 1 of 8 table(s): t2: t2 broke"
+
+
+def test_an_interruption_in_one_lane_stops_every_lane() -> None:
+    token = CancelToken()
+
+    def run_one(table: str) -> TableOutcome:
+        if table == "t1":
+            token.cancel("stop")
+            return outcome(table, FAILED, "cancelled")
+        time.sleep(0.05)
+        return outcome(table, PROCESSED)
+
+    tables = [f"t{i}" for i in range(20)]
+    into = TableRun(0)
+    with pytest.raises(OperationCancelled):
+        run_tables(tables, run_one, lambda: interruption(token, None), into=into, more_lanes=[run_one])
+    assert len(into.outcomes) < 5
 
 
 class CountingSender:
