@@ -189,6 +189,20 @@ def test_a_malformed_scope_is_refused(bad: dict[str, Any]) -> None:
     assert problem is not None and "must be a list of non-empty strings" in problem
 
 
+def test_an_engine_that_runs_one_table_at_a_time_runs_a_parallel_child_serially_and_says_so() -> None:
+    target = target_with(lambda *_: OperationReport(engine="fake", notes=("table t: VACUUM",)))
+    outcome = run_assignment(make(config={"parallel": 4}), target, CancelToken())
+    assert outcome.status is JobStatus.COMPLETED and outcome.report is not None
+    serial = "parallel 4 asked: the fake engine runs one table at a time"
+    assert outcome.report.notes == (serial, "table t: VACUUM")
+
+
+@pytest.mark.parametrize("parallel", [0, 9, "4", True])
+def test_a_parallel_outside_one_to_eight_is_refused(parallel: object) -> None:
+    problem = validate_assignment(make(config={"operation": "vacuum", "parallel": parallel}), SERVED)
+    assert problem is not None and "config 'parallel'" in problem and "from 1 to 8" in problem
+
+
 def test_operation_failed_keeps_its_message_and_report() -> None:
     report = OperationReport(engine="fake", bytes_before=10)
 
