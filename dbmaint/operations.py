@@ -172,10 +172,11 @@ class OperationReport:
 class RunMode(enum.StrEnum):
     """How a child runs, from ``"mode"`` in its config (the proto's ``Mode``): ALL runs the statement on every
     table in scope (absent means ALL, so older configs read the same); PLAN observes and reports, changing
-    nothing. AUTO is not available yet: ``from_config`` refuses it like any unknown value."""
+    nothing; AUTO observes, acts only where a threshold is crossed and observes again."""
 
     ALL = "all"
     PLAN = "plan"
+    AUTO = "auto"
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RunMode:

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from google.protobuf.duration_pb2 import Duration
 
 from dbmaint import wire
+from dbmaint.operations import RunMode
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import schedules_pb2 as spb
 from manager_service import window_rules
@@ -135,6 +136,11 @@ def worker_to_proto(session: WorkerSession, running_job_ids: list[str]) -> pb.Wo
     )
 
 
+MODE_TO_PROTO = {
+    RunMode.ALL: pb.MODE_UNSPECIFIED,
+    RunMode.PLAN: pb.MODE_PLAN,
+    RunMode.AUTO: pb.MODE_AUTO,
+}
 OVERLAP_TO_PROTO = {
     "skip": spb.OVERLAP_POLICY_SKIP,
     "buffer_one": spb.OVERLAP_POLICY_BUFFER_ONE,
@@ -163,7 +169,8 @@ def schedule_to_proto(schedule: Schedule, next_fire_time: datetime | None) -> sp
             operations=[wire.operation_to_proto(operation) for operation in maintenance.operations],
             schemas=list(maintenance.scope.schemas),
             tables=list(maintenance.scope.tables),
-            mode=pb.MODE_PLAN if maintenance.plan else pb.MODE_UNSPECIFIED,
+            mode=MODE_TO_PROTO[maintenance.mode],
+            thresholds=dict(maintenance.thresholds),
         ),
         overlap=OVERLAP_TO_PROTO[spec.overlap],
         paused=schedule.paused,

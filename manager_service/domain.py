@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dbmaint.operations import JobStatus, Operation, OperationReport, TableScope
+from dbmaint.operations import JobStatus, Operation, OperationReport, RunMode, TableScope
+from dbmaint.thresholds import THRESHOLDS_KEY
 
-# The config key and value of a MODE_PLAN job (the contract with the worker: absent means MODE_ALL).
+# The config key of a job's mode (the contract with the worker: absent means MODE_ALL).
 MODE_KEY = "mode"
-PLAN_MODE = "plan"
+PLAN_MODE = RunMode.PLAN.value
 # The config key of a child's table parallelism (``dbmaint.operations.parallel_from_config``).
 PARALLEL_KEY = "parallel"
 
@@ -91,8 +92,11 @@ class MaintenanceSpec:
     request_id: str | None = None
     max_attempts: int = 3
     scope: TableScope = field(default_factory=TableScope)
-    # MODE_PLAN: the children observe and report, change nothing (read-only: see ``dispatch``).
-    plan: bool = False
+    # MODE_PLAN: the children observe and report, change nothing (read-only: see ``dispatch``); MODE_AUTO: they
+    # act only where a threshold is crossed (they hold their target like MODE_ALL).
+    mode: RunMode = RunMode.ALL
+    # MODE_PLAN/MODE_AUTO: the thresholds the request set (``dbmaint.thresholds``; the others keep defaults).
+    thresholds: Mapping[str, float] = field(default_factory=dict)
     # How many tables each child may run at once (``"parallel"`` in the config when above 1).
     parallel: int = 1
     # The window its children may start in (``window_rules.to_dict``), and for a schedule's firing, the
@@ -100,6 +104,11 @@ class MaintenanceSpec:
     window: Mapping[str, Any] | None = None
     schedule_id: str | None = None
     scheduled_time: datetime | None = None
+
+    @property
+    def plan(self) -> bool:
+        """A MODE_PLAN request: read-only children."""
+        return self.mode is RunMode.PLAN
 
     @property
     def fingerprint(self) -> str:
@@ -113,11 +122,13 @@ class MaintenanceSpec:
 
     def child_config(self) -> dict[str, Any]:
         """What the parent's and every child's config carry besides the target and operation: the table scope,
-        ``"mode": "plan"`` for a MODE_PLAN request (absent: MODE_ALL, so older configs read the same) and
-        ``"parallel": N`` when N > 1 (absent: 1, so a serial request keeps the fingerprint it always had)."""
+        ``"mode": "plan"``/``"auto"`` (absent: MODE_ALL, so older configs read the same), the thresholds the
+        request set, and ``"parallel": N`` when N > 1 (absent: 1, so a serial request keeps the fingerprint it
+        always had)."""
         return {
             **self.scope.to_config(),
-            **({MODE_KEY: PLAN_MODE} if self.plan else {}),
+            **({MODE_KEY: self.mode.value} if self.mode is not RunMode.ALL else {}),
+            **({THRESHOLDS_KEY: dict(sorted(self.thresholds.items()))} if self.thresholds else {}),
             **({PARALLEL_KEY: self.parallel} if self.parallel > 1 else {}),
         }
 
@@ -242,7 +253,9 @@ class ScheduleSpec:
             operations=tuple(Operation(name) for name in data["operations"]),
             max_attempts=int(data.get("max_attempts", 3)),
             scope=TableScope.from_config(data),
-            plan=is_plan_config(data),
+            mode=RunMode(data.get(MODE_KEY) or RunMode.ALL.value),
+            thresholds=dict(data.get(THRESHOLDS_KEY, {})),
+            parallel=int(data.get(PARALLEL_KEY, 1)),
         )
         return cls(
             id=data["id"],

@@ -42,7 +42,7 @@ from manager_service.orchestrator import Orchestrator
 from manager_service.rpc_errors import translate_errors
 from manager_service.schedule_rules import MIN_EVERY, ScheduleRuleError, cadence, check_cron, zone_named
 from manager_service.scheduling import next_fire_time
-from manager_service.servicers import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, _operations, plan_mode
+from manager_service.servicers import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, _operations, run_mode
 from manager_service.validation import TARGET_NAME, Limits, validate_maintenance
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -136,7 +136,8 @@ def _maintenance(message: spb.Schedule, limits: Limits) -> MaintenanceSpec:
             limits,
             schemas=list(request.schemas),
             tables=list(request.tables),
-            plan=plan_mode(request),
+            mode=run_mode(request),
+            thresholds=dict(request.thresholds),
         )
     except RequestInvalid as error:
         raise RequestInvalid(f"schedule.maintenance.{error.field}", error.problem) from None

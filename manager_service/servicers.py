@@ -20,7 +20,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from dbmaint import wire
-from dbmaint.operations import JOB_TYPES, LEGACY_JOB_TYPE, JobStatus
+from dbmaint.operations import JOB_TYPES, LEGACY_JOB_TYPE, JobStatus, RunMode
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 from manager_service import window_rules
@@ -68,8 +68,8 @@ MAX_SLOTS = 1024
 MAX_BATCH = 256
 
 
-def plan_mode(request: pb.CreateMaintenanceRequest) -> bool:
-    """Whether ``request`` asks for MODE_PLAN (``validate_mode`` refuses what is not available yet)."""
+def run_mode(request: pb.CreateMaintenanceRequest) -> RunMode:
+    """The mode ``request`` asks for (``validate_mode`` refuses an unknown value)."""
     mode = pb.Mode.Name(request.mode) if request.mode in pb.Mode.values() else str(request.mode)
     return validate_mode(mode)
 
@@ -164,7 +164,8 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
             self._limits,
             schemas=list(request.schemas),
             tables=list(request.tables),
-            plan=plan_mode(request),
+            mode=run_mode(request),
+            thresholds=dict(request.thresholds),
         )
         spec = replace(spec, parallel=validate_parallel(request.parallel))
         if request.HasField("window"):

@@ -27,9 +27,11 @@ from dbmaint.operations import (
     MAX_PARALLEL,
     Operation,
     OperationReport,
+    RunMode,
     TableReport,
     TableScope,
 )
+from dbmaint.thresholds import Thresholds
 from manager_service.domain import MaintenanceSpec
 from manager_service.errors import RequestInvalid
 
@@ -78,10 +80,11 @@ def validate_maintenance(
     limits: Limits,
     schemas: Sequence[str] = (),
     tables: Sequence[str] = (),
-    plan: bool = False,
+    mode: RunMode = RunMode.ALL,
+    thresholds: Mapping[str, float] | None = None,
 ) -> MaintenanceSpec:
-    """A MaintenanceSpec from raw request values, or RequestInvalid naming the first wrong field. ``plan``: a
-    MODE_PLAN request (``validate_mode``)."""
+    """A MaintenanceSpec from raw request values, or RequestInvalid naming the first wrong field. ``mode``: from
+    ``validate_mode``; ``thresholds``: the request's, checked by ``validate_thresholds``."""
     if not targets:
         raise RequestInvalid("targets", "at least one target is required")
     if len(targets) > limits.max_targets:
@@ -115,18 +118,39 @@ def validate_maintenance(
         request_id=request_id or None,
         max_attempts=limits.max_attempts,
         scope=TableScope(_catalog_names("schemas", schemas, limits), _catalog_names("tables", tables, limits)),
-        plan=plan,
+        mode=mode,
+        thresholds=validate_thresholds(thresholds or {}, mode),
     )
 
 
-def validate_mode(mode: str) -> bool:
-    """Whether a request's mode (the Mode enum's name) is MODE_PLAN. MODE_UNSPECIFIED and MODE_ALL are today's
-    behaviour; MODE_AUTO is refused: it is not available yet."""
-    if mode == "MODE_AUTO":
-        raise RequestInvalid("mode", "mode AUTO is not available yet")
-    if mode not in ("MODE_UNSPECIFIED", "MODE_ALL", "MODE_PLAN"):
+_MODES = {
+    "MODE_UNSPECIFIED": RunMode.ALL,
+    "MODE_ALL": RunMode.ALL,
+    "MODE_PLAN": RunMode.PLAN,
+    "MODE_AUTO": RunMode.AUTO,
+}
+
+
+def validate_mode(mode: str) -> RunMode:
+    """A request's mode (the Mode enum's name; UNSPECIFIED is ALL); an unknown value is refused."""
+    if mode not in _MODES:
         raise RequestInvalid("mode", f"unknown mode {mode}")
-    return mode == "MODE_PLAN"
+    return _MODES[mode]
+
+
+def validate_thresholds(thresholds: Mapping[str, float], mode: RunMode) -> dict[str, float]:
+    """The request's thresholds (``dbmaint.thresholds``): known names, finite values >= 0, and only with a mode
+    that observes (PLAN, AUTO): MODE_ALL compares nothing, so a threshold there is a mistake worth saying."""
+    if not thresholds:
+        return {}
+    if mode is RunMode.ALL:
+        raise RequestInvalid("thresholds", "thresholds apply to MODE_PLAN and MODE_AUTO only")
+    for name in sorted(thresholds):
+        try:
+            Thresholds.from_mapping({name: thresholds[name]})
+        except ValueError as exc:
+            raise RequestInvalid(f"thresholds[{name[:80]!r}]", str(exc)) from None
+    return {name: float(thresholds[name]) for name in sorted(thresholds)}
 
 
 def validate_parallel(parallel: int) -> int:

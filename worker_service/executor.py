@@ -29,6 +29,7 @@ from dbmaint.operations import (
     TableScope,
     parallel_from_config,
 )
+from dbmaint.thresholds import thresholds_from_config
 from dbmaint.windows import window_ended
 from worker_service.cancel import (
     ALARMS,
@@ -38,7 +39,9 @@ from worker_service.cancel import (
     deadline_passed,
     seconds_left,
 )
+from worker_service.engines.auto import run_auto
 from worker_service.engines.base import OperationFailed, ParallelEngine, RunStatus
+from worker_service.engines.plan import run_plan
 from worker_service.logs import job_context, redact
 from worker_service.targets import BoundTarget
 
@@ -131,6 +134,7 @@ def validate_assignment(assignment: Assignment, served_targets: Collection[str])
         TableScope.from_config(config)
         RunMode.from_config(config)
         parallel_from_config(config)
+        thresholds_from_config(config)
     except ValueError as exc:
         return f"assignment config is invalid: {exc}"
     if assignment.target not in served_targets:
@@ -155,11 +159,20 @@ def run_assignment(
     try:
         config = assignment.config or {}
         scope = TableScope.from_config(config)
-        # The one place the mode branches: a PLAN only observes (no resource lock, no statement, no status).
-        if RunMode.from_config(config) is RunMode.PLAN:
-            report = target.engine.plan(target.url, cancel, deadline, scope)
+        # The one place the mode branches: a PLAN only observes (no resource lock, no statement, no status); an
+        # AUTO observes, runs where a threshold is crossed and observes again.
+        mode = RunMode.from_config(config)
+        parallel = parallel_from_config(config)
+        if mode is RunMode.PLAN:
+            report = run_plan(target.engine, target.url, cancel, deadline, scope, thresholds_from_config(config))
+        elif mode is RunMode.AUTO:
+            thresholds = thresholds_from_config(config)
+            engine_parallel = parallel if isinstance(target.engine, ParallelEngine) else 1
+            report = run_auto(
+                target.engine, operation, target.url, cancel, deadline, scope, status, engine_parallel, thresholds
+            )
         else:
-            report = _run(target, operation, cancel, deadline, scope, status, parallel_from_config(config))
+            report = _run(target, operation, cancel, deadline, scope, status, parallel)
     except OperationCancelled as exc:
         return Outcome(assignment.job_id, assignment.attempt, JobStatus.CANCELLED, exc.reason)
     except DeadlineExceeded as exc:

@@ -231,7 +231,14 @@ class Job(_message.Message):
     def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., parent_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., target: _Optional[str] = ..., operation: _Optional[_Union[Operation, str]] = ..., config: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., worker_id: _Optional[str] = ..., error: _Optional[str] = ..., result: _Optional[_Union[OperationResult, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., position: _Optional[int] = ..., waiting_reason: _Optional[str] = ..., schedule_id: _Optional[str] = ..., scheduled_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[MaintenanceWindow, _Mapping]] = ...) -> None: ...
 
 class CreateMaintenanceRequest(_message.Message):
-    __slots__ = ("targets", "operations", "request_id", "schemas", "tables", "window", "mode", "parallel")
+    __slots__ = ("targets", "operations", "request_id", "schemas", "tables", "window", "mode", "parallel", "thresholds")
+    class ThresholdsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     OPERATIONS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -240,6 +247,7 @@ class CreateMaintenanceRequest(_message.Message):
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     PARALLEL_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
     targets: _containers.RepeatedScalarFieldContainer[str]
     operations: _containers.RepeatedScalarFieldContainer[Operation]
     request_id: str
@@ -248,7 +256,8 @@ class CreateMaintenanceRequest(_message.Message):
     window: MaintenanceWindow
     mode: Mode
     parallel: int
-    def __init__(self, targets: _Optional[_Iterable[str]] = ..., operations: _Optional[_Iterable[_Union[Operation, str]]] = ..., request_id: _Optional[str] = ..., schemas: _Optional[_Iterable[str]] = ..., tables: _Optional[_Iterable[str]] = ..., window: _Optional[_Union[MaintenanceWindow, _Mapping]] = ..., mode: _Optional[_Union[Mode, str]] = ..., parallel: _Optional[int] = ...) -> None: ...
+    thresholds: _containers.ScalarMap[str, float]
+    def __init__(self, targets: _Optional[_Iterable[str]] = ..., operations: _Optional[_Iterable[_Union[Operation, str]]] = ..., request_id: _Optional[str] = ..., schemas: _Optional[_Iterable[str]] = ..., tables: _Optional[_Iterable[str]] = ..., window: _Optional[_Union[MaintenanceWindow, _Mapping]] = ..., mode: _Optional[_Union[Mode, str]] = ..., parallel: _Optional[int] = ..., thresholds: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class CreateMaintenanceResponse(_message.Message):
     __slots__ = ("parent", "children", "created", "next_children_page_token")

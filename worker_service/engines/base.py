@@ -11,22 +11,42 @@ An engine runs one maintenance operation on one database URL, on the calling (sl
 * hold the target's resource lock for the whole operation, on the operation's own session, waiting for it
   while another attempt holds it (``worker_service.engines.fence``) and saying so through ``status``.
 
-``plan`` (MODE_PLAN) is the exception: read-only, it takes no resource lock and runs no maintenance statement.
+``observe`` is the exception: read-only, it takes no resource lock and runs no maintenance statement. MODE_PLAN
+is one ``observe`` (``worker_service.engines.plan``); MODE_AUTO is ``observe``, the engine's run restricted to
+the tables that need it, and ``observe`` again (``worker_service.engines.auto``).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from sqlalchemy.engine import URL
 
-from dbmaint.operations import Operation, OperationReport, TableScope
+from dbmaint.operations import Operation, OperationReport, TableAction, TableScope
+from dbmaint.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from worker_service.cancel import CancelToken
 
+if TYPE_CHECKING:
+    from worker_service.engines.observe import TableObservation
+
 EVERYTHING = TableScope()
+
+# MODE_AUTO's work for a table engine: (schema, table) -> the actions to carry out on it, in the order to run the
+# tables in (most urgent first). The engine runs only these tables, each with the statement of its actions.
+TableActions = Mapping[tuple[str, str], tuple[TableAction, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What ``Engine.observe`` saw: the observations, most urgent first, and the database's size in bytes (as
+    the engine's reports count it)."""
+
+    observations: Sequence[TableObservation]
+    size_bytes: int
 
 
 class EngineUnavailable(Exception):
@@ -108,17 +128,26 @@ class Engine(Protocol):
         OperationFailed naming it. ``status`` (None: nobody listens) hears of a wait for the resource lock."""
         ...
 
-    def plan(self, url: URL, cancel: CancelToken, deadline: datetime | None, scope: TableScope) -> OperationReport:
-        """MODE_PLAN: observe the tables of ``scope`` (the engine's observer) and report what it would do and
-        why (``worker_service.engines.plan``), changing nothing. Read-only, so it takes no resource lock and
-        never waits behind a running operation; a cancel or the deadline still stops it."""
+    def observe(
+        self,
+        url: URL,
+        cancel: CancelToken,
+        deadline: datetime | None,
+        scope: TableScope,
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    ) -> Observed:
+        """What each table of ``scope`` needs (the engine's observer, ``worker_service.engines.observe``),
+        changing nothing. Read-only, so it takes no resource lock and never waits behind a running operation; a
+        cancel or the deadline still stops it. OperationFailed names an unknown schema or table."""
         ...
 
 
 @runtime_checkable
 class ParallelEngine(Protocol):
-    """An engine that can run several tables of one operation at once (the child's ``"parallel"``); the
-    others run serially whatever the child asks (the executor notes it)."""
+    """A table-by-table engine (``worker_service.engines.tables``): it can run several tables of one operation
+    at once (the child's ``"parallel"``) and run chosen tables with chosen actions (MODE_AUTO). The others
+    run serially whatever the child asks (the executor notes it) and run MODE_AUTO as their whole operation on
+    the tables that need it."""
 
     def run_parallel(
         self,
@@ -129,6 +158,9 @@ class ParallelEngine(Protocol):
         scope: TableScope,
         status: RunStatus | None,
         parallel: int,
+        actions: TableActions | None = None,
     ) -> OperationReport:
-        """``Engine.run`` with up to ``parallel`` tables at once, each on a connection of its own."""
+        """``Engine.run`` with up to ``parallel`` tables at once, each on a connection of its own. With
+        ``actions`` (MODE_AUTO) only those tables of ``scope`` run, in that order, each with the statement its
+        actions call for (a FREEZE: ``VACUUM (FREEZE)``) rather than the operation's."""
         ...

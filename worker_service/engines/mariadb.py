@@ -94,11 +94,11 @@ import pymysql
 from sqlalchemy.engine import URL
 
 from dbmaint.operations import Operation, OperationReport, TableScope
+from dbmaint.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from worker_service.cancel import CancelToken, check, seconds_left
 from worker_service.engines import fence
-from worker_service.engines.base import EVERYTHING, EngineUnavailable, OperationFailed, RunStatus
+from worker_service.engines.base import EVERYTHING, EngineUnavailable, Observed, OperationFailed, RunStatus
 from worker_service.engines.observe_mariadb import observe_mariadb
-from worker_service.engines.plan import plan_report
 from worker_service.engines.tables import (
     ConnectionLost,
     RepeatingInterrupter,
@@ -540,23 +540,29 @@ class MariadbEngine:
         finally:
             _close(conn)
 
-    def plan(self, url: URL, cancel: CancelToken, deadline: datetime | None, scope: TableScope) -> OperationReport:
-        """MODE_PLAN (``Engine.plan``): ``observe_mariadb`` on a connection of its own; no resource lock (a plan
-        must not wait behind a running OPTIMIZE), no maintenance statement. Its three catalog reads are quick:
-        the deadline bounds them through the connection's read timeout, and a cancel is honoured before and
-        after them. The size is the tables' data + index bytes."""
+    def observe(
+        self,
+        url: URL,
+        cancel: CancelToken,
+        deadline: datetime | None,
+        scope: TableScope,
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    ) -> Observed:
+        """``Engine.observe``: ``observe_mariadb`` on a connection of its own; no resource lock (observing must
+        not wait behind a running OPTIMIZE), no maintenance statement. Its three catalog reads are quick: the
+        deadline bounds them through the connection's read timeout, and a cancel is honoured before and after
+        them. The size is the tables' data + index bytes."""
         check(cancel, deadline)
-        started = time.monotonic()
         conn, _ = self._connect(url, deadline)
         try:
-            observations = observe_mariadb(conn, scope)
+            observations = observe_mariadb(conn, scope, thresholds)
         except pymysql.MySQLError as exc:
-            raise OperationFailed(f"mariadb plan failed: {_describe_error(*_server_error(exc, url))}") from None
+            raise OperationFailed(f"mariadb observe failed: {_describe_error(*_server_error(exc, url))}") from None
         finally:
             _close(conn)
         check(cancel, deadline)
         size = sum(o.evidence.get("data_bytes", 0.0) + o.evidence.get("index_bytes", 0.0) for o in observations)
-        return plan_report(self.name, observations, int(size), started)
+        return Observed(observations, int(size))
 
 
 def _table_notes(

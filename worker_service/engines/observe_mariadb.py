@@ -22,11 +22,10 @@ from typing import Any
 import pymysql
 
 from dbmaint.operations import Reason, TableAction, TableScope
+from dbmaint.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from worker_service.engines.base import OperationFailed
 from worker_service.engines.observe import (
-    DEFAULT_THRESHOLDS,
     TableObservation,
-    Thresholds,
     by_urgency,
     in_scope,
     ratio,

@@ -15,10 +15,9 @@ from __future__ import annotations
 import sqlite3
 
 from dbmaint.operations import Reason, TableAction, TableScope
+from dbmaint.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from worker_service.engines.observe import (
-    DEFAULT_THRESHOLDS,
     TableObservation,
-    Thresholds,
     by_urgency,
     in_scope,
     ratio,

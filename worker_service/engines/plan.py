@@ -1,7 +1,7 @@
 """A PLAN run's report (MODE_PLAN, a dry run): what the observers saw, as an ``OperationReport``.
 
-Each engine's ``plan`` opens its connection, runs its observer (``observe_*``) and hands the observations
-here. Rules of the report, the same for every engine:
+``run_plan`` asks the engine to observe (``Engine.observe``, which opens its connection and runs its observer
+``observe_*``) and makes the report here. Rules of the report, the same for every engine:
 
 * ``tables``: one ``TableReport`` per observation, most urgent first: the proposed action, its reasons, the
   evidence; ``before`` holds the figures observed; no ``after`` and no duration (nothing was done).
@@ -16,8 +16,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from datetime import datetime
 
-from dbmaint.operations import OperationReport, TableAction, TableReport
+from sqlalchemy.engine import URL
+
+from dbmaint.operations import OperationReport, TableAction, TableReport, TableScope
+from dbmaint.thresholds import DEFAULT_THRESHOLDS, Thresholds
+from worker_service.cancel import CancelToken
+from worker_service.engines.base import Engine
 from worker_service.engines.observe import TableObservation
 from worker_service.engines.tables import MAX_TABLE_NOTES
 
@@ -73,3 +79,17 @@ def plan_report(
         notes=tuple(notes),
         tables=tuple(table_report(o) for o in observations),
     )
+
+
+def run_plan(
+    engine: Engine,
+    url: URL,
+    cancel: CancelToken,
+    deadline: datetime | None,
+    scope: TableScope,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> OperationReport:
+    """MODE_PLAN: observe ``scope`` and report what would be done and why, changing nothing."""
+    started = time.monotonic()
+    observed = engine.observe(url, cancel, deadline, scope, thresholds)
+    return plan_report(engine.name, observed.observations, observed.size_bytes, started)

@@ -101,11 +101,11 @@ from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import URL
 
 from dbmaint.operations import Operation, OperationReport, TableScope
+from dbmaint.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from worker_service.cancel import CancelToken, check, seconds_left
 from worker_service.engines import fence, tables
-from worker_service.engines.base import EVERYTHING, EngineUnavailable, OperationFailed, RunStatus
+from worker_service.engines.base import EVERYTHING, EngineUnavailable, Observed, OperationFailed, RunStatus
 from worker_service.engines.observe_postgresql import observe_postgresql
-from worker_service.engines.plan import plan_report
 from worker_service.faults import NO_FAULTS, FaultPlan
 from worker_service.logs import redact
 
@@ -915,29 +915,35 @@ class PostgresqlEngine:
         finally:
             conn.close()
 
-    def plan(self, url: URL, cancel: CancelToken, deadline: datetime | None, scope: TableScope) -> OperationReport:
-        """MODE_PLAN (``Engine.plan``): ``observe_postgresql`` on an autocommit connection of its own, then the
-        database's size; no resource lock (a plan must not wait behind a running VACUUM), no maintenance
-        statement. A cancel or the deadline cancels the running catalog query on the server."""
+    def observe(
+        self,
+        url: URL,
+        cancel: CancelToken,
+        deadline: datetime | None,
+        scope: TableScope,
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    ) -> Observed:
+        """``Engine.observe``: ``observe_postgresql`` on an autocommit connection of its own, then the database's
+        size; no resource lock (observing must not wait behind a running VACUUM), no maintenance statement. A
+        cancel or the deadline cancels the running catalog query on the server."""
         check(cancel, deadline)
-        started = time.monotonic()
         conn = self._connect(url, deadline)
         canceller = _canceller(conn)
         try:
             with tables.interruptible(canceller, cancel, deadline) as stopped:
                 try:
-                    observations = observe_postgresql(conn, scope)
+                    observations = observe_postgresql(conn, scope, thresholds)
                     row = conn.execute(DATABASE_SIZE_SQL).fetchone()
                 except psycopg.Error as exc:
                     # An error the interrupt caused is the interruption: CANCELLED, or the deadline's failure.
                     raise (
-                        stopped() or OperationFailed(f"postgresql plan failed: {sanitize(str(exc), url)}")
+                        stopped() or OperationFailed(f"postgresql observe failed: {sanitize(str(exc), url)}")
                     ) from None
                 finally:
                     canceller.stop()
-                stop = stopped()  # a cancel after the last query: the plan ends CANCELLED all the same
+                stop = stopped()  # a cancel after the last query: the observation ends CANCELLED all the same
                 if stop is not None:
                     raise stop
         finally:
             conn.close()
-        return plan_report(self.name, observations, int(row[0]) if row else 0, started)
+        return Observed(observations, int(row[0]) if row else 0)

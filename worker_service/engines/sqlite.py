@@ -32,10 +32,10 @@ from datetime import datetime
 from sqlalchemy.engine import URL
 
 from dbmaint.operations import Operation, OperationReport, TableScope
+from dbmaint.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from worker_service.cancel import CancelToken, check, interrupting, interruption
 from worker_service.engines import fence
-from worker_service.engines.base import EVERYTHING, EngineUnavailable, OperationFailed, RunStatus
-from worker_service.engines.plan import plan_report
+from worker_service.engines.base import EVERYTHING, EngineUnavailable, Observed, OperationFailed, RunStatus
 from worker_service.faults import NO_FAULTS, FaultPlan
 
 STATEMENTS: dict[Operation, str] = {
@@ -272,10 +272,17 @@ class SqliteEngine:
             lock.close()
         return dataclasses.replace(report, notes=(*report.notes, fence.lock_note(lock, waited)))
 
-    def plan(self, url: URL, cancel: CancelToken, deadline: datetime | None, scope: TableScope) -> OperationReport:
-        """MODE_PLAN (``Engine.plan``): ``observe_sqlite`` on a read-only connection (``mode=ro``: the file stays
-        byte-identical), without the resource lock (a plan must not wait behind a running VACUUM) and without a
-        maintenance statement. A cancel or the deadline interrupts its query. The size is the file's."""
+    def observe(
+        self,
+        url: URL,
+        cancel: CancelToken,
+        deadline: datetime | None,
+        scope: TableScope,
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    ) -> Observed:
+        """``Engine.observe``: ``observe_sqlite`` on a read-only connection (``mode=ro``: the file stays
+        byte-identical), without the resource lock (observing must not wait behind a running VACUUM) and without
+        a maintenance statement. A cancel or the deadline interrupts its query. The size is the file's."""
         # Imported here: observe_sqlite uses quote_identifier from this module; a top-level import is a cycle.
         from worker_service.engines.observe_sqlite import observe_sqlite
 
@@ -283,7 +290,6 @@ class SqliteEngine:
         check(cancel, deadline)
         if not os.path.isfile(path):
             raise OperationFailed(f"sqlite database file does not exist or is not a file: {path}")
-        started = time.monotonic()
         try:
             conn = self._connect(path, url, read_only=True)
         except sqlite3.Error as exc:
@@ -291,7 +297,7 @@ class SqliteEngine:
         try:
             with interrupting(conn.interrupt, cancel, deadline) as interrupts:
                 try:
-                    observations = observe_sqlite(conn, scope)
+                    observations = observe_sqlite(conn, scope, thresholds)
                     size = _read_size(conn).bytes
                 except sqlite3.Error as exc:
                     # An error the interrupt caused is the interruption: CANCELLED, or the deadline's failure.
@@ -299,8 +305,8 @@ class SqliteEngine:
                     raise (stopped or OperationFailed(f"cannot observe sqlite database {path}: {exc}")) from None
         finally:
             conn.close()
-        check(cancel, deadline)  # a cancel after the last query: the plan ends CANCELLED all the same
-        return plan_report(self.name, observations, size, started)
+        check(cancel, deadline)  # a cancel after the last query: the observation ends CANCELLED all the same
+        return Observed(observations, size)
 
     def _run(
         self,

@@ -54,13 +54,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
-from dbmaint.operations import OperationReport
+from dbmaint.operations import OperationReport, TableReport
 from worker_service.cancel import CancelToken, DeadlineExceeded, OperationCancelled, interrupting, interruption
 from worker_service.engines.base import OperationFailed, RunStatus
 
 # A report travels in one gRPC message: the notes of at most this many tables are listed (skipped and failed
 # tables first), the others are counted in one note.
 MAX_TABLE_NOTES = 500
+# ... and the ``TableReport`` of at most this many (about 300 bytes each: well inside one message).
+MAX_TABLE_REPORTS = 2000
 
 Table = TypeVar("Table")
 Stopped = Callable[[], OperationCancelled | DeadlineExceeded | None]
@@ -79,12 +81,15 @@ class TableStatus(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class TableOutcome:
     """How one table ended: its name as the notes and errors give it, the status, the reason (skipped and
-    failed: why, for the error) and the notes that describe it (one or more lines of the report)."""
+    failed: why, for the error), the notes that describe it (one or more lines of the report) and its
+    ``TableReport`` (the action run, the figures before and after, the duration; a skipped table: SKIP with
+    the reason ``locked``)."""
 
     name: str
     status: TableStatus
     notes: tuple[str, ...]
     reason: str = ""
+    report: TableReport | None = None
 
 
 class ConnectionLost(Exception):
@@ -133,6 +138,15 @@ class TableRun:
         if left_out:
             notes.append(f"{left_out} more table notes left out (limit {limit})")
         return notes
+
+    def table_reports(self) -> tuple[TableReport, ...]:
+        """The tables' reports in processing order, at most ``MAX_TABLE_REPORTS`` (skipped and failed first, as
+        for the notes)."""
+        reports = [(i, o) for i, o in enumerate(self.outcomes) if o.report is not None]
+        troubled = [(i, o) for i, o in reports if o.status is not TableStatus.PROCESSED][:MAX_TABLE_REPORTS]
+        fine = [(i, o) for i, o in reports if o.status is TableStatus.PROCESSED]
+        kept = sorted(troubled + fine[: MAX_TABLE_REPORTS - len(troubled)], key=lambda item: item[0])
+        return tuple(o.report for _, o in kept if o.report is not None)
 
     def failure_message(self, operation: str) -> str | None:
         """The child's error when a table failed (None: it did not), naming every failed table."""

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from dbmaint.operations import Operation
+from dbmaint.operations import Operation, RunMode
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import schedules_pb2 as spb
 from dbmaint.v1 import schedules_pb2_grpc as spb_grpc
@@ -60,12 +60,13 @@ async def test_a_request_id_reused_with_another_mode_is_refused(tmp_path: Path) 
 @pytest.mark.parametrize(
     ("request_fields", "problem"),
     [
-        ({"mode": pb.MODE_AUTO}, "mode AUTO is not available yet"),
         ({"parallel": 9}, "9 is not from 1 to 8"),
+        ({"thresholds": {"freeze_age_ratio": 0.1}}, "thresholds apply to MODE_PLAN and MODE_AUTO only"),
+        ({"mode": pb.MODE_AUTO, "thresholds": {"nope": 1.0}}, "unknown threshold 'nope'"),
     ],
 )
-async def test_what_is_not_available_yet_is_invalid_argument(
-    tmp_path: Path, request_fields: dict[str, int], problem: str
+async def test_a_bad_parallel_or_threshold_is_invalid_argument(
+    tmp_path: Path, request_fields: dict[str, object], problem: str
 ) -> None:
     async with running_manager(tmp_path) as m:
         request = pb.CreateMaintenanceRequest(targets=["db1"], **request_fields)  # type: ignore[arg-type]
@@ -73,6 +74,19 @@ async def test_what_is_not_available_yet_is_invalid_argument(
             await m.api.CreateMaintenance(request)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert problem in (info.value.details() or "")
+
+
+async def test_an_auto_request_gives_each_child_its_mode_and_thresholds_in_the_config(tmp_path: Path) -> None:
+    async with running_manager(tmp_path) as m:
+        request = pb.CreateMaintenanceRequest(
+            targets=["db1"],
+            operations=[pb.OPERATION_VACUUM],
+            mode=pb.MODE_AUTO,
+            thresholds={"vacuum_threshold": 5},
+        )
+        child = (await m.api.CreateMaintenance(request)).children[0]
+        config = json.loads(child.config)
+        assert config["mode"] == "auto" and config["thresholds"] == {"vacuum_threshold": 5.0}
 
 
 async def test_a_parallel_request_gives_each_child_its_parallel_in_the_config(tmp_path: Path) -> None:
@@ -83,7 +97,7 @@ async def test_a_parallel_request_gives_each_child_its_parallel_in_the_config(tm
         assert json.loads(child.config)["parallel"] == 4
 
 
-async def test_a_schedule_keeps_its_plan_mode_and_refuses_auto(tmp_path: Path) -> None:
+async def test_a_schedule_keeps_its_plan_mode_and_its_auto_mode_with_thresholds(tmp_path: Path) -> None:
     async with running_manager(tmp_path) as m:
         schedules = spb_grpc.ScheduleServiceStub(m.channel)
         message = spb.Schedule(id="nightly-plan", cron="0 * * * *", maintenance=plan_request())
@@ -91,10 +105,16 @@ async def test_a_schedule_keeps_its_plan_mode_and_refuses_auto(tmp_path: Path) -
         assert created.maintenance.mode == pb.MODE_PLAN
         message.id = "auto"
         message.maintenance.mode = pb.MODE_AUTO
+        message.maintenance.thresholds["freeze_age_ratio"] = 0.25
+        auto = (await schedules.CreateSchedule(spb.CreateScheduleRequest(schedule=message))).schedule
+        assert auto.maintenance.mode == pb.MODE_AUTO
+        assert dict(auto.maintenance.thresholds) == {"freeze_age_ratio": 0.25}
+        message.id = "bad"
+        message.maintenance.thresholds["no_such"] = 1
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await schedules.CreateSchedule(spb.CreateScheduleRequest(schedule=message))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "schedule.maintenance.mode" in (info.value.details() or "")
+        assert "schedule.maintenance.thresholds['no_such']" in (info.value.details() or "")
 
 
 async def test_a_running_plan_parent_is_no_schedule_overlap(tmp_path: Path) -> None:
@@ -116,9 +136,9 @@ async def test_a_running_plan_parent_is_no_schedule_overlap(tmp_path: Path) -> N
 
 
 def test_the_plan_mode_survives_the_store_on_both_databases(store: JobStore) -> None:
-    created = store.create_maintenance(MaintenanceSpec(("db1",), (Operation.VACUUM,), "r1", 3, plan=True))
+    created = store.create_maintenance(MaintenanceSpec(("db1",), (Operation.VACUUM,), "r1", 3, mode=RunMode.PLAN))
     (child,) = created.children
     for stored in (store.get_job(created.parent.id), store.get_job(child.id)):
         assert stored is not None and stored.is_plan
-    again = store.create_maintenance(MaintenanceSpec(("db1",), (Operation.VACUUM,), "r1", 3, plan=True))
+    again = store.create_maintenance(MaintenanceSpec(("db1",), (Operation.VACUUM,), "r1", 3, mode=RunMode.PLAN))
     assert not again.created and again.parent.id == created.parent.id

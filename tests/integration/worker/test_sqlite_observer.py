@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from dbmaint.operations import TableAction, TableScope
+from dbmaint.thresholds import Thresholds
 from tests.support.worker import make_db
 from worker_service.engines.base import OperationFailed
-from worker_service.engines.observe import Thresholds
 from worker_service.engines.observe_sqlite import observe_sqlite
 
 

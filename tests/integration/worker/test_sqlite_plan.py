@@ -17,6 +17,7 @@ from tests.integration.worker.test_sqlite_observer import holes_db
 from tests.support.plan import plan_of, run_child
 from worker_service.cancel import CancelToken
 from worker_service.engines.base import OperationFailed
+from worker_service.engines.plan import run_plan
 from worker_service.engines.sqlite import SqliteEngine
 
 
@@ -71,5 +72,5 @@ def test_an_assignment_without_mode_still_vacuums(tmp_path: Path) -> None:
 def test_a_plan_of_a_missing_file_fails_and_creates_nothing(tmp_path: Path) -> None:
     url = make_url(f"sqlite:///{tmp_path / 'missing.db'}")
     with pytest.raises(OperationFailed, match="does not exist"):
-        SqliteEngine().plan(url, CancelToken(), None, TableScope())
+        run_plan(SqliteEngine(), url, CancelToken(), None, TableScope())
     assert list(tmp_path.iterdir()) == []

@@ -15,13 +15,16 @@ from dbmaint.operations import (
     JobStatus,
     Operation,
     OperationReport,
+    TableAction,
     TableScope,
 )
+from dbmaint.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from dbmaint.v1 import maintenance_pb2 as pb
 from tests.support.fake_manager_for_workers import assignment as pb_assignment
 from tests.support.polling import eventually
 from worker_service.cancel import CancelToken, OperationCancelled
-from worker_service.engines.base import OperationFailed, RunStatus
+from worker_service.engines.base import Observed, OperationFailed, RunStatus
+from worker_service.engines.observe import TableObservation
 from worker_service.executor import NO_FREE_SLOT, Assignment, Executor, run_assignment, validate_assignment
 from worker_service.stream import assignment_from_proto, decode_config
 from worker_service.targets import BoundTarget
@@ -114,6 +117,8 @@ class FakeEngine:
         self.release = threading.Event()
         self.scopes: list[TableScope] = []
         self.plans: list[TableScope] = []
+        # What observe answers: first call, then every later one.
+        self.observations: list[list[TableObservation]] = [[]]
 
     def check_url(self, url: URL) -> None:
         pass
@@ -131,9 +136,17 @@ class FakeEngine:
         self.scopes.append(scope)
         return self.behaviour(operation, url, cancel, deadline, self)  # type: ignore[no-any-return]
 
-    def plan(self, url: URL, cancel: CancelToken, deadline: datetime | None, scope: TableScope) -> OperationReport:
+    def observe(
+        self,
+        url: URL,
+        cancel: CancelToken,
+        deadline: datetime | None,
+        scope: TableScope,
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    ) -> Observed:
         self.plans.append(scope)
-        return OperationReport(engine="fake", notes=("plan: 0 table(s) observed, nothing changed",))
+        answer = self.observations[min(len(self.plans), len(self.observations)) - 1]
+        return Observed(answer, 1000 * len(self.plans))
 
 
 def target_with(behaviour: Any) -> BoundTarget:
@@ -166,6 +179,7 @@ def test_a_plan_assignment_asks_the_engine_for_a_plan_and_runs_nothing() -> None
     outcome = run_assignment(make(config=config), target, CancelToken())
     assert outcome.status is JobStatus.COMPLETED
     assert outcome.report is not None and outcome.report.notes == ("plan: 0 table(s) observed, nothing changed",)
+    assert outcome.report.bytes_before == 1000
     assert isinstance(target.engine, FakeEngine)
     assert (target.engine.plans, target.engine.scopes) == ([TableScope(tables=("sales.orders",))], [])
 
@@ -177,7 +191,49 @@ def test_an_assignment_whose_mode_is_all_runs_the_operation() -> None:
     assert isinstance(target.engine, FakeEngine) and target.engine.plans == []
 
 
-@pytest.mark.parametrize("mode", ["auto", "PLAN", 1])
+def dead(table: str, dead_tuples: float, action: TableAction = TableAction.VACUUM) -> TableObservation:
+    reasons = ("dead_tuples",) if action is TableAction.VACUUM else ("below_threshold",)
+    return TableObservation("main", table, action, reasons, {"dead_tuples": dead_tuples})
+
+
+def test_an_auto_assignment_runs_the_operation_on_the_tables_over_their_thresholds_only() -> None:
+    target = target_with(lambda *_: OperationReport(engine="fake", objects_processed=1, notes=("ran",)))
+    assert isinstance(target.engine, FakeEngine)
+    target.engine.observations = [
+        [dead("bloated", 5000), dead("clean", 3, TableAction.SKIP)],
+        [dead("bloated", 0, TableAction.SKIP)],
+    ]
+    config = {"operation": "vacuum", "target": "orders", "mode": "auto", "thresholds": {"vacuum_threshold": 10}}
+    outcome = run_assignment(make(config=config), target, CancelToken())
+    assert outcome.status is JobStatus.COMPLETED and outcome.report is not None
+    assert target.engine.scopes == [TableScope(tables=("main.bloated",))]
+    assert target.engine.plans == [TableScope(), TableScope(tables=("main.bloated",))]
+    bloated, clean = outcome.report.tables
+    assert (bloated.table, bloated.action, bloated.before, bloated.after) == (
+        "bloated",
+        TableAction.VACUUM,
+        {"dead_tuples": 5000},
+        {"dead_tuples": 0},
+    )
+    assert (clean.table, clean.action, clean.reasons) == ("clean", TableAction.SKIP, ("below_threshold",))
+    assert outcome.report.notes[:2] == (
+        "auto: 2 table(s) observed, 1 acted on, 1 skipped",
+        "auto: vacuum main.bloated (dead_tuples)",
+    )
+    assert (outcome.report.bytes_before, outcome.report.bytes_after) == (1000, 2000)
+
+
+def test_an_auto_assignment_with_nothing_over_a_threshold_runs_no_statement() -> None:
+    target = target_with(lambda *_: pytest.fail("nothing to act on: no statement"))
+    assert isinstance(target.engine, FakeEngine)
+    target.engine.observations = [[dead("clean", 3, TableAction.SKIP)]]
+    outcome = run_assignment(make(config={"operation": "vacuum", "mode": "auto"}), target, CancelToken())
+    assert outcome.status is JobStatus.COMPLETED and outcome.report is not None
+    assert "auto: nothing over the thresholds: no statement run" in outcome.report.notes
+    assert target.engine.plans == [TableScope()]
+
+
+@pytest.mark.parametrize("mode", ["PLAN", "Auto", 1])
 def test_a_mode_this_worker_does_not_run_is_refused(mode: object) -> None:
     problem = validate_assignment(make(config={"operation": "vacuum", "mode": mode}), SERVED)
     assert problem is not None and "assignment config is invalid: config 'mode'" in problem

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dbmaint.operations import TableAction, TableScope
+from dbmaint.thresholds import Thresholds
 from worker_service.engines.base import OperationFailed
-from worker_service.engines.observe import TableObservation, Thresholds, by_urgency, in_scope
+from worker_service.engines.observe import TableObservation, by_urgency, in_scope
 
 
 def observed(

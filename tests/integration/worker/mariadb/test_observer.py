@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy.engine import URL
 
 from dbmaint.operations import TableAction, TableScope
+from dbmaint.thresholds import Thresholds
 from tests.support.mariadb import connect, make_table, table_info
 from worker_service.engines import observe_mariadb as module
 from worker_service.engines.base import OperationFailed
-from worker_service.engines.observe import Thresholds
 from worker_service.engines.observe_mariadb import observe_mariadb
 
 ANY_FREE_SPACE = Thresholds.from_mapping({"data_free_min_bytes": 1, "data_free_min_ratio": 0.01})

@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy.engine import URL
 
 from dbmaint.operations import TableAction, TableScope
+from dbmaint.thresholds import Thresholds
 from tests.support.postgresql import connect, make_table, table_stats, wait_stats
 from worker_service.engines.base import OperationFailed
-from worker_service.engines.observe import TableObservation, Thresholds
+from worker_service.engines.observe import TableObservation
 from worker_service.engines.observe_postgresql import observe_postgresql
 
 

@@ -13,6 +13,7 @@ from tests.integration.worker.postgresql.test_resource_lock import lock_held
 from tests.support.plan import plan_of, run_child
 from tests.support.postgresql import make_table, scalar, table_stats, wait_stats
 from worker_service.cancel import CancelToken, OperationCancelled
+from worker_service.engines.plan import run_plan
 from worker_service.engines.postgresql import PostgresqlEngine
 
 
@@ -70,4 +71,4 @@ def test_a_cancelled_plan_raises_the_cancel_and_reads_nothing(tables: URL) -> No
     cancel.cancel("operator said stop")
 
     with pytest.raises(OperationCancelled, match="operator said stop"):
-        PostgresqlEngine().plan(tables, cancel, None, TableScope())
+        run_plan(PostgresqlEngine(), tables, cancel, None, TableScope())
