@@ -55,10 +55,11 @@ Key = tuple[str, str]
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What an AUTO child does: ``acts`` the tables to act on with their actions, most urgent first;
-    ``observed`` every table's relevant observations (all of them for a skipped table), in urgency order."""
+    """What an AUTO child does: ``acts`` the tables to act on with the observations that call for it (their
+    actions and reasons), most urgent first; ``observed`` every table's relevant observations (all of them for
+    a skipped table), in urgency order."""
 
-    acts: dict[Key, tuple[TableAction, ...]]
+    acts: dict[Key, tuple[TableObservation, ...]]
     observed: dict[Key, tuple[TableObservation, ...]]
 
     @property
@@ -69,13 +70,13 @@ class Decision:
 def decide(operation: Operation, observations: Sequence[TableObservation]) -> Decision:
     """The tables ``operation`` acts on in MODE_AUTO (module docstring); ``observations`` most urgent first."""
     mine = ACTIONS_OF[operation]
-    acts: dict[Key, list[TableAction]] = {}
+    acts: dict[Key, list[TableObservation]] = {}
     relevant: dict[Key, list[TableObservation]] = {}
     others: dict[Key, list[TableObservation]] = {}
     for observation in observations:
         key = (observation.schema, observation.table)
         if observation.action in mine:
-            acts.setdefault(key, []).append(observation.action)
+            acts.setdefault(key, []).append(observation)
             relevant.setdefault(key, []).append(observation)
         elif observation.wanted in mine:
             relevant.setdefault(key, []).append(observation)
@@ -85,7 +86,7 @@ def decide(operation: Operation, observations: Sequence[TableObservation]) -> De
     for key, found in others.items():
         observed.setdefault(key, tuple(found))
     ordered = {key: observed[key] for key in [*acts, *(k for k in observed if k not in acts)]}
-    return Decision({key: tuple(actions) for key, actions in acts.items()}, ordered)
+    return Decision({key: tuple(found) for key, found in acts.items()}, ordered)
 
 
 def _merged(observations: Iterable[TableObservation]) -> dict[str, float]:
@@ -112,7 +113,7 @@ def _name(key: Key) -> str:
 
 def acted_report(
     key: Key,
-    actions: tuple[TableAction, ...],
+    action: TableAction,
     before: Sequence[TableObservation],
     after: Sequence[TableObservation],
     ran: TableReport | None,
@@ -124,7 +125,7 @@ def acted_report(
     return TableReport(
         schema=key[0],
         table=key[1],
-        action=TableAction.SKIP if locked else actions[0],
+        action=TableAction.SKIP if locked else action,
         reasons=(*_reasons(before), *((Reason.LOCKED.value,) if locked else ())),
         evidence=evidence,
         before=evidence,
@@ -163,11 +164,12 @@ def auto_report(
         after_by.setdefault((observation.schema, observation.table), []).append(observation)
     whole = ran if ran is not None and len(decision.acts) == 1 and not ran.tables else None
     tables: list[TableReport] = []
-    for key, actions in decision.acts.items():
+    for key, acting in decision.acts.items():
+        action = acting[0].action
         ran_table = ran_tables.get(key)
         if ran_table is None and whole is not None:  # one statement for the whole file: its duration
-            ran_table = TableReport(key[0], key[1], actions[0], duration_seconds=whole.duration_seconds)
-        tables.append(acted_report(key, actions, decision.observed[key], after_by.get(key, []), ran_table))
+            ran_table = TableReport(key[0], key[1], action, duration_seconds=whole.duration_seconds)
+        tables.append(acted_report(key, action, decision.observed[key], after_by.get(key, []), ran_table))
     tables.extend(skipped_report(operation, key, decision.observed[key]) for key in decision.skipped)
     counted = {key for key in decision.observed if key[1]}
     acted_notes = [

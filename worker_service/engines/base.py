@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from sqlalchemy.engine import URL
 
-from dbmaint.operations import Operation, OperationReport, TableAction, TableScope
+from dbmaint.operations import Operation, OperationReport, TableScope
 from dbmaint.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from worker_service.cancel import CancelToken
 
@@ -35,9 +35,10 @@ if TYPE_CHECKING:
 
 EVERYTHING = TableScope()
 
-# MODE_AUTO's work for a table engine: (schema, table) -> the actions to carry out on it, in the order to run the
-# tables in (most urgent first). The engine runs only these tables, each with the statement of its actions.
-TableActions = Mapping[tuple[str, str], tuple[TableAction, ...]]
+# MODE_AUTO's work for a table engine: (schema, table) -> the observations to act on (their ``action`` and
+# ``reasons``), in the order to run the tables in (most urgent first). The engine runs only these tables, each
+# with the statement(s) its actions call for.
+TableActions = Mapping[tuple[str, str], Sequence["TableObservation"]]
 
 
 @dataclass(frozen=True, slots=True)
