@@ -100,11 +100,18 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import URL
 
-from dbmaint.operations import Operation, OperationReport, TableScope
+from dbmaint.operations import Operation, OperationReport, Reason, TableAction, TableReport, TableScope
 from dbmaint.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from worker_service.cancel import CancelToken, check, seconds_left
 from worker_service.engines import fence, tables
-from worker_service.engines.base import EVERYTHING, EngineUnavailable, Observed, OperationFailed, RunStatus
+from worker_service.engines.base import (
+    EVERYTHING,
+    EngineUnavailable,
+    Observed,
+    OperationFailed,
+    RunStatus,
+    TableActions,
+)
 from worker_service.engines.observe_postgresql import observe_postgresql
 from worker_service.faults import NO_FAULTS, FaultPlan
 from worker_service.logs import redact
@@ -192,6 +199,29 @@ WHERE NOT x.indisvalid AND i.relname ~ '_cc(new|old)[0-9]*$'
        OR x.indrelid IN (SELECT c.reltoastrelid FROM pg_catalog.pg_class c WHERE c.oid = ANY(%(oids)s::oid[])))
 ORDER BY 1, 2
 """
+# MODE_AUTO, an invalid-index proposal: the table's invalid indexes now (and its TOAST table's), those a CREATE
+# INDEX is building excepted.
+TABLE_INVALID_INDEXES_SQL = """
+SELECT n.nspname, i.relname
+FROM pg_catalog.pg_index x
+JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = i.relnamespace
+WHERE NOT x.indisvalid
+  AND (x.indrelid = %(oid)s::oid
+       OR x.indrelid = (SELECT c.reltoastrelid FROM pg_catalog.pg_class c WHERE c.oid = %(oid)s::oid))
+  AND x.indexrelid NOT IN (SELECT p.index_relid FROM pg_catalog.pg_stat_progress_create_index p)
+ORDER BY 1, 2
+"""
+LEFTOVER_INDEX = re.compile(r"_cc(new|old)[0-9]*$")
+# The TableAction a MODE_ALL statement stands for in the per-table report.
+ACTION_OF: dict[Operation, TableAction] = {
+    Operation.VACUUM: TableAction.VACUUM,
+    Operation.ANALYZE: TableAction.ANALYZE,
+    Operation.REINDEX: TableAction.REINDEX,
+    Operation.OPTIMIZE: TableAction.VACUUM,
+}
+_VACUUMS = frozenset({TableAction.FREEZE, TableAction.VACUUM, TableAction.OPTIMIZE})
+
 THRESHOLD_SETTINGS = (
     "autovacuum_vacuum_threshold",
     "autovacuum_vacuum_scale_factor",
@@ -267,6 +297,7 @@ class _ReportDraft:
             objects_processed=run.processed,
             objects_skipped=run.skipped,
             notes=(*summary, *self.notes, *run.table_notes(), *self.tail_notes),
+            tables=run.table_reports(),
         )
 
 
@@ -454,8 +485,10 @@ class _Session:
         scope: TableScope,
         lock_timeout: float,
         draft: _ReportDraft,
+        actions: TableActions | None = None,
     ) -> None:
         self.conn = conn
+        self.actions = actions
         self.url = url
         self.operation = operation
         self.cancel = cancel
@@ -533,10 +566,13 @@ class _Session:
         self.draft.notes.append(fence.lock_note(lock, waited))
 
     def tables_in_scope(self) -> list[_Relation]:
-        """The scope's relations that still exist, largest first (optimize: those over a threshold)."""
+        """The scope's relations that still exist, largest first (optimize: those over a threshold); with
+        ``actions`` (MODE_AUTO), those tables in that order."""
         self.current = "reading the catalog"
         self.draft.bytes_before = self.database_size()
         relations = self.relations(self.scope)
+        if self.actions is not None:
+            return self.chosen(relations, self.actions)
         self.before = self.figures(relations)
         relations = [rel for rel in relations if rel.oid in self.before]  # dropped since the catalog read
         relations.sort(key=lambda rel: (-(self.before[rel.oid].size or 0), rel.schema, rel.name))
@@ -546,6 +582,18 @@ class _Session:
         if not relations:
             self.draft.tail_notes.append("no table in scope: nothing to do")
         return relations
+
+    def chosen(self, relations: Sequence[_Relation], actions: TableActions) -> list[_Relation]:
+        """MODE_AUTO: the tables of ``actions`` in its order (urgency), those dropped since observed noted."""
+        by_key = {(rel.schema, rel.name): rel for rel in relations}
+        chosen = [by_key[key] for key in actions if key in by_key]
+        gone = [f"{schema}.{table}" for schema, table in actions if (schema, table) not in by_key]
+        self.before = self.figures(chosen)
+        chosen = [rel for rel in chosen if rel.oid in self.before]
+        self.in_scope = chosen
+        if gone:
+            self.draft.tail_notes.append(f"gone since observed, not run: {', '.join(gone)}")
+        return chosen
 
     def inject_slow(self, seconds: float, stopped: tables.Stopped) -> None:
         self.current = f"running the injected fault pg_sleep({seconds:g})"
@@ -598,6 +646,7 @@ class _Session:
                 self.scope,
                 self.lock_timeout,
                 self.draft,
+                self.actions,
             )
             lane.before, lane.reasons = self.before, self.reasons
             lane.settings(self.lock_timeout)
@@ -610,7 +659,8 @@ class _Session:
             conn.close()
 
     def after_tables(self, run: tables.TableRun) -> None:
-        if self.operation == Operation.REINDEX:
+        # MODE_AUTO deals with each table's invalid indexes in its own step (``steps``).
+        if self.operation == Operation.REINDEX and self.actions is None:
             self.current = "dropping invalid indexes left by REINDEX CONCURRENTLY"
             self.drop_leftover_indexes(self.in_scope)
 
@@ -669,20 +719,64 @@ class _Session:
                 return notice.message
         return None
 
+    def steps(self, relation: _Relation) -> list[tuple[TableAction, sql.Composed]]:
+        """The statements for one table: the operation's (MODE_ALL), or those its observations call for
+        (MODE_AUTO): one VACUUM with FREEZE and ANALYZE as proposed; an ANALYZE; each invalid index dropped (a
+        REINDEX CONCURRENTLY leftover) or rebuilt on its own; a REINDEX TABLE CONCURRENTLY for bloat."""
+        name = relation.identifier
+        if self.actions is None:
+            return [(ACTION_OF[self.operation], sql.SQL(STATEMENTS[self.operation]).format(name))]
+        acting = self.actions[(relation.schema, relation.name)]
+        actions = {o.action for o in acting}
+        steps: list[tuple[TableAction, sql.Composed]] = []
+        if actions & _VACUUMS:
+            options = [
+                *(["FREEZE"] if TableAction.FREEZE in actions else []),
+                *(["ANALYZE"] if TableAction.ANALYZE in actions else []),
+                "SKIP_LOCKED",
+            ]
+            action = TableAction.FREEZE if TableAction.FREEZE in actions else TableAction.VACUUM
+            steps.append((action, sql.SQL(f"VACUUM ({', '.join(options)}) {{}}").format(name)))
+        elif TableAction.ANALYZE in actions:
+            steps.append((TableAction.ANALYZE, sql.SQL(STATEMENTS[Operation.ANALYZE]).format(name)))
+        if any(Reason.INVALID_INDEX.value in o.reasons for o in acting):
+            steps.extend(self.invalid_index_steps(relation))
+        if any(o.action is TableAction.REINDEX and Reason.BLOAT_ESTIMATE.value in o.reasons for o in acting):
+            steps.append((TableAction.REINDEX, sql.SQL(STATEMENTS[Operation.REINDEX]).format(name)))
+        return steps
+
+    def invalid_index_steps(self, relation: _Relation) -> list[tuple[TableAction, sql.Composed]]:
+        """Each invalid index of the table now: a REINDEX CONCURRENTLY leftover (a copy) dropped, any other
+        (a failed CREATE INDEX CONCURRENTLY: somebody wants that index) rebuilt."""
+        steps: list[tuple[TableAction, sql.Composed]] = []
+        for schema, index in self.rows(TABLE_INVALID_INDEXES_SQL, {"oid": relation.oid}):
+            identifier = sql.Identifier(str(schema), str(index))
+            if LEFTOVER_INDEX.search(str(index)):
+                drop = sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(identifier)
+                steps.append((TableAction.DROP_INVALID_INDEX, drop))
+            else:
+                steps.append((TableAction.REINDEX, sql.SQL("REINDEX INDEX CONCURRENTLY {}").format(identifier)))
+        return steps
+
     def process(self, relation: _Relation, before: _Figures, why: str = "") -> tables.TableOutcome:
-        """Run the operation's statement on one table: processed, skipped or failed (``tables``' policy)."""
-        statement = sql.SQL(STATEMENTS[self.operation]).format(relation.identifier)
-        text = self.text(statement)
+        """Run the table's statement(s) (``steps``): processed, skipped or failed (``tables``' policy)."""
+        steps = self.steps(relation)
+        texts = [self.text(statement) for _, statement in steps]
+        text = "; ".join(texts) or "nothing to run (no invalid index left)"
         started = time.monotonic()
-        try:
-            self.execute(statement)
-        except psycopg.Error as exc:
-            return self.table_error(relation, text, exc)
+        for action, statement in steps:
+            try:
+                self.execute(statement)
+            except psycopg.Error as exc:
+                return self.table_error(relation, text, exc, before, steps[0][0], started)
+            warning = self.skip_warning(relation) if action in (*_VACUUMS, TableAction.ANALYZE) else None
+            if warning is not None:
+                note = f"skipped table {relation.qualified}: {text} -- {warning}"
+                report = self.table_report(relation, TableAction.SKIP, before, None, started, Reason.LOCKED)
+                return tables.TableOutcome(
+                    relation.qualified, tables.TableStatus.SKIPPED, (note,), warning, report
+                )
         elapsed = time.monotonic() - started
-        warning = self.skip_warning(relation) if self.operation != Operation.REINDEX else None
-        if warning is not None:
-            note = f"skipped table {relation.qualified}: {text} -- {warning}"
-            return tables.TableOutcome(relation.qualified, tables.TableStatus.SKIPPED, (note,), warning)
         try:
             after: _Figures | str | None = self.figures([relation]).get(relation.oid)
         except pg_errors.QueryCanceled:
@@ -696,16 +790,49 @@ class _Session:
             + f", {elapsed:.3f}s"
             + self.server_said()
         )
-        return tables.TableOutcome(relation.qualified, tables.TableStatus.PROCESSED, (note,))
+        figures_after = after if isinstance(after, _Figures) else None
+        action = steps[0][0] if steps else ACTION_OF[self.operation]
+        report = self.table_report(relation, action, before, figures_after, started)
+        return tables.TableOutcome(relation.qualified, tables.TableStatus.PROCESSED, (note,), report=report)
 
-    def table_error(self, relation: _Relation, text: str, exc: psycopg.Error) -> tables.TableOutcome:
+    @staticmethod
+    def table_report(
+        relation: _Relation,
+        action: TableAction,
+        before: _Figures,
+        after: _Figures | None,
+        started: float,
+        reason: Reason | None = None,
+    ) -> TableReport:
+        """The table's report of this run: the action, the figures before and after, the duration."""
+        return TableReport(
+            schema=relation.schema,
+            table=relation.name,
+            action=action,
+            reasons=(reason.value,) if reason is not None else (),
+            before=_figure_map(before),
+            after=_figure_map(after) if after is not None else {},
+            duration_seconds=time.monotonic() - started,
+        )
+
+    def table_error(
+        self,
+        relation: _Relation,
+        text: str,
+        exc: psycopg.Error,
+        before: _Figures,
+        action: TableAction,
+        started: float,
+    ) -> tables.TableOutcome:
         """A table's statement failed: skipped (SKIP_ERRORS), failed, or the connection is lost."""
         reason = f"{sanitize(str(exc), self.url)} (SQLSTATE {exc.sqlstate})"
         if isinstance(exc, SKIP_ERRORS):
             note = f"skipped table {relation.qualified}: {text} -- {reason}"
-            return tables.TableOutcome(relation.qualified, tables.TableStatus.SKIPPED, (note,), reason)
+            report = self.table_report(relation, TableAction.SKIP, before, None, started, Reason.LOCKED)
+            return tables.TableOutcome(relation.qualified, tables.TableStatus.SKIPPED, (note,), reason, report)
         note = f"failed table {relation.qualified}: {text} -- {reason}"
-        outcome = tables.TableOutcome(relation.qualified, tables.TableStatus.FAILED, (note,), reason)
+        report = self.table_report(relation, action, before, None, started)
+        outcome = tables.TableOutcome(relation.qualified, tables.TableStatus.FAILED, (note,), reason, report)
         if self.conn.broken:
             raise tables.ConnectionLost(outcome)
         return outcome
@@ -781,6 +908,14 @@ class _Session:
             )
         if not leftovers:
             self.draft.tail_notes.append("no invalid *_ccnew/*_ccold index left on these tables")
+
+
+def _figure_map(figures: _Figures) -> dict[str, float]:
+    """A table's figures for its report, the unit in each name (no size when it was not read)."""
+    named = {"dead_tuples": float(figures.dead_tuples), "modified_since_analyze": float(figures.mod_since_analyze)}
+    if figures.size is not None:
+        named["size_bytes"] = float(figures.size)
+    return named
 
 
 def _size(value: int | None) -> str:
@@ -887,9 +1022,11 @@ class PostgresqlEngine:
         scope: TableScope,
         status: RunStatus | None,
         parallel: int,
+        actions: TableActions | None = None,
     ) -> OperationReport:
         """``ParallelEngine.run_parallel``: up to ``parallel`` tables at once, each on its own connection
-        (``_Session.open_lanes``); 1 is ``run``."""
+        (``_Session.open_lanes``); 1 is ``run``. With ``actions`` (MODE_AUTO) those tables only, in that order,
+        each with the statements its observations call for (``_Session.steps``)."""
         operation = Operation(operation)
         check(cancel, deadline)
         try:
@@ -899,7 +1036,7 @@ class PostgresqlEngine:
         draft = _ReportDraft(self.name, time.monotonic())
         conn = self._connect(url, deadline)
         try:
-            session = _Session(conn, url, operation, cancel, deadline, scope, lock_timeout, draft)
+            session = _Session(conn, url, operation, cancel, deadline, scope, lock_timeout, draft, actions)
             session.connect_lane = lambda: self._connect(url, deadline)
             slow = self._faults.slow_seconds(operation)
             return tables.run_operation(
