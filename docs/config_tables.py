@@ -3,7 +3,8 @@
     python docs/config_tables.py           rewrite README.md between the config-table markers
     python docs/config_tables.py --check   exit 1 if README.md differs from the declarations (the drift test)
 
-Each table sits between ``<!-- config-table:NAME:start -->`` and ``<!-- config-table:NAME:end -->``.
+Each table sits between ``<!-- config-table:NAME:start -->`` and ``<!-- config-table:NAME:end -->``; the
+``thresholds`` table (MODE_PLAN/MODE_AUTO) is rendered from ``dbmaint.thresholds`` the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dbmaint import thresholds
 from dbmaint.cli.client import OPTIONS as CLI_OPTIONS
 from dbmaint.config import Option, markdown_table
 from manager_service.config import OPTIONS as MANAGER_OPTIONS
@@ -23,14 +25,22 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 TABLES: dict[str, Sequence[Option]] = {"manager": MANAGER_OPTIONS, "worker": WORKER_OPTIONS, "cli": CLI_OPTIONS}
 
 
+def rendered_tables() -> dict[str, str]:
+    """Every marked table by name, as markdown."""
+    return {
+        **{name: markdown_table(options) for name, options in TABLES.items()},
+        "thresholds": thresholds.markdown_table(),
+    }
+
+
 def with_tables(readme: str) -> str:
     """``readme`` with every marked table replaced by the one its declarations render."""
-    for name, options in TABLES.items():
+    for name, rendered in rendered_tables().items():
         start, end = f"<!-- config-table:{name}:start -->", f"<!-- config-table:{name}:end -->"
         found = re.search(re.escape(start) + r"\n.*?" + re.escape(end), readme, re.DOTALL)
         if found is None:
             raise SystemExit(f"{README.name}: the markers of table {name!r} are missing")
-        table = f"{start}\n{markdown_table(options)}{end}"
+        table = f"{start}\n{rendered}{end}"
         readme = readme[: found.start()] + table + readme[found.end() :]
     return readme
 

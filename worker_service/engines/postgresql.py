@@ -24,6 +24,15 @@ optimize   ``VACUUM (ANALYZE, SKIP_LOCKED) <table>`` for the tables over an auto
            tables were over and why (the figures), and which were below.
 =========  ============================================================================================
 
+MODE_AUTO (``run_parallel`` with ``actions``; ``worker_service.engines.auto`` chooses them): only the tables
+chosen, in their urgency order, each with what its observations call for (``_Session.steps``): one ``VACUUM
+([FREEZE, ][ANALYZE, ]SKIP_LOCKED)``, or ``ANALYZE (SKIP_LOCKED)``; each invalid index of the table, read again
+at run time (one a CREATE INDEX is building now excepted), dropped (``DROP INDEX CONCURRENTLY IF EXISTS``: a
+``*_ccnew``/``*_ccold`` leftover is a copy) or rebuilt (``REINDEX INDEX CONCURRENTLY``: anything else is an index
+somebody asked for; ``REINDEX TABLE CONCURRENTLY`` would skip it); ``REINDEX TABLE CONCURRENTLY`` only for a
+bloat estimate. Every table's outcome carries a ``TableReport`` (all modes): the action, ``dead_tuples``,
+``modified_since_analyze`` and ``size_bytes`` before and after, the duration.
+
 Names come from the catalog, never from the request: the ``TableScope`` is matched against ``pg_class`` /
 ``pg_namespace`` exactly (case-sensitive; a name is a catalog name, not SQL), and statements quote the catalog's
 names with ``psycopg.sql.Identifier``. The default scope is every ordinary table and materialized view outside
