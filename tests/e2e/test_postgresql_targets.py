@@ -66,3 +66,31 @@ def test_cancel_of_a_slow_postgresql_operation_interrupts_it_on_the_server(
     assert not [b for b in worker_backends(postgres_url) if b[1] == "active"], "a query was left running"
     wait_for(lambda: worker_backends(postgres_url) == [], timeout=10, message="the worker's connection stayed")
     assert table_stats(postgres_url, "public.orders")["last_vacuum"] is None, "nothing ran after the cancel"
+
+
+def test_an_auto_parent_vacuums_only_the_bloated_table_and_its_child_reports_before_and_after(
+    fleet: Cluster, postgres_url: URL
+) -> None:
+    make_table(postgres_url, "bloated", 20_000, analyze=True, delete="even")
+    make_table(postgres_url, "clean", 2_000, analyze=True)
+    wait_stats(postgres_url, "public.bloated", n_dead_tup=10_000)
+    fleet.start_manager()
+    fleet.start_worker("w1", {"pg": postgres_url})
+
+    request = pb.CreateMaintenanceRequest(
+        targets=["pg"], operations=[pb.OPERATION_VACUUM], mode=pb.MODE_AUTO, thresholds={"freeze_age_ratio": 0.9}
+    )
+    created = fleet.stub.CreateMaintenance(request, timeout=10)
+    done = fleet.wait_status(created.parent.id, COMPLETED, pb.JOB_STATUS_FAILED)
+
+    assert done.job.status == COMPLETED, fleet.describe(created.parent.id)
+    assert not done.children[0].result.tables, "a page of children leaves the table reports out"
+    child = fleet.stub.GetJob(pb.GetJobRequest(id=done.children[0].id), timeout=10).job
+    by_table = {t.table: t for t in child.result.tables}
+    bloated, clean = by_table["bloated"], by_table["clean"]
+    assert (bloated.action, list(bloated.reasons)) == (pb.TABLE_ACTION_VACUUM, ["dead_tuples"])
+    assert bloated.before["dead_tuples"] == 10_000 and bloated.after["dead_tuples"] == 0
+    assert bloated.duration.ToTimedelta().total_seconds() > 0
+    assert (clean.action, list(clean.reasons)) == (pb.TABLE_ACTION_SKIP, ["below_threshold"])
+    assert table_stats(postgres_url, "public.clean")["vacuum_count"] == 0
+    assert table_stats(postgres_url, "public.bloated")["vacuum_count"] == 1
