@@ -171,6 +171,7 @@ def schedule_to_proto(schedule: Schedule, next_fire_time: datetime | None) -> sp
             tables=list(maintenance.scope.tables),
             mode=MODE_TO_PROTO[maintenance.mode],
             thresholds=dict(maintenance.thresholds),
+            parallel=maintenance.parallel if maintenance.parallel > 1 else 0,
         ),
         overlap=OVERLAP_TO_PROTO[spec.overlap],
         paused=schedule.paused,

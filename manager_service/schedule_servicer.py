@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -43,7 +44,7 @@ from manager_service.rpc_errors import translate_errors
 from manager_service.schedule_rules import MIN_EVERY, ScheduleRuleError, cadence, check_cron, zone_named
 from manager_service.scheduling import next_fire_time
 from manager_service.servicers import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, _operations, run_mode
-from manager_service.validation import TARGET_NAME, Limits, validate_maintenance
+from manager_service.validation import TARGET_NAME, Limits, validate_maintenance, validate_parallel
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -126,10 +127,8 @@ def _maintenance(message: spb.Schedule, limits: Limits) -> MaintenanceSpec:
         raise RequestInvalid("schedule.maintenance.request_id", "must be empty: each firing has its own")
     if request.HasField("window"):
         raise RequestInvalid("schedule.maintenance.window", "must be unset: set the schedule's window instead")
-    if request.parallel not in (0, 1):
-        raise RequestInvalid("schedule.maintenance.parallel", "parallel > 1 is not available for schedules yet")
     try:
-        return validate_maintenance(
+        spec = validate_maintenance(
             list(request.targets),
             _operations(request.operations),
             "",
@@ -139,6 +138,7 @@ def _maintenance(message: spb.Schedule, limits: Limits) -> MaintenanceSpec:
             mode=run_mode(request),
             thresholds=dict(request.thresholds),
         )
+        return replace(spec, parallel=validate_parallel(request.parallel))
     except RequestInvalid as error:
         raise RequestInvalid(f"schedule.maintenance.{error.field}", error.problem) from None
 

@@ -1,6 +1,6 @@
-"""MODE_PLAN through the in-process manager: the request's mode reaches each child's config and its Assignment,
-a reused request_id with another mode is another request, a schedule keeps its mode, and what is not available
-yet (MODE_AUTO, parallel > 1) is INVALID_ARGUMENT."""
+"""Modes, thresholds and parallel through the in-process manager: the request's mode reaches each child's config
+and its Assignment, a reused request_id with another mode is another request, a schedule keeps its mode, its
+thresholds and its parallel, and a bad parallel or threshold is INVALID_ARGUMENT."""
 
 from __future__ import annotations
 
@@ -142,3 +142,15 @@ def test_the_plan_mode_survives_the_store_on_both_databases(store: JobStore) -> 
         assert stored is not None and stored.is_plan
     again = store.create_maintenance(MaintenanceSpec(("db1",), (Operation.VACUUM,), "r1", 3, mode=RunMode.PLAN))
     assert not again.created and again.parent.id == created.parent.id
+
+
+async def test_a_schedule_keeps_its_parallel_and_its_firings_children_carry_it(tmp_path: Path) -> None:
+    async with running_manager(tmp_path) as m:
+        schedules = spb_grpc.ScheduleServiceStub(m.channel)
+        maintenance = pb.CreateMaintenanceRequest(targets=["db1"], operations=[pb.OPERATION_VACUUM], parallel=4)
+        message = spb.Schedule(id="wide", every=Duration(seconds=1), maintenance=maintenance)
+        created = (await schedules.CreateSchedule(spb.CreateScheduleRequest(schedule=message))).schedule
+        assert created.maintenance.parallel == 4
+        worker = await m.connected_worker("w1", ["db1"])
+        (assignment,) = await worker.wait_assignments(1)
+        assert json.loads(assignment.config)["parallel"] == 4
