@@ -1,4 +1,5 @@
-"""MariaDB: OPTIMIZE, ANALYZE and an online rebuild, table by table, over PyMySQL.
+"""MariaDB: OPTIMIZE, ANALYZE and an online rebuild, table by table (several at once with ``parallel``), over
+PyMySQL. A ``ParallelEngine``: ``run`` is ``run_parallel`` with one lane.
 
 URLs: ``mariadb+pymysql://user:pw@host:3306/db`` and ``mysql+pymysql://...`` (SQLAlchemy backend names
 ``mariadb`` and ``mysql``; the registry holds one ``MariadbEngine`` per dialect). Other drivers are refused at
@@ -15,19 +16,36 @@ operation      statement, once per table
 ``optimize``   ``OPTIMIZE NO_WRITE_TO_BINLOG TABLE `db`.`t```
 =============  ==========================================================
 
-Session. Each operation opens one autocommit connection (never a transaction), remembers its
+MODE_AUTO (``run_parallel`` with ``actions``, from ``worker_service.engines.auto``): only the tables of the
+actions that are in scope run, in the actions' order (most urgent first), each with the statement its actions
+call for (``statement_for``): OPTIMIZE, VACUUM or FREEZE -> the OPTIMIZE statement (a rebuild, which also
+analyzes); else REINDEX -> the ``ALTER ... FORCE`` rebuild; else ANALYZE -> the ANALYZE statement. An action
+with no MariaDB statement (DROP_INVALID_INDEX) fails the operation before it connects; a table of the actions
+no longer in the catalog is noted and not run.
+
+Session. Each operation opens one autocommit connection, the main one (never a transaction), remembers its
 ``CONNECTION_ID()`` and sets ``lock_wait_timeout`` (metadata locks: a table another session holds is given up
 after that many seconds instead of queueing the application's queries behind the maintenance statement) and
 ``lc_messages = 'en_US'`` (the ``Msg_text`` rows are matched in English). With a deadline, every statement runs
 under ``max_statement_time`` = seconds left + 1: the server stops it on its own even if the worker is gone.
 
+Parallel lanes (``_Session.open_lanes``, the pool of ``worker_service.engines.tables``). With ``parallel`` N > 1
+and more than one table, up to N - 1 extra lanes run tables at the same time as the main connection, each the
+next table in order. Each extra lane is an autocommit connection of its own with the same session settings and
+its own ``KILL QUERY`` interrupter. The lanes are capped by the server's free connections (``extra_lanes``:
+``@@max_connections`` - ``Threads_connected``, each extra lane counting two -- its own and the one its KILL
+QUERY opens on a cancel -- and one kept for the main connection's KILL QUERY), so a cancel never finds the
+server full. A lane that cannot connect is noted and the others run. A note says ``parallel: N lane(s) for M
+table(s)`` and why (wanted, max_connections, connected). The resource lock stays on the main connection.
+
 Tables. Names come from the catalog (``information_schema.TABLES``, ``TABLE_TYPE = 'BASE TABLE'``, system
-databases excluded) and are quoted with backticks (backticks doubled). The ``TableScope`` is matched against it:
-schemas are MariaDB databases; a table is ``"table"`` (in the URL's database, or in the only scope schema when
-the URL names none) or ``"db.table"``; without a scope, all base tables of the URL's database. A URL without a
-database is accepted (a server-wide target), but then the request must name its databases: an operation with
-no scope fails rather than touching every database. A name that is not in the catalog fails the operation
-(``OperationFailed`` naming it) before any statement runs.
+databases excluded) and are quoted with backticks (backticks doubled); they run by schema and name (tables the
+scope names: in the order named). The ``TableScope`` is matched against the catalog: schemas are MariaDB
+databases; a table is ``"table"`` (in the URL's database, or in the only scope schema when the URL names none) or
+``"db.table"``; without a scope, all base tables of the URL's database. A URL without a database is accepted (a
+server-wide target), but then the request must name its databases: an operation with no scope fails rather than
+touching every database. A name that is not in the catalog fails the operation (``OperationFailed`` naming it)
+before any statement runs.
 
 Resource lock (``worker_service.engines.fence``): right after the session settings the operation takes
 ``GET_LOCK(name, 0)`` on its work connection (``NamedLock`` gives the name) and holds it until that connection
@@ -52,6 +70,14 @@ FAILED when at least one failed: the error names every failed table with the ser
 per-table notes (a ``statement:`` note and an outcome note per table) are capped by ``tables.MAX_TABLE_NOTES``
 tables, the skipped and failed ones kept first.
 
+Per-table reports (``OperationReport.tables``, ``TableRun.table_reports``): every table run has a
+``TableReport`` with ``before`` (and, processed, ``after``) figures ``data_bytes``, ``index_bytes`` and
+``data_free_bytes`` from ``information_schema.TABLES`` and the ``duration_seconds`` of its statement. Its action:
+the one run (vacuum and optimize -> OPTIMIZE, analyze -> ANALYZE, reindex -> REINDEX; with ``actions`` the
+table's first action); a skipped table reads SKIP, with the reason code ``locked`` when another session held a
+lock on it (a table that cannot be rebuilt online or was dropped has no reason code: its note says why); a
+failed table keeps its action and has no figures after.
+
 Sizes (``bytes_before``/``bytes_after``) are the sum of ``DATA_LENGTH + INDEX_LENGTH`` of the tables in scope
 from ``information_schema.TABLES``; ``DATA_FREE`` (reclaimable) is noted per table and in total. For InnoDB
 these figures come from its persistent statistics, refreshed by ANALYZE, by a rebuild and in the background
@@ -59,10 +85,10 @@ after 10% of the rows changed: a "before" figure can lag behind recent writes (`
 current). When ``mysql.innodb_table_stats.last_update`` is older than the table's ``UPDATE_TIME`` the notes say
 so. ``objects_processed`` / ``objects_skipped`` count tables; a failed table counts as skipped.
 
-Cancel and deadline. The running statement is stopped on the server with ``KILL QUERY <connection id>`` from a
-second connection (``worker_service.cancel.interrupting``). The kill is sent from a thread of its own (the
-cancel arrives on the worker's event loop, which must not wait for a connection) and repeated every 0.1 s while
-the statement is still running, so a statement that had not reached the server yet is caught too. An
+Cancel and deadline. The running statement of each lane is stopped on the server with ``KILL QUERY <connection
+id>`` from a connection of its own (``worker_service.cancel.interrupting``). The kill is sent from a thread of
+its own (the cancel arrives on the worker's event loop, which must not wait for a connection) and repeated every
+0.1 s while the statement is still running, so a statement that had not reached the server yet is caught too. An
 interrupted OPTIMIZE answers with an ``error`` row "Query execution was interrupted" (ALTER raises 1317); the
 cancel token and the clock decide what it was: ``OperationCancelled`` or ``DeadlineExceeded``. InnoDB rolls an
 interrupted rebuild back: the table is left as it was.
