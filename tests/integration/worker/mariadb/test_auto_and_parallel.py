@@ -16,7 +16,7 @@ from dbmaint.thresholds import Thresholds
 from tests.support.mariadb import connect, make_table, q, query, running_queries, table_info
 from tests.support.polling import wait_for
 from tests.support.servers import fresh_mariadb_database
-from worker_service.cancel import CancelToken
+from worker_service.cancel import CancelToken, OperationCancelled
 from worker_service.engines import mariadb as mariadb_engine
 from worker_service.engines.auto import run_auto
 from worker_service.engines.base import OperationFailed, ParallelEngine
@@ -141,6 +141,29 @@ def test_three_lanes_process_four_tables_and_a_table_waiting_for_its_lock_holds_
     assert any(n.startswith("parallel: 3 lane(s) for 4 table(s) (3 wanted; max_connections") for n in report.notes)
     assert (report.objects_processed, report.objects_skipped) == (4, 0)
     assert [t.table for t in report.tables] == names, "the reports keep the serial order"
+
+
+def test_a_cancel_kills_the_statement_of_every_lane(mariadb_url: URL, admin: Any, db: str) -> None:
+    names = ["t0", "t1", "t2"]
+    for name in names:
+        make_table(admin, db, name, rows=100, fragment=False)
+    url = mariadb_url.update_query_dict({"lock_wait_timeout": "60"})
+    cancel = CancelToken()
+    holder = connect(mariadb_url)
+    try:
+        query(holder, "LOCK TABLES " + ", ".join(f"{q(db)}.{name} WRITE" for name in names))
+        thread, box = in_thread(
+            lambda: MariadbEngine().run_parallel(Operation.OPTIMIZE, url, cancel, None, TableScope(), None, 3)
+        )
+        wait_for(lambda: len(running_queries(admin, db)) == 3, timeout=15, message="never three OPTIMIZEs at once")
+        cancel.cancel("operator said stop")
+        thread.join(10)
+        assert not thread.is_alive(), "the operation never returned"
+        assert running_queries(admin, db) == [], "a lane's OPTIMIZE still runs"
+    finally:
+        holder.close()
+    (error,) = box
+    assert isinstance(error, OperationCancelled), error
 
 
 def test_lanes_are_capped_by_the_connections_the_server_has_free(
