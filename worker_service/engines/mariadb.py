@@ -1,4 +1,5 @@
-"""MariaDB: OPTIMIZE, ANALYZE and an online rebuild, table by table, over PyMySQL.
+"""MariaDB: OPTIMIZE, ANALYZE and an online rebuild, table by table (several at once with ``parallel``), over
+PyMySQL. A ``ParallelEngine``: ``run`` is ``run_parallel`` with one lane.
 
 URLs: ``mariadb+pymysql://user:pw@host:3306/db`` and ``mysql+pymysql://...`` (SQLAlchemy backend names
 ``mariadb`` and ``mysql``; the registry holds one ``MariadbEngine`` per dialect). Other drivers are refused at
@@ -15,19 +16,36 @@ operation      statement, once per table
 ``optimize``   ``OPTIMIZE NO_WRITE_TO_BINLOG TABLE `db`.`t```
 =============  ==========================================================
 
-Session. Each operation opens one autocommit connection (never a transaction), remembers its
+MODE_AUTO (``run_parallel`` with ``actions``, from ``worker_service.engines.auto``): only the tables of the
+actions that are in scope run, in the actions' order (most urgent first), each with the statement its actions
+call for (``statement_for``): OPTIMIZE, VACUUM or FREEZE -> the OPTIMIZE statement (a rebuild, which also
+analyzes); else REINDEX -> the ``ALTER ... FORCE`` rebuild; else ANALYZE -> the ANALYZE statement. An action
+with no MariaDB statement (DROP_INVALID_INDEX) fails the operation before it connects; a table of the actions
+no longer in the catalog is noted and not run.
+
+Session. Each operation opens one autocommit connection, the main one (never a transaction), remembers its
 ``CONNECTION_ID()`` and sets ``lock_wait_timeout`` (metadata locks: a table another session holds is given up
 after that many seconds instead of queueing the application's queries behind the maintenance statement) and
 ``lc_messages = 'en_US'`` (the ``Msg_text`` rows are matched in English). With a deadline, every statement runs
 under ``max_statement_time`` = seconds left + 1: the server stops it on its own even if the worker is gone.
 
+Parallel lanes (``_Session.open_lanes``, the pool of ``worker_service.engines.tables``). With ``parallel`` N > 1
+and more than one table, up to N - 1 extra lanes run tables at the same time as the main connection, each the
+next table in order. Each extra lane is an autocommit connection of its own with the same session settings and
+its own ``KILL QUERY`` interrupter. The lanes are capped by the server's free connections (``extra_lanes``:
+``@@max_connections`` - ``Threads_connected``, each extra lane counting two -- its own and the one its KILL
+QUERY opens on a cancel -- and one kept for the main connection's KILL QUERY), so a cancel never finds the
+server full. A lane that cannot connect is noted and the others run. A note says ``parallel: N lane(s) for M
+table(s)`` and why (wanted, max_connections, connected). The resource lock stays on the main connection.
+
 Tables. Names come from the catalog (``information_schema.TABLES``, ``TABLE_TYPE = 'BASE TABLE'``, system
-databases excluded) and are quoted with backticks (backticks doubled). The ``TableScope`` is matched against it:
-schemas are MariaDB databases; a table is ``"table"`` (in the URL's database, or in the only scope schema when
-the URL names none) or ``"db.table"``; without a scope, all base tables of the URL's database. A URL without a
-database is accepted (a server-wide target), but then the request must name its databases: an operation with
-no scope fails rather than touching every database. A name that is not in the catalog fails the operation
-(``OperationFailed`` naming it) before any statement runs.
+databases excluded) and are quoted with backticks (backticks doubled); they run by schema and name (tables the
+scope names: in the order named). The ``TableScope`` is matched against the catalog: schemas are MariaDB
+databases; a table is ``"table"`` (in the URL's database, or in the only scope schema when the URL names none) or
+``"db.table"``; without a scope, all base tables of the URL's database. A URL without a database is accepted (a
+server-wide target), but then the request must name its databases: an operation with no scope fails rather than
+touching every database. A name that is not in the catalog fails the operation (``OperationFailed`` naming it)
+before any statement runs.
 
 Resource lock (``worker_service.engines.fence``): right after the session settings the operation takes
 ``GET_LOCK(name, 0)`` on its work connection (``NamedLock`` gives the name) and holds it until that connection
@@ -52,6 +70,14 @@ FAILED when at least one failed: the error names every failed table with the ser
 per-table notes (a ``statement:`` note and an outcome note per table) are capped by ``tables.MAX_TABLE_NOTES``
 tables, the skipped and failed ones kept first.
 
+Per-table reports (``OperationReport.tables``, ``TableRun.table_reports``): every table run has a
+``TableReport`` with ``before`` (and, processed, ``after``) figures ``data_bytes``, ``index_bytes`` and
+``data_free_bytes`` from ``information_schema.TABLES`` and the ``duration_seconds`` of its statement. Its action:
+the one run (vacuum and optimize -> OPTIMIZE, analyze -> ANALYZE, reindex -> REINDEX; with ``actions`` the
+table's first action); a skipped table reads SKIP, with the reason code ``locked`` when another session held a
+lock on it (a table that cannot be rebuilt online or was dropped has no reason code: its note says why); a
+failed table keeps its action and has no figures after.
+
 Sizes (``bytes_before``/``bytes_after``) are the sum of ``DATA_LENGTH + INDEX_LENGTH`` of the tables in scope
 from ``information_schema.TABLES``; ``DATA_FREE`` (reclaimable) is noted per table and in total. For InnoDB
 these figures come from its persistent statistics, refreshed by ANALYZE, by a rebuild and in the background
@@ -59,10 +85,10 @@ after 10% of the rows changed: a "before" figure can lag behind recent writes (`
 current). When ``mysql.innodb_table_stats.last_update`` is older than the table's ``UPDATE_TIME`` the notes say
 so. ``objects_processed`` / ``objects_skipped`` count tables; a failed table counts as skipped.
 
-Cancel and deadline. The running statement is stopped on the server with ``KILL QUERY <connection id>`` from a
-second connection (``worker_service.cancel.interrupting``). The kill is sent from a thread of its own (the
-cancel arrives on the worker's event loop, which must not wait for a connection) and repeated every 0.1 s while
-the statement is still running, so a statement that had not reached the server yet is caught too. An
+Cancel and deadline. The running statement of each lane is stopped on the server with ``KILL QUERY <connection
+id>`` from a connection of its own (``worker_service.cancel.interrupting``). The kill is sent from a thread of
+its own (the cancel arrives on the worker's event loop, which must not wait for a connection) and repeated every
+0.1 s while the statement is still running, so a statement that had not reached the server yet is caught too. An
 interrupted OPTIMIZE answers with an ``error`` row "Query execution was interrupted" (ALTER raises 1317); the
 cancel token and the clock decide what it was: ``OperationCancelled`` or ``DeadlineExceeded``. InnoDB rolls an
 interrupted rebuild back: the table is left as it was.
@@ -93,19 +119,29 @@ from typing import Any
 import pymysql
 from sqlalchemy.engine import URL
 
-from dbmaint.operations import Operation, OperationReport, TableScope
+from dbmaint.operations import Operation, OperationReport, Reason, TableAction, TableReport, TableScope
 from dbmaint.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from worker_service.cancel import CancelToken, check, seconds_left
 from worker_service.engines import fence
-from worker_service.engines.base import EVERYTHING, EngineUnavailable, Observed, OperationFailed, RunStatus
+from worker_service.engines.base import (
+    EVERYTHING,
+    EngineUnavailable,
+    Observed,
+    OperationFailed,
+    RunStatus,
+    TableActions,
+)
+from worker_service.engines.observe import TableObservation
 from worker_service.engines.observe_mariadb import observe_mariadb
 from worker_service.engines.tables import (
     ConnectionLost,
     RepeatingInterrupter,
+    RunOne,
     Stopped,
     TableOutcome,
     TableRun,
     TableStatus,
+    interruptible,
     run_operation,
 )
 from worker_service.faults import NO_FAULTS, FaultPlan
@@ -119,6 +155,16 @@ STATEMENTS: dict[Operation, str] = {
     Operation.REINDEX: "ALTER TABLE {table} FORCE, ALGORITHM=INPLACE, LOCK=NONE",
     Operation.OPTIMIZE: "OPTIMIZE NO_WRITE_TO_BINLOG TABLE {table}",
 }
+# The TableAction a statement carries out, as the per-table reports give it.
+ACTION_OF: dict[Operation, TableAction] = {
+    Operation.VACUUM: TableAction.OPTIMIZE,
+    Operation.ANALYZE: TableAction.ANALYZE,
+    Operation.REINDEX: TableAction.REINDEX,
+    Operation.OPTIMIZE: TableAction.OPTIMIZE,
+}
+# MODE_AUTO: the actions one OPTIMIZE carries out (on InnoDB a recreate + analyze: it also refreshes the
+# statistics and rebuilds the indexes).
+REBUILD_ACTIONS = frozenset({TableAction.OPTIMIZE, TableAction.VACUUM, TableAction.FREEZE})
 DIALECTS = ("mariadb", "mysql")
 SUPPORTED_DRIVERS = frozenset({"pymysql"})
 SYSTEM_SCHEMAS = frozenset({"information_schema", "mysql", "performance_schema", "sys"})
@@ -135,6 +181,10 @@ STATEMENT_TIME_MARGIN = 1.0
 # With a deadline, the socket read timeout is the seconds left + this: a server that stops answering cannot
 # hold the slot thread forever.
 READ_TIMEOUT_MARGIN = 30.0
+
+# The server's connections left for the parallel lanes (Threads_connected counts this connection too).
+MAX_CONNECTIONS_SQL = "SELECT @@GLOBAL.max_connections"
+THREADS_CONNECTED_SQL = "SHOW GLOBAL STATUS LIKE 'Threads_connected'"
 
 ER_LOCK_WAIT_TIMEOUT = 1205
 ER_LOCK_DEADLOCK = 1213
@@ -156,6 +206,34 @@ _PYMYSQL_OPTIONS = frozenset(inspect.signature(pymysql.connections.Connection.__
 
 PROCESSED, SKIPPED, FAILED = TableStatus.PROCESSED, TableStatus.SKIPPED, TableStatus.FAILED
 INTERRUPTED_ELSEWHERE = "interrupted on the server by another session"
+
+
+def statement_for(actions: Sequence[TableAction]) -> str | None:
+    """MODE_AUTO: the statement template a table's actions call for. OPTIMIZE, VACUUM or FREEZE among them: the
+    OPTIMIZE statement (a rebuild, which covers a REINDEX and an ANALYZE too); else REINDEX: the online rebuild
+    (``ALTER ... FORCE``); else ANALYZE: the ANALYZE statement. None when no action has a MariaDB statement
+    (SKIP, DROP_INVALID_INDEX)."""
+    wanted = set(actions)
+    if wanted & REBUILD_ACTIONS:
+        return STATEMENTS[Operation.OPTIMIZE]
+    if TableAction.REINDEX in wanted:
+        return STATEMENTS[Operation.REINDEX]
+    if TableAction.ANALYZE in wanted:
+        return STATEMENTS[Operation.ANALYZE]
+    return None
+
+
+def _actions(observations: Sequence[TableObservation]) -> list[TableAction]:
+    return [observation.action for observation in observations]
+
+
+def extra_lanes(wanted: int, max_connections: int, connected: int) -> int:
+    """How many extra parallel lanes the server leaves room for: at most ``wanted``. Each extra lane takes two of
+    the server's free connections (``max_connections`` - ``Threads_connected``): its own, and the one its KILL
+    QUERY opens on a cancel or at the deadline; one more stays free for the main connection's KILL QUERY, so a
+    cancel is never refused for want of a connection."""
+    free = max_connections - connected
+    return max(0, min(wanted, (free - 1) // 2))
 
 
 def quote_identifier(name: str) -> str:
@@ -184,18 +262,45 @@ class _Size:
     def bytes(self) -> int:
         return self.data_length + self.index_length
 
+    def figures(self) -> dict[str, float]:
+        """The figures of a ``TableReport``, the unit in the name."""
+        return {
+            "data_bytes": float(self.data_length),
+            "index_bytes": float(self.index_length),
+            "data_free_bytes": float(self.data_free),
+        }
+
 
 @dataclass(slots=True)
 class _TableResult:
     table: _Table
     statement: str
+    action: TableAction
     status: TableStatus = PROCESSED
     reason: str = ""
+    locked: bool = False  # skipped because another session held a lock on the table
+    duration: float = 0.0  # seconds the statement ran
     messages: list[str] = field(default_factory=list)
 
-    def outcome(self, notes: tuple[str, ...] = ()) -> TableOutcome:
-        """The loop's view of this table (the notes are written once the sizes after are known)."""
-        return TableOutcome(self.table.quoted, self.status, notes, self.reason)
+    def outcome(self, notes: tuple[str, ...] = (), report: TableReport | None = None) -> TableOutcome:
+        """The loop's view of this table (the notes and report are written once the sizes after are known)."""
+        return TableOutcome(self.table.quoted, self.status, notes, self.reason, report)
+
+    def report(self, before: _Size, after: _Size | None) -> TableReport:
+        """This table's ``TableReport``: the action run with the figures before and after (processed), SKIP
+        with ``locked`` (a lock) or with no reason code (not online, dropped: the notes say which), or the
+        action without figures after (failed)."""
+        skipped = self.status is SKIPPED
+        processed = self.status is PROCESSED and after is not None
+        return TableReport(
+            schema=self.table.schema,
+            table=self.table.name,
+            action=TableAction.SKIP if skipped else self.action,
+            reasons=(Reason.LOCKED.value,) if skipped and self.locked else (),
+            before=before.figures(),
+            after=after.figures() if processed and after is not None else {},
+            duration_seconds=self.duration,
+        )
 
 
 def _lock_wait_timeout(url: URL) -> int:
@@ -526,8 +631,30 @@ class MariadbEngine:
         scope: TableScope = EVERYTHING,
         status: RunStatus | None = None,
     ) -> OperationReport:
+        return self.run_parallel(operation, url, cancel, deadline, scope, status, 1)
+
+    def run_parallel(
+        self,
+        operation: Operation,
+        url: URL,
+        cancel: CancelToken,
+        deadline: datetime | None,
+        scope: TableScope,
+        status: RunStatus | None,
+        parallel: int,
+        actions: TableActions | None = None,
+    ) -> OperationReport:
+        """``ParallelEngine.run_parallel``: up to ``parallel`` tables at once, each extra lane on a connection of
+        its own (``_Session.open_lanes``); 1 is ``run``. With ``actions`` (MODE_AUTO) only those tables of
+        ``scope`` run, in that order, each with the statement ``statement_for`` its actions."""
         operation = Operation(operation)
         check(cancel, deadline)
+        if actions is not None:
+            unknown = sorted(
+                {str(key) for key, wanted in actions.items() if statement_for(_actions(wanted)) is None}
+            )
+            if unknown:
+                raise OperationFailed(f"no MariaDB statement for the actions asked on {', '.join(unknown)}")
         try:
             lock_wait = _lock_wait_timeout(url)
         except EngineUnavailable as exc:
@@ -535,8 +662,18 @@ class MariadbEngine:
         conn, connect_kwargs = self._connect(url, deadline)
         try:
             session = _Session(self, conn, connect_kwargs, url, operation, cancel, deadline, scope, lock_wait)
+            session.actions = actions
             slow = self._faults.slow_seconds(operation)
-            return run_operation(session, operation.value, cancel, deadline, status or RunStatus(), slow)
+            return run_operation(
+                session,
+                operation.value,
+                cancel,
+                deadline,
+                status or RunStatus(),
+                slow,
+                parallel=parallel,
+                open_lanes=session.open_lanes,
+            )
         finally:
             _close(conn)
 
@@ -615,9 +752,13 @@ class _Session:
         self.tables: list[_Table] = []
         self.before: dict[_Table, _Size] = {}
         self.stale: set[_Table] = set()
+        # Shared with the parallel lanes, each writing only its own tables' entries.
         self.results: dict[str, _TableResult] = {}
         self.notes: list[str] = []
         self.slow = 0.0
+        self.actions: TableActions | None = None  # MODE_AUTO: the tables to run and their actions
+        self.plan: dict[_Table, tuple[TableAction, str]] = {}  # per table: the action reported, the statement
+        self.lane_killers: list[_Killer] = []
 
     def interrupt(self) -> None:
         if self.killer is not None:
@@ -627,15 +768,21 @@ class _Session:
         if self.killer is not None:
             self.killer.close()
 
-    def prepare(self, status: RunStatus) -> None:
-        """Session settings, then the resource lock (waited for), noted."""
+    def settings(self) -> str:
+        """The session settings (module docstring) and this connection's killer; the server's version."""
         cursor = self.cursor
         cursor.execute("SELECT CONNECTION_ID(), VERSION()")
         connection_id, version = cursor.fetchone()
         self.mariadb = "mariadb" in str(version).lower()
         cursor.execute(f"SET SESSION lock_wait_timeout = {self.lock_wait}")
         cursor.execute("SET SESSION lc_messages = 'en_US'")
-        lock = NamedLock(cursor, self.url.database or "")
+        self.killer = _Killer(self.connect_kwargs, int(connection_id), self.url)
+        return str(version)
+
+    def prepare(self, status: RunStatus) -> None:
+        """Session settings, then the resource lock (waited for), noted."""
+        version = self.settings()
+        lock = NamedLock(self.cursor, self.url.database or "")
         waited = fence.acquire(lock, self.cancel, self.deadline, status)
         self.notes.append(f"server: {version}; lock_wait_timeout={self.lock_wait} s")
         self.notes.append(fence.lock_note(lock, waited))
@@ -645,13 +792,109 @@ class _Session:
                 if self.mariadb
                 else "max_statement_time: not set (the server is not MariaDB)"
             )
-        self.killer = _Killer(self.connect_kwargs, int(connection_id), self.url)
 
     def tables_in_scope(self) -> list[_Table]:
-        self.tables, self.before = self.engine._resolve(self.cursor, self.url, self.scope)
+        """The scope's tables (by name), or with ``actions`` those of them in the actions' order; each table's
+        action and statement in ``plan``."""
+        in_scope, self.before = self.engine._resolve(self.cursor, self.url, self.scope)
+        if self.actions is None:
+            self.tables = in_scope
+            action, statement = ACTION_OF[self.operation], STATEMENTS[self.operation]
+            self.plan = {table: (action, statement) for table in in_scope}
+        else:
+            self.tables = self._chosen(in_scope, self.actions)
         self.stale = self.engine._stale_statistics(self.cursor, self.tables, self.before)
         self.reading_catalog = False
         return self.tables
+
+    def _chosen(self, in_scope: Sequence[_Table], actions: TableActions) -> list[_Table]:
+        """MODE_AUTO: the tables of ``actions`` that are in scope, in that order; the others (gone since they
+        were observed) are noted and not run."""
+        covered = set(in_scope)
+        chosen: list[_Table] = []
+        for (schema, name), wanted in actions.items():
+            table = _Table(schema, name)
+            statement = statement_for(_actions(wanted))
+            if table not in covered or statement is None:
+                self.notes.append(f"{table.quoted}: not in scope (or no longer in the catalog): not run")
+                continue
+            chosen.append(table)
+            self.plan[table] = (wanted[0].action, statement)
+        return chosen
+
+    @contextmanager
+    def open_lanes(self, wanted: int, tables: Sequence[_Table]) -> Iterator[list[RunOne[_Table]]]:
+        """The parallel pool's extra lanes (``tables.OpenLanes``): at most ``wanted`` and no more than
+        ``extra_lanes`` allows, each an autocommit connection with this session's settings and its own KILL
+        QUERY interrupter, live while the block runs; noted. The resource lock stays on this (the main)
+        connection. A lane that cannot connect is noted and the others run."""
+        room = self._connection_room()
+        if room is None:
+            count, why = 0, "the server's connection count could not be read"
+        else:
+            count = extra_lanes(wanted, *room)
+            why = (
+                f"max_connections {room[0]}, {room[1]} connected; each extra lane counts two connections, "
+                "its own and its KILL QUERY's"
+            )
+        with contextlib.ExitStack() as stack:
+            lanes: list[RunOne[_Table]] = []
+            for _ in range(count):
+                try:
+                    lanes.append(stack.enter_context(self._lane()))
+                except OperationFailed as exc:
+                    why += f"; a lane could not connect: {exc}"
+                    break
+                except pymysql.MySQLError as exc:
+                    why += f"; a lane could not be set up: {_describe_error(*_server_error(exc, self.url))}"
+                    break
+            self.notes.append(
+                f"parallel: {len(lanes) + 1} lane(s) for {len(tables)} table(s) ({wanted + 1} wanted; {why})"
+            )
+            yield lanes
+
+    def _connection_room(self) -> tuple[int, int] | None:
+        """(``max_connections``, ``Threads_connected``) now; None when the server would not say."""
+        try:
+            self.cursor.execute(MAX_CONNECTIONS_SQL)
+            (max_connections,) = self.cursor.fetchone()
+            self.cursor.execute(THREADS_CONNECTED_SQL)
+            row = self.cursor.fetchone()
+        except pymysql.MySQLError as exc:
+            log.warning(
+                "cannot read the server's connection count: %s", _describe_error(*_server_error(exc, self.url))
+            )
+            return None
+        return (int(max_connections), int(row[1])) if row else None
+
+    @contextmanager
+    def _lane(self) -> Iterator[RunOne[_Table]]:
+        """One extra lane: a connection of its own with the session settings, interrupted on cancel or at the
+        deadline by its own killer, sharing this session's plan, figures before and results."""
+        conn, connect_kwargs = self.engine._connect(self.url, self.deadline)
+        try:
+            lane = _Session(
+                self.engine,
+                conn,
+                connect_kwargs,
+                self.url,
+                self.operation,
+                self.cancel,
+                self.deadline,
+                self.scope,
+                self.lock_wait,
+            )
+            lane.settings()
+            lane.plan, lane.results = self.plan, self.results
+            assert lane.killer is not None
+            self.lane_killers.append(lane.killer)
+            with interruptible(lane.interrupt, self.cancel, self.deadline):
+                try:
+                    yield lane.run_one
+                finally:
+                    lane.stop_interrupting()
+        finally:
+            _close(conn)
 
     def after_tables(self, run: TableRun) -> None:
         pass
@@ -701,16 +944,18 @@ class _Session:
     def run_one(self, table: _Table) -> TableOutcome:
         assert self.killer is not None
         self._set_statement_time()
-        result = self._run_table(self.cursor, self.killer, table)
-        self.results[table.quoted] = result
-        return result.outcome()
+        return self._run_table(self.cursor, self.killer, table).outcome()
 
     def _run_table(self, cursor: Any, killer: _Killer, table: _Table) -> _TableResult:
         """Run the statement on one table: processed, skipped or failed; ConnectionLost if the connection died
-        (an interrupt is for the caller to tell, ``tables.run_tables`` asks it after any error)."""
-        statement = STATEMENTS[self.operation].format(table=table.quoted)
-        result = _TableResult(table, statement)
+        (an interrupt is for the caller to tell, ``tables.run_tables`` asks it after any error). The result is
+        kept in ``results`` either way."""
+        action, template = self.plan[table]
+        statement = template.format(table=table.quoted)
+        result = _TableResult(table, statement, action)
+        self.results[table.quoted] = result
         error: tuple[int | None, str] | None = None
+        started = time.monotonic()
         with killer.statement():
             try:
                 cursor.execute(statement)
@@ -718,6 +963,7 @@ class _Session:
             except pymysql.MySQLError as exc:
                 error = _server_error(exc, self.url)
                 rows = ()
+        result.duration = time.monotonic() - started
         errors: list[tuple[int | None, str]] = []
         for row in rows:
             msg_type, msg_text = str(row[2]).lower(), redact(str(row[3]), [self.url])
@@ -733,6 +979,7 @@ class _Session:
         reasons = [self._skip_reason(code, text, table, self.lock_wait) for code, text in errors]
         if all(reason is not None for reason in reasons):
             result.status, result.reason = SKIPPED, "; ".join(dict.fromkeys(r for r in reasons if r))
+            result.locked = any(self._is_lock(code, text) for code, text in errors)
             return result
         result.status = FAILED
         failures = [
@@ -748,7 +995,7 @@ class _Session:
     @staticmethod
     def _skip_reason(code: int | None, text: str, table: _Table, lock_wait: int) -> str | None:
         """Why a table is skipped rather than failed, or None when the error is a failure."""
-        if code in LOCK_ERRORS or (code is None and _LOCK_TEXT.match(text)):
+        if _Session._is_lock(code, text):
             return (
                 f"another session holds a lock on the table ({text}; gave up after lock_wait_timeout="
                 f"{lock_wait} s)"
@@ -760,6 +1007,11 @@ class _Session:
         return None
 
     @staticmethod
+    def _is_lock(code: int | None, text: str) -> bool:
+        """Another session held a lock on the table (lock wait timeout, deadlock)."""
+        return code in LOCK_ERRORS or (code is None and bool(_LOCK_TEXT.match(text)))
+
+    @staticmethod
     def _failure(code: int | None, text: str) -> str:
         if code == ER_QUERY_INTERRUPTED or (code is None and _INTERRUPTED_TEXT.match(text)):
             return f"{INTERRUPTED_ELSEWHERE} ({text})"
@@ -769,7 +1021,8 @@ class _Session:
 
     def _report(self, run: TableRun, after: Mapping[_Table, _Size] | None) -> OperationReport:
         tables, before, stale, results, slow = self.tables, self.before, self.stale, self.results, self.slow
-        operation, kills = self.operation, (self.killer.kills if self.killer is not None else 0)
+        killers = [*([self.killer] if self.killer is not None else []), *self.lane_killers]
+        operation, kills = self.operation, sum(killer.kills for killer in killers)
         after_sizes = after if after is not None else before
         bytes_before = sum(before[t].bytes for t in tables)
         bytes_after = sum(after_sizes.get(t, _Size()).bytes for t in tables)
@@ -783,9 +1036,13 @@ class _Session:
             )
         if not tables:
             notes.append("no tables in scope: nothing to do")
+        finished = [results[o.name] for o in run.outcomes]
         run.outcomes = [
-            results[o.name].outcome(_table_notes(results[o.name], before, after_sizes, stale))
-            for o in run.outcomes
+            result.outcome(
+                _table_notes(result, before, after_sizes, stale),
+                result.report(before[result.table], after.get(result.table) if after is not None else None),
+            )
+            for result in finished
         ]
         notes.extend(run.table_notes())
         notes.append(
@@ -814,4 +1071,5 @@ class _Session:
             objects_processed=run.processed,
             objects_skipped=run.skipped,
             notes=tuple(notes),
+            tables=run.table_reports(),
         )
