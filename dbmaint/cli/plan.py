@@ -42,8 +42,7 @@ from dbmaint.cli.modes import (
     new_request_id,
     with_retry_hint,
 )
-from dbmaint.cli.render import format_seconds
-from dbmaint.cli.render_tables import action_name, age_text, figure_text, format_bytes, seconds_of
+from dbmaint.cli.render_tables import action_name, age_text, figure_text, format_bytes, format_seconds, seconds_of
 from dbmaint.cli.watch import is_terminal
 from dbmaint.operations import CHILD_JOB_TYPE, Operation
 from dbmaint.v1 import maintenance_pb2 as pb

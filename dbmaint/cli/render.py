@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dbmaint.cli.render_schedules import window_text
-from dbmaint.cli.render_tables import format_bytes, table_reports_table
+from dbmaint.cli.render_tables import format_bytes, format_seconds, table_reports_table
 from dbmaint.cli.watch import WatchState, is_parent, is_terminal
 from dbmaint.operations import CHILD_JOB_TYPE, PARENT_JOB_TYPE, JobStatus
 from dbmaint.v1 import maintenance_pb2 as pb
@@ -54,13 +54,6 @@ def print_json(console: Console, message: Message) -> None:
 
 
 # -- plain values -----------------------------------------------------------------------------------------------
-
-
-def format_seconds(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    minutes, rest = divmod(seconds, 60)
-    return f"{int(minutes)}m{rest:04.1f}s"
 
 
 def format_time(message: Message, field: str) -> str:

@@ -47,6 +47,13 @@ def format_bytes(count: int) -> str:
     raise AssertionError("unreachable")
 
 
+def format_seconds(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{rest:04.1f}s"
+
+
 def age_text(seconds: float) -> str:
     for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
         if seconds >= size:
@@ -95,7 +102,7 @@ def seconds_of(report: pb.TableReport) -> float:
 
 def report_seconds_text(report: pb.TableReport) -> str:
     seconds = seconds_of(report)
-    return f"{seconds:.2f}s" if seconds else "-"
+    return format_seconds(seconds) if seconds else "-"
 
 
 def table_reports_table(reports: Sequence[pb.TableReport], limit: int = MAX_REPORT_ROWS) -> Table:
