@@ -11,9 +11,11 @@ table, most urgent first:
 
 A table that several children of one target report with the same action (one child per operation) is shown once.
 
-The "previous" column is how long the table's last maintenance by the same operation took: the duration in the
-TableReport of that table in the newest COMPLETED child of the same target and operation that was not a plan
-(its config has no ``"mode": "plan"``). The history is read once per command and bounded: one ListJobs of the
+The "previous" column is how long the table's last maintenance took: the duration in the TableReport of that
+table in the newest COMPLETED child of the same target that was not a plan (its config has no ``"mode":
+"plan"``), of an operation of the plan that carries out the row's action (``CARRIED_OUT_BY``: an ANALYZE row
+looks at analyze, then optimize children; the operation of the plan child that reported the row comes first; a
+SKIP row looks at that operation only). The history is read once per command and bounded: one ListJobs of the
 newest ``HISTORY_CHILDREN`` completed children (newest first; lists carry no table reports), then at most one
 GetJob per (target, operation) of the plan, for that newest child. "-" when there is none among them, or when
 that child has no report of the table, or skipped it (a MODE_ALL child of an engine that reports no tables, a
@@ -80,6 +82,16 @@ _REWATCH_PAUSE = 0.5
 HISTORY_CHILDREN = 500
 # (target, operation) -> (schema, table) -> seconds the table's last maintenance by that operation took.
 PreviousDurations = Mapping[tuple[str, int], Mapping[tuple[str, str], float]]
+# The operations whose children carry out each proposed action (the worker's ``ACTIONS_OF``, turned around: a
+# test keeps the two equal).
+CARRIED_OUT_BY: Mapping[int, tuple[int, ...]] = {
+    pb.TABLE_ACTION_FREEZE: (pb.OPERATION_VACUUM, pb.OPERATION_OPTIMIZE),
+    pb.TABLE_ACTION_VACUUM: (pb.OPERATION_VACUUM, pb.OPERATION_OPTIMIZE),
+    pb.TABLE_ACTION_OPTIMIZE: (pb.OPERATION_VACUUM, pb.OPERATION_OPTIMIZE),
+    pb.TABLE_ACTION_ANALYZE: (pb.OPERATION_ANALYZE, pb.OPERATION_OPTIMIZE),
+    pb.TABLE_ACTION_REINDEX: (pb.OPERATION_REINDEX,),
+    pb.TABLE_ACTION_DROP_INVALID_INDEX: (pb.OPERATION_REINDEX,),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,9 +194,22 @@ def previous_durations(client: ManagerClient, wanted: Collection[tuple[str, int]
     return {key: table_durations(client.get(job_id).job) for key, job_id in newest.items()}
 
 
+def previous_operations(row: PlanRow) -> tuple[int, ...]:
+    """Whose history tells the row's previous duration, in order: the operations that carry out its action,
+    the one of the child that reported it first; for a SKIP (or an unknown action), that operation alone."""
+    carriers = CARRIED_OUT_BY.get(row.report.action)
+    if carriers is None:
+        return (row.operation,)
+    return tuple(dict.fromkeys(op for op in (row.operation, *carriers) if op in carriers))
+
+
 def previous_text(row: PlanRow, previous: PreviousDurations) -> str:
-    seconds = previous.get((row.target, row.operation), {}).get((row.report.schema, row.report.table))
-    return format_seconds(seconds) if seconds is not None else "-"
+    table = (row.report.schema, row.report.table)
+    for operation in previous_operations(row):
+        seconds = previous.get((row.target, operation), {}).get(table)
+        if seconds is not None:
+            return format_seconds(seconds)
+    return "-"
 
 
 def plan_table(rows: list[PlanRow], previous: PreviousDurations | None = None) -> Table:

@@ -66,6 +66,8 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
         self.plan_reports: dict[str, list[pb.TableReport]] = {}  # what a MODE_PLAN child of a target reports
         self.plan_parents: set[str] = set()
         self.auto_reports: dict[str, list[pb.TableReport]] = {}  # what a MODE_AUTO child of a target reports
+        # ... or, when set for its (target, operation), what that child reports
+        self.auto_reports_by_operation: dict[tuple[str, int], list[pb.TableReport]] = {}
         self.auto_parents: set[str] = set()
         self.hang_create = 0.0  # CreateMaintenance sleeps this long after storing the parent (a lost answer)
 
@@ -180,7 +182,10 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
                 result = pb.OperationResult(engine="sqlite", tables=self._plan_reports(child.target))
                 result.notes.append(f"plan: {len(result.tables)} table(s) observed, nothing changed")
             if parent_id in self.auto_parents:
-                result.tables.extend(self.auto_reports.get(child.target, []))
+                by_target = self.auto_reports.get(child.target, [])
+                result.tables.extend(
+                    self.auto_reports_by_operation.get((child.target, child.operation), by_target)
+                )
             if child.target.startswith("broken"):
                 self._set_child(child_id, status=pb.JOB_STATUS_FAILED, error="database disk image is malformed")
             else:

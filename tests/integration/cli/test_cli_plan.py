@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from dbmaint import wire
-from dbmaint.cli.plan import newest_maintenance
+from dbmaint.cli.plan import CARRIED_OUT_BY, newest_maintenance
 from dbmaint.operations import CHILD_JOB_TYPE
 from dbmaint.v1 import maintenance_pb2 as pb
 from tests.support.cli import Run
@@ -162,7 +162,7 @@ def test_the_previous_column_shows_how_long_the_last_auto_run_took_on_each_table
     assert result.code == 0, result.err
     assert previous_column(result.out) == {
         ("alpha", "public.orders", "vacuum"): "1.50s",
-        ("alpha", "public.events", "analyze"): "-",  # the earlier child did not report it
+        ("alpha", "public.events", "analyze"): "-",  # no analyze (or optimize) child is planned: none is read
         ("alpha", "public.clean", "skip"): "-",  # the earlier child skipped it: no maintenance to time
     }
 
@@ -237,3 +237,41 @@ def test_newest_maintenance_picks_the_last_finished_non_plan_child_of_each_wante
         ("alpha", pb.OPERATION_VACUUM): "all-newer",
         ("beta", pb.OPERATION_VACUUM): "beta-one",
     }
+
+
+def test_a_row_takes_its_previous_duration_from_the_operation_that_carries_out_its_action(
+    cli: Cli, fleet: FakeManager
+) -> None:
+    fleet.service.auto_reports_by_operation = {
+        ("alpha", pb.OPERATION_VACUUM): [timed("orders", pb.TABLE_ACTION_VACUUM, 1.5)],
+        ("alpha", pb.OPERATION_ANALYZE): [
+            timed("events", pb.TABLE_ACTION_ANALYZE, 0.5),
+            timed("orders", pb.TABLE_ACTION_ANALYZE, 0.25),
+        ],
+    }
+    maintain(cli, fleet, "alpha", "-o", "vacuum", "-o", "analyze", "--mode", "auto")
+
+    both = cli("plan", "alpha", "-o", "vacuum", "-o", "analyze")
+    vacuum_only = cli("plan", "alpha", "-o", "vacuum")
+
+    # Each plan child reports every table; the vacuum child's rows come first, yet the ANALYZE row is timed by
+    # the analyze child's history.
+    assert previous_column(both.out) == {
+        ("alpha", "public.orders", "vacuum"): "1.50s",
+        ("alpha", "public.events", "analyze"): "0.50s",
+        ("alpha", "public.clean", "skip"): "-",
+    }
+    assert previous_column(vacuum_only.out)[("alpha", "public.events", "analyze")] == "-"
+
+
+def test_carried_out_by_is_the_workers_actions_of_turned_around() -> None:
+    from worker_service.engines.auto import ACTIONS_OF
+
+    turned: dict[int, set[int]] = {}
+    for operation, actions in ACTIONS_OF.items():
+        for action in actions:
+            turned.setdefault(pb.TableAction.Value(f"TABLE_ACTION_{action.name}"), set()).add(
+                wire.operation_to_proto(operation)
+            )
+
+    assert {action: set(operations) for action, operations in CARRIED_OUT_BY.items()} == turned
