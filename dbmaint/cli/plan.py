@@ -304,7 +304,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     request = pb.CreateMaintenanceRequest(
         targets=args.targets,
         operations=[operation_to_proto(Operation(name)) for name in args.operation or ()],
-        request_id=new_request_id(),  # sent again after a lost answer, it finds the same plan
+        request_id=args.request_id or new_request_id(),  # sent again after a lost answer, it finds the same plan
         schemas=args.schemas,
         tables=args.tables,
         mode=pb.MODE_PLAN,
@@ -371,6 +371,12 @@ def add_plan_command(command: Callable[[str, Handler, str], argparse.ArgumentPar
         "--table", dest="tables", action="append", default=[], metavar="[SCHEMA.]TABLE", help="only this table"
     )
     add_threshold_option(plan)
+    plan.add_argument(
+        "--request-id",
+        default="",
+        metavar="ID",
+        help="idempotency key (default: a fresh cli-<uuid4>); an existing plan's key shows that plan again",
+    )
     plan.add_argument(
         "--json",
         action="store_true",

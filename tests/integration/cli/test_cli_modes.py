@@ -266,3 +266,22 @@ def test_watching_an_auto_parent_says_where_the_table_reports_are(cli: Cli, fake
 
     assert result.code == 0, result.err
     assert "per-table reports of a child: `dbmaint get CHILD_ID`" in result.out
+
+
+def test_a_lost_plan_answer_names_the_request_id_and_plan_shows_that_plan_again_with_it(
+    cli: Cli, fake: FakeManager
+) -> None:
+    fake.service.autorun = True
+    fake.service.step = 0.005
+    fake.service.hang_create = 1.0
+
+    lost = cli("--timeout", "0.3", "plan", "alpha", "-o", "vacuum")
+
+    assert lost.code == 3
+    request_id = creates(fake)[0].request_id
+    assert f"repeat with --request-id {request_id}" in lost.err
+    fake.service.hang_create = 0.0
+    again = cli("plan", "alpha", "-o", "vacuum", "--request-id", request_id)
+    assert again.code == 0, again.err
+    assert f"plan {next(iter(fake.service.plan_parents))}: nothing was changed" in again.out
+    assert len(fake.service.plan_parents) == 1
