@@ -105,7 +105,11 @@ def _print_table_reports(client: ManagerClient, job: pb.Job, console: Console) -
         if observes_tables(job):
             console.print(Text("per-table reports of a child: `dbmaint get CHILD_ID`", style="dim"))
         return
-    reports = client.get(job.id).job.result.tables
+    try:
+        reports = client.get(job.id).job.result.tables
+    except CliError as error:  # the outcome is known and printed: the exit code stays the job's
+        console.print(Text(f"per-table reports not shown: {error.message}", style="yellow"))
+        return
     if reports:
         console.print(table_reports_table(reports))
 

@@ -9,9 +9,9 @@ Input rules (checked before anything is sent; the manager checks them again):
 * ``--threshold NAME=VALUE`` (repeatable; a repeated NAME keeps the last VALUE): NAME is one of
   ``dbmaint.thresholds.threshold_names()``, VALUE a finite number >= 0; thresholds need ``--mode plan`` or
   ``--mode auto`` (MODE_ALL compares nothing);
-* without ``--request-id`` the CLI sends ``cli-<uuid4>``: the same command sent again after a lost answer (a
-  deadline, a dropped link) then finds the parent it created instead of creating a second one. The error
-  message of such a failure names the id to repeat with ``--request-id``.
+* without ``--request-id`` the CLI sends ``cli-<uuid4>``. When the answer is lost (a deadline, a dropped link)
+  the error names that id, and the command given again with ``--request-id`` and that id finds the parent the
+  first one created instead of creating a second one. The CLI does not resend by itself.
 """
 
 from __future__ import annotations
