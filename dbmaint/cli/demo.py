@@ -27,7 +27,8 @@ from dbmaint.cli.client import (
     CliError,
     ManagerClient,
 )
-from dbmaint.cli.render import format_bytes, format_seconds, print_outcome, watch_view
+from dbmaint.cli.render import print_outcome, watch_view
+from dbmaint.cli.render_tables import format_bytes, format_seconds
 from dbmaint.cli.watch import WatchState, follow
 from dbmaint.local import LocalFleet, ProcessExited, StartTimeout
 from dbmaint.operations import Operation

@@ -26,7 +26,7 @@ from sqlalchemy.pool import NullPool
 
 from dbmaint.cli.client import EXIT_FAILURE, EXIT_REJECTED, CliError
 from dbmaint.cli.demo import DEMO_TABLE
-from dbmaint.cli.render import format_bytes
+from dbmaint.cli.render_tables import format_bytes
 
 DEMO_INDEX = f"{DEMO_TABLE}_kind_created"
 APPLICATION_NAME = "dbmaint make-demo-db"

@@ -29,6 +29,13 @@ from dbmaint.cli.client import (
     health_status,
 )
 from dbmaint.cli.demo import DEFAULT_ROWS, DEMO_TABLE, describe_demo_db, make_demo_db, run_demo
+from dbmaint.cli.modes import (
+    add_mode_options,
+    apply_mode_options,
+    new_request_id,
+    observes_tables,
+    with_retry_hint,
+)
 from dbmaint.cli.plan import add_plan_command
 from dbmaint.cli.render import (
     child_line,
@@ -44,6 +51,7 @@ from dbmaint.cli.render import (
     watch_view,
     workers_table,
 )
+from dbmaint.cli.render_tables import table_reports_table
 from dbmaint.cli.schedules import add_schedule_commands, add_window_options, window_from_args
 from dbmaint.cli.watch import NOT_COMPLETED, follow, is_parent
 from dbmaint.config import MANAGER_ADDRESS, ConfigError, add_flags, report, resolve
@@ -86,7 +94,24 @@ def watch_until_terminal(client: ManagerClient, job_id: str, console: Console) -
             EXIT_INTERRUPTED,
         ) from None
     print_outcome(console, state)
+    _print_table_reports(client, state.job, console)
     return EXIT_OK if state.completed else EXIT_NOT_COMPLETED
+
+
+def _print_table_reports(client: ManagerClient, job: pb.Job, console: Console) -> None:
+    """After a watch: a child's per-table reports (the stream leaves them out: one GetJob reads them); for a
+    parent that observed its tables, where to read them (one GetJob per child would not scale)."""
+    if is_parent(job):
+        if observes_tables(job):
+            console.print(Text("per-table reports of a child: `dbmaint get CHILD_ID`", style="dim"))
+        return
+    try:
+        reports = client.get(job.id).job.result.tables
+    except CliError as error:  # the outcome is known and printed: the exit code stays the job's
+        console.print(Text(f"per-table reports not shown: {error.message}", style="yellow"))
+        return
+    if reports:
+        console.print(table_reports_table(reports))
 
 
 # -- commands ---------------------------------------------------------------------------------------------------
@@ -97,15 +122,20 @@ def cmd_create(args: argparse.Namespace, console: Console) -> int:
     request = pb.CreateMaintenanceRequest(
         targets=args.targets,
         operations=operations,
-        request_id=args.request_id,
+        # Always a key: the same request sent again after a lost answer finds its parent, never makes a second.
+        request_id=args.request_id or new_request_id(),
         schemas=args.schemas,
         tables=args.tables,
     )
+    apply_mode_options(request, args)
     window = window_from_args(args)
     if window is not None:
         request.window.CopyFrom(window)
     with ManagerClient(args.manager, args.timeout) as client:
-        response = client.create(request)
+        try:
+            response = client.create(request)
+        except CliError as error:
+            raise with_retry_hint(error, request.request_id) from None
         if args.json:
             print_json(console, response)
             return EXIT_OK
@@ -336,7 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[op.value for op in Operation],
         help="run this operation (repeat, in order; default: vacuum, analyze, reindex)",
     )
-    create.add_argument("--request-id", default="", metavar="ID", help="idempotency key")
+    create.add_argument(
+        "--request-id", default="", metavar="ID", help="idempotency key (default: a fresh cli-<uuid4>)"
+    )
+    add_mode_options(create)
     create.add_argument(
         "--schema",
         dest="schemas",

@@ -10,8 +10,16 @@ table, most urgent first:
 * SKIP last.
 
 A table that several children of one target report with the same action (one child per operation) is shown once.
-The previous duration of a table's maintenance is not shown: the job history keeps it per child, not per table,
-and finding it would cost a GetJob per earlier child.
+
+The "previous" column is how long the table's last maintenance took: the duration in the TableReport of that
+table in the newest COMPLETED child of the same target that was not a plan (its config has no ``"mode":
+"plan"``), of an operation of the plan that carries out the row's action (``CARRIED_OUT_BY``: an ANALYZE row
+looks at analyze, then optimize children; the operation of the plan child that reported the row comes first; a
+SKIP row looks at that operation only). The history is read once per command and bounded: one ListJobs of the
+newest ``HISTORY_CHILDREN`` completed children (newest first; lists carry no table reports), then at most one
+GetJob per (target, operation) of the plan, for that newest child. "-" when there is none among them, or when
+that child has no report of the table, or skipped it (a MODE_ALL child of an engine that reports no tables, a
+narrower scope, a table below the thresholds of an AUTO run). An older child is not searched further.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import argparse
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -29,9 +37,16 @@ from rich.table import Table
 from rich.text import Text
 
 from dbmaint.cli.client import EXIT_INTERRUPTED, EXIT_NOT_COMPLETED, EXIT_OK, CliError, ManagerClient, rpc_code
-from dbmaint.cli.render import format_bytes
+from dbmaint.cli.modes import (
+    add_threshold_option,
+    apply_mode_options,
+    config_mode,
+    new_request_id,
+    with_retry_hint,
+)
+from dbmaint.cli.render_tables import action_name, age_text, figure_text, format_bytes, format_seconds, seconds_of
 from dbmaint.cli.watch import is_terminal
-from dbmaint.operations import Operation
+from dbmaint.operations import CHILD_JOB_TYPE, Operation
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.wire import operation_to_proto, status_label
 
@@ -63,6 +78,20 @@ _KEY_EVIDENCE_SHOWN = 3
 _LAST_MAINTENANCE = (("seconds_since_vacuum", "vacuum"), ("seconds_since_analyze", "analyze"))
 # Pause between two attempts to reopen a broken watch.
 _REWATCH_PAUSE = 0.5
+# How many of the newest completed children the "previous" column looks through (one ListJobs page).
+HISTORY_CHILDREN = 500
+# (target, operation) -> (schema, table) -> seconds the table's last maintenance by that operation took.
+PreviousDurations = Mapping[tuple[str, int], Mapping[tuple[str, str], float]]
+# The operations whose children carry out each proposed action (the worker's ``ACTIONS_OF``, turned around: a
+# test keeps the two equal).
+CARRIED_OUT_BY: Mapping[int, tuple[int, ...]] = {
+    pb.TABLE_ACTION_FREEZE: (pb.OPERATION_VACUUM, pb.OPERATION_OPTIMIZE),
+    pb.TABLE_ACTION_VACUUM: (pb.OPERATION_VACUUM, pb.OPERATION_OPTIMIZE),
+    pb.TABLE_ACTION_OPTIMIZE: (pb.OPERATION_VACUUM, pb.OPERATION_OPTIMIZE),
+    pb.TABLE_ACTION_ANALYZE: (pb.OPERATION_ANALYZE, pb.OPERATION_OPTIMIZE),
+    pb.TABLE_ACTION_REINDEX: (pb.OPERATION_REINDEX,),
+    pb.TABLE_ACTION_DROP_INVALID_INDEX: (pb.OPERATION_REINDEX,),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,15 +100,12 @@ class PlanRow:
 
     target: str
     report: pb.TableReport
+    # The operation of the child that reported it (the first one, when several did).
+    operation: int = pb.OPERATION_UNSPECIFIED
 
     @property
     def key(self) -> tuple[str, str, str, int]:
         return (self.target, self.report.schema, self.report.table, self.report.action)
-
-
-def action_name(action: int) -> str:
-    """ "vacuum", "drop_invalid_index", ... for a TableAction value."""
-    return pb.TableAction.Name(action).removeprefix("TABLE_ACTION_").lower() if action in _ACTION_RANK else "?"
 
 
 def urgency_key(row: PlanRow) -> tuple[int, float, str, str, str]:
@@ -101,20 +127,9 @@ def plan_rows(children: Iterable[pb.Job]) -> list[PlanRow]:
     rows: dict[tuple[str, str, str, int], PlanRow] = {}
     for child in children:
         for report in child.result.tables:
-            row = PlanRow(child.target, report)
+            row = PlanRow(child.target, report, child.operation)
             rows.setdefault(row.key, row)
     return sorted(rows.values(), key=urgency_key)
-
-
-def figure_text(name: str, value: float) -> str:
-    """A figure as an operator reads it: bytes in KiB/MiB/GiB, ratios in percent, counts as integers."""
-    if name.endswith("_bytes"):
-        return f"{name.removesuffix('_bytes')} {format_bytes(int(value))}"
-    if name.endswith("_ratio"):
-        return f"{name} {100 * value:.1f}%"
-    if name.endswith("_seconds"):
-        return f"{name.removesuffix('_seconds')} {_age_text(value)}"
-    return f"{name} {value:,.0f}" if value == int(value) else f"{name} {value:,.3g}"
 
 
 def key_evidence(report: pb.TableReport) -> str:
@@ -136,21 +151,74 @@ def size_text(evidence: Mapping[str, float]) -> str:
 
 def last_maintenance(evidence: Mapping[str, float]) -> str:
     """How long ago the table was last vacuumed and analyzed, when the evidence says ("" otherwise)."""
-    parts = [f"{what} {_age_text(evidence[name])} ago" for name, what in _LAST_MAINTENANCE if name in evidence]
+    parts = [f"{what} {age_text(evidence[name])} ago" for name, what in _LAST_MAINTENANCE if name in evidence]
     return ", ".join(parts)
 
 
-def _age_text(seconds: float) -> str:
-    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.0f}s"
+def is_plan_child(job: pb.Job) -> bool:
+    """A MODE_PLAN child: its config says ``"mode": "plan"``."""
+    return config_mode(job) == "plan"
 
 
-def plan_table(rows: list[PlanRow]) -> Table:
+def newest_maintenance(jobs: Iterable[pb.Job], wanted: Collection[tuple[str, int]]) -> dict[tuple[str, int], str]:
+    """For each wanted (target, operation), the id of the child of ``jobs`` (completed children) that finished
+    last and was not a plan."""
+    newest: dict[tuple[str, int], pb.Job] = {}
+    for job in jobs:
+        key = (job.target, job.operation)
+        if key not in wanted or is_plan_child(job):
+            continue
+        known = newest.get(key)
+        if known is None or job.finished_at.ToNanoseconds() > known.finished_at.ToNanoseconds():
+            newest[key] = job
+    return {key: job.id for key, job in newest.items()}
+
+
+def table_durations(child: pb.Job) -> dict[tuple[str, str], float]:
+    """How long the child spent on each table it maintained (its reports; a skipped or untimed table is left
+    out)."""
+    return {
+        (report.schema, report.table): seconds_of(report)
+        for report in child.result.tables
+        if report.action != pb.TABLE_ACTION_SKIP and seconds_of(report) > 0
+    }
+
+
+def previous_durations(client: ManagerClient, wanted: Collection[tuple[str, int]]) -> PreviousDurations:
+    """The durations of the last maintenance of each wanted (target, operation): one ListJobs of the newest
+    ``HISTORY_CHILDREN`` completed children, then one GetJob per pair found among them (module docstring)."""
+    listing = client.list(
+        pb.ListJobsRequest(type=CHILD_JOB_TYPE, status=pb.JOB_STATUS_COMPLETED, page_size=HISTORY_CHILDREN)
+    )
+    newest = newest_maintenance(listing.jobs, wanted)
+    return {key: table_durations(client.get(job_id).job) for key, job_id in newest.items()}
+
+
+def previous_operations(row: PlanRow) -> tuple[int, ...]:
+    """Whose history tells the row's previous duration, in order: the operations that carry out its action,
+    the one of the child that reported it first; for a SKIP (or an unknown action), that operation alone."""
+    carriers = CARRIED_OUT_BY.get(row.report.action)
+    if carriers is None:
+        return (row.operation,)
+    return tuple(dict.fromkeys(op for op in (row.operation, *carriers) if op in carriers))
+
+
+def previous_text(row: PlanRow, previous: PreviousDurations) -> str:
+    table = (row.report.schema, row.report.table)
+    for operation in previous_operations(row):
+        seconds = previous.get((row.target, operation), {}).get(table)
+        if seconds is not None:
+            return format_seconds(seconds)
+    return "-"
+
+
+def plan_table(rows: list[PlanRow], previous: PreviousDurations | None = None) -> Table:
+    """The plan, one row per table and action; ``previous`` fills the "previous" column ("-" where unknown)."""
+    previous = previous or {}
     table = Table(title="plan", title_justify="left", header_style="bold")
-    for name in ("target", "table", "action", "reasons", "key evidence", "size", "last maintenance"):
-        table.add_column(name, overflow="fold", no_wrap=name in ("action", "size"))
+    columns = ("target", "table", "action", "reasons", "key evidence", "size", "last maintenance", "previous")
+    for name in columns:
+        table.add_column(name, overflow="fold", no_wrap=name in ("action", "size", "previous"))
     for row in rows:
         report = row.report
         name = f"{report.schema}.{report.table}" if report.table else f"{report.schema} (whole file)"
@@ -163,6 +231,7 @@ def plan_table(rows: list[PlanRow]) -> Table:
             Text(key_evidence(report)),
             size_text(report.evidence),
             last_maintenance(report.evidence),
+            previous_text(row, previous),
         )
     return table
 
@@ -235,12 +304,17 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     request = pb.CreateMaintenanceRequest(
         targets=args.targets,
         operations=[operation_to_proto(Operation(name)) for name in args.operation or ()],
+        request_id=args.request_id or new_request_id(),  # sent again after a lost answer, it finds the same plan
         schemas=args.schemas,
         tables=args.tables,
         mode=pb.MODE_PLAN,
     )
+    apply_mode_options(request, args)
     with ManagerClient(args.manager, args.timeout) as client:
-        parent = client.create(request).parent
+        try:
+            parent = client.create(request).parent
+        except CliError as error:
+            raise with_retry_hint(error, request.request_id) from None
         try:
             parent = wait_for_parent(client, parent.id)
         except KeyboardInterrupt:
@@ -249,17 +323,26 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
                 EXIT_INTERRUPTED,
             ) from None
         children = read_children(client, parent.id)
-    if args.json:
-        print(plan_json(parent, children), file=console.file, flush=True)
-    else:
-        _print_plan(console, parent, children)
+        if args.json:
+            print(plan_json(parent, children), file=console.file, flush=True)
+        else:
+            _print_plan(console, parent, children, _history(client, children, console))
     return EXIT_OK if parent.status == pb.JOB_STATUS_COMPLETED else EXIT_NOT_COMPLETED
 
 
-def _print_plan(console: Console, parent: pb.Job, children: list[pb.Job]) -> None:
+def _history(client: ManagerClient, children: list[pb.Job], console: Console) -> PreviousDurations:
+    """The previous durations for the plan's (target, operation) pairs; a failed read costs the column only."""
+    try:
+        return previous_durations(client, {(child.target, child.operation) for child in children})
+    except CliError as error:
+        console.print(Text(f"previous durations not shown: {error.message}", style="yellow"))
+        return {}
+
+
+def _print_plan(console: Console, parent: pb.Job, children: list[pb.Job], previous: PreviousDurations) -> None:
     rows = plan_rows(children)
     if rows:
-        console.print(plan_table(rows))
+        console.print(plan_table(rows, previous))
     console.print(Text(totals_text(rows, len({child.target for child in children}))))
     for child in children:
         if child.status != pb.JOB_STATUS_COMPLETED:
@@ -287,4 +370,15 @@ def add_plan_command(command: Callable[[str, Handler, str], argparse.ArgumentPar
     plan.add_argument(
         "--table", dest="tables", action="append", default=[], metavar="[SCHEMA.]TABLE", help="only this table"
     )
-    plan.add_argument("--json", action="store_true", help="print the reports as JSON (protobuf JSON mapping)")
+    add_threshold_option(plan)
+    plan.add_argument(
+        "--request-id",
+        default="",
+        metavar="ID",
+        help="idempotency key (default: a fresh cli-<uuid4>); an existing plan's key shows that plan again",
+    )
+    plan.add_argument(
+        "--json",
+        action="store_true",
+        help="print the reports as JSON (protobuf JSON mapping; without the previous durations)",
+    )

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dbmaint.cli.render_schedules import window_text
+from dbmaint.cli.render_tables import format_bytes, format_seconds, table_reports_table
 from dbmaint.cli.watch import WatchState, is_parent, is_terminal
 from dbmaint.operations import CHILD_JOB_TYPE, PARENT_JOB_TYPE, JobStatus
 from dbmaint.v1 import maintenance_pb2 as pb
@@ -53,22 +54,6 @@ def print_json(console: Console, message: Message) -> None:
 
 
 # -- plain values -----------------------------------------------------------------------------------------------
-
-
-def format_bytes(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def format_seconds(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    minutes, rest = divmod(seconds, 60)
-    return f"{int(minutes)}m{rest:04.1f}s"
 
 
 def format_time(message: Message, field: str) -> str:
@@ -184,6 +169,7 @@ def job_details(job: pb.Job) -> Table:
 
 
 def result_details(result: pb.OperationResult) -> RenderableType:
+    """The figures of a child's result, its notes, and its per-table reports when the answer carries them."""
     report = report_from_proto(result)
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -198,10 +184,12 @@ def result_details(result: pb.OperationResult) -> RenderableType:
         ("objects", f"{report.objects_processed} processed, {report.objects_skipped} skipped"),
     ):
         grid.add_row(name, Text(value))
-    if not report.notes:
-        return grid
-    notes = Text("\n".join(f"  {note}" for note in report.notes))
-    return Group(grid, Text("notes", style="bold"), notes)
+    parts: list[RenderableType] = [grid]
+    if report.notes:
+        parts += [Text("notes", style="bold"), Text("\n".join(f"  {note}" for note in report.notes))]
+    if result.tables:  # only GetJob of a child carries them
+        parts.append(table_reports_table(result.tables))
+    return Group(*parts) if len(parts) > 1 else grid
 
 
 def children_table(children: list[pb.Job], title: str | None = "children") -> Table:

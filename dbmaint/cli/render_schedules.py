@@ -163,6 +163,9 @@ def schedule_details(schedule: spb.Schedule) -> Table:
         ("operations", ", ".join(operation_label(op) for op in maintenance.operations) or "the default ones"),
         ("schemas", ", ".join(maintenance.schemas)),
         ("tables", ", ".join(maintenance.tables)),
+        ("mode", mode_text(maintenance)),
+        ("parallel", str(maintenance.parallel) if maintenance.parallel > 1 else ""),
+        ("thresholds", thresholds_text(maintenance)),
         ("overlap", overlap_name(schedule.overlap)),
         ("catch-up", _duration_field(schedule, "catchup_window")),
         ("jitter", _duration_field(schedule, "jitter")),
@@ -179,6 +182,18 @@ def schedule_details(schedule: spb.Schedule) -> Table:
         if value:
             grid.add_row(name, Text(value))
     return grid
+
+
+def mode_text(request: pb.CreateMaintenanceRequest) -> str:
+    """ "plan" or "auto"; "" for MODE_ALL (unset or set), the mode every request had before modes."""
+    if request.mode in (pb.MODE_UNSPECIFIED, pb.MODE_ALL):
+        return ""
+    return pb.Mode.Name(request.mode).removeprefix("MODE_").lower() if request.mode in pb.Mode.values() else "?"
+
+
+def thresholds_text(request: pb.CreateMaintenanceRequest) -> str:
+    """ "name=value, ..." in name order."""
+    return ", ".join(f"{name}={value:g}" for name, value in sorted(request.thresholds.items()))
 
 
 def _duration_field(schedule: spb.Schedule, field: str) -> str:

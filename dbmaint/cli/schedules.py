@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.text import Text
 
 from dbmaint.cli.client import EXIT_OK, EXIT_REJECTED, CliError, ManagerClient
+from dbmaint.cli.modes import add_mode_options, apply_mode_options
 from dbmaint.cli.render import print_json
 from dbmaint.cli.render_schedules import (
     cadence_text,
@@ -169,12 +170,15 @@ def add_maintenance_options(parser: argparse.ArgumentParser) -> None:
 
 
 def maintenance_from_args(args: argparse.Namespace) -> pb.CreateMaintenanceRequest:
-    return pb.CreateMaintenanceRequest(
+    """What each firing creates (no request id: the manager refuses one, each firing has its own)."""
+    request = pb.CreateMaintenanceRequest(
         targets=args.targets,
         operations=[operation_to_proto(Operation(name)) for name in args.operation or ()],
         schemas=args.schemas,
         tables=args.tables,
     )
+    apply_mode_options(request, args)
+    return request
 
 
 # -- commands ----------------------------------------------------------------------------------------------------
@@ -322,6 +326,7 @@ def _add_create(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> 
     zone_help = "IANA zone of --cron and --window-cron (default UTC)"
     create.add_argument("--tz", default="", metavar="ZONE", help=zone_help)
     add_maintenance_options(create)
+    add_mode_options(create, parallel_help="; the manager refuses more than 1 for a schedule for now")
     overlap_help = "what a firing does while the previous parent runs (default skip)"
     create.add_argument("--overlap", choices=sorted(OVERLAP_POLICIES), help=overlap_help)
     durations = (

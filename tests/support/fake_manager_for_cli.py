@@ -10,11 +10,14 @@ child is chosen by its target's name:
 * anything else COMPLETES. VACUUM reports 4 MiB → 2.5 MiB; other operations leave the size alone.
 
 A MODE_PLAN parent's children complete with the table reports of ``plan_reports[target]`` (default: one
-SKIP of ``main.t``); like the real manager, only GetJob of a child returns them.
+SKIP of ``main.t``), a MODE_AUTO parent's with those of ``auto_reports[target]`` (default: none); like the real
+manager, only GetJob of a child returns them. Parents and children carry ``"mode"`` in their config as the real
+manager writes it (absent for MODE_ALL).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -62,6 +65,11 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
         self.hang = 0.0  # GetJob sleeps this long first (to exceed the client's deadline)
         self.plan_reports: dict[str, list[pb.TableReport]] = {}  # what a MODE_PLAN child of a target reports
         self.plan_parents: set[str] = set()
+        self.auto_reports: dict[str, list[pb.TableReport]] = {}  # what a MODE_AUTO child of a target reports
+        # ... or, when set for its (target, operation), what that child reports
+        self.auto_reports_by_operation: dict[tuple[str, int], list[pb.TableReport]] = {}
+        self.auto_parents: set[str] = set()
+        self.hang_create = 0.0  # CreateMaintenance sleeps this long after storing the parent (a lost answer)
 
     # -- state ----------------------------------------------------------------------------------------------
 
@@ -173,6 +181,11 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
             if parent_id in self.plan_parents:
                 result = pb.OperationResult(engine="sqlite", tables=self._plan_reports(child.target))
                 result.notes.append(f"plan: {len(result.tables)} table(s) observed, nothing changed")
+            if parent_id in self.auto_parents:
+                by_target = self.auto_reports.get(child.target, [])
+                result.tables.extend(
+                    self.auto_reports_by_operation.get((child.target, child.operation), by_target)
+                )
             if child.target.startswith("broken"):
                 self._set_child(child_id, status=pb.JOB_STATUS_FAILED, error="database disk image is malformed")
             else:
@@ -202,8 +215,7 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
             if operation is None:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"operations[{index}]: unknown operation {value}")
             operations.append(operation)
-        if request.mode == pb.MODE_AUTO:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "mode: mode AUTO is not available yet")
+        mode = {pb.MODE_PLAN: "plan", pb.MODE_AUTO: "auto"}.get(request.mode)
         with self.cond:
             if request.request_id:
                 for job in self.jobs.values():
@@ -225,9 +237,12 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
                 progress=pb.Progress(total=len(request.targets) * len(chosen)),
             )
             parent.progress.pending = parent.progress.total
+            mode_config = {"mode": mode} if mode else {}
+            parent.config = json.dumps(mode_config) if mode_config else ""
             if request.mode == pb.MODE_PLAN:
-                parent.config = '{"mode": "plan"}'
                 self.plan_parents.add(parent.id)
+            if request.mode == pb.MODE_AUTO:
+                self.auto_parents.add(parent.id)
             self.order.append(parent.id)
             self._publish(parent)
             self.children[parent.id] = []
@@ -244,6 +259,7 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
                         position=len(self.children[parent.id]),
                         created_at=_now(),
                         waiting_reason=f"no connected worker serves target {target!r}",
+                        config=json.dumps({"operation": operation.value, "target": target, **mode_config}),
                     )
                     self.order.append(child.id)
                     self.children[parent.id].append(child.id)
@@ -251,6 +267,7 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
             page = self._page(parent.id, pb.GetJobRequest(id=parent.id), context)
         if self.autorun:
             self.play(parent.id)
+        time.sleep(self.hang_create)
         return pb.CreateMaintenanceResponse(
             parent=parent,
             children=page.children,

@@ -8,6 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
+from dbmaint import wire
+from dbmaint.cli.plan import CARRIED_OUT_BY, newest_maintenance
+from dbmaint.operations import CHILD_JOB_TYPE
 from dbmaint.v1 import maintenance_pb2 as pb
 from tests.support.cli import Run
 from tests.support.fake_manager_for_cli import FakeManager
@@ -124,3 +127,151 @@ def test_plan_reopens_a_watch_the_manager_dropped(cli: Cli, fleet: FakeManager) 
     assert result.code == 0, result.err
     assert sum(isinstance(r, pb.WatchJobRequest) for r in fleet.service.requests) >= 2
     assert "2 table(s) observed on 1 target(s)" in result.out
+
+
+def timed(table: str, action: int, seconds: float) -> pb.TableReport:
+    """A table an earlier (non-plan) child maintained, and how long it took."""
+    return pb.TableReport(schema="public", table=table, action=action, duration=wire.duration(seconds))
+
+
+def maintain(cli: Cli, fake: FakeManager, *args: str) -> pb.Job:
+    """Runs `dbmaint create ARGS` to its end (the fake plays the children); returns the parent."""
+    before = set(fake.service.children)
+    assert cli("create", *args).code == 0
+    (parent_id,) = set(fake.service.children) - before
+    return fake.wait_terminal(parent_id)
+
+
+def previous_column(out: str) -> dict[tuple[str, str, str], str]:
+    return {(row[0], row[1], row[2]): row[7] for row in body_rows(out)}
+
+
+def test_the_previous_column_shows_how_long_the_last_auto_run_took_on_each_table(
+    cli: Cli, fleet: FakeManager
+) -> None:
+    fleet.service.auto_reports = {
+        "alpha": [
+            timed("orders", pb.TABLE_ACTION_VACUUM, 1.5),
+            timed("clean", pb.TABLE_ACTION_SKIP, 0.0),
+        ]
+    }
+    maintain(cli, fleet, "alpha", "-o", "vacuum", "--mode", "auto")
+
+    result = cli("plan", "alpha", "-o", "vacuum")
+
+    assert result.code == 0, result.err
+    assert previous_column(result.out) == {
+        ("alpha", "public.orders", "vacuum"): "1.50s",
+        ("alpha", "public.events", "analyze"): "-",  # no analyze (or optimize) child is planned: none is read
+        ("alpha", "public.clean", "skip"): "-",  # the earlier child skipped it: no maintenance to time
+    }
+
+
+def test_only_the_newest_earlier_child_of_a_target_and_operation_is_read(cli: Cli, fleet: FakeManager) -> None:
+    fleet.service.auto_reports = {"alpha": [timed("orders", pb.TABLE_ACTION_VACUUM, 9.0)]}
+    older = maintain(cli, fleet, "alpha", "-o", "vacuum", "--mode", "auto")
+    fleet.service.auto_reports = {"alpha": [timed("orders", pb.TABLE_ACTION_VACUUM, 1.5)]}
+    maintain(cli, fleet, "alpha", "-o", "vacuum", "-o", "analyze", "--mode", "auto")
+    maintain(cli, fleet, "beta", "-o", "vacuum", "--mode", "auto")
+    fleet.service.requests.clear()
+
+    result = cli("plan", "alpha", "-o", "vacuum")
+
+    assert result.code == 0, result.err
+    assert previous_column(result.out)[("alpha", "public.orders", "vacuum")] == "1.50s"
+    (listing,) = [r for r in fleet.service.requests if isinstance(r, pb.ListJobsRequest)]
+    assert (listing.type, listing.status, listing.page_size) == (CHILD_JOB_TYPE, pb.JOB_STATUS_COMPLETED, 500)
+    plan_parent = next(iter(fleet.service.plan_parents))
+    history_reads = [
+        r.id
+        for r in fleet.service.requests
+        if isinstance(r, pb.GetJobRequest)
+        and r.id not in fleet.service.children[plan_parent]
+        and r.id != plan_parent
+    ]
+    assert len(history_reads) == 1  # alpha/vacuum only: not alpha/analyze, not beta, not the older run
+    assert history_reads[0] not in fleet.service.children[older.id]
+
+
+def test_a_plan_child_is_never_the_previous_run_even_when_it_is_newer(cli: Cli, fleet: FakeManager) -> None:
+    fleet.service.auto_reports = {"alpha": [timed("orders", pb.TABLE_ACTION_VACUUM, 1.5)]}
+    maintain(cli, fleet, "alpha", "-o", "vacuum", "--mode", "auto")
+    fleet.service.plan_reports["alpha"] = [timed("orders", pb.TABLE_ACTION_VACUUM, 7.0)]
+    assert cli("plan", "alpha", "-o", "vacuum").code == 0
+
+    result = cli("plan", "alpha", "-o", "vacuum")
+
+    assert previous_column(result.out)[("alpha", "public.orders", "vacuum")] == "1.50s"
+
+
+def test_without_any_earlier_child_every_previous_cell_is_a_dash_and_nothing_more_is_read(
+    cli: Cli, fleet: FakeManager
+) -> None:
+    maintain(cli, fleet, "gamma", "-o", "vacuum", "--mode", "auto")  # history, but of another target
+
+    result = cli("plan", "alpha", "beta", "-o", "vacuum")
+
+    assert result.code == 0, result.err
+    assert set(previous_column(result.out).values()) == {"-"}
+    plan_parent = next(iter(fleet.service.plan_parents))
+    read = {r.id for r in fleet.service.requests if isinstance(r, pb.GetJobRequest)}
+    assert read <= {plan_parent, *fleet.service.children[plan_parent]}
+
+
+def test_newest_maintenance_picks_the_last_finished_non_plan_child_of_each_wanted_pair() -> None:
+    def child(job_id: str, target: str, finished: int, config: str = "{}") -> pb.Job:
+        job = pb.Job(id=job_id, target=target, operation=pb.OPERATION_VACUUM, config=config)
+        job.finished_at.FromSeconds(finished)
+        return job
+
+    jobs = [
+        child("plan-newest", "alpha", 40, '{"mode": "plan"}'),
+        child("auto-older", "alpha", 20, '{"mode": "auto"}'),
+        child("all-newer", "alpha", 30),
+        child("beta-one", "beta", 50),
+        child("gamma-one", "gamma", 60),
+    ]
+    wanted = {("alpha", pb.OPERATION_VACUUM), ("beta", pb.OPERATION_VACUUM), ("alpha", pb.OPERATION_ANALYZE)}
+
+    assert newest_maintenance(jobs, wanted) == {
+        ("alpha", pb.OPERATION_VACUUM): "all-newer",
+        ("beta", pb.OPERATION_VACUUM): "beta-one",
+    }
+
+
+def test_a_row_takes_its_previous_duration_from_the_operation_that_carries_out_its_action(
+    cli: Cli, fleet: FakeManager
+) -> None:
+    fleet.service.auto_reports_by_operation = {
+        ("alpha", pb.OPERATION_VACUUM): [timed("orders", pb.TABLE_ACTION_VACUUM, 1.5)],
+        ("alpha", pb.OPERATION_ANALYZE): [
+            timed("events", pb.TABLE_ACTION_ANALYZE, 0.5),
+            timed("orders", pb.TABLE_ACTION_ANALYZE, 0.25),
+        ],
+    }
+    maintain(cli, fleet, "alpha", "-o", "vacuum", "-o", "analyze", "--mode", "auto")
+
+    both = cli("plan", "alpha", "-o", "vacuum", "-o", "analyze")
+    vacuum_only = cli("plan", "alpha", "-o", "vacuum")
+
+    # Each plan child reports every table; the vacuum child's rows come first, yet the ANALYZE row is timed by
+    # the analyze child's history.
+    assert previous_column(both.out) == {
+        ("alpha", "public.orders", "vacuum"): "1.50s",
+        ("alpha", "public.events", "analyze"): "0.50s",
+        ("alpha", "public.clean", "skip"): "-",
+    }
+    assert previous_column(vacuum_only.out)[("alpha", "public.events", "analyze")] == "-"
+
+
+def test_carried_out_by_is_the_workers_actions_of_turned_around() -> None:
+    from worker_service.engines.auto import ACTIONS_OF
+
+    turned: dict[int, set[int]] = {}
+    for operation, actions in ACTIONS_OF.items():
+        for action in actions:
+            turned.setdefault(pb.TableAction.Value(f"TABLE_ACTION_{action.name}"), set()).add(
+                wire.operation_to_proto(operation)
+            )
+
+    assert {action: set(operations) for action, operations in CARRIED_OUT_BY.items()} == turned
