@@ -60,6 +60,17 @@ class TableAction(enum.StrEnum):
     SKIP = "skip"
 
 
+# MODE_AUTO: the proposals a child of each operation carries out (the others are another operation's business).
+ACTIONS_OF: Mapping[Operation, frozenset[TableAction]] = {
+    Operation.VACUUM: frozenset({TableAction.FREEZE, TableAction.VACUUM, TableAction.OPTIMIZE}),
+    Operation.ANALYZE: frozenset({TableAction.ANALYZE}),
+    Operation.REINDEX: frozenset({TableAction.REINDEX, TableAction.DROP_INVALID_INDEX}),
+    Operation.OPTIMIZE: frozenset(
+        {TableAction.FREEZE, TableAction.VACUUM, TableAction.OPTIMIZE, TableAction.ANALYZE}
+    ),
+}
+
+
 class Reason(enum.StrEnum):
     """The stable reason codes of a ``TableReport``; scripts match on these strings, so never rename one."""
 

@@ -46,7 +46,7 @@ from dbmaint.cli.modes import (
 )
 from dbmaint.cli.render_tables import action_name, age_text, figure_text, format_bytes, format_seconds, seconds_of
 from dbmaint.cli.watch import is_terminal
-from dbmaint.operations import CHILD_JOB_TYPE, Operation
+from dbmaint.operations import ACTIONS_OF, CHILD_JOB_TYPE, Operation, TableAction
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.wire import operation_to_proto, status_label
 
@@ -82,15 +82,13 @@ _REWATCH_PAUSE = 0.5
 HISTORY_CHILDREN = 500
 # (target, operation) -> (schema, table) -> seconds the table's last maintenance by that operation took.
 PreviousDurations = Mapping[tuple[str, int], Mapping[tuple[str, str], float]]
-# The operations whose children carry out each proposed action (the worker's ``ACTIONS_OF``, turned around: a
-# test keeps the two equal).
+# The operations whose children carry out each proposed action (``ACTIONS_OF``, turned around).
 CARRIED_OUT_BY: Mapping[int, tuple[int, ...]] = {
-    pb.TABLE_ACTION_FREEZE: (pb.OPERATION_VACUUM, pb.OPERATION_OPTIMIZE),
-    pb.TABLE_ACTION_VACUUM: (pb.OPERATION_VACUUM, pb.OPERATION_OPTIMIZE),
-    pb.TABLE_ACTION_OPTIMIZE: (pb.OPERATION_VACUUM, pb.OPERATION_OPTIMIZE),
-    pb.TABLE_ACTION_ANALYZE: (pb.OPERATION_ANALYZE, pb.OPERATION_OPTIMIZE),
-    pb.TABLE_ACTION_REINDEX: (pb.OPERATION_REINDEX,),
-    pb.TABLE_ACTION_DROP_INVALID_INDEX: (pb.OPERATION_REINDEX,),
+    pb.TableAction.Value(f"TABLE_ACTION_{action.name}"): tuple(
+        operation_to_proto(operation) for operation, actions in ACTIONS_OF.items() if action in actions
+    )
+    for action in TableAction
+    if action is not TableAction.SKIP
 }
 
 

@@ -27,28 +27,18 @@ A failed table fails the child as in MODE_ALL, with this report attached; a canc
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.engine import URL
 
-from dbmaint.operations import Operation, OperationReport, Reason, TableAction, TableReport, TableScope
+from dbmaint.operations import ACTIONS_OF, Operation, OperationReport, Reason, TableAction, TableReport, TableScope
 from dbmaint.thresholds import Thresholds
 from worker_service.cancel import CancelToken
 from worker_service.engines.base import Engine, OperationFailed, ParallelEngine, RunStatus, TableActions
 from worker_service.engines.observe import TableObservation
 from worker_service.engines.tables import MAX_TABLE_NOTES
-
-# The proposals a child of each operation carries out (the others are another operation's business).
-ACTIONS_OF: Mapping[Operation, frozenset[TableAction]] = {
-    Operation.VACUUM: frozenset({TableAction.FREEZE, TableAction.VACUUM, TableAction.OPTIMIZE}),
-    Operation.ANALYZE: frozenset({TableAction.ANALYZE}),
-    Operation.REINDEX: frozenset({TableAction.REINDEX, TableAction.DROP_INVALID_INDEX}),
-    Operation.OPTIMIZE: frozenset(
-        {TableAction.FREEZE, TableAction.VACUUM, TableAction.OPTIMIZE, TableAction.ANALYZE}
-    ),
-}
 
 Key = tuple[str, str]
 
