@@ -245,14 +245,17 @@ METRICS_LISTEN = listener(
     "DBMAINT_METRICS_LISTEN",
 )
 # Where a client (a worker, the CLI) finds the manager, and how it checks a manager that speaks TLS.
+# Several managers (one leads, the others stand by): comma-separated; the client moves along the list on its own.
 MANAGER_ADDRESS = Option(
     name="manager",
-    help="the manager's address (or a gRPC target such as `dns:///manager:50051`)",
+    help="the manager's address (or a gRPC target such as `dns:///manager:50051`); several managers of one store: "
+    "comma-separated (`a:50051,b:50051`), tried in turn, following the leader a standby names if it is listed",
     flag="--manager",
     env="DBMAINT_MANAGER",
-    parse=parsers.manager_address,
-    default="127.0.0.1:50051",
-    metavar="HOST:PORT",
+    parse=parsers.manager_addresses,
+    default=("127.0.0.1:50051",),
+    metavar="HOST:PORT[,HOST:PORT...]",
+    show=",".join,
 )
 CLIENT_TLS = (
     pem_file(

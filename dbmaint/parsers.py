@@ -109,6 +109,16 @@ def manager_address(text: str) -> str:
     return host_port(allow_port_zero=False)(value)
 
 
+def manager_addresses(text: str) -> tuple[str, ...]:
+    """One or more manager addresses separated by commas (``a:50051,b:50051``), each as ``manager_address``;
+    the order is kept (clients try them in turn), an address given twice is an error."""
+    addresses = tuple(manager_address(item) for item in text.split(","))
+    for index, address in enumerate(addresses):
+        if address in addresses[:index]:
+            raise ValueError(f"the manager address {address!r} is given twice")
+    return addresses
+
+
 def token_list(text: str) -> tuple[str, ...]:
     """Tokens separated by commas or new lines (several, so they can be rotated)."""
     tokens = tuple(t.strip() for t in text.replace("\n", ",").split(",") if t.strip())
