@@ -1,4 +1,6 @@
-"""Exponential backoff with jitter for reconnecting to the manager: 0.1 s, 0.2 s, 0.4 s ... capped at 5 s.
+"""Exponential backoff with jitter for reconnecting to the manager: 0.1 s, 0.2 s, 0.4 s ... capped at 5 s, or at
+1 s when several managers are configured (the worker moves to another address each time: one of them leads, so a
+short wait finds it soon after a failover, and a refusing standby costs one round trip).
 
 Each delay is the exponential base times a random factor in [1 - jitter, 1 + jitter], never above the cap, so
 a fleet of workers that lost the same manager does not reconnect in lock-step.
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field
 
 INITIAL_DELAY = 0.1
 MAX_DELAY = 5.0
+ROTATION_MAX_DELAY = 1.0
 
 
 @dataclass(slots=True)
@@ -41,3 +44,8 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempts = 0
+
+
+def for_managers(count: int) -> Backoff:
+    """The reconnect backoff of a worker configured with ``count`` manager addresses."""
+    return Backoff(cap=ROTATION_MAX_DELAY if count > 1 else MAX_DELAY)

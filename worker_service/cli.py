@@ -37,7 +37,7 @@ EXIT_CONFIG = CONFIG_ERROR_EXIT
 def start_line(config: WorkerConfig) -> str:
     return (
         f"dbmaint-worker {config.worker_id} serving targets {', '.join(config.target_names)} "
-        f"(slots={config.slots}) -> manager {config.manager}"
+        f"(slots={config.slots}) -> manager {', '.join(config.managers)}"
     )
 
 

@@ -44,7 +44,7 @@ ENV_ALLOW_FAULT_INJECTION = "DBMAINT_ALLOW_FAULT_INJECTION"
 ENV_TARGET_PASSWORD = "DBMAINT_TARGET_PASSWORD_"
 ENV_TARGET_PASSWORD_FILE = "DBMAINT_TARGET_PASSWORD_FILE_"
 
-DEFAULT_MANAGER: str = MANAGER_ADDRESS.default
+DEFAULT_MANAGERS: tuple[str, ...] = MANAGER_ADDRESS.default
 DEFAULT_SLOTS = 1
 DEFAULT_GRACE = 60.0
 
@@ -68,7 +68,8 @@ class WorkerConfig:
     """Everything the worker needs to start, validated."""
 
     targets: tuple[TargetSpec, ...]
-    manager: str = DEFAULT_MANAGER
+    # Where the managers listen, in the order to try them (one leads; see dbmaint.managers).
+    managers: tuple[str, ...] = DEFAULT_MANAGERS
     slots: int = DEFAULT_SLOTS
     worker_id: str = field(default_factory=lambda: default_worker_id())
     grace: float = DEFAULT_GRACE
@@ -303,7 +304,7 @@ def build_config(settings: Settings, environ: Mapping[str, str]) -> WorkerConfig
         raise ConfigError(str(exc)) from None
     return WorkerConfig(
         targets=tuple(with_password(target, environ) for target in check_targets(targets)),
-        manager=settings["manager"],
+        managers=settings["manager"],
         slots=settings["slots"],
         worker_id=settings["worker_id"] or default_worker_id(),
         grace=settings["grace"],

@@ -24,6 +24,7 @@ import grpc.aio
 
 from dbmaint import wire
 from dbmaint.auth import TlsFiles, aio_channel, bearer_metadata
+from dbmaint.managers import is_refusal, leader_hint
 from dbmaint.transport import STREAM_CLIENT_OPTIONS
 from dbmaint.v1 import maintenance_pb2 as pb
 from worker_service.executor import Assignment, Outcome, RunKey
@@ -39,7 +40,20 @@ _STREAM_ERRORS = (grpc.RpcError, grpc.aio.BaseError, asyncio.InvalidStateError)
 
 
 class StreamClosed(Exception):
-    """The stream ended or broke; the message says how (status code and details, or 'closed by the manager')."""
+    """The stream ended or broke; the message says how (status code and details, or 'closed by the manager').
+    ``code``: the call's status code name when the stream ended with one; ``leader_hint``: the leader's address
+    a refusing standby named in the ``dbmaint-leader`` trailing metadata (empty when none)."""
+
+    def __init__(self, message: str, *, code: str = "", details: str = "", leader_hint: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details
+        self.leader_hint = leader_hint
+
+    @property
+    def refused(self) -> bool:
+        """A manager that does not lead refused the stream (see ``dbmaint.managers.is_refusal``)."""
+        return is_refusal(self.code, self.details, self.leader_hint)
 
 
 def _locally_cancelled() -> StreamClosed:
@@ -309,7 +323,7 @@ class ManagerStream:
                 self._call.cancel()
                 raise StreamClosed(f"a write did not complete within {self._write_timeout:g}s") from None
             except _STREAM_ERRORS as exc:
-                raise StreamClosed(await self._status(exc)) from None
+                raise await self._ended(exc) from None
             except asyncio.CancelledError:
                 raise _locally_cancelled() from None
 
@@ -318,11 +332,11 @@ class ManagerStream:
         try:
             message = await self._call.read()
         except _STREAM_ERRORS as exc:
-            raise StreamClosed(await self._status(exc)) from None
+            raise await self._ended(exc) from None
         except asyncio.CancelledError:
             raise _locally_cancelled() from None
         if message is _EOF:
-            raise StreamClosed(await self._status(None))
+            raise await self._ended(None)
         assert isinstance(message, pb.ManagerMessage)
         return events_from_proto(message)
 
@@ -346,16 +360,19 @@ class ManagerStream:
         self._call.cancel()
         await self._channel.close(None)
 
-    async def _status(self, exc: BaseException | None) -> str:
+    async def _ended(self, exc: BaseException | None) -> StreamClosed:
+        """Why the stream ended, with its status code and the leader hint of its trailing metadata."""
         if self._call.cancelled():
-            return "stream cancelled on the worker side"
+            return StreamClosed("stream cancelled on the worker side")
         # The call's own final status says why it ended; the error of a failed write may not (a write that lost
         # the race with the manager refusing the call, e.g. PERMISSION_DENIED, only says INTERNAL).
         try:
             code = await asyncio.wait_for(self._call.code(), 1.0)
             details = await asyncio.wait_for(self._call.details(), 1.0)
+            trailing = await asyncio.wait_for(self._call.trailing_metadata(), 1.0)
         except (TimeoutError, *_STREAM_ERRORS):
-            return _describe(exc) if exc is not None else "stream ended"
+            return StreamClosed(_describe(exc) if exc is not None else "stream ended")
         if code == grpc.StatusCode.OK:
-            return "stream closed by the manager"
-        return f"{code.name}: {details}"
+            return StreamClosed("stream closed by the manager", code=code.name)
+        hint = leader_hint(tuple(trailing) if trailing else None)
+        return StreamClosed(f"{code.name}: {details}", code=code.name, details=details or "", leader_hint=hint)

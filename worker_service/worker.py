@@ -6,7 +6,9 @@ with an error, exit code 1):
 * ``stream``         -- connect, ``Hello``, ``Welcome``, re-send the outbox, then read ``Assignment``,
                         ``Cancel`` and ``ResultAck`` until the stream ends; reconnect with backoff. Operations keep
                         running while the stream is down, and the next ``Hello`` lists them (and only them: a
-                        finished attempt whose result waits for its ack is not running).
+                        finished attempt whose result waits for its ack is not running). With several managers
+                        configured, every end or refusal moves to the next one (``dbmaint.managers``): the leader
+                        a refusing standby names, if configured, else the next address in the list.
 * ``heartbeater``    -- a ``Heartbeat`` listing the running attempts every ``heartbeat_interval`` (from
                         ``Welcome``), also while an operation runs (operations run on slot threads); at once
                         when an attempt starts or stops waiting for its target's resource lock.
@@ -32,8 +34,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import dbmaint
+from dbmaint.managers import next_manager
 from dbmaint.operations import JobStatus
-from worker_service.backoff import Backoff
+from worker_service.backoff import Backoff, for_managers
 from worker_service.config import WorkerConfig
 from worker_service.executor import Assignment, Executor, Outcome, RunKey, failed
 from worker_service.health import HealthServer
@@ -99,7 +102,7 @@ class Worker:
         self._faults_active = faults_active
         self.timings = timings or WorkerTimings()
         self._health = health
-        self._backoff = backoff or Backoff()
+        self._backoff = backoff or for_managers(len(config.managers))
         self._executor = executor or Executor(targets, config.slots)
         self._targets = targets
         self.metrics = WorkerMetrics()
@@ -251,7 +254,10 @@ class Worker:
             return self._stream, self._welcome
 
     async def _stream_loop(self) -> None:
-        address = self.config.manager
+        """Connect, serve, and on any end move to the next manager (``dbmaint.managers.next_manager``: the leader
+        a refusing standby names if it is configured, else the next address) after a short backoff."""
+        managers = self.config.managers
+        address = next_manager(managers, None).address
         failures = 0
         while not self._closing:
             try:
@@ -265,16 +271,22 @@ class Worker:
             except StreamClosed as exc:
                 failures += 1
                 delay = self._backoff.next_delay()
-                refused = str(exc).startswith(("UNAUTHENTICATED", "PERMISSION_DENIED"))
+                credentials = str(exc).startswith(("UNAUTHENTICATED", "PERMISSION_DENIED"))
                 log.log(
-                    # Refused credentials need an operator every time; a manager not up yet only once.
-                    logging.WARNING if refused else logging.INFO if failures == 1 else logging.DEBUG,
+                    # Refused credentials need an operator every time; a manager not up yet (or a standby) only
+                    # in the first round of the list.
+                    logging.WARNING
+                    if credentials
+                    else logging.INFO
+                    if failures <= len(managers)
+                    else logging.DEBUG,
                     "cannot connect to manager %s (attempt %d): %s; retrying in %.2fs",
                     address,
                     failures,
                     exc,
                     delay,
                 )
+                address = self._move(address, exc, quiet=failures > len(managers))
                 await asyncio.sleep(delay)
                 continue
             log.info(
@@ -287,9 +299,11 @@ class Worker:
             )
             failures = 0
             began = time.monotonic()
+            lost: StreamClosed | None = None
             try:
                 await self._serve(stream, welcome)
             except StreamClosed as exc:
+                lost = exc
                 if not self._closing:
                     log.warning("stream to manager %s lost: %s; reconnecting", address, exc)
             finally:
@@ -299,8 +313,18 @@ class Worker:
                 break
             if time.monotonic() - began >= self.timings.stable_after:
                 self._backoff.reset()
+            address = self._move(address, lost or StreamClosed("stream ended"))
             await asyncio.sleep(self._backoff.next_delay())
         log.debug("stream loop done")
+
+    def _move(self, address: str, why: StreamClosed, *, quiet: bool = False) -> str:
+        """The manager to try after ``address`` ended or refused the stream with ``why``; logs the move."""
+        move = next_manager(self.config.managers, address, why.leader_hint)
+        if move.address != address:
+            log.log(
+                logging.DEBUG if quiet else logging.INFO, "moving to manager %s: %s", move.address, move.reason
+            )
+        return move.address
 
     async def _serve(self, stream: ManagerStream, welcome: Welcome) -> None:
         """Re-send the outbox (right after Hello), go live, then handle what the manager sends until the end."""

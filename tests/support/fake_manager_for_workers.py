@@ -1,8 +1,10 @@
 """A tiny in-process stand-in for the manager's ``WorkerService``, for the worker's stream tests.
 
 Each ``Connect`` becomes a ``FakeStream`` that records what the worker sent and lets the test push
-``ManagerMessage``s, drop the stream with UNAVAILABLE, or end it. When the worker half-closes, the fake ends
-the stream, as the manager does.
+``ManagerMessage``s, drop the stream with UNAVAILABLE (as a leader stepping down would, naming the new leader
+in the ``dbmaint-leader`` trailing metadata if asked), or end it. When the worker half-closes, the fake ends
+the stream, as the manager does. A FakeManager with ``standby_for`` set plays a standby: it refuses every
+``Connect`` with UNAVAILABLE, naming that leader (none if empty), as the manager's gate does.
 """
 
 from __future__ import annotations
@@ -19,12 +21,20 @@ import grpc.aio
 
 from dbmaint import wire
 from dbmaint.operations import CHILD_JOB_TYPE
-from dbmaint.transport import SERVER_OPTIONS
+from dbmaint.transport import LEADER_METADATA_KEY, SERVER_OPTIONS
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 
-_DROP = object()
 _END = object()
+
+
+@dataclass(frozen=True)
+class _Drop:
+    leader: str = ""
+
+
+def _refusal_metadata(leader: str) -> tuple[tuple[str, str], ...]:
+    return ((LEADER_METADATA_KEY, leader),) if leader else ()
 
 
 @dataclass
@@ -82,9 +92,10 @@ class FakeStream:
         acks = [pb.ResultAck(job_id=job_id, attempt=attempt) for job_id, attempt in keys]
         await self.send(pb.ManagerMessage(result_acks=pb.ResultAckBatch(acks=acks)))
 
-    async def drop(self) -> None:
-        """End the stream with UNAVAILABLE, as a manager that went away."""
-        await self.outgoing.put(_DROP)
+    async def drop(self, leader: str = "") -> None:
+        """End the stream with UNAVAILABLE, as a manager that went away (or stepped down: ``leader`` is the
+        address it names as the new leader)."""
+        await self.outgoing.put(_Drop(leader))
 
     async def end(self) -> None:
         await self.outgoing.put(_END)
@@ -120,14 +131,21 @@ def assignment(
 
 
 class FakeManager(pb_grpc.WorkerServiceServicer):
-    """``sends_acks``: answer a Hello that accepts acks with ``Welcome.sends_acks`` (the test sends the acks)."""
+    """``sends_acks``: answer a Hello that accepts acks with ``Welcome.sends_acks`` (the test sends the acks).
+    ``standby_for``: not None, refuse every Connect as a standby naming that leader (``""``: none known)."""
 
     def __init__(
-        self, heartbeat_interval: float = 0.1, lease_timeout: float = 2.0, sends_acks: bool = False
+        self,
+        heartbeat_interval: float = 0.1,
+        lease_timeout: float = 2.0,
+        sends_acks: bool = False,
+        standby_for: str | None = None,
     ) -> None:
         self.heartbeat_interval = heartbeat_interval
         self.lease_timeout = lease_timeout
         self.sends_acks = sends_acks
+        self.standby_for = standby_for
+        self.refusals = 0
         self.streams: list[FakeStream] = []
 
     @property
@@ -135,6 +153,13 @@ class FakeManager(pb_grpc.WorkerServiceServicer):
         return self.streams[-1] if self.streams else None
 
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        if self.standby_for is not None:
+            self.refusals += 1
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "this manager (fake-standby) is a standby: the job store is held by another manager",
+                _refusal_metadata(self.standby_for),
+            )
         first = await context.read()
         if first is grpc.aio.EOF or first.WhichOneof("kind") != "hello":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Hello first")
@@ -164,8 +189,10 @@ class FakeManager(pb_grpc.WorkerServiceServicer):
         try:
             while True:
                 item = await stream.outgoing.get()
-                if item is _DROP:
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, "dropped by the test")
+                if isinstance(item, _Drop):
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE, "dropped by the test", _refusal_metadata(item.leader)
+                    )
                 if item is _END:
                     return
                 await context.write(item)

@@ -46,7 +46,8 @@ def make_worker(
     worker_id: str = "w-test",
     worker_class: Any = None,
 ) -> Any:
-    """A Worker with fast test timings, serving sqlite targets at the given paths."""
+    """A Worker with fast test timings, serving sqlite targets at the given paths; ``manager``: one address or
+    several, comma-separated."""
     from sqlalchemy.engine import make_url
 
     from worker_service.backoff import Backoff
@@ -58,7 +59,7 @@ def make_worker(
 
     config = WorkerConfig(
         targets=tuple(TargetSpec(name, make_url(f"sqlite:///{path}")) for name, path in targets.items()),
-        manager=manager,
+        managers=tuple(manager.split(",")),
         slots=slots,
         worker_id=worker_id,
         grace=grace,

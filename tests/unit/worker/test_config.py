@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from worker_service import cli
-from worker_service.config import DEFAULT_MANAGER, ConfigError, WorkerConfig, parse_config
+from worker_service.config import DEFAULT_MANAGERS, ConfigError, WorkerConfig, parse_config
 
 
 def test_flags() -> None:
@@ -24,7 +24,7 @@ def test_flags() -> None:
         ],
         environ={},
     )  # fmt: skip
-    assert config.manager == "manager.example:6000"
+    assert config.managers == ("manager.example:6000",)
     assert config.target_names == ("orders", "users.v2")
     assert config.targets[0].url.database == "/data/orders.db"
     assert config.targets[1].url.get_backend_name() == "postgresql"
@@ -44,7 +44,7 @@ def test_environment_variables() -> None:
         "DBMAINT_LOG_LEVEL": "warning",
     }
     config = parse_config([], environ=env)
-    assert config.manager == "10.0.0.1:7000"
+    assert config.managers == ("10.0.0.1:7000",)
     assert config.target_names == ("a", "b")
     assert (config.slots, config.worker_id, config.grace) == (2, "from-env", 0.0)
     assert config.health_listen == "127.0.0.1:0"
@@ -60,15 +60,23 @@ def test_flags_win_over_environment_and_target_flags_replace_the_list() -> None:
 
 def test_defaults() -> None:
     config = parse_config(["--target", "a=sqlite:///a.db"], environ={})
-    assert config.manager == DEFAULT_MANAGER == "127.0.0.1:50051"
+    assert config.managers == DEFAULT_MANAGERS == ("127.0.0.1:50051",)
     assert (config.slots, config.grace, config.health_listen, config.log_level) == (1, 60.0, "", "INFO")
     assert config.worker_id == f"{socket.gethostname()}-{os.getpid()}"
 
 
 def test_manager_accepts_grpc_target_schemes() -> None:
     config = parse_config(["--target", "a=sqlite:///a.db", "--manager", "dns:///manager:50051"], environ={})
-    assert config.manager == "dns:///manager:50051"
-    assert parse_config(["--target", "a=sqlite:///a.db", "--manager", "[::1]:50051"], environ={}).manager
+    assert config.managers == ("dns:///manager:50051",)
+    ipv6 = parse_config(["--target", "a=sqlite:///a.db", "--manager", "[::1]:50051"], environ={})
+    assert ipv6.managers == ("[::1]:50051",)
+
+
+def test_several_managers_are_comma_separated_and_keep_their_order() -> None:
+    flag = parse_config(["--target", "a=sqlite:///a.db", "--manager", "b:50051, a:50051"], environ={})
+    assert flag.managers == ("b:50051", "a:50051")
+    variable = parse_config(["--target", "a=sqlite:///a.db"], environ={"DBMAINT_MANAGER": "m1:1,dns:///m2:2"})
+    assert variable.managers == ("m1:1", "dns:///m2:2")
 
 
 @pytest.mark.parametrize(
@@ -92,6 +100,9 @@ def test_manager_accepts_grpc_target_schemes() -> None:
         (["--target", "a=sqlite:///x.db", "--manager", "nohost"], {}, "--manager: expected HOST:PORT"),
         (["--target", "a=sqlite:///x.db", "--manager", "h:99999"], {}, "out of range"),
         (["--target", "a=sqlite:///x.db"], {"DBMAINT_MANAGER": "  "}, "DBMAINT_MANAGER: the manager address"),
+        (["--target", "a=sqlite:///x.db", "--manager", "a:1,"], {}, "--manager: the manager address is empty"),
+        (["--target", "a=sqlite:///x.db", "--manager", "a:1,a:1"], {}, "'a:1' is given twice"),
+        (["--target", "a=sqlite:///x.db", "--manager", "a:1,b"], {}, "--manager: expected HOST:PORT, got 'b'"),
         (["--target", "a=sqlite:///x.db", "--health-listen", "8080"], {}, "--health-listen: expected HOST:PORT"),
         (["--target", "a=sqlite:///x.db", "--log-level", "loud"], {}, "--log-level: unknown log level"),
         (["--target", "a=sqlite:///x.db", "--worker-id", "has space"], {}, "--worker-id"),
