@@ -1,11 +1,28 @@
-"""The channel to the manager, its stub, the health probe, and gRPC errors translated into one-line messages."""
+"""The channel to the manager, its stub, the health probe, and gRPC errors translated into one-line messages.
+
+Several managers (``--manager a:50051,b:50051``): one leads, the others stand by. A call moves to the next address
+(``dbmaint.managers.next_manager``: the leader a refusing standby names, if configured, else the next one in the
+list), each address tried at most once more than the list is long, by these rules:
+
+* reads (GetJob, ListJobs, ListWorkers, the schedule reads) move on any ``UNAVAILABLE``: running one twice
+  changes nothing;
+* CreateMaintenance moves on any ``UNAVAILABLE`` too: it always carries a ``request_id``, so a second send finds
+  the parent the first one made;
+* other writes (CancelJob, DrainWorker, the schedule writes) move only when they cannot have been carried out:
+  the connection could not be made (checked before sending), or a manager that does not lead refused the call
+  (``dbmaint.managers.is_refusal``). After anything else the answer may be lost, not the work: the error is
+  reported, never resent;
+* once a call moved, the client stays on the address that answered, for the calls that follow.
+"""
 
 from __future__ import annotations
 
 import builtins  # `list` is also a method of ManagerClient
 import dataclasses
+import enum
 import os
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any
@@ -17,6 +34,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dbmaint.auth import ClientSecurity, CredentialError, TlsFiles, sync_channel
 from dbmaint.config import CLIENT_TLS, CONFIG_ERROR_EXIT, MANAGER_ADDRESS, ConfigError, Option, resolve
+from dbmaint.managers import is_refusal, leader_hint, next_manager
 from dbmaint.transport import CLIENT_OPTIONS
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
@@ -83,6 +101,14 @@ def _connection_reason(details: str) -> str:
     return _one_line(details) or "unavailable"
 
 
+def _hint_of(error: grpc.RpcError) -> str:
+    return leader_hint(error.trailing_metadata()) if isinstance(error, grpc.Call) else ""
+
+
+def _details_of(error: grpc.RpcError) -> str:
+    return (error.details() if isinstance(error, grpc.Call) else None) or ""
+
+
 def translate(error: grpc.RpcError, address: str, timeout: float | None, what: str = MANAGER) -> CliError:
     """A gRPC error as the one-line message and exit code the user sees (and the status it came from)."""
     translated = _translate(error, address, timeout, what)
@@ -93,6 +119,10 @@ def translate(error: grpc.RpcError, address: str, timeout: float | None, what: s
 def _translate(error: grpc.RpcError, address: str, timeout: float | None, what: str) -> CliError:
     code = rpc_code(error)
     details = _one_line((error.details() if isinstance(error, grpc.Call) else None) or "")
+    if code is grpc.StatusCode.UNAVAILABLE and is_refusal(code.name, details, _hint_of(error)):
+        hint = _hint_of(error)
+        leader = f" (it names {hint} as the leader)" if hint else ""
+        return CliError(f"{what} at {address} does not lead: {details}{leader}", EXIT_UNREACHABLE)
     if code is grpc.StatusCode.UNAVAILABLE:
         return CliError(f"cannot reach {what} at {address}: {_connection_reason(details)}", EXIT_UNREACHABLE)
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -121,20 +151,41 @@ def client_security() -> ClientSecurity:
     return ClientSecurity(tls, settings["token"].value)
 
 
+class Resend(enum.Enum):
+    """When a failed call may be sent to the next manager (see the module's docstring)."""
+
+    ALWAYS = "a read, or a write with an idempotency key"
+    IF_NOT_CARRIED_OUT = "a write without a key"
+
+
+_MAINTENANCE, _SCHEDULES = "maintenance", "schedules"
+
+
 class ManagerClient:
-    """One channel to the manager; every call translates gRPC errors into :class:`CliError`."""
+    """A channel to one of the configured managers; every call translates gRPC errors into :class:`CliError` and
+    moves to the next manager when it may (see the module's docstring)."""
 
     def __init__(
-        self, address: str, timeout: float = DEFAULT_TIMEOUT, security: ClientSecurity | None = None
+        self,
+        addresses: str | Sequence[str],
+        timeout: float = DEFAULT_TIMEOUT,
+        security: ClientSecurity | None = None,
     ) -> None:
-        self.address = address
+        self.managers: tuple[str, ...] = (addresses,) if isinstance(addresses, str) else tuple(addresses)
         self.timeout = timeout
-        security = security if security is not None else client_security()
-        self._metadata = security.metadata
-        self._channel = sync_channel(address, security.tls, CLIENT_OPTIONS)
-        # The generated stub is untyped: each method below states the type of what its RPC returns.
-        self._stub: Any = pb_grpc.MaintenanceServiceStub(self._channel)  # type: ignore[no-untyped-call]
-        self._schedules: Any = spb_grpc.ScheduleServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._security = security if security is not None else client_security()
+        self._metadata = self._security.metadata
+        self._tried: builtins.list[str] = []  # the addresses the current call tried, for its error message
+        self._open(next_manager(self.managers, None).address)
+
+    def _open(self, address: str) -> None:
+        self.address = address
+        self._channel = sync_channel(address, self._security.tls, CLIENT_OPTIONS)
+        # The generated stubs are untyped: each method below states the type of what its RPC returns.
+        self._stubs: dict[str, Any] = {
+            _MAINTENANCE: pb_grpc.MaintenanceServiceStub(self._channel),  # type: ignore[no-untyped-call]
+            _SCHEDULES: spb_grpc.ScheduleServiceStub(self._channel),  # type: ignore[no-untyped-call]
+        }
 
     def __enter__(self) -> ManagerClient:
         return self
@@ -147,17 +198,75 @@ class ManagerClient:
     def close(self) -> None:
         self._channel.close()
 
-    def error(self, error: grpc.RpcError) -> CliError:
-        return translate(error, self.address, self.timeout)
+    @property
+    def several(self) -> bool:
+        return len(self.managers) > 1
 
-    def _call(self, method: Any, request: Message) -> Any:
+    def error(self, error: grpc.RpcError) -> CliError:
+        translated = translate(error, self.address, self.timeout)
+        others = [address for address in dict.fromkeys(self._tried) if address != self.address]
+        if others:
+            translated.message += f" (also tried {', '.join(others)})"
+        return translated
+
+    def fail_over(self, error: grpc.RpcError | None = None) -> bool:
+        """Move to the next manager after ``error`` (following its leader hint if configured); False when there
+        is no other manager to move to."""
+        if not self.several:
+            return False
+        move = next_manager(self.managers, self.address, _hint_of(error) if error is not None else "")
+        self._tried.append(self.address)
+        self._channel.close()
+        self._open(move.address)
+        return True
+
+    def _connection_made(self) -> bool:
+        """Whether the channel connects (READY) before it fails or the timeout passes: a write sent only after
+        this cannot have been lost on its way to a manager that was never reached."""
+        settled = threading.Event()
+        states: builtins.list[grpc.ChannelConnectivity] = []
+        final = (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE)
+
+        def seen(state: grpc.ChannelConnectivity) -> None:
+            if state in final or state is grpc.ChannelConnectivity.SHUTDOWN:
+                states.append(state)
+                settled.set()
+
+        self._channel.subscribe(seen, try_to_connect=True)
         try:
-            return method(request, timeout=self.timeout, metadata=self._metadata)
-        except grpc.RpcError as error:
-            raise self.error(error) from None
+            settled.wait(self.timeout)
+        finally:
+            self._channel.unsubscribe(seen)
+        return bool(states) and states[0] is grpc.ChannelConnectivity.READY
+
+    def _call(self, service: str, method: str, request: Message, resend: Resend = Resend.ALWAYS) -> Any:
+        self._tried = []
+        # Each address once, and one more: a standby may name the leader that was tried first.
+        tries = len(self.managers) + 1 if self.several else 1
+        for attempt in range(tries):
+            last_try = attempt == tries - 1
+            # A write without a key is sent only over a connection made: one never made loses nothing.
+            if resend is Resend.IF_NOT_CARRIED_OUT and not last_try and not self._connection_made():
+                self.fail_over()
+                continue
+            try:
+                return getattr(self._stubs[service], method)(
+                    request, timeout=self.timeout, metadata=self._metadata
+                )
+            except grpc.RpcError as error:
+                if last_try or not self._may_resend(error, resend) or not self.fail_over(error):
+                    raise self.error(error) from None
+        raise AssertionError("unreachable: the last try returns or raises")  # pragma: no cover
+
+    @staticmethod
+    def _may_resend(error: grpc.RpcError, resend: Resend) -> bool:
+        code = rpc_code(error)
+        if resend is Resend.ALWAYS:
+            return code is grpc.StatusCode.UNAVAILABLE
+        return is_refusal(code.name, _details_of(error), _hint_of(error))
 
     def create(self, request: pb.CreateMaintenanceRequest) -> pb.CreateMaintenanceResponse:
-        response: pb.CreateMaintenanceResponse = self._call(self._stub.CreateMaintenance, request)
+        response: pb.CreateMaintenanceResponse = self._call(_MAINTENANCE, "CreateMaintenance", request)
         return response
 
     def get(
@@ -168,7 +277,7 @@ class ManagerClient:
         request = pb.GetJobRequest(
             id=job_id, children_page_size=page_size, children_page_token=page_token, children_status=statuses
         )
-        response: pb.GetJobResponse = self._call(self._stub.GetJob, request)
+        response: pb.GetJobResponse = self._call(_MAINTENANCE, "GetJob", request)
         return response
 
     def pages(
@@ -184,34 +293,36 @@ class ManagerClient:
                 return
 
     def list(self, request: pb.ListJobsRequest) -> pb.ListJobsResponse:
-        response: pb.ListJobsResponse = self._call(self._stub.ListJobs, request)
+        response: pb.ListJobsResponse = self._call(_MAINTENANCE, "ListJobs", request)
         return response
 
     def cancel(self, job_id: str, reason: str = "") -> pb.CancelJobResponse:
         request = pb.CancelJobRequest(id=job_id, reason=reason)
-        response: pb.CancelJobResponse = self._call(self._stub.CancelJob, request)
+        response: pb.CancelJobResponse = self._call(_MAINTENANCE, "CancelJob", request, Resend.IF_NOT_CARRIED_OUT)
         return response
 
     def drain(self, worker_id: str, reason: str = "") -> pb.DrainWorkerResponse:
         request = pb.DrainWorkerRequest(worker_id=worker_id, reason=reason)
-        response: pb.DrainWorkerResponse = self._call(self._stub.DrainWorker, request)
+        response: pb.DrainWorkerResponse = self._call(
+            _MAINTENANCE, "DrainWorker", request, Resend.IF_NOT_CARRIED_OUT
+        )
         return response
 
     def workers(self) -> pb.ListWorkersResponse:
-        response: pb.ListWorkersResponse = self._call(self._stub.ListWorkers, pb.ListWorkersRequest())
+        response: pb.ListWorkersResponse = self._call(_MAINTENANCE, "ListWorkers", pb.ListWorkersRequest())
         return response
 
     # -- ScheduleService ------------------------------------------------------------------------------------
 
     def create_schedule(self, schedule: spb.Schedule) -> spb.Schedule:
         response: spb.CreateScheduleResponse = self._call(
-            self._schedules.CreateSchedule, spb.CreateScheduleRequest(schedule=schedule)
+            _SCHEDULES, "CreateSchedule", spb.CreateScheduleRequest(schedule=schedule), Resend.IF_NOT_CARRIED_OUT
         )
         return response.schedule
 
     def get_schedule(self, schedule_id: str) -> spb.Schedule:
         response: spb.GetScheduleResponse = self._call(
-            self._schedules.GetSchedule, spb.GetScheduleRequest(id=schedule_id)
+            _SCHEDULES, "GetSchedule", spb.GetScheduleRequest(id=schedule_id)
         )
         return response.schedule
 
@@ -221,7 +332,7 @@ class ManagerClient:
         token = ""
         while True:
             request = spb.ListSchedulesRequest(page_token=token)
-            response: spb.ListSchedulesResponse = self._call(self._schedules.ListSchedules, request)
+            response: spb.ListSchedulesResponse = self._call(_SCHEDULES, "ListSchedules", request)
             found.extend(response.schedules)
             token = response.next_page_token
             if not token:
@@ -229,15 +340,20 @@ class ManagerClient:
 
     def update_schedule(self, schedule: spb.Schedule, paths: Sequence[str]) -> spb.Schedule:
         request = spb.UpdateScheduleRequest(schedule=schedule, update_mask=FieldMask(paths=list(paths)))
-        response: spb.UpdateScheduleResponse = self._call(self._schedules.UpdateSchedule, request)
+        response: spb.UpdateScheduleResponse = self._call(
+            _SCHEDULES, "UpdateSchedule", request, Resend.IF_NOT_CARRIED_OUT
+        )
         return response.schedule
 
     def delete_schedule(self, schedule_id: str) -> None:
-        self._call(self._schedules.DeleteSchedule, spb.DeleteScheduleRequest(id=schedule_id))
+        request = spb.DeleteScheduleRequest(id=schedule_id)
+        self._call(_SCHEDULES, "DeleteSchedule", request, Resend.IF_NOT_CARRIED_OUT)
 
     def trigger_schedule(self, schedule_id: str) -> spb.TriggerScheduleResponse:
         request = spb.TriggerScheduleRequest(id=schedule_id)
-        response: spb.TriggerScheduleResponse = self._call(self._schedules.TriggerSchedule, request)
+        response: spb.TriggerScheduleResponse = self._call(
+            _SCHEDULES, "TriggerSchedule", request, Resend.IF_NOT_CARRIED_OUT
+        )
         return response
 
     def firings(self, schedule_id: str) -> builtins.list[spb.Firing]:
@@ -246,7 +362,7 @@ class ManagerClient:
         token = ""
         while True:
             request = spb.ListFiringsRequest(schedule_id=schedule_id, page_token=token)
-            response: spb.ListFiringsResponse = self._call(self._schedules.ListFirings, request)
+            response: spb.ListFiringsResponse = self._call(_SCHEDULES, "ListFirings", request)
             found.extend(response.firings)
             token = response.next_page_token
             if not token:
@@ -254,8 +370,8 @@ class ManagerClient:
 
     def watch(self, job_id: str, *, job_only: bool = False) -> Iterator[pb.WatchJobResponse]:
         """The raw WatchJob stream (no deadline: it lasts until the job is terminal), of the job alone if
-        ``job_only``. Raises grpc.RpcError."""
-        stream: Iterator[pb.WatchJobResponse] = self._stub.WatchJob(
+        ``job_only``, from the current manager. Raises grpc.RpcError (``fail_over`` moves to the next manager)."""
+        stream: Iterator[pb.WatchJobResponse] = self._stubs[_MAINTENANCE].WatchJob(
             pb.WatchJobRequest(id=job_id, job_only=job_only), metadata=self._metadata
         )
         return stream

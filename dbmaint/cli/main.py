@@ -17,12 +17,13 @@ from typing import Literal, TypeVar
 from rich.console import Console
 from rich.text import Text
 
-from dbmaint import __version__
+from dbmaint import __version__, parsers
 from dbmaint.cli.client import (
     DEFAULT_TIMEOUT,
     EXIT_INTERRUPTED,
     EXIT_NOT_COMPLETED,
     EXIT_OK,
+    EXIT_UNREACHABLE,
     MANAGER,
     CliError,
     ManagerClient,
@@ -287,12 +288,34 @@ def cmd_workers(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_health(args: argparse.Namespace, console: Console) -> int:
-    if args.address is None:
-        status = health_status(args.manager, args.service, args.timeout, MANAGER)
-    else:
-        status = health_status(args.address, args.service, args.timeout)
-    console.print(Text(status, style="green" if status == "SERVING" else "red"))
-    return EXIT_OK if status == "SERVING" else EXIT_NOT_COMPLETED
+    addresses, what = (args.manager, MANAGER) if args.address is None else (args.address, "the health endpoint")
+    if len(addresses) == 1:
+        status = health_status(addresses[0], args.service, args.timeout, what)
+        console.print(Text(status, style="green" if status == "SERVING" else "red"))
+        return EXIT_OK if status == "SERVING" else EXIT_NOT_COMPLETED
+    return _health_of_each(addresses, args.service, args.timeout, what, console)
+
+
+def _health_of_each(addresses: Sequence[str], service: str, timeout: float, what: str, console: Console) -> int:
+    """One line per address: its status, or ``unreachable`` and why. 0 if any is SERVING; 1 if none is but one
+    answered; otherwise the exit code of the last failure (3: none could be reached)."""
+    statuses: list[str] = []
+    failure: CliError | None = None
+    for address in addresses:
+        try:
+            status = health_status(address, service, timeout, what)
+        except CliError as error:
+            failure = error
+            label = "unreachable" if error.exit_code == EXIT_UNREACHABLE else "no status"
+            console.print(Text(f"{address} {label}: {error.message}", style="red"))
+            continue
+        statuses.append(status)
+        console.print(Text(f"{address} {status}", style="green" if status == "SERVING" else "red"))
+    if "SERVING" in statuses:
+        return EXIT_OK
+    if statuses or failure is None:
+        return EXIT_NOT_COMPLETED
+    return failure.exit_code
 
 
 def cmd_make_demo_db(args: argparse.Namespace, console: Console) -> int:
@@ -335,6 +358,13 @@ def _connection_options(parser: argparse.ArgumentParser, defaults: bool) -> None
         default=DEFAULT_TIMEOUT if defaults else argparse.SUPPRESS,
         help=f"deadline of each request, and how long a broken watch is retried (default {DEFAULT_TIMEOUT:g})",
     )
+
+
+def _health_addresses(text: str) -> tuple[str, ...]:
+    try:
+        return parsers.manager_addresses(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -437,8 +467,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     workers.add_argument("--reason", metavar="TEXT", help="why (with --drain; logged by manager and worker)")
 
-    health = command("health", cmd_health, "grpc.health.v1 check; exit 0 iff SERVING")
-    health.add_argument("address", nargs="?", metavar="HOST:PORT", help="what to check (default: --manager)")
+    health = command(
+        "health", cmd_health, "grpc.health.v1 check of each address; exit 0 iff SERVING (one of several: any)"
+    )
+    health.add_argument(
+        "address",
+        nargs="?",
+        type=_health_addresses,
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="what to check, comma-separated (default: --manager)",
+    )
     health.add_argument("--service", default="", help="service name to check (default: the server as a whole)")
 
     demo_db = command(

@@ -247,7 +247,7 @@ def totals_text(rows: list[PlanRow], targets: int) -> str:
 
 def wait_for_parent(client: ManagerClient, parent_id: str) -> pb.Job:
     """Follows the parent alone (WatchJob job_only) until it is terminal; a stream broken by UNAVAILABLE is
-    reopened for up to the client's timeout."""
+    reopened (on the next manager, when several are configured) for up to the client's timeout."""
     lost_since: float | None = None
     while True:
         try:
@@ -263,6 +263,7 @@ def wait_for_parent(client: ManagerClient, parent_id: str) -> pb.Job:
             lost_since = now if lost_since is None else lost_since
             if now - lost_since > client.timeout:
                 raise client.error(error) from None
+            client.fail_over(error)  # the next manager, when several are configured
         time.sleep(_REWATCH_PAUSE)
 
 

@@ -98,12 +98,15 @@ class WatchView(Protocol):
 def follow(client: ManagerClient, job_id: str, view: WatchView) -> WatchState:
     """Streams WatchJob into ``view`` until the job is terminal; returns the final state (re-read with GetJob).
 
-    A stream that breaks with UNAVAILABLE (the manager restarted, the network blinked) is reopened for up to the
-    client's timeout; the fresh snapshot replaces the state. Any other error is raised as :class:`CliError`.
+    A stream that breaks with UNAVAILABLE (the manager restarted, the network blinked, a leader stepped down) is
+    reopened for up to the client's timeout, on the next manager when several are configured (a standby serves
+    WatchJob too); the fresh snapshot replaces the state. A first open refused with UNAVAILABLE moves on the same
+    way, each manager at most once more than the list is long. Any other error is raised as :class:`CliError`.
     """
     state: WatchState | None = None
     lost_since: float | None = None
     started = False
+    refused_opens = 0
     try:
         while state is None or not is_terminal(state.job):
             try:
@@ -115,7 +118,7 @@ def follow(client: ManagerClient, job_id: str, view: WatchView) -> WatchState:
                             view.start(state)
                             started = True
                         else:
-                            view.note("reconnected to the manager")
+                            view.note(f"reconnected to the manager ({client.address})")
                             for row in state.rows:
                                 view.changed(state, row, None)
                     elif state is not None:
@@ -126,14 +129,22 @@ def follow(client: ManagerClient, job_id: str, view: WatchView) -> WatchState:
                 if not is_terminal(state.job):
                     time.sleep(0.2)  # the stream ended early: reopen it for a fresh snapshot
             except grpc.RpcError as error:
-                if state is None or rpc_code(error) is not grpc.StatusCode.UNAVAILABLE:
+                if rpc_code(error) is not grpc.StatusCode.UNAVAILABLE:
                     raise client.error(error) from None
+                if state is None:
+                    refused_opens += 1
+                    if refused_opens > len(client.managers) or not client.fail_over(error):
+                        raise client.error(error) from None
+                    continue
                 now = time.monotonic()
+                if lost_since is not None and now - lost_since > client.timeout:
+                    raise client.error(error) from None
+                lost = client.address
+                moved = client.fail_over(error)
                 if lost_since is None:
                     lost_since = now
-                    view.note(f"lost the watch stream ({client.address}); reconnecting")
-                elif now - lost_since > client.timeout:
-                    raise client.error(error) from None
+                    where = f"reconnecting to {client.address}" if moved else "reconnecting"
+                    view.note(f"lost the watch stream ({lost}); {where}")
                 time.sleep(0.5)
     finally:
         if started:

@@ -33,6 +33,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from dbmaint import wire
 from dbmaint.operations import CHILD_JOB_TYPE, DEFAULT_OPERATIONS, JOB_TYPES, PARENT_JOB_TYPE, Operation
+from dbmaint.transport import LEADER_METADATA_KEY
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 from dbmaint.v1 import schedules_pb2 as spb
@@ -70,6 +71,9 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
         self.auto_reports_by_operation: dict[tuple[str, int], list[pb.TableReport]] = {}
         self.auto_parents: set[str] = set()
         self.hang_create = 0.0  # CreateMaintenance sleeps this long after storing the parent (a lost answer)
+        # Method name -> how many of its next calls do their work, then end UNAVAILABLE as a broken link would
+        # (the answer lost, not the work; not a standby's refusal).
+        self.lose_answers: dict[str, int] = {}
 
     # -- state ----------------------------------------------------------------------------------------------
 
@@ -195,6 +199,11 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
         skip = pb.TableReport(schema="main", table="t", action=pb.TABLE_ACTION_SKIP, reasons=["below_threshold"])
         return self.plan_reports.get(target, [skip])
 
+    def _maybe_lose_answer(self, method: str, context: Any) -> None:
+        if self.lose_answers.get(method, 0) > 0:
+            self.lose_answers[method] -= 1
+            context.abort(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+
     # -- MaintenanceService ---------------------------------------------------------------------------------
 
     def CreateMaintenance(
@@ -268,6 +277,7 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
         if self.autorun:
             self.play(parent.id)
         time.sleep(self.hang_create)
+        self._maybe_lose_answer("CreateMaintenance", context)
         return pb.CreateMaintenanceResponse(
             parent=parent,
             children=page.children,
@@ -390,7 +400,9 @@ class FakeMaintenance(pb_grpc.MaintenanceServiceServicer):
                 child.finished_at.CopyFrom(_now())
                 self._publish(child)
             self._refresh_parent(parent_id)
-            return pb.CancelJobResponse(job=self.jobs[job.id])
+            answer = pb.CancelJobResponse(job=self.jobs[job.id])
+        self._maybe_lose_answer("CancelJob", context)
+        return answer
 
     def ListWorkers(self, request: pb.ListWorkersRequest, context: Any) -> pb.ListWorkersResponse:
         self.requests.append(request)
@@ -568,10 +580,10 @@ class FakeSchedules(spb_grpc.ScheduleServiceServicer):
 
 class FakeManager:
     """A gRPC server on 127.0.0.1:<free port> with the fake MaintenanceService and ScheduleService and a health
-    service."""
+    service. Two of them given the same ``service`` are two managers of one store."""
 
-    def __init__(self) -> None:
-        self.service = FakeMaintenance()
+    def __init__(self, service: FakeMaintenance | None = None) -> None:
+        self.service = service or FakeMaintenance()
         self.schedules = FakeSchedules(self.service)
         self.health = health.HealthServicer()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
@@ -607,3 +619,61 @@ class FakeManager:
 class _NoContext:
     def abort(self, code: grpc.StatusCode, details: str) -> None:
         raise AssertionError(f"{code}: {details}")
+
+
+class FakeStandby:
+    """A manager that does not lead, on 127.0.0.1:<free port>: every call to dbmaint's services ends UNAVAILABLE
+    (as the manager's gate words it), with ``leader`` in the ``dbmaint-leader`` trailing metadata when set.
+    Health: the server SERVING, dbmaint's services NOT_SERVING. ``calls`` records (method, request bytes)."""
+
+    def __init__(self, leader: str = "") -> None:
+        self.leader = leader
+        self.calls: list[tuple[str, bytes]] = []
+        self.health = health.HealthServicer()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self.server.add_generic_rpc_handlers([_Refusing(self)])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.address = f"127.0.0.1:{self.port}"
+
+    def start(self) -> FakeStandby:
+        self.server.start()
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        for service in ("dbmaint.v1.MaintenanceService", "dbmaint.v1.ScheduleService"):
+            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        return self
+
+    def stop(self) -> None:
+        self.server.stop(grace=None)
+
+    def requests(self, method: str) -> list[bytes]:
+        return [request for called, request in self.calls if called == method]
+
+    def refuse(self, method: str, request: bytes, context: Any) -> None:
+        self.calls.append((method, request))
+        if self.leader:
+            context.set_trailing_metadata(((LEADER_METADATA_KEY, self.leader),))
+        context.abort(grpc.StatusCode.UNAVAILABLE, "this manager (fake-standby) is a standby: held by another")
+
+
+class _Refusing(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    _STREAMING = frozenset({"WatchJob"})
+
+    def __init__(self, standby: FakeStandby) -> None:
+        self.standby = standby
+
+    def service(self, details: grpc.HandlerCallDetails) -> Any:
+        path: str = details.method  # type: ignore[attr-defined]
+        if not path.startswith("/dbmaint.v1."):
+            return None
+        method = path.rsplit("/", 1)[-1]
+        if method in self._STREAMING:
+
+            def stream(request: bytes, context: Any) -> Iterator[bytes]:
+                self.standby.refuse(method, request, context)
+                yield b""  # pragma: no cover - refuse aborts
+
+            return grpc.unary_stream_rpc_method_handler(stream)
+        return grpc.unary_unary_rpc_method_handler(
+            lambda request, context: self.standby.refuse(method, request, context)
+        )
