@@ -24,7 +24,7 @@ import grpc.aio
 
 from dbmaint import wire
 from dbmaint.auth import TlsFiles, aio_channel, bearer_metadata
-from dbmaint.managers import is_refusal, leader_hint
+from dbmaint.managers import leader_hint
 from dbmaint.transport import STREAM_CLIENT_OPTIONS
 from dbmaint.v1 import maintenance_pb2 as pb
 from worker_service.executor import Assignment, Outcome, RunKey
@@ -42,18 +42,12 @@ _STREAM_ERRORS = (grpc.RpcError, grpc.aio.BaseError, asyncio.InvalidStateError)
 class StreamClosed(Exception):
     """The stream ended or broke; the message says how (status code and details, or 'closed by the manager').
     ``code``: the call's status code name when the stream ended with one; ``leader_hint``: the leader's address
-    a refusing standby named in the ``dbmaint-leader`` trailing metadata (empty when none)."""
+    a refusing standby (or a leader stepping down) named in the ``dbmaint-leader`` trailing metadata, or empty."""
 
-    def __init__(self, message: str, *, code: str = "", details: str = "", leader_hint: str = "") -> None:
+    def __init__(self, message: str, *, code: str = "", leader_hint: str = "") -> None:
         super().__init__(message)
         self.code = code
-        self.details = details
         self.leader_hint = leader_hint
-
-    @property
-    def refused(self) -> bool:
-        """A manager that does not lead refused the stream (see ``dbmaint.managers.is_refusal``)."""
-        return is_refusal(self.code, self.details, self.leader_hint)
 
 
 def _locally_cancelled() -> StreamClosed:
@@ -375,4 +369,4 @@ class ManagerStream:
         if code == grpc.StatusCode.OK:
             return StreamClosed("stream closed by the manager", code=code.name)
         hint = leader_hint(tuple(trailing) if trailing else None)
-        return StreamClosed(f"{code.name}: {details}", code=code.name, details=details or "", leader_hint=hint)
+        return StreamClosed(f"{code.name}: {details}", code=code.name, leader_hint=hint)

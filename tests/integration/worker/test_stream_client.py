@@ -58,6 +58,13 @@ def pb_heartbeat():  # type: ignore[no-untyped-def]
     return heartbeat_message([])
 
 
+async def test_a_standbys_refusal_carries_its_status_and_the_leader_it_names() -> None:
+    async with fake_manager(standby_for="leader.example:50051") as server:
+        with pytest.raises(StreamClosed, match="UNAVAILABLE: this manager") as refused:
+            await within(ManagerStream.open(server.address, HELLO), 5, "the refusal")
+    assert (refused.value.code, refused.value.leader_hint) == ("UNAVAILABLE", "leader.example:50051")
+
+
 async def test_opening_against_nothing_fails_fast() -> None:
     server = FakeManagerServer()
     await server.start()
