@@ -17,9 +17,12 @@ Rules of ``next_manager`` (pure: the callers do the I/O, the sleeping and the co
 
 Rules of ``is_refusal`` (is a failed call safe to send elsewhere?):
 
-* A manager that does not lead refuses a call before running it: ``UNAVAILABLE`` with a ``dbmaint-leader``
-  hint, or, when it knows no leader, with a message that starts with ``this manager`` (the manager's gate
-  refusal: "this manager (ID) is a standby: ...", "this manager is starting"). Such a call was not carried out.
+* A manager refuses a call it does not run with ``UNAVAILABLE`` and a message that says so: it is a standby, is
+  starting, is rebuilding its state, is shutting down (the gate in front of its services), or its store's lease
+  check found the lease lost before anything was written ("nothing was written"). Such a call was not carried
+  out, whether or not a ``dbmaint-leader`` hint came with it.
+* The hint alone proves nothing: a write whose COMMIT was cut also comes back ``UNAVAILABLE`` with the new
+  leader's address. It says where to go, not that the call did not happen.
 * Any other failure of a call that reached a manager may have been carried out (the answer was lost).
 """
 
@@ -30,8 +33,10 @@ from dataclasses import dataclass
 
 from dbmaint.transport import LEADER_METADATA_KEY
 
-# How the manager's gate words a refusal that carries no hint (see manager_service.gate / server).
-REFUSAL_PREFIX = "this manager"
+# How a manager words the refusal of a call it did not run (manager_service.gate, server and orchestrator:
+# "this manager (ID) is a standby: ...", "... is starting", "... is rebuilding its state ...", "the manager is
+# shutting down"; the store's lease check: "... no longer holds the job store's lease; nothing was written").
+NOT_RUN_MARKERS = ("is a standby", "is starting", "is rebuilding", "is shutting down", "nothing was written")
 _DNS_PREFIX = "dns:///"
 
 
@@ -90,8 +95,6 @@ def leader_hint(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     return ""
 
 
-def is_refusal(code_name: str, details: str, hint: str) -> bool:
-    """Whether a call that ended ``code_name`` was refused by a manager that does not lead (not carried out)."""
-    if code_name != "UNAVAILABLE":
-        return False
-    return bool(hint) or details.strip().startswith(REFUSAL_PREFIX)
+def is_refusal(code_name: str, details: str) -> bool:
+    """Whether a call that ended ``code_name`` with ``details`` was refused without being run."""
+    return code_name == "UNAVAILABLE" and any(marker in details for marker in NOT_RUN_MARKERS)

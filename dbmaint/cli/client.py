@@ -9,9 +9,9 @@ list), each address tried at most once more than the list is long, by these rule
 * CreateMaintenance moves on any ``UNAVAILABLE`` too: it always carries a ``request_id``, so a second send finds
   the parent the first one made;
 * other writes (CancelJob, DrainWorker, the schedule writes) move only when they cannot have been carried out:
-  the connection could not be made (checked before sending), or a manager that does not lead refused the call
-  (``dbmaint.managers.is_refusal``). After anything else the answer may be lost, not the work: the error is
-  reported, never resent;
+  the connection could not be made (checked before sending), or a manager refused the call without running it
+  (``dbmaint.managers.is_refusal``: a standby, hint or none). After anything else (a leader hint alone included)
+  the answer may be lost, not the work: the error is reported, never resent;
 * once a call moved, the client stays on the address that answered, for the calls that follow.
 """
 
@@ -119,8 +119,8 @@ def translate(error: grpc.RpcError, address: str, timeout: float | None, what: s
 def _translate(error: grpc.RpcError, address: str, timeout: float | None, what: str) -> CliError:
     code = rpc_code(error)
     details = _one_line((error.details() if isinstance(error, grpc.Call) else None) or "")
-    if code is grpc.StatusCode.UNAVAILABLE and is_refusal(code.name, details, _hint_of(error)):
-        hint = _hint_of(error)
+    hint = _hint_of(error)
+    if code is grpc.StatusCode.UNAVAILABLE and (hint or is_refusal(code.name, details)):
         leader = f" (it names {hint} as the leader)" if hint else ""
         return CliError(f"{what} at {address} does not lead: {details}{leader}", EXIT_UNREACHABLE)
     if code is grpc.StatusCode.UNAVAILABLE:
@@ -263,7 +263,7 @@ class ManagerClient:
         code = rpc_code(error)
         if resend is Resend.ALWAYS:
             return code is grpc.StatusCode.UNAVAILABLE
-        return is_refusal(code.name, _details_of(error), _hint_of(error))
+        return is_refusal(code.name, _details_of(error))
 
     def create(self, request: pb.CreateMaintenanceRequest) -> pb.CreateMaintenanceResponse:
         response: pb.CreateMaintenanceResponse = self._call(_MAINTENANCE, "CreateMaintenance", request)
