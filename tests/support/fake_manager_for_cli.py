@@ -623,11 +623,15 @@ class _NoContext:
 
 class FakeStandby:
     """A manager that does not lead, on 127.0.0.1:<free port>: every call to dbmaint's services ends UNAVAILABLE
-    (as the manager's gate words it), with ``leader`` in the ``dbmaint-leader`` trailing metadata when set.
+    with ``message`` (by default as the manager's gate words a standby's refusal), with ``leader`` in the
+    ``dbmaint-leader`` trailing metadata when set.
     Health: the server SERVING, dbmaint's services NOT_SERVING. ``calls`` records (method, request bytes)."""
 
-    def __init__(self, leader: str = "") -> None:
+    STANDBY = "this manager (fake-standby) is a standby: held by another"
+
+    def __init__(self, leader: str = "", message: str = STANDBY) -> None:
         self.leader = leader
+        self.message = message
         self.calls: list[tuple[str, bytes]] = []
         self.health = health.HealthServicer()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -653,7 +657,7 @@ class FakeStandby:
         self.calls.append((method, request))
         if self.leader:
             context.set_trailing_metadata(((LEADER_METADATA_KEY, self.leader),))
-        context.abort(grpc.StatusCode.UNAVAILABLE, "this manager (fake-standby) is a standby: held by another")
+        context.abort(grpc.StatusCode.UNAVAILABLE, self.message)
 
 
 class _Refusing(grpc.GenericRpcHandler):  # type: ignore[type-arg]

@@ -96,6 +96,21 @@ def test_a_cancel_whose_answer_was_lost_is_never_sent_again(
     assert len(requests_of(first, pb.CancelJobRequest)) == 1
 
 
+def test_a_cancel_whose_commit_was_cut_is_not_resent_even_with_a_leader_hint(
+    capsys: pytest.CaptureFixture[str], leader: FakeManager
+) -> None:
+    parent = leader.create("orders").parent
+    cut = "this manager (m-1, term 3) no longer holds the job store's lease; a write's COMMIT was cut"
+    stepped_down = FakeStandby(leader=leader.address, message=cut).start()
+    try:
+        result = dbmaint(capsys, "--manager", f"{stepped_down.address},{leader.address}", "cancel", parent.id)
+    finally:
+        stepped_down.stop()
+    assert result.code == 3
+    assert f"(it names {leader.address} as the leader)" in result.err
+    assert requests_of(leader, pb.CancelJobRequest) == []
+
+
 def test_a_cancel_refused_by_a_standby_without_a_hint_goes_to_the_next_manager(
     capsys: pytest.CaptureFixture[str], leader: FakeManager, silent_standby: FakeStandby
 ) -> None:
