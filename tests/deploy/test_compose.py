@@ -60,9 +60,12 @@ MANAGER_ENV = {
     "DBMAINT_LOG_LEVEL",
     "DBMAINT_CLIENT_TOKENS",
     "DBMAINT_WORKER_TOKENS",
-    "DBMAINT_TOKEN",  # for the CLI run inside the manager's container
+    "DBMAINT_ADVERTISE",
+    "DBMAINT_TOKEN",  # for the CLI run inside the manager's container ...
+    "DBMAINT_MANAGER",  # ... which finds the leader among both managers
     *LIBPQ_ENV,
 }
+MANAGERS = ("manager-1", "manager-2")
 WORKER_ENV = {
     "DBMAINT_MANAGER",
     "DBMAINT_TARGETS",
@@ -254,8 +257,8 @@ def test_compose_file_is_valid_against_the_compose_specification() -> None:
     assert errors == []
     # The validator does reject a broken file (so the check above can fail).
     broken = load_compose()
-    broken["services"]["worker"]["depends_on"]["manager"]["condition"] = "service_ready"
-    broken["services"]["manager"]["healthchek"] = {}
+    broken["services"]["worker"]["depends_on"]["manager-1"]["condition"] = "service_ready"
+    broken["services"]["manager-2"]["healthchek"] = {}
     broken["services"]["postgres"]["healthcheck"]["retries"] = []
     assert len(list(validator.iter_errors(broken))) == 3
 
@@ -272,17 +275,18 @@ def test_compose_file_interpolates_only_the_secret_variables_each_with_a_default
     assert {pg.password for pg in postgres_services(chosen).values()} == {"chosen-pw"}
     # Tokens: the manager accepts the worker's token as a worker and its own client token as a client, and the
     # two roles never share a token.
-    manager_env = defaults["services"]["manager"]["environment"]
     worker_env = defaults["services"]["worker"]["environment"]
-    assert manager_env["DBMAINT_WORKER_TOKENS"] == worker_env["DBMAINT_WORKER_TOKEN"]
-    assert manager_env["DBMAINT_CLIENT_TOKENS"] == manager_env["DBMAINT_TOKEN"]
-    assert manager_env["DBMAINT_CLIENT_TOKENS"] != manager_env["DBMAINT_WORKER_TOKENS"]
+    for name in MANAGERS:
+        manager_env = defaults["services"][name]["environment"]
+        assert manager_env["DBMAINT_WORKER_TOKENS"] == worker_env["DBMAINT_WORKER_TOKEN"]
+        assert manager_env["DBMAINT_CLIENT_TOKENS"] == manager_env["DBMAINT_TOKEN"]
+        assert manager_env["DBMAINT_CLIENT_TOKENS"] != manager_env["DBMAINT_WORKER_TOKENS"]
 
 
 def test_compose_file_has_the_intended_shape() -> None:
     compose = load_compose()
     services = compose["services"]
-    manager, worker = services["manager"], services["worker"]
+    manager, standby, worker = services["manager-1"], services["manager-2"], services["worker"]
     init, pg_init = services["demo-init"], services["demo-pg-init"]
     store, target = services["postgres"], services["postgres-target"]
 
@@ -293,7 +297,8 @@ def test_compose_file_has_the_intended_shape() -> None:
         "postgres-target",
         "demo-init",
         "demo-pg-init",
-        "manager",
+        "manager-1",
+        "manager-2",
         "worker",
         "schedule-init",
     }
@@ -313,12 +318,25 @@ def test_compose_file_has_the_intended_shape() -> None:
     assert set(worker_env) <= WORKER_ENV | password_vars
     assert {"DBMAINT_MANAGER", "DBMAINT_TARGETS", "DBMAINT_HEALTH_LISTEN"} <= set(worker_env)
     assert "DBMAINT_WORKER_ID" not in worker_env, "two replicas would share one worker id"
-    assert worker_env["DBMAINT_MANAGER"] == f"manager:{port_of(manager_env['DBMAINT_LISTEN'])}"
+    # two managers on the one store, each advertising its own address; workers and clients are given both
+    standby_env = environment(standby)
+    port = port_of(manager_env["DBMAINT_LISTEN"])
+    assert {k: v for k, v in standby_env.items() if k != "DBMAINT_ADVERTISE"} == {
+        k: v for k, v in manager_env.items() if k != "DBMAINT_ADVERTISE"
+    }
+    assert [environment(services[name])["DBMAINT_ADVERTISE"] for name in MANAGERS] == [
+        f"{name}:{port}" for name in MANAGERS
+    ]
+    both = ",".join(f"{name}:{port}" for name in MANAGERS)
+    assert worker_env["DBMAINT_MANAGER"] == manager_env["DBMAINT_MANAGER"] == both
+    assert manager["ports"] != standby["ports"], "both managers published on one host port"
+    assert healthcheck_argv(standby) == healthcheck_argv(manager)
     assert set(pg_init_env) == LIBPQ_ENV
     # healthchecks: grpc.health.v1 with `dbmaint health` on each dbmaint service's own port ...
     manager_check, worker_check = healthcheck_argv(manager), healthcheck_argv(worker)
     assert manager_check is not None and manager_check[:2] == ["dbmaint", "health"]
     assert manager_check[-1] == f"127.0.0.1:{port_of(manager_env['DBMAINT_LISTEN'])}"
+    assert "--service" not in manager_check, "the empty service name: a standby is healthy too"
     assert worker_check is not None and worker_check[:2] == ["dbmaint", "health"]
     assert worker_check[-1] == f"127.0.0.1:{port_of(worker_env['DBMAINT_HEALTH_LISTEN'])}"
     assert "healthcheck" not in init and "healthcheck" not in pg_init
@@ -340,10 +358,11 @@ def test_compose_file_has_the_intended_shape() -> None:
     healthy, completed = {"condition": "service_healthy"}, {"condition": "service_completed_successfully"}
     assert depends_on(store) == {} and depends_on(target) == {} and depends_on(init) == {}
     assert depends_on(pg_init) == {"postgres-target": healthy}
-    assert depends_on(manager) == {"postgres": healthy}
-    assert depends_on(schedule_init) == {"manager": healthy}
+    assert depends_on(manager) == depends_on(standby) == {"postgres": healthy}
+    assert depends_on(schedule_init) == {"manager-1": healthy, "manager-2": healthy}
     assert depends_on(worker) == {
-        "manager": healthy,
+        "manager-1": healthy,
+        "manager-2": healthy,
         "postgres-target": healthy,
         "demo-init": completed,
         "demo-pg-init": completed,
@@ -383,7 +402,7 @@ def test_compose_file_has_the_intended_shape() -> None:
         for name, s in services.items()
     }
     assert volume_of["demo-init"]["/data"] == volume_of["worker"]["/data"]
-    assert "/data" not in volume_of["manager"] and "volumes" not in pg_init
+    assert "/data" not in volume_of["manager-1"] and "volumes" not in pg_init
     assert volume_of["postgres"][POSTGRES_DATA] != volume_of["postgres-target"][POSTGRES_DATA]
     assert set(compose["volumes"]) == {v for mounts in volume_of.values() for v in mounts.values()}
     # the demo's schedule: created once the manager is healthy, by a client of it, idempotent (--exist-ok)
@@ -667,7 +686,7 @@ class LocalCompose:
 def test_the_services_compose_declares_run_and_maintain_both_demo_targets(tmp_path: Path) -> None:
     require_postgres()  # before any process starts: fails in CI, skips elsewhere
     compose = load_compose()
-    manager_port = port_of(environment(compose["services"]["manager"])["DBMAINT_LISTEN"])
+    manager_port = port_of(environment(compose["services"]["manager-1"])["DBMAINT_LISTEN"])
     targets = [
         spec.name for spec in parse_targets(environment(compose["services"]["worker"])["DBMAINT_TARGETS"].split())
     ]
@@ -677,7 +696,8 @@ def test_the_services_compose_declares_run_and_maintain_both_demo_targets(tmp_pa
         fleet = LocalCompose(compose, tmp_path, stack)
         try:
             fleet.up()
-            address = f"127.0.0.1:{fleet.host_port('manager', 0, manager_port)}"
+            addresses = [f"127.0.0.1:{fleet.host_port(name, 0, manager_port)}" for name in MANAGERS]
+            address = ",".join(addresses)  # the CLI on the host is given both managers
             dbmaint = str(BIN / "dbmaint")
             demo_db = fleet.mounts["demo-init"]["/data"] / "demo.db"
             demo_pg, store = fleet.databases["postgres-target"], fleet.databases["postgres"]
@@ -685,7 +705,7 @@ def test_the_services_compose_declares_run_and_maintain_both_demo_targets(tmp_pa
             dead_before = poll(lambda: dead_tuples(demo_pg), lambda count: count > 0)
 
             # The CLI on the host presents the client token, as the header of compose.yaml says.
-            token = environment(compose["services"]["manager"])["DBMAINT_TOKEN"]
+            token = environment(compose["services"]["manager-1"])["DBMAINT_TOKEN"]
             client_env = {k: v for k, v in os.environ.items() if not k.startswith("DBMAINT_")}
             tokenless = subprocess.run(
                 [dbmaint, "--manager", address, "workers"],
@@ -724,10 +744,24 @@ def test_the_services_compose_declares_run_and_maintain_both_demo_targets(tmp_pa
             took = time.monotonic() - started
             free_after = freelist_count(demo_db)
             dead_after = poll(lambda: dead_tuples(demo_pg), lambda count: count == 0)
+            # Failover: the leader (the first manager up took the store lease) dies; the standby takes over,
+            # the workers follow it, and the CLI, given both addresses, finds it.
+            leader = fleet.containers["manager-1"][0].process
+            assert leader is not None
+            leader.kill9()
+            killed = time.monotonic()
+            again = subprocess.run(
+                [dbmaint, "--manager", address, "create", "demo", "-o", "analyze", "--watch"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=client_env,
+            )
+            failover_took = time.monotonic() - killed
             children = query(store, "SELECT target, operation, status FROM jobs WHERE parent_id IS NOT NULL")
             parents = query(store, "SELECT status FROM jobs WHERE parent_id IS NULL")
             worker_codes = fleet.stop("worker")
-            manager_codes = fleet.stop("manager")
+            manager_codes = fleet.stop("manager-2")
         finally:
             fleet.kill_all()
 
@@ -751,9 +785,12 @@ def test_the_services_compose_declares_run_and_maintain_both_demo_targets(tmp_pa
     assert dead_before == deleted, "make-demo-db did not leave one dead tuple per deleted row"
     assert dead_after == 0, "VACUUM did not remove the PostgreSQL dead tuples"
     # the job store is the postgres service's database
-    assert parents == [("completed",)]
-    assert sorted(children) == [
-        (target, operation, "completed") for target in targets for operation in ("analyze", "vacuum")
-    ]
+    assert again.returncode == 0, f"{again.stdout}\n{again.stderr}\n{fleet.logs()}"
+    print(f"after kill -9 of manager-1, a new parent on manager-2 completed {failover_took:.1f}s after the kill")
+    assert parents == [("completed",), ("completed",)]
+    assert sorted(children) == sorted(
+        [(target, operation, "completed") for target in targets for operation in ("analyze", "vacuum")]
+        + [("demo", "analyze", "completed")]
+    )
     assert worker_codes == [0, 0], fleet.logs()
     assert manager_codes == [0], fleet.logs()
