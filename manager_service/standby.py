@@ -181,13 +181,13 @@ class StandbyReader:
         max_watchers: int,
         max_watch_backlog: int,
         notify_conninfo: str | None = None,
-        poll_every: float = POLL_EVERY,
+        poll_every: float | None = None,
     ) -> None:
         self._read = StoreReads(store)
         self._store = store
         self._events = EventBus(max_watch_backlog)
         self._max_watchers = max_watchers
-        self._follower = ChangeFollower(self._read, self._events, poll_every)
+        self._follower = ChangeFollower(self._read, self._events, POLL_EVERY if poll_every is None else poll_every)
         self._notify_conninfo = notify_conninfo
         self._tasks: list[asyncio.Task[None]] = []
         self.schedules = StoreScheduleReads(self._read)

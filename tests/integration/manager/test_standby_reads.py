@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, text
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import schedules_pb2 as spb
 from dbmaint.v1 import schedules_pb2_grpc as spb_grpc
+from manager_service import standby as standby_module
 from tests.support.manager import FakeWorker, Manager, eventually, running_manager
 from tests.support.servers import fresh_postgres_database
 
@@ -138,6 +139,27 @@ async def test_a_standby_answers_the_reads_and_watches_a_parent_through_every_ch
         stray = standby.worker("w2", ["db1"])
         await stray.open()
         assert await stray.status() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.timeout(60)
+async def test_a_notify_wakes_the_standby_s_follower_long_before_its_next_poll(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(standby_module, "POLL_EVERY", 120.0)
+    async with (
+        running_manager(tmp_path / "a", database_url=pg_url, store_lease=3.0) as leader,
+        running_manager(tmp_path / "b", database_url=pg_url, store_lease=3.0) as standby,
+    ):
+        created = await leader.create(["db1"], [pb.OPERATION_VACUUM])
+        watch = Watch(standby, created.parent.id)
+        await eventually(lambda: len(watch.messages) >= 1, timeout=5, message="the snapshot")
+        await leader.connected_worker("w1", ["db1"])
+        await eventually(
+            lambda: bool(watch.changes_of(created.children[0].id)),
+            timeout=10,
+            message="the child's start, told by NOTIFY (the next poll is two minutes away)",
+        )
+        watch.task.cancel()
 
 
 @pytest.mark.timeout(60)
