@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import (
+    Column,
     Connection,
     Engine,
     Interval,
@@ -523,10 +524,31 @@ def _compiled_insert(conn: Connection) -> tuple[str, tuple[str, ...] | None]:
     return _COMPILED_INSERTS[name]
 
 
-def _bind(conn: Connection, column: str, value: Any) -> Any:
-    """``value`` as the driver stores it in ``column`` (SQLite keeps datetimes as text)."""
-    process = jobs.c[column].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+def _bind(conn: Connection, column: str | Column[Any], value: Any) -> Any:
+    """``value`` as the driver stores it in ``column`` (of ``jobs`` if named; SQLite keeps datetimes as text)."""
+    target = jobs.c[column] if isinstance(column, str) else column
+    process = target.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
     return process(value) if process is not None else value
+
+
+_COMPILED_CHANGE_INSERTS: dict[str, tuple[str, tuple[str, ...] | None]] = {}
+
+
+def _compiled_change_insert(conn: Connection) -> tuple[str, tuple[str, ...] | None]:
+    """The driver's SQL of the ``job_changes`` INSERT for this dialect (``at`` is the database's now() on
+    PostgreSQL, a parameter elsewhere), compiled once, and the order of its positional parameters."""
+    name = conn.dialect.name
+    if name not in _COMPILED_CHANGE_INSERTS:
+        columns = ["job_id", "parent_id", "version", "snapshot"]
+        statement = job_changes.insert()
+        if name == "postgresql":
+            statement = statement.values(at=func.now())
+        else:
+            columns.append("at")
+        compiled = statement.compile(dialect=conn.dialect, column_keys=columns)
+        order = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
+        _COMPILED_CHANGE_INSERTS[name] = (str(compiled), order)
+    return _COMPILED_CHANGE_INSERTS[name]
 
 
 def _round_robin(pairs: list[tuple[str, Operation]], per_target: int) -> list[tuple[int, tuple[str, Operation]]]:
@@ -611,19 +633,24 @@ class SQLAlchemyJobStore:
             return
         if self._postgres:
             conn.execute(LOCK_CHANGES)
-        at = func.now() if self._postgres else utcnow()
-        conn.execute(
-            job_changes.insert().values(at=at),
-            [
-                {
-                    "job_id": job.id,
-                    "parent_id": job.parent_id,
-                    "version": job.version,
-                    "snapshot": json.dumps(job_to_dict(job), separators=(",", ":")),
-                }
-                for job in changed.values()
-            ],
-        )
+        # The driver's executemany, as for the children of a new parent: SQLAlchemy's doubled the time of a
+        # 10,000-child create.
+        sql, order = _compiled_change_insert(conn)
+        shared = {} if self._postgres else {"at": _bind(conn, job_changes.c.at, utcnow())}
+        rows = [
+            {
+                "job_id": job.id,
+                "parent_id": job.parent_id,
+                "version": job.version,
+                "snapshot": json.dumps(job_to_dict(job), separators=(",", ":")),
+                **shared,
+            }
+            for job in changed.values()
+        ]
+        if order is None:
+            conn.exec_driver_sql(sql, rows)
+        else:
+            conn.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows])
         if self.notify:
             conn.execute(NOTIFY_CHANGES)
 
