@@ -628,12 +628,16 @@ class Orchestrator:
         seconds (their last heartbeat), and prune the change feed every CHANGES_PRUNED_EVERY seconds. Both go
         through the writer, fenced by the lease like every write."""
         pruned_at = time.monotonic()
+        stored_none = False  # the store holds no worker of this term: nothing to refresh while none connects
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._workers_changed.wait(), WORKERS_STORED_EVERY)
             self._workers_changed.clear()
             try:
-                await self._write(self._store.replace_workers, self.worker_views())
+                connected = self.worker_views()
+                if connected or not stored_none:
+                    await self._write(self._store.replace_workers, connected)
+                    stored_none = not connected
                 if time.monotonic() - pruned_at >= CHANGES_PRUNED_EVERY:
                     pruned_at = time.monotonic()
                     pruned = await self._write(self._store.prune_changes, CHANGES_KEPT_FOR)
