@@ -56,6 +56,9 @@ class ManagerConfig:
     max_watchers: int = 1_000
     shutdown_grace: float = 5.0
     store_lease: float = 15.0
+    # PostgreSQL: LISTEN/NOTIFY wakes a standby's change follower early (a hint; it polls anyway). Off behind
+    # PgBouncer in transaction pooling, where LISTEN does not work.
+    store_notify: bool = True
     log_level: str = "INFO"
     # None: on when the listener is on loopback (grpcurl on the same machine), off when it is reachable from
     # elsewhere; a flag or DBMAINT_REFLECTION decides otherwise.
@@ -165,6 +168,17 @@ OPTIONS = (
         "store_lease",
         "seconds a manager holds the job store without renewing it; a standby takes over once it lapses",
         _SECONDS,
+    ),
+    Option(
+        name="store_notify",
+        help="PostgreSQL: each write that changes jobs sends one NOTIFY, and standbys LISTEN, to follow changes "
+        "at once (their WatchJob); `off` polls only (every 0.5 s), for PgBouncer in transaction pooling",
+        flag="--store-notify",
+        env="DBMAINT_STORE_NOTIFY",
+        parse=parsers.on_off,
+        default=_DEFAULTS.store_notify,
+        metavar="on|off",
+        show=parsers.show_on_off,
     ),
     LOG_LEVEL,
     LOG_FORMAT,

@@ -18,7 +18,7 @@ from manager_service.domain import Firing, FiringOutcome, Job, Schedule
 from manager_service.errors import RequestInvalid
 from manager_service.fleet import stored_window
 from manager_service.schedule_rules import ScheduleRuleError
-from manager_service.workers import WorkerSession
+from manager_service.workers import WorkerView
 
 _END_POLICY_FROM_PROTO = {
     pb.WINDOW_END_FINISH: window_rules.EndPolicy.FINISH,
@@ -122,17 +122,17 @@ def job_to_proto(job: Job, waiting_reason: str = "", with_tables: bool = False) 
     return message
 
 
-def worker_to_proto(session: WorkerSession, running_job_ids: list[str]) -> pb.WorkerInfo:
+def worker_to_proto(worker: WorkerView) -> pb.WorkerInfo:
     return pb.WorkerInfo(
-        worker_id=session.worker_id,
-        targets=sorted(session.targets),
-        slots=session.slots,
-        running_job_ids=sorted(running_job_ids),
-        last_heartbeat=wire.timestamp(session.last_seen_at),
-        draining=session.draining,
-        connected_at=wire.timestamp(session.connected_at),
-        peer=session.peer,
-        faults_active=session.faults_active,
+        worker_id=worker.worker_id,
+        targets=sorted(worker.targets),
+        slots=worker.slots,
+        running_job_ids=list(worker.running_job_ids),
+        last_heartbeat=wire.timestamp(worker.last_heartbeat),
+        draining=worker.draining,
+        connected_at=wire.timestamp(worker.connected_at),
+        peer=worker.peer,
+        faults_active=worker.faults_active,
     )
 
 

@@ -83,6 +83,100 @@ class Job:
         return is_plan_config(self.config)
 
 
+def job_to_dict(job: Job) -> dict[str, Any]:
+    """``job`` as JSON-ready values (the snapshot a ``job_changes`` row keeps); ``job_from_dict`` reads it back."""
+    return {
+        "id": job.id,
+        "seq": job.seq,
+        "type": job.type,
+        "status": job.status.value,
+        "config": job.config,
+        "created_at": job.created_at.isoformat(),
+        "version": job.version,
+        "parent_id": job.parent_id,
+        "target": job.target,
+        "operation": job.operation.value if job.operation is not None else None,
+        "position": job.position,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "worker_id": job.worker_id,
+        "error": job.error,
+        "report": job.report.to_dict() if job.report is not None else None,
+        "request_id": job.request_id,
+        "cancel_requested": job.cancel_requested,
+        "progress": _progress_to_dict(job.progress),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "schedule_id": job.schedule_id,
+        "scheduled_time": _iso(job.scheduled_time),
+        "window": dict(job.window) if job.window is not None else None,
+    }
+
+
+def job_from_dict(data: Mapping[str, Any]) -> Job:
+    progress = data["progress"]
+    return Job(
+        id=data["id"],
+        seq=data["seq"],
+        type=data["type"],
+        status=JobStatus(data["status"]),
+        config=data["config"],
+        created_at=datetime.fromisoformat(data["created_at"]),
+        version=data["version"],
+        parent_id=data["parent_id"],
+        target=data["target"],
+        operation=Operation(data["operation"]) if data["operation"] else None,
+        position=data["position"],
+        attempt=data["attempt"],
+        max_attempts=data["max_attempts"],
+        worker_id=data["worker_id"],
+        error=data["error"],
+        report=OperationReport.from_dict(data["report"]) if data["report"] is not None else None,
+        request_id=data["request_id"],
+        cancel_requested=data["cancel_requested"],
+        progress=Progress(**progress) if progress is not None else None,
+        started_at=_instant(data["started_at"]),
+        finished_at=_instant(data["finished_at"]),
+        schedule_id=data["schedule_id"],
+        scheduled_time=_instant(data["scheduled_time"]),
+        window=data["window"],
+    )
+
+
+def _progress_to_dict(progress: Progress | None) -> dict[str, int] | None:
+    if progress is None:
+        return None
+    return {
+        "total": progress.total,
+        "pending": progress.pending,
+        "running": progress.running,
+        "succeeded": progress.succeeded,
+        "failed": progress.failed,
+        "cancelled": progress.cancelled,
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class JobChange:
+    """One stored change of a job (a row of ``job_changes``): the job as one write transaction left it.
+    ``change_seq`` orders all changes of the store; ``snapshot`` is ``job_to_dict`` as JSON text, decoded only
+    when someone wants the job (``job``)."""
+
+    change_seq: int
+    job_id: str
+    parent_id: str | None
+    version: int
+    at: datetime
+    snapshot: str
+
+    def job(self) -> Job:
+        return job_from_dict(json.loads(self.snapshot))
+
+
 @dataclass(frozen=True, slots=True)
 class MaintenanceSpec:
     """A validated request for maintenance: every target gets every operation, in this order."""

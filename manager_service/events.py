@@ -57,6 +57,10 @@ class EventBus:
     def watchers(self) -> int:
         return sum(len(watchers) for watchers in self._subscribers.values())
 
+    def watched(self, job_id: str) -> bool:
+        """Does anyone watch ``job_id`` (its own changes or its children's)?"""
+        return job_id in self._subscribers
+
     def subscribe(self, job_id: str, with_children: bool = True) -> Subscription:
         subscription = Subscription(job_id, self._max_pending, with_children)
         self._subscribers.setdefault(job_id, set()).add(subscription)

@@ -2,8 +2,9 @@
 
 The gRPC server is built once, but the servicers change with every leadership term (each term has its own
 Orchestrator). ``LeaderGate`` is the innermost interceptor: while this manager leads, calls to dbmaint's
-services go to the handlers of the current term's servicers; on a standby they end UNAVAILABLE with a message
-that names the manager holding the store. Health and reflection are not gated.
+services go to the handlers of the current term's servicers. On a standby, the read methods (``READ_METHODS``)
+go to the standby's read handlers (``serve_reads``), and every other call (writes, worker streams) ends
+UNAVAILABLE with a message that names the manager holding the store. Health and reflection are not gated.
 """
 
 from __future__ import annotations
@@ -26,6 +27,19 @@ else:  # the runtime classes are not generic
     GenericHandler = grpc.GenericRpcHandler
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+# The methods a standby answers from the store.
+READ_METHODS = frozenset(
+    {
+        "/dbmaint.v1.MaintenanceService/GetJob",
+        "/dbmaint.v1.MaintenanceService/ListJobs",
+        "/dbmaint.v1.MaintenanceService/WatchJob",
+        "/dbmaint.v1.MaintenanceService/ListWorkers",
+        "/dbmaint.v1.ScheduleService/GetSchedule",
+        "/dbmaint.v1.ScheduleService/ListSchedules",
+        "/dbmaint.v1.ScheduleService/ListFirings",
+    }
+)
 
 
 class HandlerTable:
@@ -96,6 +110,7 @@ class LeaderGate(_ServerInterceptor):
 
     def __init__(self) -> None:
         self._table: HandlerTable | None = None
+        self._reads: HandlerTable | None = None
         self._refusal = "this manager is starting"
 
     @property
@@ -110,6 +125,10 @@ class LeaderGate(_ServerInterceptor):
         self._table = None
         self._refusal = refusal
 
+    def serve_reads(self, table: HandlerTable | None) -> None:
+        """While standing by, answer ``READ_METHODS`` with ``table``'s handlers (None: refuse them too)."""
+        self._reads = table
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
@@ -120,6 +139,11 @@ class LeaderGate(_ServerInterceptor):
         table = self._table
         if table is not None:
             handler = table.find(handler_call_details)
+            if handler is not None:
+                return handler
+        reads = self._reads
+        if table is None and reads is not None and handler_call_details.method in READ_METHODS:
+            handler = reads.find(handler_call_details)
             if handler is not None:
                 return handler
         # The handler registered on the server (a servicer that implements nothing) gives the call's shape.

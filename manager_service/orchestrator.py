@@ -42,7 +42,6 @@ from manager_service.errors import (
     JobAlreadyFinished,
     JobNotFound,
     LeaseLost,
-    LimitReached,
     ShuttingDown,
     StoreUnavailable,
     WorkerNotFound,
@@ -50,8 +49,9 @@ from manager_service.errors import (
 from manager_service.events import EventBus
 from manager_service.fleet import FleetCore, FleetSettings, Lease, Turn, TurnReport, stored_window
 from manager_service.metrics import FleetView, ManagerMetrics
+from manager_service.reads import Snapshot, watch_job
 from manager_service.scheduler import ScheduleShell
-from manager_service.store.base import JobStore, Page
+from manager_service.store.base import CHANGES_KEPT_FOR, JobStore, Page
 from manager_service.validation import DEFAULT_CHILDREN_PAGE_SIZE
 from manager_service.workers import (
     AssignCommand,
@@ -61,6 +61,8 @@ from manager_service.workers import (
     RunningReport,
     Send,
     WorkerSession,
+    WorkerView,
+    view_of,
 )
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,11 @@ WINDOW_MARGIN = 0.01
 
 # Result arrival times kept per stream for the dispatch-gap metric (more than any worker has slots).
 MAX_RESULT_ARRIVALS = 10_000
+
+# The connected workers are stored for standbys (``JobStore.replace_workers``) at once after a connect, a
+# disconnect or a drain, and at least this often (their last heartbeat); old ``job_changes`` are pruned this often.
+WORKERS_STORED_EVERY = 3.0
+CHANGES_PRUNED_EVERY = 60.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -101,13 +108,7 @@ class OrchestratorSettings:
         return FleetSettings(self.lease_timeout, self.reconnect_grace, self.max_workers)
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """A job and (a parent) one page of its children; ``more_children``: more follow that page."""
-
-    job: Job
-    children: list[Job]
-    more_children: bool = False
+__all__ = ["Orchestrator", "OrchestratorSettings", "Snapshot"]
 
 
 def job_extra(child: Job, worker_id: str, attempt: int | None = None) -> dict[str, object]:
@@ -142,6 +143,8 @@ class Orchestrator:
         self._wake = asyncio.Event()
         # Set when the next window instant may have moved (a windowed parent queued, a windowed child started).
         self._windows_changed = asyncio.Event()
+        # Set when the stored workers are out of date (a connect, a disconnect, a drain).
+        self._workers_changed = asyncio.Event()
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._shutdown_done = False
@@ -169,6 +172,7 @@ class Orchestrator:
             ("lease-checker", self._lease_loop),
             ("window-keeper", self._window_loop),
             ("scheduler", self.schedules.run),
+            ("store-keeper", self._keep_store),
         )
         for name, factory in side_tasks:
             task = asyncio.create_task(factory(), name=name)
@@ -299,25 +303,15 @@ class Orchestrator:
         """A snapshot, then every change of the job (and of its children, unless ``with_children`` is False),
         until the job is terminal."""
         self._refuse_if_closing()
-        if self._events.watchers >= self.settings.max_watchers:
-            raise LimitReached(f"{self.settings.max_watchers} watches are open; try again later")
-        subscription = self._events.subscribe(job_id, with_children)
-        try:
-            snapshot = await self.get(job_id, with_children)
-            yield snapshot
-            if snapshot.job.status.is_terminal:
-                return
-            seen = {j.id: j.version for j in (snapshot.job, *snapshot.children)}
-            while True:
-                changed = await subscription.next()
-                if seen.get(changed.id, 0) >= changed.version:
-                    continue  # already in the snapshot or a later event
-                seen[changed.id] = changed.version
-                yield changed
-                if changed.id == job_id and changed.status.is_terminal:
-                    return
-        finally:
-            self._events.unsubscribe(subscription)
+        events = watch_job(
+            self._events,
+            self.settings.max_watchers,
+            lambda: self.get(job_id, with_children),
+            job_id,
+            with_children,
+        )
+        async for event in events:
+            yield event
 
     def _fleet_view(self) -> FleetView:
         """For the metrics scrape, on the HTTP thread: copies taken under the GIL, never a live iteration."""
@@ -336,13 +330,16 @@ class Orchestrator:
 
     # -- what operators see
 
-    def sessions(self) -> list[WorkerSession]:
-        return list(self._core.sessions.values())
+    def worker_view(self, session: WorkerSession) -> WorkerView:
+        return view_of(session, [lease.job_id for lease in self._core.held_by(session.worker_id)])
 
-    def running_job_ids(self, session: WorkerSession) -> list[str]:
-        return [lease.job_id for lease in self._core.held_by(session.worker_id)]
+    def worker_views(self) -> list[WorkerView]:
+        return [self.worker_view(session) for session in self._core.sessions.values()]
 
-    def unserved_targets(self) -> list[str]:
+    async def workers(self) -> list[WorkerView]:
+        return self.worker_views()
+
+    async def unserved_targets(self) -> list[str]:
         return self._core.unserved_targets()
 
     def waiting_reason(self, child: Job) -> str:
@@ -378,6 +375,7 @@ class Orchestrator:
             hello.slots,
             len(self._core.held_by(hello.worker_id)),
         )
+        self._workers_changed.set()
         if hello.faults_active:
             log.warning(
                 "worker %s runs with FAULT INJECTION active: its operations are slowed on purpose "
@@ -394,6 +392,7 @@ class Orchestrator:
         session = self._core.disconnect(stream)
         if session is None:
             return
+        self._workers_changed.set()
         held = len(self._core.held_by(session.worker_id))
         log.info(
             "worker %s disconnected (%s)%s",
@@ -413,6 +412,7 @@ class Orchestrator:
         if session is None:
             raise WorkerNotFound(worker_id)
         sends = self._core.drain(worker_id, reason)
+        self._workers_changed.set()
         if sends:
             self._route(sends)
             log.info("asked worker %s to drain (%s)", worker_id, reason)
@@ -421,6 +421,7 @@ class Orchestrator:
     def mark_draining(self, stream: int, reason: str) -> None:
         session = self._core.draining(stream)
         if session is not None:
+            self._workers_changed.set()
             log.info("worker %s is draining (%s); no new work goes to it", session.worker_id, reason)
 
     def submit_results(self, stream: int, outcomes: Iterable[ChildOutcome]) -> None:
@@ -621,6 +622,31 @@ class Orchestrator:
             extra=job_extra(child, lease.worker_id, attempt=lease.attempt),
         )
         self._events.publish([child, transition.parent])
+
+    async def _keep_store(self) -> None:
+        """What standbys read: store the connected workers when they change and every WORKERS_STORED_EVERY
+        seconds (their last heartbeat), and prune the change feed every CHANGES_PRUNED_EVERY seconds. Both go
+        through the writer, fenced by the lease like every write."""
+        pruned_at = time.monotonic()
+        stored_none = False  # the store holds no worker of this term: nothing to refresh while none connects
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._workers_changed.wait(), WORKERS_STORED_EVERY)
+            self._workers_changed.clear()
+            try:
+                connected = self.worker_views()
+                if connected or not stored_none:
+                    await self._write(self._store.replace_workers, connected)
+                    stored_none = not connected
+                if time.monotonic() - pruned_at >= CHANGES_PRUNED_EVERY:
+                    pruned_at = time.monotonic()
+                    pruned = await self._write(self._store.prune_changes, CHANGES_KEPT_FOR)
+                    if pruned:
+                        log.debug("pruned %d job changes older than %.0fs", pruned, CHANGES_KEPT_FOR)
+            except STOP_ACTING:
+                raise
+            except StoreUnavailable as error:
+                log.warning("storing the connected workers paused: %s; retrying", error)
 
     # -- maintenance windows
 

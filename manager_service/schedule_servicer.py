@@ -40,6 +40,7 @@ from manager_service.domain import MaintenanceSpec, Schedule, ScheduleSpec, utcn
 from manager_service.errors import RequestInvalid
 from manager_service.fleet import stored_window
 from manager_service.orchestrator import Orchestrator
+from manager_service.reads import ScheduleReads
 from manager_service.rpc_errors import translate_errors
 from manager_service.schedule_rules import MIN_EVERY, ScheduleRuleError, cadence, check_cron, zone_named
 from manager_service.scheduling import next_fire_time
@@ -208,11 +209,12 @@ def _check_mask(paths: list[str]) -> None:
             raise RequestInvalid("update_mask", f"unknown field {path[:80]!r} of Schedule")
 
 
-class ScheduleServicer(spb_grpc.ScheduleServiceServicer):
-    def __init__(self, orchestrator: Orchestrator, limits: Limits) -> None:
-        self._orchestrator = orchestrator
-        self._schedules = orchestrator.schedules
-        self._limits = limits
+class ScheduleReadServicer(spb_grpc.ScheduleServiceServicer):
+    """The read methods (GetSchedule, ListSchedules, ListFirings) over any ``ScheduleReads``: what a standby
+    serves."""
+
+    def __init__(self, reads: ScheduleReads) -> None:
+        self._reads = reads
 
     def _schedule(self, schedule: Schedule) -> spb.Schedule:
         message = schedule_to_proto(schedule, next_fire_time(schedule, utcnow()))
@@ -221,16 +223,8 @@ class ScheduleServicer(spb_grpc.ScheduleServiceServicer):
         return message
 
     @translate_errors
-    async def CreateSchedule(
-        self, request: spb.CreateScheduleRequest, context: Context
-    ) -> spb.CreateScheduleResponse:
-        spec = validate_schedule(request.schedule, self._limits)
-        schedule = await self._schedules.create(spec, request.schedule.paused)
-        return spb.CreateScheduleResponse(schedule=self._schedule(schedule))
-
-    @translate_errors
     async def GetSchedule(self, request: spb.GetScheduleRequest, context: Context) -> spb.GetScheduleResponse:
-        schedule = await self._schedules.get(_schedule_id(request.id))
+        schedule = await self._reads.get(_schedule_id(request.id))
         return spb.GetScheduleResponse(schedule=self._schedule(schedule))
 
     @translate_errors
@@ -240,10 +234,38 @@ class ScheduleServicer(spb_grpc.ScheduleServiceServicer):
         limit = _page_size(request.page_size)
         after = _decode_token("s1", request.page_token, "ListSchedules")
         # One more than the page tells whether another page follows.
-        found = await self._schedules.list_schedules(limit + 1, after)
+        found = await self._reads.list_schedules(limit + 1, after)
         page = found[:limit]
         token = _encode_token("s1", page[-1].id if len(found) > limit else None)
         return spb.ListSchedulesResponse(schedules=[self._schedule(s) for s in page], next_page_token=token)
+
+    @translate_errors
+    async def ListFirings(self, request: spb.ListFiringsRequest, context: Context) -> spb.ListFiringsResponse:
+        schedule_id = _schedule_id(request.schedule_id, "schedule_id")
+        firings, next_seq = await self._reads.firings(
+            schedule_id, _page_size(request.page_size), _firings_token(request.page_token)
+        )
+        return spb.ListFiringsResponse(
+            firings=[firing_to_proto(f) for f in firings], next_page_token=_encode_token("f1", next_seq)
+        )
+
+
+class ScheduleServicer(ScheduleReadServicer):
+    """The leader's ScheduleService: the reads over its schedule shell, and the writes."""
+
+    def __init__(self, orchestrator: Orchestrator, limits: Limits) -> None:
+        super().__init__(orchestrator.schedules)
+        self._orchestrator = orchestrator
+        self._schedules = orchestrator.schedules
+        self._limits = limits
+
+    @translate_errors
+    async def CreateSchedule(
+        self, request: spb.CreateScheduleRequest, context: Context
+    ) -> spb.CreateScheduleResponse:
+        spec = validate_schedule(request.schedule, self._limits)
+        schedule = await self._schedules.create(spec, request.schedule.paused)
+        return spb.CreateScheduleResponse(schedule=self._schedule(schedule))
 
     @translate_errors
     async def UpdateSchedule(
@@ -277,14 +299,4 @@ class ScheduleServicer(spb_grpc.ScheduleServiceServicer):
         return spb.TriggerScheduleResponse(
             firing=firing_to_proto(triggered.firing),
             parent=job_to_proto(parent, self._orchestrator.waiting_reason(parent)),
-        )
-
-    @translate_errors
-    async def ListFirings(self, request: spb.ListFiringsRequest, context: Context) -> spb.ListFiringsResponse:
-        schedule_id = _schedule_id(request.schedule_id, "schedule_id")
-        firings, next_seq = await self._schedules.firings(
-            schedule_id, _page_size(request.page_size), _firings_token(request.page_token)
-        )
-        return spb.ListFiringsResponse(
-            firings=[firing_to_proto(f) for f in firings], next_page_token=_encode_token("f1", next_seq)
         )

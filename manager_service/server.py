@@ -30,10 +30,12 @@ from manager_service.malformed import MalformedRequestInterceptor
 from manager_service.metrics import NO_FLEET, ManagerMetrics
 from manager_service.orchestrator import Orchestrator
 from manager_service.reflection import enable_reflection
-from manager_service.schedule_servicer import ScheduleServicer
-from manager_service.servicers import MaintenanceServicer, WorkerServicer
+from manager_service.schedule_servicer import ScheduleReadServicer, ScheduleServicer
+from manager_service.servicers import MaintenanceReadServicer, MaintenanceServicer, WorkerServicer
+from manager_service.standby import StandbyReader
 from manager_service.store import SQLAlchemyJobStore, open_store
 from manager_service.store.base import LeaseState
+from manager_service.store.sqlalchemy_store import make_engine
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,9 @@ GATED_SERVICES = (MAINTENANCE_SERVICE, WORKER_SERVICE, SCHEDULE_SERVICE)
 
 class ManagerServer:
     """The gRPC server of one manager process. It serves while it runs; it ACTS only while it holds the job
-    store's lease. Without it, it is a standby: health "" SERVING, dbmaint's services NOT_SERVING and refused
-    UNAVAILABLE (naming the holder), the lease polled every third of its length. With it, an Orchestrator
+    store's lease. Without it, it is a standby: health "" SERVING, dbmaint's services NOT_SERVING, the read
+    methods answered from the store (``standby.StandbyReader``), writes and worker streams refused UNAVAILABLE
+    (naming the holder), the lease polled every third of its length. With it, an Orchestrator
     rebuilt from the store serves them, and the lease is renewed every third of its length; losing it (a
     renewal or any write raising LeaseLost) steps down to standby at once."""
 
@@ -59,6 +62,9 @@ class ManagerServer:
         self._server: grpc.aio.Server | None = None
         self._store: SQLAlchemyJobStore | None = None  # of the current term, or polled by the standby
         self._orchestrator: Orchestrator | None = None  # only while this manager holds the lease
+        # The reads a standby serves from the store: made when this manager first stands by, kept until it stops
+        # (its watches go on across a takeover by this manager).
+        self._standby: StandbyReader | None = None
         self._gate = LeaderGate()
         self._health = HealthServicer()
         self._role = asyncio.Lock()  # one change of role at a time
@@ -157,7 +163,10 @@ class ManagerServer:
 
     def _open_store(self, migrate: bool) -> SQLAlchemyJobStore:
         store = open_store(
-            self.config.database_url, migrate=migrate, idle_in_transaction_timeout=self.config.store_idle_timeout
+            self.config.database_url,
+            migrate=migrate,
+            idle_in_transaction_timeout=self.config.store_idle_timeout,
+            notify=self.config.store_notify,
         )
 
         # Called on the thread of the write that found the lease gone: the step down runs on the loop.
@@ -204,6 +213,7 @@ class ManagerServer:
 
     async def _stand_by(self, state: LeaseState) -> None:
         self._gate.stand_by(f"this manager ({self.manager_id}) is a standby: {state.describe()}")
+        await self._serve_reads()
         for service in GATED_SERVICES:
             await self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         log.info("standby: %s; taking over when its lease lapses", state.describe())
@@ -226,10 +236,30 @@ class ManagerServer:
                 refusal = "is rebuilding its state from the job store after a write whose outcome was unknown"
                 log.warning("%s: ending this term; it rebuilds from the store once the store answers", why)
             self._gate.stand_by(f"this manager ({self.manager_id}) {refusal}")
+            await self._serve_reads()
             for service in GATED_SERVICES:
                 await self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
             self.metrics.watch_fleet(lambda: NO_FLEET)
             await self._close_term(orchestrator)
+
+    async def _serve_reads(self) -> None:
+        """Answer the read methods from the store while standing by (the reader is made once)."""
+        if self._standby is None:
+            # Not open_store: it would read the schema's revision, and a step-down after a store outage must not
+            # wait for (or fail on) the store. The schema was brought up to date when this manager started.
+            self._standby = StandbyReader(
+                SQLAlchemyJobStore(make_engine(self.config.database_url)),
+                max_watchers=self.config.max_watchers,
+                max_watch_backlog=self.config.orchestrator_settings.max_watch_backlog,
+                notify_conninfo=_listen_conninfo(self.config.database_url) if self.config.store_notify else None,
+            )
+            self._standby.start()
+        table = HandlerTable()
+        pb_grpc.add_MaintenanceServiceServicer_to_server(
+            MaintenanceReadServicer(self._standby, self.config.limits), table
+        )
+        spb_grpc.add_ScheduleServiceServicer_to_server(ScheduleReadServicer(self._standby.schedules), table)
+        self._gate.serve_reads(table)
 
     async def _close_term(self, orchestrator: Orchestrator) -> None:
         """End a term's orchestrator and its store (a standby polls with a store of its own)."""
@@ -316,6 +346,9 @@ class ManagerServer:
             await asyncio.gather(self._lease_task, return_exceptions=True)
         async with self._role:
             self._gate.stand_by("the manager is shutting down")
+            self._gate.serve_reads(None)
+            if self._standby is not None:
+                await self._standby.close()  # its watches end before the server stops
             orchestrator, store = self._orchestrator, self._store
             if orchestrator is not None:
                 await orchestrator.shutdown()
@@ -341,6 +374,16 @@ def _release_quietly(store: SQLAlchemyJobStore) -> None:
         store.release_lease()
     except (StoreUnavailable, LeaseLost) as error:
         log.warning("could not give the job store lease up (%s); a standby takes over when it lapses", error)
+
+
+def _listen_conninfo(database_url: str) -> str | None:
+    """The libpq URI a standby LISTENs on (None: the store is not PostgreSQL)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        return None
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _transport(tls: TlsFiles | None) -> str:

@@ -27,7 +27,8 @@ from manager_service import window_rules
 from manager_service.convert import job_to_proto, window_from_proto, worker_to_proto
 from manager_service.domain import ChildOutcome, Job, JobFilter
 from manager_service.errors import RequestInvalid
-from manager_service.orchestrator import Orchestrator, Snapshot
+from manager_service.orchestrator import Orchestrator
+from manager_service.reads import JobReads, Snapshot
 from manager_service.rpc_errors import translate_errors
 from manager_service.validation import (
     CANCEL_REASON_MAX_LENGTH,
@@ -56,7 +57,6 @@ from manager_service.workers import (
     DrainCommand,
     HelloInfo,
     RunningReport,
-    WorkerSession,
 )
 
 log = logging.getLogger(__name__)
@@ -134,16 +134,15 @@ def _next_children_token(children: list[Job], more: bool) -> str:
     return _encode_children_token(children[-1].position if more and children else None)
 
 
-class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
-    def __init__(self, orchestrator: Orchestrator, limits: Limits) -> None:
-        self._orchestrator = orchestrator
+class MaintenanceReadServicer(pb_grpc.MaintenanceServiceServicer):
+    """The read methods (GetJob, ListJobs, WatchJob, ListWorkers) over any ``JobReads``: what a standby serves."""
+
+    def __init__(self, reads: JobReads, limits: Limits) -> None:
+        self._reads = reads
         self._limits = limits
 
     def _job(self, job: Job, with_tables: bool = False) -> pb.Job:
-        return job_to_proto(job, self._orchestrator.waiting_reason(job), with_tables)
-
-    def _worker(self, session: WorkerSession) -> pb.WorkerInfo:
-        return worker_to_proto(session, self._orchestrator.running_job_ids(session))
+        return job_to_proto(job, self._reads.waiting_reason(job), with_tables)
 
     def _snapshot(self, snapshot: Snapshot, with_tables: bool = False) -> pb.GetJobResponse:
         """``with_tables``: the job itself carries its per-table reports (GetJob); its children never do."""
@@ -152,6 +151,80 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
             children=[self._job(c) for c in snapshot.children],
             next_children_page_token=_next_children_token(snapshot.children, snapshot.more_children),
         )
+
+    @translate_errors
+    async def GetJob(
+        self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetJobResponse:
+        job_id = validate_job_id(request.id)
+        page_size = validate_children_page_size(request.children_page_size)
+        after = _decode_children_token(request.children_page_token)
+        statuses = _children_statuses(request.children_status)
+        snapshot = await self._reads.get(job_id, page_size=page_size, after_position=after, statuses=statuses)
+        return self._snapshot(snapshot, with_tables=True)
+
+    @translate_errors
+    async def ListJobs(
+        self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListJobsResponse:
+        if request.page_size < 0:
+            raise RequestInvalid("page_size", "must not be negative")
+        if request.type and request.type not in JOB_TYPES:
+            hint = " (the legacy single-job type is no longer used)" if request.type == LEGACY_JOB_TYPE else ""
+            raise RequestInvalid(
+                "type", f"unknown job type {request.type[:80]!r}{hint}; use one of {', '.join(JOB_TYPES)}"
+            )
+        status: JobStatus | None = None
+        if request.status != pb.JOB_STATUS_UNSPECIFIED:
+            status = wire.status_from_proto(request.status)
+            if status is None:
+                raise RequestInvalid("status", f"unknown status {request.status}")
+        if request.parent_id:
+            validate_job_id(request.parent_id, "parent_id")
+        if request.schedule_id and not TARGET_NAME.fullmatch(request.schedule_id):
+            raise RequestInvalid("schedule_id", f"not a schedule id: {request.schedule_id[:80]!r}")
+        limit = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        page = await self._reads.list_jobs(
+            JobFilter(
+                status=status,
+                type=request.type or None,
+                parent_id=request.parent_id or None,
+                schedule_id=request.schedule_id or None,
+            ),
+            limit,
+            _decode_page_token(request.page_token),
+        )
+        return pb.ListJobsResponse(
+            jobs=[self._job(j) for j in page.jobs], next_page_token=_encode_page_token(page.next_before_seq)
+        )
+
+    @translate_errors
+    async def WatchJob(
+        self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchJobResponse]:
+        events = self._reads.watch(validate_job_id(request.id), with_children=not request.job_only)
+        async for event in events:
+            if isinstance(event, Snapshot):
+                yield pb.WatchJobResponse(snapshot=self._snapshot(event))
+            else:
+                yield pb.WatchJobResponse(changed=self._job(event))
+
+    @translate_errors
+    async def ListWorkers(
+        self, request: pb.ListWorkersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListWorkersResponse:
+        return pb.ListWorkersResponse(
+            workers=[worker_to_proto(w) for w in await self._reads.workers()],
+            unserved_targets=await self._reads.unserved_targets(),
+        )
+
+
+class MaintenanceServicer(MaintenanceReadServicer):
+    """The leader's MaintenanceService: the reads over its Orchestrator, and the writes."""
+
+    def __init__(self, orchestrator: Orchestrator, limits: Limits) -> None:
+        super().__init__(orchestrator, limits)
+        self._orchestrator = orchestrator
 
     @translate_errors
     async def CreateMaintenance(
@@ -182,65 +255,6 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
         )
 
     @translate_errors
-    async def GetJob(
-        self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.GetJobResponse:
-        job_id = validate_job_id(request.id)
-        page_size = validate_children_page_size(request.children_page_size)
-        after = _decode_children_token(request.children_page_token)
-        statuses = _children_statuses(request.children_status)
-        snapshot = await self._orchestrator.get(
-            job_id, page_size=page_size, after_position=after, statuses=statuses
-        )
-        return self._snapshot(snapshot, with_tables=True)
-
-    @translate_errors
-    async def ListJobs(
-        self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.ListJobsResponse:
-        if request.page_size < 0:
-            raise RequestInvalid("page_size", "must not be negative")
-        if request.type and request.type not in JOB_TYPES:
-            hint = " (the legacy single-job type is no longer used)" if request.type == LEGACY_JOB_TYPE else ""
-            raise RequestInvalid(
-                "type", f"unknown job type {request.type[:80]!r}{hint}; use one of {', '.join(JOB_TYPES)}"
-            )
-        status: JobStatus | None = None
-        if request.status != pb.JOB_STATUS_UNSPECIFIED:
-            status = wire.status_from_proto(request.status)
-            if status is None:
-                raise RequestInvalid("status", f"unknown status {request.status}")
-        if request.parent_id:
-            validate_job_id(request.parent_id, "parent_id")
-        if request.schedule_id and not TARGET_NAME.fullmatch(request.schedule_id):
-            raise RequestInvalid("schedule_id", f"not a schedule id: {request.schedule_id[:80]!r}")
-        limit = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        page = await self._orchestrator.list_jobs(
-            JobFilter(
-                status=status,
-                type=request.type or None,
-                parent_id=request.parent_id or None,
-                schedule_id=request.schedule_id or None,
-            ),
-            limit,
-            _decode_page_token(request.page_token),
-        )
-        return pb.ListJobsResponse(
-            jobs=[self._job(j) for j in page.jobs], next_page_token=_encode_page_token(page.next_before_seq)
-        )
-
-    @translate_errors
-    async def WatchJob(
-        self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[pb.WatchJobResponse]:
-        events = self._orchestrator.watch(validate_job_id(request.id), with_children=not request.job_only)
-        async for event in events:
-            if isinstance(event, Snapshot):
-                yield pb.WatchJobResponse(snapshot=self._snapshot(event))
-            else:
-                yield pb.WatchJobResponse(changed=self._job(event))
-
-    @translate_errors
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CancelJobResponse:
@@ -255,16 +269,7 @@ class MaintenanceServicer(pb_grpc.MaintenanceServiceServicer):
         worker_id = validate_worker_id(request.worker_id.strip(), "worker_id")
         reason = sanitize_text(request.reason.strip(), CANCEL_REASON_MAX_LENGTH) or "drain requested"
         session = self._orchestrator.drain_worker(worker_id, reason)
-        return pb.DrainWorkerResponse(worker=self._worker(session))
-
-    @translate_errors
-    async def ListWorkers(
-        self, request: pb.ListWorkersRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.ListWorkersResponse:
-        return pb.ListWorkersResponse(
-            workers=[self._worker(s) for s in self._orchestrator.sessions()],
-            unserved_targets=self._orchestrator.unserved_targets(),
-        )
+        return pb.DrainWorkerResponse(worker=worker_to_proto(self._orchestrator.worker_view(session)))
 
 
 def _hello(message: pb.WorkerMessage, peer: str) -> HelloInfo:

@@ -135,3 +135,33 @@ class WorkerSession:
 
     def touch(self) -> None:
         self.last_seen_at = utcnow()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """A connected worker as operators see it (ListWorkers), and as the leader stores it for standbys (the
+    ``workers`` table): a copy, taken when it was read."""
+
+    worker_id: str
+    targets: frozenset[str]
+    slots: int
+    running_job_ids: tuple[str, ...]
+    last_heartbeat: datetime
+    connected_at: datetime
+    draining: bool = False
+    peer: str = ""
+    faults_active: bool = False
+
+
+def view_of(session: WorkerSession, running_job_ids: list[str]) -> WorkerView:
+    return WorkerView(
+        worker_id=session.worker_id,
+        targets=session.targets,
+        slots=session.slots,
+        running_job_ids=tuple(sorted(running_job_ids)),
+        last_heartbeat=session.last_seen_at,
+        connected_at=session.connected_at,
+        draining=session.draining,
+        peer=session.peer,
+        faults_active=session.faults_active,
+    )

@@ -16,6 +16,7 @@ from manager_service.domain import (
     FiringPlan,
     FiringsOutcome,
     Job,
+    JobChange,
     JobFilter,
     MaintenanceSpec,
     Schedule,
@@ -23,6 +24,12 @@ from manager_service.domain import (
     StartRequest,
     Transition,
 )
+from manager_service.workers import WorkerView
+
+# How long ``job_changes`` rows are kept: the leader prunes older ones (``prune_changes``) every minute. A standby
+# whose follower cannot read the store for longer than this may miss changes: it then tells its watchers to watch
+# again (``standby.ChangeFollower``).
+CHANGES_KEPT_FOR = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +122,30 @@ class JobStore(Protocol):
 
     def cancel_job(self, job_id: str, reason: str) -> CancelOutcome:
         """Cancel a parent (all its unfinished children) or a child. Raises JobNotFound or JobAlreadyFinished."""
+
+    # -- what standbys read: the change feed and the connected workers
+
+    def changes_after(self, after_seq: int, limit: int) -> list[JobChange]:
+        """The first ``limit`` changes after ``after_seq``, in change_seq order: one per job and write transaction
+        that inserted or changed it, the job as that transaction left it. Change_seq follows commit order: no
+        change with a smaller one commits after a reader saw a bigger one."""
+
+    def last_change_seq(self) -> int:
+        """The newest change_seq (0: no change kept)."""
+
+    def prune_changes(self, kept_for: float) -> int:
+        """Delete the changes older than ``kept_for`` seconds (by the database's clock); fenced like every
+        write. Answers how many went."""
+
+    def replace_workers(self, connected: Sequence[WorkerView]) -> None:
+        """Store ``connected`` as THE connected workers, stamped with this store's lease term (fenced like
+        every write); the rows written before, of any term, go."""
+
+    def list_workers(self) -> list[WorkerView]:
+        """The workers the newest term stored, by worker id."""
+
+    def pending_targets(self) -> list[str]:
+        """The targets of PENDING children, sorted."""
 
     # -- schedules
 

@@ -14,20 +14,23 @@ It keeps the rules of the SQL store, not just its shape:
   database). ``acquire_lease`` takes it when it is free, lapsed or already this holder's, and the term grows;
   from then on every write checks holder, term and expiry first and raises LeaseLost, having written nothing.
   Time is the database's clock (``time.monotonic`` unless one is given).
+* every write that inserts or changes jobs appends one change per job it touched (the job as it leaves it), with
+  a change_seq from a counter; ``replace_workers`` keeps the workers of the writer's term.
 
 Nothing survives the process: ``close`` forgets nothing, but there is nowhere to reopen it from.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import product
 
 from dbmaint.operations import CHILD_JOB_TYPE, PARENT_JOB_TYPE, JobStatus
@@ -42,6 +45,7 @@ from manager_service.domain import (
     FiringPlan,
     FiringsOutcome,
     Job,
+    JobChange,
     JobFilter,
     MaintenanceSpec,
     Progress,
@@ -49,6 +53,7 @@ from manager_service.domain import (
     ScheduleSpec,
     StartRequest,
     Transition,
+    job_to_dict,
     utcnow,
 )
 from manager_service.errors import (
@@ -64,6 +69,7 @@ from manager_service.errors import (
 from manager_service.store import sqlalchemy_store as sql_store
 from manager_service.store import transitions
 from manager_service.store.base import ChildrenPage, LeaseState, Page
+from manager_service.workers import WorkerView
 
 Clock = Callable[[], float]
 
@@ -92,6 +98,9 @@ class MemoryDatabase:
     live_schedules: dict[str, str] = field(default_factory=dict)  # live id -> key
     firings: list[tuple[int, Firing]] = field(default_factory=list)  # (seq, firing) in insertion order
     last_firing_seq: int = 0
+    changes: list[JobChange] = field(default_factory=list)
+    last_change_seq: int = 0
+    workers: dict[str, tuple[int, WorkerView]] = field(default_factory=dict)  # worker id -> (term, worker)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -126,6 +135,16 @@ class MemoryJobStore:
             changed: dict[str, Job] = {}
             yield changed
             self._db.jobs.update(changed)
+            self._append_changes(changed.values())
+
+    def _append_changes(self, changed: Iterable[Job]) -> None:
+        at = utcnow()
+        for job in changed:
+            self._db.last_change_seq += 1
+            snapshot = json.dumps(job_to_dict(job), separators=(",", ":"))
+            self._db.changes.append(
+                JobChange(self._db.last_change_seq, job.id, job.parent_id, job.version, at, snapshot)
+            )
 
     def _check_lease(self) -> None:
         if self._fence is None:
@@ -231,6 +250,45 @@ class MemoryJobStore:
                 if job.type == CHILD_JOB_TYPE and job.status in (JobStatus.PENDING, JobStatus.RUNNING)
             ]
         return sorted(unfinished, key=lambda job: job.seq)
+
+    # -- what standbys read
+
+    def changes_after(self, after_seq: int, limit: int) -> list[JobChange]:
+        with self._db.lock:
+            return [change for change in self._db.changes if change.change_seq > after_seq][:limit]
+
+    def last_change_seq(self) -> int:
+        with self._db.lock:
+            return self._db.changes[-1].change_seq if self._db.changes else 0
+
+    def prune_changes(self, kept_for: float) -> int:
+        with self._write():
+            horizon = utcnow() - timedelta(seconds=kept_for)
+            kept = [change for change in self._db.changes if change.at >= horizon]
+            pruned = len(self._db.changes) - len(kept)
+            self._db.changes = kept
+            return pruned
+
+    def replace_workers(self, connected: Sequence[WorkerView]) -> None:
+        term = self._fence[1] if self._fence is not None else 0
+        with self._write():
+            self._db.workers = {worker.worker_id: (term, worker) for worker in connected}
+
+    def list_workers(self) -> list[WorkerView]:
+        with self._db.lock:
+            rows = list(self._db.workers.values())
+        newest = max((term for term, _ in rows), default=0)
+        return sorted((worker for term, worker in rows if term == newest), key=lambda worker: worker.worker_id)
+
+    def pending_targets(self) -> list[str]:
+        with self._db.lock:
+            return sorted(
+                {
+                    job.target
+                    for job in self._db.jobs.values()
+                    if job.status is JobStatus.PENDING and job.target is not None and not job.is_parent
+                }
+            )
 
     def _children(self, parent_id: str) -> list[Job]:
         return [self._db.jobs[child_id] for child_id in self._db.children_of.get(parent_id, [])]

@@ -1,10 +1,12 @@
 """The schema: one ``jobs`` table for parents and children; ``store_lease``, the row that says which manager
-may write; ``schedules`` and ``schedule_firings``, the schedules and every slot they had. Changes here need a
-migration in ``migrations/versions`` (a test fails when the two drift)."""
+may write; ``schedules`` and ``schedule_firings``, the schedules and every slot they had; ``job_changes`` and
+``workers``, what standbys read to follow the jobs and see the fleet. Changes here need a migration in
+``migrations/versions`` (a test fails when the two drift)."""
 
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -130,4 +132,38 @@ schedule_firings = Table(
     Column("recorded_at", DateTime(timezone=True), nullable=False),
     Column("commit_token", String(32), nullable=True),
     UniqueConstraint("schedule_key", "scheduled_time", name="uq_schedule_firings_slot"),
+)
+
+# Every change of a job, in commit order (the leader's write transactions are serialized on it, see
+# ``sqlalchemy_store``): one row per job and write transaction that inserted or changed it, holding the job as that
+# transaction left it (``domain.job_to_dict`` as JSON). A standby's WatchJob follows it by ``change_seq``. Append
+# only; the leader prunes rows older than ``base.CHANGES_KEPT_FOR``.
+job_changes = Table(
+    "job_changes",
+    metadata,
+    Column("change_seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("job_id", String(36), nullable=False),
+    Column("parent_id", String(36), nullable=True),
+    Column("version", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("snapshot", Text, nullable=False),
+    Index("ix_job_changes_at", "at"),
+)
+
+# The workers connected to the leader of ``term``, as its ListWorkers shows them: it rewrites the table with every
+# connect, disconnect and drain, and every few seconds for ``last_heartbeat``; a new term's first write drops the
+# rows of older terms. ``targets`` and ``running_job_ids`` are JSON lists.
+workers = Table(
+    "workers",
+    metadata,
+    Column("worker_id", String(255), primary_key=True),
+    Column("term", Integer, nullable=False),
+    Column("peer", String(255), nullable=False),
+    Column("targets", Text, nullable=False),
+    Column("slots", Integer, nullable=False),
+    Column("running_job_ids", Text, nullable=False),
+    Column("draining", Boolean, nullable=False),
+    Column("faults_active", Boolean, nullable=False),
+    Column("connected_at", DateTime(timezone=True), nullable=False),
+    Column("last_heartbeat", DateTime(timezone=True), nullable=False),
 )

@@ -192,3 +192,52 @@ def test_a_second_manager_process_on_one_sqlite_store_exits_naming_the_lock_file
         assert f"{tmp_path / 'jobs.db.manager-lock'}" in second.log()
         assert "Traceback" not in second.log()
         assert _health(fleet) == (SERVING, SERVING, SERVING), "the first one is untouched"
+
+
+def test_a_standby_reads_during_a_run_and_its_watch_sees_the_parent_to_its_end_across_a_kill_of_the_leader(
+    tmp_path: Path, pg_store: str
+) -> None:
+    targets = _targets(tmp_path, "t1", "t2")
+    with (
+        cluster(tmp_path / "a", store=pg_store) as first,
+        cluster(tmp_path / "b", store=pg_store) as second,
+        TcpProxy(first.address) as link,
+    ):
+        try:
+            first.start_manager("--store-lease", str(STORE_LEASE))
+            second.start_manager("--store-lease", str(STORE_LEASE), "--lease-timeout", "20")
+            for name in ("w1", "w2"):
+                first.start_worker(name, targets, "--manager", link.address, faults="slow:vacuum=4")
+            created = first.create(list(targets), OPERATIONS)
+            parent_id = created.parent.id
+            first.wait_child(parent_id, lambda c: c.status == RUNNING)
+            watch = second.stub.WatchJob(pb.WatchJobRequest(id=parent_id), timeout=120)
+            messages = iter(watch)
+            snapshot = next(messages).snapshot
+            assert snapshot.job.status == RUNNING
+
+            # The standby reads from the store while the leader runs the parent.
+            assert second.get(parent_id).job.id == parent_id
+            listed = second.stub.ListJobs(pb.ListJobsRequest(parent_id=parent_id), timeout=10)
+            assert len(listed.jobs) == len(targets) * len(OPERATIONS)
+            wait_for(
+                lambda: (
+                    sorted(w.worker_id for w in second.stub.ListWorkers(pb.ListWorkersRequest()).workers)
+                    == ["w1", "w2"]
+                ),
+                timeout=20,
+                message="the standby does not list the leader's workers",
+            )
+
+            assert first.manager is not None
+            first.manager.kill9()
+            wait_for(lambda: second.health(WORKER_SERVICE) == SERVING, timeout=20, message="no takeover")
+            link.switch(second.address)
+
+            changes = [message.changed for message in messages]  # the stream ends with the parent
+            assert changes[-1].id == parent_id and changes[-1].status == COMPLETED, second.describe(parent_id)
+            last = {job.id: job.status for job in (*snapshot.children, *changes)}
+            assert [last[c.id] for c in created.children] == [COMPLETED] * len(created.children)
+        except BaseException:
+            print(_show(first, second))
+            raise

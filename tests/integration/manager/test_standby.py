@@ -119,7 +119,7 @@ async def test_a_leader_that_loses_the_lease_stops_acting_and_stands_by(tmp_path
 
         await eventually(standing_by, timeout=5, message="NOT_SERVING after the lease was lost")
         await eventually(lambda: worker.ended, timeout=5, message="the worker's stream was closed")
-        again = await _refused(manager.api.ListWorkers(pb.ListWorkersRequest()))
+        again = await _refused(manager.api.DrainWorker(pb.DrainWorkerRequest(worker_id="w1")))
         assert again.code() == grpc.StatusCode.UNAVAILABLE and "intruder" in (again.details() or "")
 
 

@@ -13,6 +13,7 @@ from manager_service.domain import ChildOutcome, JobFilter, MaintenanceSpec, Sta
 from manager_service.errors import LeaseLost
 from manager_service.store.memory import MemoryDatabase, MemoryJobStore
 from tests.integration.manager import test_store as contract
+from tests.integration.manager import test_store_changes as changes_contract
 from tests.integration.manager import test_store_schedules as schedules_contract
 
 
@@ -30,6 +31,7 @@ def contract_tests(module: Any) -> dict[str, Callable[..., None]]:
 # Collected here as if written here: pytest finds them in this module's namespace, with their parametrize marks.
 globals().update(contract_tests(contract))
 globals().update(contract_tests(schedules_contract))
+globals().update(contract_tests(changes_contract))
 
 
 @pytest.fixture
