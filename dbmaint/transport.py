@@ -54,3 +54,7 @@ STREAM_CLIENT_OPTIONS: Sequence[tuple[str, Any]] = (
 )
 # The CLI: short calls (and a watch stream); it reads the largest answers the manager sends.
 CLIENT_OPTIONS: Sequence[tuple[str, Any]] = _MESSAGE_SIZES
+
+# Trailing metadata of a standby's UNAVAILABLE refusal: the address the leader advertises (``--advertise``), sent
+# while its store lease is alive. Clients and workers follow it to the leader; absent, nobody is known to lead.
+LEADER_METADATA_KEY = "dbmaint-leader"

@@ -194,12 +194,14 @@ async def test_a_fatal_lease_lost_of_the_orchestrator_steps_down_instead_of_stop
 
 
 def test_the_store_lease_is_a_setting_and_the_idle_timeout_stays_below_it() -> None:
-    assert parse_config([], {}).store_lease == 15.0
+    assert parse_config([], {}).store_lease == 6.0, "short by default: failover within seconds"
     assert parse_config([], {"DBMAINT_STORE_LEASE": "4"}).store_lease == 4.0
     config = parse_config(["--store-lease", "6"], {"DBMAINT_STORE_LEASE": "4"})
     assert config.store_lease == 6.0
-    for lease in (0.5, 1.5, 3.0, 15.0, 60.0):
-        idle = parse_config(["--store-lease", str(lease)], {}).store_idle_timeout
-        assert 0 < idle < lease
+    for lease in (0.5, 1.5, 3.0, 6.0, 15.0, 60.0):
+        config = parse_config(["--store-lease", str(lease)], {})
+        assert 0 < config.store_idle_timeout < lease
+        # The watchdog steps down after two missed renewals at the earliest, and before the lease can lapse.
+        assert 2 * config.lease_renewal_period < lease - config.lease_margin < lease
     with pytest.raises(ConfigError, match="--store-lease"):
         parse_config(["--store-lease", "0"], {})
