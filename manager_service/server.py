@@ -433,6 +433,9 @@ class ManagerServer:
             await asyncio.gather(self._lease_task, return_exceptions=True)
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._background:
+            # A step down still closing its term (its store may be slow to fail): give it the grace period.
+            await asyncio.wait(set(self._background), timeout=self.config.shutdown_grace)
         async with self._role:
             self._gate.stand_by("the manager is shutting down")
             orchestrator, store = self._orchestrator, self._store

@@ -222,7 +222,13 @@ def open_store(
     if migrate:
         migrations.upgrade(engine)
     else:
-        current, head = migrations.current_revision(engine), migrations.head_revision()
+        try:
+            with _store_errors():  # a standby opening a store it cannot reach tries again later
+                current = migrations.current_revision(engine)
+        except StoreUnavailable:
+            engine.dispose()
+            raise
+        head = migrations.head_revision()
         if current != head:
             engine.dispose()
             raise RuntimeError(
@@ -514,6 +520,10 @@ class SQLAlchemyJobStore:
         )
         # Set by stop_writing: every later write (and renewal) raises it, touching nothing.
         self._stopped: LeaseLost | None = None
+        # A call still out when the store closed (a renewal abandoned on a dead link) hands its connection back
+        # to a pool nobody uses any more: close it then instead of leaving it open.
+        self._closed = False
+        event.listen(engine, "checkin", self._close_if_store_closed)
         self._lock_rows = engine.dialect.name != "sqlite"  # SQLite locks the whole file for a writer anyway
         # The lease row is PostgreSQL's; a SQLite store is fenced by its lock file instead.
         self._lease_rows = engine.dialect.name != "sqlite"
@@ -528,11 +538,16 @@ class SQLAlchemyJobStore:
         # noticed it first.
         self.on_stop: Callable[[LeaseLost | CommitOutcomeUnknown], None] | None = None
 
+    def _close_if_store_closed(self, dbapi_connection: Any, record: Any) -> None:
+        if self._closed and record is not None:
+            record.invalidate()
+
     @property
     def engine(self) -> Engine:
         return self._engine
 
     def close(self) -> None:
+        self._closed = True
         self._engine.dispose()
         if self._lock_file is not None:
             self._lock_file.close()  # releases the SQLite store's lock
