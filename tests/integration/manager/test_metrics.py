@@ -133,11 +133,13 @@ async def test_the_leadership_metrics_follow_the_store_lease_from_leader_to_stan
     tmp_path: Path, pg_url: str
 ) -> None:
     settings = {"database_url": pg_url, "store_lease": 3.0, "metrics_listen": "127.0.0.1:0"}
-    async with running_manager(tmp_path / "a", **settings) as first:
-        async with running_manager(tmp_path / "b", **settings) as second:
-            assert await _leadership(first) == (1, 1, 1)
-            assert await _leadership(second) == (0, 1, 0), "a standby shows the holder's term"
+    async with (
+        running_manager(tmp_path / "a", **settings) as first,
+        running_manager(tmp_path / "b", **settings) as second,
+    ):
+        assert await _leadership(first) == (1, 1, 1)
+        assert await _leadership(second) == (0, 1, 0), "a standby shows the holder's term"
 
-            await first.server.shutdown()  # gives the lease up: the standby takes the next term
-            await eventually(lambda: second.server.leading, timeout=10, message="no takeover")
-            assert await _leadership(second) == (1, 2, 1)
+        await first.server.shutdown()  # gives the lease up: the standby takes the next term
+        await eventually(lambda: second.server.leading, timeout=10, message="no takeover")
+        assert await _leadership(second) == (1, 2, 1)
