@@ -383,6 +383,8 @@ class ManagerServer:
         if store is None or self._orchestrator is not orchestrator:
             return
         sent = time.monotonic()
+        if sent >= self._valid_until:
+            return  # too late to matter: the watchdog steps down
         try:
             state = await asyncio.wait_for(asyncio.to_thread(store.renew_lease), self._valid_until - sent)
         except TimeoutError:
