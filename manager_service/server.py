@@ -156,6 +156,7 @@ class ManagerServer:
         self.metrics.saw_term(state.term)
         if state.held:
             await self._lead(self._store, state, sent)
+            self._first_look = self._first_renewal(sent)
         else:
             await self._stand_by(state, sent)
         await server.start()
@@ -261,6 +262,11 @@ class ManagerServer:
             return _no_leader
         until = math.inf if state.expires_in is None else sent + state.expires_in
         return lambda: address if time.monotonic() < until else ""
+
+    def _first_renewal(self, sent: float) -> float:
+        """Seconds until the first renewal of a lease taken by a call sent at ``sent``: a period after taking
+        it, however long rebuilding the state from the store took."""
+        return max(0.0, sent + self.config.lease_renewal_period - time.monotonic())
 
     def _next_look(self, state: LeaseState) -> float:
         """Seconds until a standby looks at the lease again: every renewal period, and right after the holder's
@@ -409,7 +415,7 @@ class ManagerServer:
         self.metrics.saw_term(state.term)
         if state.held:
             await self._lead(store, state, sent)
-            return self.config.lease_renewal_period
+            return self._first_renewal(sent)
         self._gate.stand_by(self._standby_refusal(state), self._leader_hint(state, sent))
         return self._next_look(state)
 
