@@ -323,3 +323,12 @@ def test_the_store_lease_is_a_setting_and_the_idle_timeout_stays_below_it() -> N
         assert 2 * config.lease_renewal_period < lease - config.lease_margin < lease
     with pytest.raises(ConfigError, match="--store-lease"):
         parse_config(["--store-lease", "0"], {})
+
+
+def test_the_advertised_address_is_a_setting_empty_by_default_so_the_listen_address_is_used() -> None:
+    assert parse_config([], {}).advertise == ""
+    assert parse_config([], {"DBMAINT_ADVERTISE": "m1.example:50051"}).advertise == "m1.example:50051"
+    flagged = parse_config(["--advertise", "10.0.0.7:50051"], {"DBMAINT_ADVERTISE": "m1.example:50051"})
+    assert flagged.advertise == "10.0.0.7:50051"
+    with pytest.raises(ConfigError, match="--advertise"):
+        parse_config(["--advertise", "no-port"], {})
