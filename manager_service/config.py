@@ -55,10 +55,13 @@ class ManagerConfig:
     max_workers: int = 1_000
     max_watchers: int = 1_000
     shutdown_grace: float = 5.0
-    store_lease: float = 15.0
+    # Short, for failover within seconds (see LEASE_TRADE_OFF); raise it where fsync stalls for seconds.
+    store_lease: float = 6.0
     # PostgreSQL: LISTEN/NOTIFY wakes a standby's change follower early (a hint; it polls anyway). Off behind
     # PgBouncer in transaction pooling, where LISTEN does not work.
     store_notify: bool = True
+    # HOST:PORT clients and workers should use to reach this manager (empty: derived from --listen).
+    advertise: str = ""
     log_level: str = "INFO"
     # None: on when the listener is on loopback (grpcurl on the same machine), off when it is reachable from
     # elsewhere; a flag or DBMAINT_REFLECTION decides otherwise.
@@ -81,6 +84,24 @@ class ManagerConfig:
     @property
     def limits(self) -> Limits:
         return Limits(max_targets=self.max_targets, max_children=self.max_children, max_attempts=self.max_attempts)
+
+    @property
+    def lease_renewal_period(self) -> float:
+        """Seconds between two renewals by the leader (and between two looks by a standby): a third of the lease,
+        so two renewals in a row may fail before the lease is in danger."""
+        return self.store_lease / 3
+
+    @property
+    def lease_margin(self) -> float:
+        """Seconds before its lease could lapse at which a leader that could not renew it steps down by itself:
+        the time it needs to stop acting (refuse calls, stop dispatching) while it surely still holds it."""
+        return min(1.0, self.store_lease / 6)
+
+    @property
+    def lease_statement_timeout(self) -> float:
+        """Seconds PostgreSQL gives a lease statement (statement_timeout and lock_timeout), and the leader waits
+        for a renewal's answer at most: a renewal into a dead link fails long before the lease can lapse."""
+        return self.lease_renewal_period
 
     @property
     def store_idle_timeout(self) -> float:
@@ -166,7 +187,10 @@ OPTIONS = (
     _number("shutdown_grace", "seconds in-flight RPCs get to finish on SIGTERM", parsers.seconds()),
     _number(
         "store_lease",
-        "seconds a manager holds the job store without renewing it; a standby takes over once it lapses",
+        "seconds a manager holds the job store without renewing it (renewed every third of it); a standby takes "
+        "over once it lapses, so a crashed leader is replaced after about this long. A leader that cannot renew "
+        "it steps down by itself a second before it could lapse: on a machine whose disk stalls for seconds "
+        "(fsync under load), a short lease means false step-downs; raise it there",
         _SECONDS,
     ),
     Option(
@@ -179,6 +203,17 @@ OPTIONS = (
         default=_DEFAULTS.store_notify,
         metavar="on|off",
         show=parsers.show_on_off,
+    ),
+    Option(
+        name="advertise",
+        help="HOST:PORT clients and workers should use to reach this manager: stored with the job store lease, "
+        "and named by standbys in the `dbmaint-leader` trailing metadata of their `UNAVAILABLE` refusals",
+        flag="--advertise",
+        env="DBMAINT_ADVERTISE",
+        parse=parsers.host_port(allow_port_zero=False, optional=True),
+        default=_DEFAULTS.advertise,
+        metavar="HOST:PORT",
+        default_text="the `--listen` address with its bound port (the host name for a wildcard host)",
     ),
     LOG_LEVEL,
     LOG_FORMAT,

@@ -97,7 +97,12 @@ class ShuttingDown(Unavailable):
 
 class NotLeading(Unavailable):
     """This manager does not hold the store's lease (it is starting, or standing by): the message names the
-    manager that answers instead."""
+    manager that answers instead; ``leader`` is that manager's advertised address while its lease is alive
+    (empty: unknown)."""
+
+    def __init__(self, message: str, leader: str = "") -> None:
+        super().__init__(message)
+        self.leader = leader
 
 
 class StoreUnavailable(Unavailable):
@@ -114,12 +119,19 @@ class CommitOutcomeUnknown(StoreUnavailable):
 class LeaseLost(Unavailable):
     """This manager no longer holds the store's lease (another manager took it, or it lapsed): nothing was
     written, and this manager must stop acting on the store. ``holder`` and ``address`` name the holder now
-    (empty if nobody holds it)."""
+    (empty if nobody holds it); ``leader`` is its address only while its lease is alive (the hint a client may
+    follow; empty: unknown)."""
 
-    def __init__(self, message: str, holder: str = "", address: str = "") -> None:
+    def __init__(self, message: str, holder: str = "", address: str = "", *, leader: str = "") -> None:
         super().__init__(message)
         self.holder = holder
         self.address = address
+        self.leader = leader
+
+
+class LeaseNotRenewed(LeaseLost):
+    """The leader could not renew its lease in time (the store unreachable or too slow to answer) and stepped
+    down by itself before the lease could lapse: the store may still name it, but it acts no more."""
 
 
 class StoreInUse(Exception):

@@ -4,7 +4,9 @@ The gRPC server is built once, but the servicers change with every leadership te
 Orchestrator). ``LeaderGate`` is the innermost interceptor: while this manager leads, calls to dbmaint's
 services go to the handlers of the current term's servicers. On a standby, the read methods (``READ_METHODS``)
 go to the standby's read handlers (``serve_reads``), and every other call (writes, worker streams) ends
-UNAVAILABLE with a message that names the manager holding the store. Health and reflection are not gated.
+UNAVAILABLE with a message that names the manager holding the store, and the trailing metadata
+``dbmaint-leader`` with its advertised address while its lease is alive (none when that is not known). Health
+and reflection are not gated.
 """
 
 from __future__ import annotations
@@ -63,12 +65,12 @@ class HandlerTable:
         return None
 
 
-def _refusing(handler: Handler, message: Callable[[], str]) -> Handler:
-    """A handler of the same shape as ``handler`` that ends the call UNAVAILABLE with ``message()``."""
+def _refusing(handler: Handler, refusal: Callable[[], NotLeading]) -> Handler:
+    """A handler of the same shape as ``handler`` that ends the call UNAVAILABLE with ``refusal()``."""
     parse, serialize = handler.request_deserializer, handler.response_serializer
 
     async def refuse(context: Context) -> None:
-        await abort_with(context, NotLeading(message()))
+        await abort_with(context, refusal())
 
     if handler.request_streaming and handler.response_streaming:
 
@@ -112,6 +114,7 @@ class LeaderGate(_ServerInterceptor):
         self._table: HandlerTable | None = None
         self._reads: HandlerTable | None = None
         self._refusal = "this manager is starting"
+        self._leader: Callable[[], str] = _unknown
 
     @property
     def leading(self) -> bool:
@@ -120,10 +123,12 @@ class LeaderGate(_ServerInterceptor):
     def lead(self, table: HandlerTable) -> None:
         self._table = table
 
-    def stand_by(self, refusal: str) -> None:
-        """From now on every new call to dbmaint's services ends UNAVAILABLE with ``refusal``."""
+    def stand_by(self, refusal: str, leader: Callable[[], str] | None = None) -> None:
+        """From now on every new call to dbmaint's services ends UNAVAILABLE with ``refusal``, and the address
+        ``leader()`` gives at that moment (if any) as the leader hint."""
         self._table = None
         self._refusal = refusal
+        self._leader = leader or _unknown
 
     def serve_reads(self, table: HandlerTable | None) -> None:
         """While standing by, answer ``READ_METHODS`` with ``table``'s handlers (None: refuse them too)."""
@@ -150,4 +155,8 @@ class LeaderGate(_ServerInterceptor):
         registered = await continuation(handler_call_details)
         if registered is None or table is not None:
             return registered
-        return _refusing(registered, lambda: self._refusal)
+        return _refusing(registered, lambda: NotLeading(self._refusal, self._leader()))
+
+
+def _unknown() -> str:
+    return ""

@@ -1,13 +1,14 @@
 """The manager's Prometheus metrics. Counters and the histogram move on the hot path (a few microseconds per
 child); the gauges (workers, slots, queue depth per target) are read from the orchestrator when scraped, so they
-cost nothing between scrapes."""
+cost nothing between scrapes. The leadership metrics (leader, term, takeovers) move when the manager's role
+changes and when it looks at the store lease."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -104,6 +105,35 @@ class ManagerMetrics:
             buckets=LAG_BUCKETS,
             registry=self.registry,
         )
+
+        self.leader = Gauge(
+            "dbmaint_manager_leader",
+            "1 while this manager holds the job store lease and acts (the leader), 0 while it stands by.",
+            registry=self.registry,
+        )
+        self.term = Gauge(
+            "dbmaint_manager_term",
+            "The job store lease's term as this manager last saw it: its own while it leads, the holder's while "
+            "it stands by (0: not seen yet).",
+            registry=self.registry,
+        )
+        self.takeovers = Counter(
+            "dbmaint_manager_takeovers",
+            "Times this manager became the leader (took the job store lease and started acting).",
+            registry=self.registry,
+        )
+
+    def became_leader(self, term: int) -> None:
+        self.leader.set(1)
+        self.term.set(term)
+        self.takeovers.inc()
+
+    def stepped_down(self) -> None:
+        self.leader.set(0)
+
+    def saw_term(self, term: int) -> None:
+        """A look at the store lease (a standby's poll) found it at ``term``."""
+        self.term.set(term)
 
     def watch_fleet(self, view: Callable[[], FleetView]) -> None:
         """Register the scrape-time gauges, read through ``view``; a later call replaces the view (each

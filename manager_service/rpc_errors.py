@@ -1,7 +1,9 @@
 """The RPC edge of the domain errors: the ONE map from a domain error to the gRPC status a client sees, and the
 ``translate_errors`` decorator that applies it to every servicer method, unary and streaming alike.
 
-Rules: a DomainError ends the call with its mapped code and its own message; any other exception is a bug,
+Rules: a DomainError ends the call with its mapped code and its own message (a refusal by a manager that does
+not lead, NotLeading or LeaseLost, also with the leader's address in the trailing metadata key
+``dbmaint-leader`` when it is known); any other exception is a bug,
 logged with its traceback and answered INTERNAL (never a crash of the process); a cancelled call and a call
 already ended by ``context.abort`` pass through untouched.
 """
@@ -18,12 +20,15 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 
+from dbmaint.transport import LEADER_METADATA_KEY
 from manager_service.errors import (
     DomainError,
     JobAlreadyFinished,
     JobNotFound,
+    LeaseLost,
     LimitReached,
     MessageMalformed,
+    NotLeading,
     RequestIdReused,
     RequestInvalid,
     ScheduleChanged,
@@ -70,9 +75,15 @@ def status_code_for(error: DomainError) -> grpc.StatusCode:
 async def abort_with(context: Context, error: BaseException, method: str = "the call") -> NoReturn:
     """End the call for ``error``: its mapped status if it is a domain error, INTERNAL (logged) otherwise."""
     if isinstance(error, DomainError):
-        await context.abort(status_code_for(error), str(error))
+        await context.abort(status_code_for(error), str(error), leader_metadata(error))
     log.exception("%s failed unexpectedly", method, exc_info=error)
     await context.abort(grpc.StatusCode.INTERNAL, f"{method} failed unexpectedly; see the manager log")
+
+
+def leader_metadata(error: DomainError) -> tuple[tuple[str, str], ...]:
+    """The trailing metadata that points a refused client at the leader: none unless ``error`` knows it."""
+    leader = error.leader if isinstance(error, (NotLeading, LeaseLost)) else ""
+    return ((LEADER_METADATA_KEY, leader),) if leader else ()
 
 
 Method = TypeVar("Method", bound=Callable[..., Any])

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
+import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -24,7 +26,7 @@ from dbmaint.v1 import schedules_pb2 as spb
 from dbmaint.v1 import schedules_pb2_grpc as spb_grpc
 from manager_service.auth import AuthInterceptor
 from manager_service.config import ManagerConfig, is_loopback
-from manager_service.errors import CommitOutcomeUnknown, LeaseLost, StoreUnavailable
+from manager_service.errors import CommitOutcomeUnknown, LeaseLost, LeaseNotRenewed, StoreUnavailable
 from manager_service.gate import HandlerTable, LeaderGate
 from manager_service.malformed import MalformedRequestInterceptor
 from manager_service.metrics import NO_FLEET, ManagerMetrics
@@ -44,15 +46,31 @@ WORKER_SERVICE = pb.DESCRIPTOR.services_by_name["WorkerService"].full_name
 SCHEDULE_SERVICE = spb.DESCRIPTOR.services_by_name["ScheduleService"].full_name
 # SERVING only on the manager that holds the job store; the empty name is SERVING while the process runs.
 GATED_SERVICES = (MAINTENANCE_SERVICE, WORKER_SERVICE, SCHEDULE_SERVICE)
+# A standby looks at the lease this long after the holder's lease can lapse (the database's clock judges it).
+LAPSE_SLACK = 0.1
 
 
 class ManagerServer:
     """The gRPC server of one manager process. It serves while it runs; it ACTS only while it holds the job
     store's lease. Without it, it is a standby: health "" SERVING, dbmaint's services NOT_SERVING, the read
     methods answered from the store (``standby.StandbyReader``), writes and worker streams refused UNAVAILABLE
-    (naming the holder), the lease polled every third of its length. With it, an Orchestrator
-    rebuilt from the store serves them, and the lease is renewed every third of its length; losing it (a
-    renewal or any write raising LeaseLost) steps down to standby at once."""
+    (naming the holder, with the holder's advertised address as the ``dbmaint-leader`` hint while its lease is
+    alive); it looks at the lease every third of its length, and right when the holder's lease can
+    lapse. With it, an Orchestrator rebuilt from the store serves them, and the lease is renewed every third of
+    its length.
+
+    Stepping down, at once: when a renewal or any write raises LeaseLost, and, self-fencing, when the lease may
+    be about to lapse unrenewed. The leader knows its lease holds until ``valid_until``: the monotonic time the
+    last successful renewal was SENT plus the lease (the database set the expiry from its own now(), which came
+    later). A watchdog steps down at ``valid_until`` minus a margin whether or not a renewal ever answers, so a
+    leader cut off from the store (or frozen inside a renewal on a dead link) has stopped acting before a standby
+    can take over.
+
+    The trade-off of the lease's length: a crashed leader is replaced after at most one lease plus a moment
+    (a standby wakes when it can lapse), so a short lease fails over fast. But a leader must renew within two
+    thirds of it (minus the margin): a store whose commits stall longer (fsync on an overloaded disk) makes a
+    healthy leader step down and take the lease again, a pause of the work, not a double run. Raise
+    ``--store-lease`` where such stalls happen."""
 
     def __init__(self, config: ManagerConfig) -> None:
         self.config = config
@@ -69,6 +87,11 @@ class ManagerServer:
         self._health = HealthServicer()
         self._role = asyncio.Lock()  # one change of role at a time
         self._lease_task: asyncio.Task[None] | None = None
+        # While leading: the monotonic time until which the lease surely holds, and the task that steps down
+        # before it.
+        self._valid_until = 0.0
+        self._watchdog: asyncio.Task[None] | None = None
+        self._first_look = config.lease_renewal_period
         self._background: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
         self._failure: asyncio.Future[None] = self._loop.create_future()
@@ -84,7 +107,10 @@ class ManagerServer:
 
     @property
     def advertised_address(self) -> str:
-        """Where this manager listens, as a standby names it (a wildcard listener by its host name)."""
+        """Where clients should reach this manager (``--advertise``); by default where it listens (a wildcard
+        listener by its host name). Stored with the lease: standbys name it in their refusals."""
+        if self.config.advertise:
+            return self.config.advertise
         host = self.config.listen.rpartition(":")[0]
         if host in ("0.0.0.0", "[::]", "::", ""):
             host = socket.gethostname()
@@ -129,13 +155,16 @@ class ManagerServer:
             self.port = server.add_insecure_port(self.config.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
+        sent = time.monotonic()
         state = await asyncio.to_thread(
             self._store.acquire_lease, self.manager_id, self.config.store_lease, self.advertised_address
         )
+        self.metrics.saw_term(state.term)
         if state.held:
-            await self._lead(self._store, state)
+            await self._lead(self._store, state, sent)
+            self._first_look = self._first_renewal(sent)
         else:
-            await self._stand_by(state)
+            await self._stand_by(state, sent)
         await server.start()
         self._server = server
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -167,6 +196,7 @@ class ManagerServer:
             migrate=migrate,
             idle_in_transaction_timeout=self.config.store_idle_timeout,
             notify=self.config.store_notify,
+            link_timeout=self.config.lease_statement_timeout,
         )
 
         # Called on the thread of the write that found the lease gone: the step down runs on the loop.
@@ -189,8 +219,9 @@ class ManagerServer:
 
     # -- roles
 
-    async def _lead(self, store: SQLAlchemyJobStore, state: LeaseState) -> None:
-        """This manager took the lease: rebuild the in-flight state from the store and serve."""
+    async def _lead(self, store: SQLAlchemyJobStore, state: LeaseState, sent: float) -> None:
+        """This manager took the lease (the call that took it was sent at monotonic ``sent``): rebuild the
+        in-flight state from the store and serve."""
         orchestrator = Orchestrator(store, self.config.orchestrator_settings, self.metrics)
         try:
             await orchestrator.start()
@@ -206,41 +237,94 @@ class ManagerServer:
         pb_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(orchestrator), table)
         spb_grpc.add_ScheduleServiceServicer_to_server(ScheduleServicer(orchestrator, self.config.limits), table)
         self._orchestrator = orchestrator
+        self._valid_until = sent + self.config.store_lease
+        self._watchdog = asyncio.create_task(self._watch_lease(orchestrator), name="store-lease-watchdog")
         self._gate.lead(table)
-        for service in GATED_SERVICES:
-            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        log.info("holding the job store (term %d): serving", state.term)
+        self.metrics.became_leader(state.term)
+        await self._publish_health()
+        log.info("became leader (term %d): holding the job store, serving", state.term)
 
-    async def _stand_by(self, state: LeaseState) -> None:
-        self._gate.stand_by(f"this manager ({self.manager_id}) is a standby: {state.describe()}")
+    async def _stand_by(self, state: LeaseState, sent: float) -> None:
+        self._gate.stand_by(self._standby_refusal(state), self._leader_hint(state, sent))
+        self._first_look = self._next_look(state)
         await self._serve_reads()
-        for service in GATED_SERVICES:
-            await self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._publish_health()
         log.info("standby: %s; taking over when its lease lapses", state.describe())
 
+    async def _publish_health(self) -> None:
+        """dbmaint's services SERVING while this manager leads, NOT_SERVING otherwise."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if self.leading else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in GATED_SERVICES:
+            await self._health.set(service, status)
+
+    def _standby_refusal(self, state: LeaseState) -> str:
+        return f"this manager ({self.manager_id}) is a standby: {state.describe()}"
+
+    def _leader_hint(self, state: LeaseState, sent: float) -> Callable[[], str]:
+        """The gate's leader hint after a look at the lease sent at monotonic ``sent``: the holder's address
+        until its lease can lapse (``sent`` + what was left of it: never later than the database's expiry)."""
+        address = state.leader_hint if state.holder != self.manager_id else ""
+        if not address:
+            return _no_leader
+        until = math.inf if state.expires_in is None else sent + state.expires_in
+        return lambda: address if time.monotonic() < until else ""
+
+    def _first_renewal(self, sent: float) -> float:
+        """Seconds until the first renewal of a lease taken by a call sent at ``sent``: a period after taking
+        it, however long rebuilding the state from the store took."""
+        return max(0.0, sent + self.config.lease_renewal_period - time.monotonic())
+
+    def _next_look(self, state: LeaseState) -> float:
+        """Seconds until a standby looks at the lease again: every renewal period, and right after the holder's
+        lease can lapse if that comes first."""
+        period = self.config.lease_renewal_period
+        if state.expires_in is None:
+            return period
+        return min(period, max(0.0, state.expires_in) + LAPSE_SLACK)
+
     async def _step_down(self, orchestrator: Orchestrator, why: LeaseLost | CommitOutcomeUnknown) -> None:
-        """Stop acting at once: refuse new calls, NOT_SERVING, end the term's streams, stand by. After a write
-        whose outcome is unknown the lease is still ours: the next poll takes it again (a new term) and rebuilds
-        the in-flight state from the store, which is the only record to trust then."""
+        """Stop acting at once: refuse new calls, fence the term's store, NOT_SERVING, end the term's streams,
+        stand by. After a write whose outcome is unknown, or a lease it could not renew, the lease may still be
+        ours: the next look takes it again (a new term) once the store answers, and rebuilds the in-flight state
+        from the store, which is the only record to trust then."""
+        if self._orchestrator is not orchestrator or self._shutdown_started:
+            return  # already stepped down from this term
+        # Nothing awaited before this point: from here no new call reaches the term, and its store writes nothing
+        # more (a write already past its lease check is fenced by the database: a takeover waits for it).
+        self._orchestrator = None
+        store, self._store = self._store, None
+        if store is not None and isinstance(why, LeaseLost):
+            store.stop_writing(why)
+        hint = _no_leader
+        if isinstance(why, LeaseNotRenewed):
+            reason = f"{why}"
+            refusal = (
+                "is a standby: it could not renew its job store lease; taking it again once the store answers"
+            )
+        elif isinstance(why, LeaseLost):
+            reason = f"lost the job store lease: {why}"
+            holder = LeaseState(False, why.holder, why.address, 0, None).describe()
+            if why.holder in ("", self.manager_id):  # it lapsed and nobody took it: the next look takes it
+                holder = "its job store lease lapsed; taking it again"
+            refusal = f"is a standby: {holder}"
+            leader = why.leader
+            hint = (lambda: leader) if leader else _no_leader
+        else:
+            reason = f"{why}; it rebuilds from the store once the store answers"
+            refusal = "is rebuilding its state from the job store after a write whose outcome was unknown"
+        self._gate.stand_by(f"this manager ({self.manager_id}) {refusal}", hint)
+        self.metrics.stepped_down()
+        self.metrics.watch_fleet(lambda: NO_FLEET)
+        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
+            self._watchdog.cancel()
+        self._watchdog = None
+        log.warning("stepped down: %s; standing by", reason)
         async with self._role:
-            if self._orchestrator is not orchestrator or self._shutdown_started:
-                return  # already stepped down from this term
-            self._orchestrator = None
-            if isinstance(why, LeaseLost):
-                holder = LeaseState(False, why.holder, why.address, 0, None).describe()
-                if why.holder in ("", self.manager_id):  # it lapsed and nobody took it: the next poll takes it
-                    holder = "its job store lease lapsed; taking it again"
-                refusal = f"is a standby: {holder}"
-                log.warning("lost the job store lease: %s; standing by", why)
-            else:
-                refusal = "is rebuilding its state from the job store after a write whose outcome was unknown"
-                log.warning("%s: ending this term; it rebuilds from the store once the store answers", why)
-            self._gate.stand_by(f"this manager ({self.manager_id}) {refusal}")
             await self._serve_reads()
-            for service in GATED_SERVICES:
-                await self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-            self.metrics.watch_fleet(lambda: NO_FLEET)
-            await self._close_term(orchestrator)
+            await self._publish_health()
+        await self._close_term(orchestrator)
 
     async def _serve_reads(self) -> None:
         """Answer the read methods from the store while standing by (the reader is made once)."""
@@ -248,7 +332,9 @@ class ManagerServer:
             # Not open_store: it would read the schema's revision, and a step-down after a store outage must not
             # wait for (or fail on) the store. The schema was brought up to date when this manager started.
             self._standby = StandbyReader(
-                SQLAlchemyJobStore(make_engine(self.config.database_url)),
+                SQLAlchemyJobStore(
+                    make_engine(self.config.database_url, link_timeout=self.config.lease_statement_timeout)
+                ),
                 max_watchers=self.config.max_watchers,
                 max_watch_backlog=self.config.orchestrator_settings.max_watch_backlog,
                 notify_conninfo=_listen_conninfo(self.config.database_url) if self.config.store_notify else None,
@@ -262,10 +348,10 @@ class ManagerServer:
         self._gate.serve_reads(table)
 
     async def _close_term(self, orchestrator: Orchestrator) -> None:
-        """End a term's orchestrator and its store (a standby polls with a store of its own)."""
+        """End a term's orchestrator and its store (a standby looks with a store of its own). On a store that
+        does not answer this waits for its calls to fail: the step down has happened already."""
         await orchestrator.shutdown()
         await asyncio.to_thread(orchestrator.close_store)
-        self._store = None
 
     def _store_stopped(self, store: SQLAlchemyJobStore, why: LeaseLost | CommitOutcomeUnknown) -> None:
         """``store`` stopped writing: the lease is gone, or a write's outcome is unknown (called on the loop)."""
@@ -287,42 +373,81 @@ class ManagerServer:
         self._background.add(task)  # keep a reference until it is done
         task.add_done_callback(self._background.discard)
 
+    async def _watch_lease(self, orchestrator: Orchestrator) -> None:
+        """Self-fencing: step down at ``valid_until`` minus the margin unless a renewal moved it on, whether or
+        not the renewal in flight ever answers."""
+        margin = self.config.lease_margin
+        while self._orchestrator is orchestrator:
+            left = self._valid_until - margin - time.monotonic()
+            if left <= 0:
+                since = time.monotonic() - (self._valid_until - self.config.store_lease)
+                why = LeaseNotRenewed(
+                    f"could not renew the job store lease (last renewed {since:.1f}s ago, lease "
+                    f"{self.config.store_lease:g}s): stepping down {margin:.1f}s before it could lapse"
+                )
+                self._spawn(self._step_down(orchestrator, why))
+                return
+            await asyncio.sleep(left)
+
     async def _hold_lease(self) -> None:
-        """Renew the lease while leading; poll it while standing by. Every third of the lease."""
-        period = self.config.store_lease / 3
+        """Renew the lease while leading, every renewal period; look at it while standing by (``_next_look``)."""
+        period = self.config.lease_renewal_period
+        delay = self._first_look
         while True:
-            await asyncio.sleep(period)
+            await asyncio.sleep(delay)
+            began = time.monotonic()
+            delay = period
             try:
-                async with self._role:
-                    if self._shutdown_started:
-                        return
-                    if self._orchestrator is not None:
-                        await self._renew(self._orchestrator)
-                    else:
-                        await self._try_to_lead()
+                orchestrator = self._orchestrator
+                if self._shutdown_started:
+                    return
+                if orchestrator is not None:
+                    # Not under the role lock: a renewal that hangs must not hold a step down up.
+                    await self._renew(orchestrator)
+                    delay = max(0.0, began + period - time.monotonic())
+                else:
+                    async with self._role:
+                        if self._shutdown_started:
+                            return
+                        delay = await self._try_to_lead()
             except StoreUnavailable as error:
-                log.warning("job store lease: %s; trying again in %.1fs", error, period)
+                log.warning("job store lease: %s; trying again in %.1fs", error, delay)
 
     async def _renew(self, orchestrator: Orchestrator) -> None:
+        """One renewal. Waits for its answer only while the lease surely holds: the watchdog acts after that."""
         store = self._store
-        assert store is not None
+        if store is None or self._orchestrator is not orchestrator:
+            return
+        sent = time.monotonic()
+        if sent >= self._valid_until:
+            return  # too late to matter: the watchdog steps down
         try:
-            await asyncio.to_thread(store.renew_lease)
+            state = await asyncio.wait_for(asyncio.to_thread(store.renew_lease), self._valid_until - sent)
+        except TimeoutError:
+            log.warning("job store lease: a renewal sent %.1fs ago has not been answered", time.monotonic() - sent)
+            return
         except LeaseLost as lost:
             self._spawn(self._step_down(orchestrator, lost))
+            return
+        if self._orchestrator is orchestrator:
+            self._valid_until = max(self._valid_until, sent + self.config.store_lease)
+            self.metrics.saw_term(state.term)
 
-    async def _try_to_lead(self) -> None:
+    async def _try_to_lead(self) -> float:
+        """One look at the lease by a standby: take it if it is free. Returns the seconds until the next look."""
         if self._store is None:
             self._store = await asyncio.to_thread(self._open_store, False)
         store = self._store
+        sent = time.monotonic()
         state = await asyncio.to_thread(
             store.acquire_lease, self.manager_id, self.config.store_lease, self.advertised_address
         )
+        self.metrics.saw_term(state.term)
         if state.held:
-            log.info("the job store lease was free: taking over (term %d)", state.term)
-            await self._lead(store, state)
-        else:
-            self._gate.stand_by(f"this manager ({self.manager_id}) is a standby: {state.describe()}")
+            await self._lead(store, state, sent)
+            return self._first_renewal(sent)
+        self._gate.stand_by(self._standby_refusal(state), self._leader_hint(state, sent))
+        return self._next_look(state)
 
     def _on_lease_task_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self._shutdown_started:
@@ -344,6 +469,11 @@ class ManagerServer:
         if self._lease_task is not None:
             self._lease_task.cancel()
             await asyncio.gather(self._lease_task, return_exceptions=True)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if self._background:
+            # A step down still closing its term (its store may be slow to fail): give it the grace period.
+            await asyncio.wait(set(self._background), timeout=self.config.shutdown_grace)
         async with self._role:
             self._gate.stand_by("the manager is shutting down")
             self._gate.serve_reads(None)
@@ -367,6 +497,10 @@ class ManagerServer:
             self._metrics_server.server_close()  # shutdown() stops serving; this closes the listening socket
         self._stopped.set()
         log.info("stopped")
+
+
+def _no_leader() -> str:
+    return ""
 
 
 def _release_quietly(store: SQLAlchemyJobStore) -> None:

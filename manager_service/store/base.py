@@ -58,6 +58,13 @@ class LeaseState:
     term: int
     expires_in: float | None
 
+    @property
+    def leader_hint(self) -> str:
+        """The address clients should try instead: the holder's, while another holder has the lease and it has
+        not lapsed; empty when that is not known."""
+        lapsed = self.expires_in is not None and self.expires_in <= 0
+        return self.address if self.holder and not self.held and not lapsed else ""
+
     def describe(self) -> str:
         if not self.holder:
             return "no manager holds the job store"

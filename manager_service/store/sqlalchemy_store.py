@@ -18,6 +18,12 @@ every committed change before it (the leader's writes are serialized anyway: one
 lease). With ``notify``, such a transaction also sends ONE ``pg_notify`` on ``CHANGES_CHANNEL``: a hint for the
 standbys' pollers, never the only way they learn of a change.
 
+No call of a manager's store can hang forever on a dead link (``link_timeout``): connecting gives up after
+``connect_timeout``, TCP keepalives and ``tcp_user_timeout`` end a connection whose peer stopped answering, and
+the lease statements run under ``statement_timeout`` and ``lock_timeout``, so a renewal fails (StoreUnavailable)
+instead of waiting past the lease. ``stop_writing`` fences a store from the inside: a leader that stepped down by
+itself writes nothing more, even if the link comes back.
+
 Every write stamps the rows it writes with a fresh ``commit_token``. When the link breaks during COMMIT, the
 store reconnects and reads the token back from one of those rows: committed, the write's outcome is returned;
 not committed, StoreUnavailable (nothing changed); the store still unreachable, CommitOutcomeUnknown.
@@ -28,6 +34,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import json
+import math
 import os
 import time
 import uuid
@@ -58,7 +65,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from dbmaint.operations import CHILD_JOB_TYPE, PARENT_JOB_TYPE, JobStatus, Operation, OperationReport
@@ -127,9 +134,6 @@ CHECK_LEASE = (
     )
     .with_for_update(read=True)
 )
-READ_LEASE = select(store_lease.c.holder, store_lease.c.address, store_lease.c.term).where(
-    store_lease.c.name == bindparam("b_name")
-)
 _EXPIRES_IN = func.extract("epoch", store_lease.c.expires_at - func.now()).label("expires_in")
 _UNTIL = func.now() + bindparam("b_ttl", type_=Interval())
 _OURS = (
@@ -161,6 +165,11 @@ LEASE_STATE = select(store_lease.c.holder, store_lease.c.address, store_lease.c.
 )
 RENEW_LEASE = (
     update(store_lease).where(*_OURS).values(expires_at=_UNTIL).returning(store_lease.c.address, _EXPIRES_IN)
+)
+# Both for the rest of the transaction only (SET LOCAL), in one round trip.
+LEASE_TIMEOUTS = select(
+    func.set_config("statement_timeout", bindparam("b_timeout"), True),
+    func.set_config("lock_timeout", bindparam("b_timeout"), True),
 )
 RELEASE_LEASE = update(store_lease).where(*_OURS).values(holder="", address="", expires_at=func.now())
 COMMIT_TOKEN_OF = select(jobs.c.commit_token).where(jobs.c.id == bindparam("b_id"))
@@ -225,35 +234,46 @@ def _transition_statement(columns: tuple[str, ...], fenced: bool) -> Update:
 
 
 def open_store(
-    url: str, *, migrate: bool = True, idle_in_transaction_timeout: float | None = None, notify: bool = True
+    url: str,
+    *,
+    migrate: bool = True,
+    idle_in_transaction_timeout: float | None = None,
+    link_timeout: float | None = None,
+    notify: bool = True,
 ) -> SQLAlchemyJobStore:
     """Open the store at a SQLAlchemy URL, bringing its schema to the newest migration first (unless
     ``migrate`` is False: then a schema that is not current is an error). ``idle_in_transaction_timeout``
     (PostgreSQL): seconds after which the server ends a session of this store idle inside a transaction; a
-    manager sets it below its store lease. ``notify`` (PostgreSQL): each write transaction that changed jobs sends
-    one NOTIFY on ``CHANGES_CHANNEL`` (off behind PgBouncer in transaction pooling)."""
-    engine = make_engine(url, idle_in_transaction_timeout=idle_in_transaction_timeout)
+    manager sets it below its store lease. ``link_timeout`` (PostgreSQL): seconds after which a connection
+    attempt, a silent peer or a lease statement gives up (see the module docstring); a manager sets it well
+    below its store lease. ``notify`` (PostgreSQL): each write transaction that changed jobs sends one NOTIFY on
+    ``CHANGES_CHANNEL`` (off behind PgBouncer in transaction pooling)."""
+    engine = make_engine(url, idle_in_transaction_timeout=idle_in_transaction_timeout, link_timeout=link_timeout)
     if migrate:
         migrations.upgrade(engine)
     else:
-        current, head = migrations.current_revision(engine), migrations.head_revision()
+        try:
+            with _store_errors():  # a standby opening a store it cannot reach tries again later
+                current = migrations.current_revision(engine)
+        except StoreUnavailable:
+            engine.dispose()
+            raise
+        head = migrations.head_revision()
         if current != head:
             engine.dispose()
             raise RuntimeError(
                 f"the job store schema is at revision {current}, not {head}: run dbmaint-manager migrate"
             )
-    return SQLAlchemyJobStore(engine, notify=notify)
+    return SQLAlchemyJobStore(engine, lease_statement_timeout=link_timeout, notify=notify)
 
 
-def make_engine(url: str, *, idle_in_transaction_timeout: float | None = None) -> Engine:
+def make_engine(
+    url: str, *, idle_in_transaction_timeout: float | None = None, link_timeout: float | None = None
+) -> Engine:
     parsed = make_url(url)
-    if parsed.get_backend_name() == "postgresql" and idle_in_transaction_timeout is not None:
-        setting = f"-c idle_in_transaction_session_timeout={max(1, round(idle_in_transaction_timeout * 1000))}"
-        options = parsed.query.get("options")
-        given = " ".join(options) if isinstance(options, tuple) else options
-        return create_engine(
-            parsed, pool_pre_ping=True, connect_args={"options": f"{given} {setting}" if given else setting}
-        )
+    if parsed.get_backend_name() == "postgresql":
+        connect_args = _postgres_connect_args(parsed, idle_in_transaction_timeout, link_timeout)
+        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
@@ -261,6 +281,34 @@ def make_engine(url: str, *, idle_in_transaction_timeout: float | None = None) -
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
     _configure_sqlite(engine)
     return engine
+
+
+def _postgres_connect_args(
+    parsed: URL, idle_in_transaction_timeout: float | None, link_timeout: float | None
+) -> dict[str, Any]:
+    """libpq connection parameters of a manager's store. A parameter given in the URL wins.
+
+    ``link_timeout`` bounds how long a dead link can hold a call: ``connect_timeout`` (whole seconds, at least 2
+    as libpq wants), keepalives that probe an idle connection after ``link_timeout`` and give up after three
+    unanswered probes a second apart, and ``tcp_user_timeout``: data unacknowledged for ``link_timeout`` ends the
+    connection (keepalives alone do not cover a request sent into a dead link)."""
+    args: dict[str, Any] = {}
+    if idle_in_transaction_timeout is not None:
+        setting = f"-c idle_in_transaction_session_timeout={max(1, round(idle_in_transaction_timeout * 1000))}"
+        options = parsed.query.get("options")
+        given = " ".join(options) if isinstance(options, tuple) else options
+        args["options"] = f"{given} {setting}" if given else setting
+    if link_timeout is not None:
+        link = {
+            "connect_timeout": max(2, math.ceil(link_timeout)),
+            "keepalives": 1,
+            "keepalives_idle": max(1, math.ceil(link_timeout)),
+            "keepalives_interval": 1,
+            "keepalives_count": 3,
+            "tcp_user_timeout": max(1, round(link_timeout * 1000)),
+        }
+        args.update({key: value for key, value in link.items() if key not in parsed.query})
+    return args
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -563,10 +611,22 @@ def _round_robin(pairs: list[tuple[str, Operation]], per_target: int) -> list[tu
 class SQLAlchemyJobStore:
     """JobStore on any SQLAlchemy 2 engine (SQLite file by default)."""
 
-    def __init__(self, engine: Engine, *, notify: bool = True) -> None:
+    def __init__(
+        self, engine: Engine, lease_statement_timeout: float | None = None, *, notify: bool = True
+    ) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
         self.notify = notify and self._postgres
+        # statement_timeout and lock_timeout of the lease statements, in ms (None: the server's settings).
+        self._lease_timeout_ms = (
+            max(1, round(lease_statement_timeout * 1000)) if lease_statement_timeout is not None else None
+        )
+        # Set by stop_writing: every later write (and renewal) raises it, touching nothing.
+        self._stopped: LeaseLost | None = None
+        # A call still out when the store closed (a renewal abandoned on a dead link) hands its connection back
+        # to a pool nobody uses any more: close it then instead of leaving it open.
+        self._closed = False
+        event.listen(engine, "checkin", self._close_if_store_closed)
         self._lock_rows = engine.dialect.name != "sqlite"  # SQLite locks the whole file for a writer anyway
         # The lease row is PostgreSQL's; a SQLite store is fenced by its lock file instead.
         self._lease_rows = engine.dialect.name != "sqlite"
@@ -581,11 +641,16 @@ class SQLAlchemyJobStore:
         # noticed it first.
         self.on_stop: Callable[[LeaseLost | CommitOutcomeUnknown], None] | None = None
 
+    def _close_if_store_closed(self, dbapi_connection: Any, record: Any) -> None:
+        if self._closed and record is not None:
+            record.invalidate()
+
     @property
     def engine(self) -> Engine:
         return self._engine
 
     def close(self) -> None:
+        self._closed = True
         self._engine.dispose()
         if self._lock_file is not None:
             self._lock_file.close()  # releases the SQLite store's lock
@@ -603,6 +668,8 @@ class SQLAlchemyJobStore:
         rows it writes (``_stamp``), and a COMMIT whose outcome is unknown is reconciled from the store."""
         if self._unsure is not None:
             raise CommitOutcomeUnknown(f"this store writes nothing more: {self._unsure}")
+        if self._stopped is not None:
+            raise self._stopped
         token = os.urandom(16).hex()
         probe: str | None = None
         lost: DBAPIError | None = None
@@ -664,14 +731,17 @@ class SQLAlchemyJobStore:
     def _lease_lost(self, conn: Connection, what: str) -> LeaseLost:
         assert self._fence is not None
         holder, term, _ = self._fence
-        row = conn.execute(READ_LEASE, {"b_name": LEASE_NAME}).first()
-        now_holder, address = (row.holder, row.address) if row is not None else ("", "")
-        state = LeaseState(False, now_holder, address, row.term if row is not None else 0, None)
+        row = conn.execute(LEASE_STATE, {"b_name": LEASE_NAME}).first()
+        if row is None:
+            state = LeaseState(False, "", "", 0, None)
+        else:
+            state = LeaseState(False, row.holder, row.address, row.term, float(row.expires_in))
         lost = LeaseLost(
             f"this manager ({holder}, term {term}) no longer holds the job store's lease; {what}: "
             f"{state.describe()}",
-            now_holder,
-            address,
+            state.holder,
+            state.address,
+            leader=state.leader_hint if state.holder != holder else "",
         )
         if self.on_stop is not None:
             self.on_stop(lost)
@@ -712,11 +782,27 @@ class SQLAlchemyJobStore:
 
     # -- the store lease
 
+    def stop_writing(self, why: LeaseLost) -> None:
+        """From now on every write and renewal of this store raises ``why`` without touching the database (a
+        leader that stepped down by itself, its lease possibly still alive in the store). Not undone: the next
+        term uses a fresh store."""
+        self._stopped = why
+
+    @contextmanager
+    def _lease_transaction(self) -> Iterator[Connection]:
+        """A transaction of lease statements, bounded by the lease statement timeout (a lock held by a write in
+        flight, or a database that does not answer, fails it instead of holding the lease loop up)."""
+        with self._transaction() as conn:
+            if self._lease_timeout_ms is not None:
+                timeout = self._lease_timeout_ms
+                conn.execute(LEASE_TIMEOUTS, {"b_timeout": str(timeout)})
+            yield conn
+
     def acquire_lease(self, holder: str, ttl: float, address: str = "") -> LeaseState:
         if not self._lease_rows:
             return self._lock_sqlite(holder, ttl, address)
         params = {"b_name": LEASE_NAME, "b_holder": holder, "b_address": address, "b_ttl": timedelta(seconds=ttl)}
-        with self._transaction() as conn:
+        with self._lease_transaction() as conn:
             conn.execute(
                 pg_insert(store_lease)
                 .values(name=LEASE_NAME, holder="", address="", term=0, expires_at=func.now())
@@ -739,11 +825,13 @@ class SQLAlchemyJobStore:
     def renew_lease(self) -> LeaseState:
         if self._fence is None:
             raise LeaseLost("this store never took the job store's lease")
+        if self._stopped is not None:
+            raise self._stopped
         holder, term, ttl = self._fence
         if not self._lease_rows:
             return LeaseState(True, holder, "", term, None)
         params = {"b_name": LEASE_NAME, "b_holder": holder, "b_term": term, "b_ttl": timedelta(seconds=ttl)}
-        with self._transaction() as conn:
+        with self._lease_transaction() as conn:
             renewed = conn.execute(RENEW_LEASE, params).first()
             if renewed is None:
                 raise self._lease_lost(conn, "it cannot be renewed")
@@ -758,7 +846,7 @@ class SQLAlchemyJobStore:
                 self._lock_file.close()
                 self._lock_file = None
             return
-        with self._transaction() as conn:
+        with self._lease_transaction() as conn:
             conn.execute(RELEASE_LEASE, {"b_name": LEASE_NAME, "b_holder": holder, "b_term": term})
 
     @contextmanager

@@ -1,15 +1,19 @@
-"""The manager's /metrics endpoint: the counters, the histogram and the scrape-time gauges move when a job runs."""
+"""The manager's /metrics endpoint: the counters, the histogram and the scrape-time gauges move when a job runs;
+the leadership metrics follow who holds the job store lease."""
 
 from __future__ import annotations
 
 import asyncio
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dbmaint.v1 import maintenance_pb2 as pb
 from tests.support.manager import Manager, eventually, running_manager
+from tests.support.servers import fresh_postgres_database
 
 CHILD, PARENT = "database_maintenance_operation", "database_maintenance_parent"
 
@@ -106,3 +110,36 @@ async def test_no_dispatch_gap_when_the_queued_child_could_not_run_yet(tmp_path:
         await w.complete((await w.wait_assignments(3))[2])
         await eventually(lambda: _parent_done(m, first.parent.id))
         assert (await scrape(m))[("dbmaint_dispatch_gap_seconds_count", ())] == 0
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with fresh_postgres_database("dbmaint_metrics") as url:
+        yield url.render_as_string(hide_password=False)
+
+
+async def _leadership(m: Manager) -> tuple[float, float, float]:
+    """(leader, term, takeovers) as scraped."""
+    samples = await scrape(m)
+    return (
+        samples[("dbmaint_manager_leader", ())],
+        samples[("dbmaint_manager_term", ())],
+        samples[("dbmaint_manager_takeovers_total", ())],
+    )
+
+
+@pytest.mark.timeout(60)
+async def test_the_leadership_metrics_follow_the_store_lease_from_leader_to_standby(
+    tmp_path: Path, pg_url: str
+) -> None:
+    settings = {"database_url": pg_url, "store_lease": 3.0, "metrics_listen": "127.0.0.1:0"}
+    async with (
+        running_manager(tmp_path / "a", **settings) as first,
+        running_manager(tmp_path / "b", **settings) as second,
+    ):
+        assert await _leadership(first) == (1, 1, 1)
+        assert await _leadership(second) == (0, 1, 0), "a standby shows the holder's term"
+
+        await first.server.shutdown()  # gives the lease up: the standby takes the next term
+        await eventually(lambda: second.server.leading, timeout=10, message="no takeover")
+        assert await _leadership(second) == (1, 2, 1)

@@ -3,12 +3,16 @@ in tests/e2e/test_standby.py).
 
 Health is pinned: the empty service name is SERVING while the process runs, standbys included; WorkerService
 and MaintenanceService are SERVING only on the manager that holds the store. A standby refuses worker streams
-and requests UNAVAILABLE, naming the holder.
+and requests UNAVAILABLE, naming the holder, with the holder's advertised address in the trailing metadata
+``dbmaint-leader`` while its lease is alive. A leader cut off from the store steps down by itself before its
+lease can lapse.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +20,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from dbmaint.config import ConfigError
@@ -23,7 +28,9 @@ from dbmaint.v1 import maintenance_pb2 as pb
 from manager_service.config import parse_config
 from manager_service.errors import LeaseLost, StoreInUse
 from manager_service.server import MAINTENANCE_SERVICE, WORKER_SERVICE
+from manager_service.store import open_store
 from tests.support.manager import Manager, eventually, running_manager
+from tests.support.proxy import TcpProxy
 from tests.support.servers import fresh_postgres_database
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -48,6 +55,16 @@ async def _refused(call: object) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await call  # type: ignore[misc]
     return refused.value
+
+
+async def _names_the_leader(manager: Manager, address: str) -> bool:
+    refused = await _refused(manager.api.ListWorkers(pb.ListWorkersRequest()))
+    return _hint(refused.trailing_metadata()) == address
+
+
+def _hint(metadata: object) -> str | None:
+    """The ``dbmaint-leader`` value of a call's trailing metadata (None: absent)."""
+    return dict(metadata or ()).get("dbmaint-leader")  # type: ignore[call-overload, no-any-return]
 
 
 @pytest.mark.timeout(60)
@@ -113,6 +130,7 @@ async def test_a_leader_that_loses_the_lease_stops_acting_and_stands_by(tmp_path
         refused = await _refused(manager.api.CreateMaintenance(pb.CreateMaintenanceRequest(targets=["db"])))
         assert refused.code() == grpc.StatusCode.UNAVAILABLE
         assert "intruder at 10.9.9.9:50051" in (refused.details() or "")
+        assert _hint(refused.trailing_metadata()) == "10.9.9.9:50051", "the write that found the lease gone"
 
         async def standing_by() -> bool:
             return await _health(manager) == (SERVING, NOT_SERVING, NOT_SERVING)
@@ -121,6 +139,106 @@ async def test_a_leader_that_loses_the_lease_stops_acting_and_stands_by(tmp_path
         await eventually(lambda: worker.ended, timeout=5, message="the worker's stream was closed")
         again = await _refused(manager.api.DrainWorker(pb.DrainWorkerRequest(worker_id="w1")))
         assert again.code() == grpc.StatusCode.UNAVAILABLE and "intruder" in (again.details() or "")
+        assert _hint(again.trailing_metadata()) == "10.9.9.9:50051", "the standby it became"
+
+
+@pytest.mark.timeout(60)
+async def test_a_standbys_refusals_carry_the_leaders_advertised_address_in_the_trailing_metadata(
+    tmp_path: Path, pg_url: str
+) -> None:
+    async with (
+        running_manager(
+            tmp_path / "a", database_url=pg_url, store_lease=3.0, advertise="leader.example:50051"
+        ) as a,
+        running_manager(tmp_path / "b", database_url=pg_url, store_lease=3.0) as standby,
+    ):
+        create = await _refused(standby.api.CreateMaintenance(pb.CreateMaintenanceRequest(targets=["db"])))
+        assert create.code() == grpc.StatusCode.UNAVAILABLE
+        assert _hint(create.trailing_metadata()) == "leader.example:50051"
+        assert "at leader.example:50051" in (create.details() or ""), "--advertise is what the lease row holds"
+
+        worker = standby.worker("w1", ["db"])
+        await worker.open()
+        assert await worker.status() == grpc.StatusCode.UNAVAILABLE
+        assert _hint(await worker.call.trailing_metadata()) == "leader.example:50051", "worker streams too"
+
+        answered = a.api.ListWorkers(pb.ListWorkersRequest())
+        await answered
+        assert _hint(await answered.trailing_metadata()) is None, "the leader answers itself"
+
+
+@pytest.mark.timeout(60)
+async def test_a_standby_looks_again_when_the_holders_lease_can_lapse_not_a_whole_period_later(
+    tmp_path: Path, pg_url: str
+) -> None:
+    open_store(pg_url).close()
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO store_lease (name, holder, address, term, expires_at) "
+                "VALUES ('manager', 'crashed', '10.9.9.9:50051', 7, now() + interval '2 seconds')"
+            )
+        )
+    engine.dispose()
+    # A 60 s lease: the standby's regular look comes every 20 s; the crashed holder's lease lapses in 2.
+    async with running_manager(tmp_path, database_url=pg_url, store_lease=60.0) as standby:
+        assert not standby.server.leading
+        refused = await _refused(standby.api.ListWorkers(pb.ListWorkersRequest()))
+        assert _hint(refused.trailing_metadata()) == "10.9.9.9:50051", "while the holder's lease is alive"
+
+        await eventually(lambda: standby.server.leading, timeout=10, message="no takeover when the lease lapsed")
+        assert await _health(standby) == (SERVING, SERVING, SERVING)
+
+
+@pytest.mark.timeout(90)
+async def test_a_leader_cut_off_from_the_store_steps_down_before_its_lease_can_lapse_and_commits_nothing_after(
+    tmp_path: Path, pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="manager_service")
+    with TcpProxy("127.0.0.1:5432") as link:
+        via_link = make_url(pg_url).set(host=link.host, port=link.port).render_as_string(hide_password=False)
+        async with running_manager(tmp_path / "a", database_url=via_link, store_lease=3.0) as leader:
+            created = await leader.create(["db"], [pb.OPERATION_ANALYZE])
+            worker = await leader.connected_worker("w1", ["db"])
+            (assignment,) = await worker.wait_assignments(1)
+            async with running_manager(tmp_path / "b", database_url=pg_url, store_lease=3.0) as standby:
+                assert leader.server.leading and not standby.server.leading
+                link.blackhole()  # every byte to and from the store is dropped; no side sees an error
+                await worker.complete(assignment)  # the leader's commit of it goes into the dead link
+
+                # Sampled until the standby leads: the old leader must have stopped acting first (a standby can
+                # only take the lease once it lapsed by the database's clock).
+                samples: list[tuple[bool, bool]] = []
+                deadline = time.monotonic() + 30
+                while not standby.server.leading and time.monotonic() < deadline:
+                    samples.append((leader.server.leading, standby.server.leading))
+                    await asyncio.sleep(0.005)
+                assert standby.server.leading, "the standby never took over"
+                assert samples[0] == (True, False), "the leader led when the link died"
+                assert samples[-1] == (False, False), "the cut-off leader still acted when its lease lapsed"
+                assert await _health(leader) == (SERVING, NOT_SERVING, NOT_SERVING)
+                assert leader.server.metrics.registry.get_sample_value("dbmaint_manager_leader") == 0
+                assert leader.server.metrics.registry.get_sample_value("dbmaint_manager_takeovers_total") == 1
+
+                refused = await _refused(leader.api.CreateMaintenance(pb.CreateMaintenanceRequest(targets=["db"])))
+                assert refused.code() == grpc.StatusCode.UNAVAILABLE
+                assert _hint(refused.trailing_metadata()) is None, "it cannot know who leads now"
+
+                # The link comes back (and the stuck connections break): the old leader still writes nothing.
+                link.heal()
+                link.cut()
+                await eventually(
+                    lambda: _names_the_leader(leader, standby.server.advertised_address),
+                    timeout=15,
+                    message="the old leader, a standby again, never named the new leader",
+                )
+                child = await standby.get(created.children[0].id)
+                assert (child.job.status, child.job.attempt) == (pb.JOB_STATUS_RUNNING, 1), (
+                    "the result sent to the cut-off leader was not committed"
+                )
+                assert "stepped down: could not renew the job store lease" in caplog.text
+                assert "became leader (term 2)" in caplog.text, "the standby took the next term"
 
 
 @pytest.mark.timeout(60)
@@ -194,12 +312,23 @@ async def test_a_fatal_lease_lost_of_the_orchestrator_steps_down_instead_of_stop
 
 
 def test_the_store_lease_is_a_setting_and_the_idle_timeout_stays_below_it() -> None:
-    assert parse_config([], {}).store_lease == 15.0
+    assert parse_config([], {}).store_lease == 6.0, "short by default: failover within seconds"
     assert parse_config([], {"DBMAINT_STORE_LEASE": "4"}).store_lease == 4.0
     config = parse_config(["--store-lease", "6"], {"DBMAINT_STORE_LEASE": "4"})
     assert config.store_lease == 6.0
-    for lease in (0.5, 1.5, 3.0, 15.0, 60.0):
-        idle = parse_config(["--store-lease", str(lease)], {}).store_idle_timeout
-        assert 0 < idle < lease
+    for lease in (0.5, 1.5, 3.0, 6.0, 15.0, 60.0):
+        config = parse_config(["--store-lease", str(lease)], {})
+        assert 0 < config.store_idle_timeout < lease
+        # The watchdog steps down after two missed renewals at the earliest, and before the lease can lapse.
+        assert 2 * config.lease_renewal_period < lease - config.lease_margin < lease
     with pytest.raises(ConfigError, match="--store-lease"):
         parse_config(["--store-lease", "0"], {})
+
+
+def test_the_advertised_address_is_a_setting_empty_by_default_so_the_listen_address_is_used() -> None:
+    assert parse_config([], {}).advertise == ""
+    assert parse_config([], {"DBMAINT_ADVERTISE": "m1.example:50051"}).advertise == "m1.example:50051"
+    flagged = parse_config(["--advertise", "10.0.0.7:50051"], {"DBMAINT_ADVERTISE": "m1.example:50051"})
+    assert flagged.advertise == "10.0.0.7:50051"
+    with pytest.raises(ConfigError, match="--advertise"):
+        parse_config(["--advertise", "no-port"], {})

@@ -4,6 +4,10 @@ On PostgreSQL several store objects (as several managers would have) share one d
 one holder, a lapsed lease is taken with the next term, and the old holder can never write again: its writes
 check the row FOR SHARE, so a takeover waits for a write in flight and fences out every later one. A SQLite
 store admits one manager through an OS lock on a companion file.
+
+A manager's store cannot hang on a dead link: connecting gives up after ``connect_timeout``, and the lease
+statements run under ``statement_timeout``/``lock_timeout``. A store told to stop writing (a leader that stepped
+down by itself) writes nothing, though its lease may still be alive.
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from dbmaint.operations import JobStatus, Operation
 from manager_service.domain import ChildOutcome, MaintenanceSpec, StartRequest
-from manager_service.errors import LeaseLost, StoreInUse, Unavailable
+from manager_service.errors import LeaseLost, LeaseNotRenewed, StoreInUse, StoreUnavailable, Unavailable
 from manager_service.store import SQLAlchemyJobStore, open_store
+from manager_service.store.sqlalchemy_store import make_engine
 from tests.support.polling import wait_for
+from tests.support.proxy import TcpProxy
 from tests.support.servers import fresh_postgres_database
 
 SPEC = MaintenanceSpec(("db1", "db2"), (Operation.VACUUM,), None, 3)
@@ -226,3 +233,57 @@ def test_a_second_manager_on_a_sqlite_store_is_refused_naming_the_lock_file(tmp_
     finally:
         first.close()
         second.close()
+
+
+def test_a_renewal_held_up_by_a_lock_fails_after_the_lease_statement_timeout_instead_of_waiting(
+    pg_url: str,
+) -> None:
+    store = open_store(pg_url, link_timeout=0.5)
+    try:
+        assert store.acquire_lease("manager-a", ttl=30).held
+        with store.engine.connect() as blocker, blocker.begin():
+            # Another session holds the lease row (as a stuck write of another term would): the renewal's UPDATE
+            # must give up, not wait for it.
+            blocker.exec_driver_sql("SELECT term FROM store_lease WHERE name = 'manager' FOR UPDATE").one()
+            with pytest.raises(StoreUnavailable, match="timeout"):
+                store.renew_lease()
+        assert store.renew_lease().held, "the next renewal goes through once the lock is gone"
+    finally:
+        store.close()
+
+
+def test_connecting_through_a_black_holed_link_fails_after_the_connect_timeout(pg_url: str) -> None:
+    open_store(pg_url).close()  # the schema, through the direct link
+    with TcpProxy("127.0.0.1:5432") as proxy:
+        url = make_url(pg_url).set(host=proxy.host, port=proxy.port).render_as_string(hide_password=False)
+        store = SQLAlchemyJobStore(make_engine(url, link_timeout=1.0), lease_statement_timeout=1.0)
+        try:
+            proxy.blackhole()  # connections are accepted and never answered
+            with pytest.raises(StoreUnavailable, match="timeout"):
+                store.acquire_lease("manager-a", ttl=30)
+        finally:
+            store.close()
+
+
+def test_a_store_told_to_stop_writing_writes_nothing_though_its_lease_is_alive(
+    two_stores: tuple[SQLAlchemyJobStore, ...],
+) -> None:
+    old, reader = two_stores
+    assert old.acquire_lease("manager-a", ttl=30).held
+    created = old.create_maintenance(SPEC)
+    child = created.children[0]
+    count = reader.count_jobs()
+
+    old.stop_writing(LeaseNotRenewed("stepped down: the lease could not be renewed"))
+    with pytest.raises(LeaseNotRenewed):
+        old.create_maintenance(SPEC)
+    with pytest.raises(LeaseNotRenewed):
+        old.start_children([StartRequest(child.id, 1, "w1")])
+    with pytest.raises(LeaseNotRenewed):
+        old.renew_lease()
+
+    assert reader.count_jobs() == count
+    pending = reader.get_job(child.id)
+    assert pending is not None and pending.status is JobStatus.PENDING
+    theirs = reader.acquire_lease("manager-b", ttl=30)
+    assert not theirs.held and theirs.holder == "manager-a", "the lease itself is untouched"

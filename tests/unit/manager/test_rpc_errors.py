@@ -12,7 +12,7 @@ import pytest
 
 from manager_service import errors
 from manager_service.events import WatcherDropped
-from manager_service.rpc_errors import status_code_for, translate_errors
+from manager_service.rpc_errors import leader_metadata, status_code_for, translate_errors
 
 
 def _domain_errors() -> list[type[errors.DomainError]]:
@@ -52,8 +52,9 @@ class _Context:
     def __init__(self) -> None:
         self.ended: tuple[grpc.StatusCode, str] | None = None
 
-    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+    async def abort(self, code: grpc.StatusCode, details: str, trailing_metadata: Any = ()) -> None:
         self.ended = (code, details)
+        self.trailing_metadata = tuple(trailing_metadata)
         raise grpc.aio.AbortError()
 
 
@@ -118,3 +119,17 @@ def test_a_streaming_method_closed_early_runs_its_finally_at_once() -> None:
         assert servicer.closed, "the method's finally waits for the garbage collector"
 
     asyncio.run(take_one())
+
+
+def test_a_refusal_by_a_manager_that_does_not_lead_names_the_leader_in_the_trailing_metadata() -> None:
+    standby = errors.NotLeading("this manager is a standby", leader="10.0.0.2:50051")
+    assert leader_metadata(standby) == (("dbmaint-leader", "10.0.0.2:50051"),)
+    lost = errors.LeaseLost("another manager took the store", "m2", "10.0.0.2:50051", leader="10.0.0.2:50051")
+    assert leader_metadata(lost) == (("dbmaint-leader", "10.0.0.2:50051"),)
+
+
+def test_no_leader_hint_when_the_leader_is_unknown_or_the_error_is_not_a_refusal() -> None:
+    assert leader_metadata(errors.NotLeading("this manager is starting")) == ()
+    lapsed = errors.LeaseLost("the lease lapsed", "m2", "10.0.0.2:50051")  # named, but its lease is not alive
+    assert leader_metadata(lapsed) == ()
+    assert leader_metadata(errors.StoreUnavailable("the store is down")) == ()
