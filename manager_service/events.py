@@ -5,6 +5,7 @@ instead of growing the manager's memory."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 
 from manager_service.domain import Job
@@ -16,6 +17,16 @@ class WatcherDropped(DomainError):
 
 
 _CLOSED = object()
+
+
+async def wait_set(event: asyncio.Event, timeout: float | None) -> None:
+    """Until ``event`` is set or ``timeout`` seconds have passed (None: no limit).
+
+    Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that arrives as the event is set (the wait
+    just returns), so a side task looping on it outlives its cancel and the shutdown awaiting it never ends."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
 
 
 class Subscription:

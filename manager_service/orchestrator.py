@@ -46,7 +46,7 @@ from manager_service.errors import (
     StoreUnavailable,
     WorkerNotFound,
 )
-from manager_service.events import EventBus
+from manager_service.events import EventBus, wait_set
 from manager_service.fleet import FleetCore, FleetSettings, Lease, Turn, TurnReport, stored_window
 from manager_service.metrics import FleetView, ManagerMetrics
 from manager_service.reads import Snapshot, watch_job
@@ -630,8 +630,7 @@ class Orchestrator:
         pruned_at = time.monotonic()
         stored_none = False  # the store holds no worker of this term: nothing to refresh while none connects
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._workers_changed.wait(), WORKERS_STORED_EVERY)
+            await wait_set(self._workers_changed, WORKERS_STORED_EVERY)
             self._workers_changed.clear()
             try:
                 connected = self.worker_views()
@@ -663,8 +662,7 @@ class Orchestrator:
             wakeup = self._core.window_wakeup(utcnow())
             # A hair late rather than early: at the instant itself the window has changed already.
             timeout = None if wakeup is None else max(0.0, (wakeup - utcnow()).total_seconds()) + WINDOW_MARGIN
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._windows_changed.wait(), timeout)
+            await wait_set(self._windows_changed, timeout)
             try:
                 await self._keep_windows()
             except STOP_ACTING:

@@ -35,6 +35,7 @@ from manager_service.errors import (
     SlotAlreadyRecorded,
     StoreUnavailable,
 )
+from manager_service.events import wait_set
 from manager_service.metrics import ManagerMetrics
 from manager_service.schedule_rules import ScheduleRuleError
 from manager_service.scheduling import Step, needs_step, plan_step, trigger_step, wake_at
@@ -184,8 +185,7 @@ class ScheduleShell:
         seconds = MAX_TICK_SECONDS
         if wake is not None:
             seconds = min(MAX_TICK_SECONDS, max(MIN_TICK_SECONDS, (wake - utcnow()).total_seconds()))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), seconds)
+        await wait_set(self._changed, seconds)
         self._changed.clear()
 
     # -- one step

@@ -484,6 +484,9 @@ class ManagerServer:
                 await orchestrator.shutdown()
             if self._server is not None:
                 await self._server.stop(self.config.shutdown_grace)
+                # Freed here, on the loop's thread. Left to the cycle collector, it may be freed on a store
+                # thread, where gRPC's asyncio teardown (the last server or channel of the process) hangs.
+                self._server = None
             if orchestrator is not None and store is not None:
                 # After the server stopped: no write of this manager can be in flight any more (and the release
                 # waits for one that is, FOR SHARE).

@@ -20,7 +20,6 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -32,7 +31,7 @@ import psycopg
 from dbmaint.operations import JobStatus
 from manager_service.domain import Firing, Job, JobChange, JobFilter, Schedule
 from manager_service.errors import JobNotFound, ScheduleNotFound, StoreUnavailable
-from manager_service.events import EventBus
+from manager_service.events import EventBus, wait_set
 from manager_service.reads import Snapshot, unserved, watch_job
 from manager_service.store.base import CHANGES_KEPT_FOR, JobStore, Page
 from manager_service.store.sqlalchemy_store import CHANGES_CHANNEL
@@ -95,8 +94,7 @@ class ChangeFollower:
 
     async def run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_every)
+            await wait_set(self._wake, self._poll_every)
             self._wake.clear()
             if not self._events.watchers:
                 self._cursor = None

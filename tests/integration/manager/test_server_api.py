@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -352,6 +354,24 @@ async def test_health_serving_then_not_serving_on_shutdown(tmp_path: Path) -> No
 async def test_concurrent_shutdowns(tmp_path: Path) -> None:
     async with running_manager(tmp_path) as m:
         await asyncio.wait_for(asyncio.gather(m.server.shutdown(), m.server.shutdown()), 10)
+
+
+async def test_shutdown_frees_the_grpc_server_itself_rather_than_leaving_it_to_the_cycle_collector(
+    tmp_path: Path,
+) -> None:
+    # The collector runs on whichever thread allocates (a store thread too), and gRPC's asyncio teardown, which
+    # freeing the process's last server or channel starts, hangs there: the next manager of the process froze.
+    gc.disable()
+    try:
+        async with running_manager(tmp_path) as m:
+            w = await m.connected_worker("w1", ["db1"])
+            await m.create(["db1"], [VACUUM])
+            await w.wait_assignments(1)
+            servers = weakref.WeakSet(o for o in gc.get_objects() if isinstance(o, grpc.aio.Server))
+            assert servers
+        assert not servers
+    finally:
+        gc.enable()
 
 
 async def test_shutdown_ends_streams_cleanly_and_restart_keeps_running_child(tmp_path: Path) -> None:
