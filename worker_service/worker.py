@@ -259,6 +259,8 @@ class Worker:
         managers = self.config.managers
         address = next_manager(managers, None).address
         failures = 0
+        # The last failure logged at INFO (address and reason): a new one is worth a line, a repeat is not.
+        last_said = ""
         while not self._closing:
             try:
                 stream, welcome = await ManagerStream.open(
@@ -272,14 +274,13 @@ class Worker:
                 failures += 1
                 delay = self._backoff.next_delay()
                 credentials = str(exc).startswith(("UNAUTHENTICATED", "PERMISSION_DENIED"))
+                said = f"{address}: {exc}"
+                news = failures <= len(managers) or said != last_said
+                last_said = said if news else last_said
                 log.log(
-                    # Refused credentials need an operator every time; a manager not up yet (or a standby) only
-                    # in the first round of the list.
-                    logging.WARNING
-                    if credentials
-                    else logging.INFO
-                    if failures <= len(managers)
-                    else logging.DEBUG,
+                    # Refused credentials need an operator every time; a manager not up yet (or a standby) in the
+                    # first round of the list, or when the reason changes (then the repeats stay quiet).
+                    logging.WARNING if credentials else logging.INFO if news else logging.DEBUG,
                     "cannot connect to manager %s (attempt %d): %s; retrying in %.2fs",
                     address,
                     failures,

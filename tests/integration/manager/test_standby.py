@@ -51,6 +51,10 @@ async def _health(manager: Manager) -> tuple[int, int, int]:
     return (answers[0], answers[1], answers[2])
 
 
+# A write: a standby refuses it (its reads it answers from the store).
+DRAIN = pb.DrainWorkerRequest(worker_id="nobody", reason="probe")
+
+
 async def _refused(call: object) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await call  # type: ignore[misc]
@@ -58,7 +62,7 @@ async def _refused(call: object) -> grpc.aio.AioRpcError:
 
 
 async def _names_the_leader(manager: Manager, address: str) -> bool:
-    refused = await _refused(manager.api.ListWorkers(pb.ListWorkersRequest()))
+    refused = await _refused(manager.api.DrainWorker(DRAIN))
     return _hint(refused.trailing_metadata()) == address
 
 
@@ -184,7 +188,7 @@ async def test_a_standby_looks_again_when_the_holders_lease_can_lapse_not_a_whol
     # A 60 s lease: the standby's regular look comes every 20 s; the crashed holder's lease lapses in 2.
     async with running_manager(tmp_path, database_url=pg_url, store_lease=60.0) as standby:
         assert not standby.server.leading
-        refused = await _refused(standby.api.ListWorkers(pb.ListWorkersRequest()))
+        refused = await _refused(standby.api.DrainWorker(DRAIN))
         assert _hint(refused.trailing_metadata()) == "10.9.9.9:50051", "while the holder's lease is alive"
 
         await eventually(lambda: standby.server.leading, timeout=10, message="no takeover when the lease lapsed")
