@@ -23,6 +23,7 @@ import enum
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any
@@ -42,6 +43,8 @@ from dbmaint.v1 import schedules_pb2 as spb
 from dbmaint.v1 import schedules_pb2_grpc as spb_grpc
 
 DEFAULT_TIMEOUT = 10.0
+# Between two tries once every manager has refused (a failover under way): short, the takeover is near.
+ROUND_PAUSE = 0.25
 MANAGER = "the dbmaint manager"
 
 # Exit codes. 1 is "it ran, but the job did not complete" (or "not SERVING"); argparse uses 2 for bad usage.
@@ -240,11 +243,17 @@ class ManagerClient:
         return bool(states) and states[0] is grpc.ChannelConnectivity.READY
 
     def _call(self, service: str, method: str, request: Message, resend: Resend = Resend.ALWAYS) -> Any:
+        """The call on the current manager; with several, on the next one after a refusal or an unreachable
+        manager (``_may_resend``), round after round while a failover may be under way: every address once and
+        one more (a standby may name the leader tried first), then on until ``timeout`` seconds have passed (a
+        standby takes over within a store lease, 6 s by default), pausing ``ROUND_PAUSE`` between rounds."""
         self._tried = []
-        # Each address once, and one more: a standby may name the leader that was tried first.
-        tries = len(self.managers) + 1 if self.several else 1
-        for attempt in range(tries):
-            last_try = attempt == tries - 1
+        deadline = time.monotonic() + self.timeout
+        first_round = len(self.managers) + 1
+        attempt = 0
+        while True:
+            attempt += 1
+            last_try = not self.several or (attempt >= first_round and time.monotonic() >= deadline)
             # A write without a key is sent only over a connection made: one never made loses nothing.
             if resend is Resend.IF_NOT_CARRIED_OUT and not last_try and not self._connection_made():
                 self.fail_over()
@@ -256,7 +265,8 @@ class ManagerClient:
             except grpc.RpcError as error:
                 if last_try or not self._may_resend(error, resend) or not self.fail_over(error):
                     raise self.error(error) from None
-        raise AssertionError("unreachable: the last try returns or raises")  # pragma: no cover
+                if attempt >= first_round:
+                    time.sleep(ROUND_PAUSE)
 
     @staticmethod
     def _may_resend(error: grpc.RpcError, resend: Resend) -> bool:
