@@ -403,6 +403,8 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         why = "stream ended"
         reader: asyncio.Task[None] | None = None
         try:
+            # Headers first: a worker writes its Hello only once they arrive (see ManagerStream._await_headers).
+            await context.send_initial_metadata(())
             try:
                 first = await anext(aiter(request_iterator))
             except StopAsyncIteration:

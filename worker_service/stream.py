@@ -290,6 +290,7 @@ class ManagerStream:
         """Open a stream, send Hello, and wait for Welcome. Raises StreamClosed (the stream is then closed)."""
         stream = cls(address, tls=tls, token=token)
         try:
+            await stream._await_headers(welcome_timeout)
             await stream.send(hello_message(hello))
             try:
                 events = await asyncio.wait_for(stream.receive(), welcome_timeout)
@@ -303,6 +304,24 @@ class ManagerStream:
             await stream.close()
             raise
         return stream, event
+
+    async def _await_headers(self, timeout: float) -> None:
+        """Wait for the manager's response headers, which it sends before reading the Hello.
+
+        A manager that refuses the call (a standby, a wrong token) ends it at once. A write racing that refusal
+        makes grpcio report INTERNAL "Internal error from Core" and lose the refusal's status and leader hint
+        (grpc/grpc#36066), so nothing is written until the headers say the call was taken."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._call.initial_metadata()
+        except TimeoutError:
+            raise StreamClosed(f"no response headers within {timeout:g}s") from None
+        except _STREAM_ERRORS as exc:
+            raise await self._ended(exc) from None
+        except asyncio.CancelledError:
+            raise _locally_cancelled() from None
+        if self._call.done():
+            raise await self._ended(None)
 
     async def send(self, message: pb.WorkerMessage) -> None:
         """Write one message; returns once gRPC accepted it. Raises StreamClosed."""

@@ -160,6 +160,7 @@ class FakeManager(pb_grpc.WorkerServiceServicer):
                 "this manager (fake-standby) is a standby: the job store is held by another manager",
                 _refusal_metadata(self.standby_for),
             )
+        await context.send_initial_metadata(())  # as the manager does: headers before the Hello is read
         first = await context.read()
         if first is grpc.aio.EOF or first.WhichOneof("kind") != "hello":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Hello first")

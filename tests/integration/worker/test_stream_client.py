@@ -86,3 +86,15 @@ async def test_the_worker_reconnects_after_its_own_side_closed_the_stream(small_
         assert worker.error is None and not runner.done()
         await worker.shutdown()
         assert await runner == 0
+
+
+async def test_a_refusal_is_never_reported_as_an_internal_error_of_the_write_that_raced_it() -> None:
+    """grpc/grpc#36066: a write that loses the race with the server's refusal makes grpcio report INTERNAL and
+    lose the real status. The worker waits for the call's headers before its Hello, so it reads the refusal."""
+    async with fake_manager(standby_for="leader.example:50051") as server:
+        seen: set[tuple[str | None, str | None]] = set()
+        for _ in range(40):
+            with pytest.raises(StreamClosed) as refused:
+                await within(ManagerStream.open(server.address, HELLO), 5, "the refusal")
+            seen.add((refused.value.code, refused.value.leader_hint))
+    assert seen == {("UNAVAILABLE", "leader.example:50051")}
