@@ -17,13 +17,15 @@ Rules of ``next_manager`` (pure: the callers do the I/O, the sleeping and the co
 
 Rules of ``is_refusal`` (is a failed call safe to send elsewhere?):
 
-* A manager refuses a call it does not run with ``UNAVAILABLE`` and a message that says so: it is a standby, is
-  starting, is rebuilding its state, is shutting down (the gate in front of its services), or its store's lease
-  check found the lease lost before anything was written ("nothing was written"). Such a call was not carried
-  out, whether or not a ``dbmaint-leader`` hint came with it.
+* A manager refuses a call it does not run with ``UNAVAILABLE`` and the trailing metadata key
+  ``dbmaint-not-run``: it is a standby, is starting, is rebuilding its state, is shutting down (the gate in front
+  of its services), its store could not be reached, or its store's lease check found the lease lost before
+  anything was written. Such a call was not carried out, whether or not a ``dbmaint-leader`` hint came with it.
+  The mark is read, never the message's wording (which is for people and may change).
 * The hint alone proves nothing: a write whose COMMIT was cut also comes back ``UNAVAILABLE`` with the new
   leader's address. It says where to go, not that the call did not happen.
-* Any other failure of a call that reached a manager may have been carried out (the answer was lost).
+* Any other failure of a call that reached a manager may have been carried out (the answer was lost), and so
+  may an ``UNAVAILABLE`` from the transport (a reset connection) that carries no mark.
 """
 
 from __future__ import annotations
@@ -31,12 +33,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from dbmaint.transport import LEADER_METADATA_KEY
+from dbmaint.transport import LEADER_METADATA_KEY, NOT_RUN_METADATA_KEY
 
-# How a manager words the refusal of a call it did not run (manager_service.gate, server and orchestrator:
-# "this manager (ID) is a standby: ...", "... is starting", "... is rebuilding its state ...", "the manager is
-# shutting down"; the store's lease check: "... no longer holds the job store's lease; nothing was written").
-NOT_RUN_MARKERS = ("is a standby", "is starting", "is rebuilding", "is shutting down", "nothing was written")
+Metadata = Iterable[tuple[str, str | bytes]] | None
 _DNS_PREFIX = "dns:///"
 
 
@@ -86,15 +85,19 @@ def next_manager(managers: Sequence[str], failed: str | None, leader_hint: str =
     return Move(after, reason)
 
 
-def leader_hint(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
-    """The ``dbmaint-leader`` value of (trailing) metadata, or ``""``."""
+def _value(metadata: Metadata, wanted: str) -> str | None:
     for key, value in metadata or ():
-        if key.lower() == LEADER_METADATA_KEY:
+        if key.lower() == wanted:
             text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
             return text.strip()
-    return ""
+    return None
 
 
-def is_refusal(code_name: str, details: str) -> bool:
-    """Whether a call that ended ``code_name`` with ``details`` was refused without being run."""
-    return code_name == "UNAVAILABLE" and any(marker in details for marker in NOT_RUN_MARKERS)
+def leader_hint(metadata: Metadata) -> str:
+    """The ``dbmaint-leader`` value of (trailing) metadata, or ``""``."""
+    return _value(metadata, LEADER_METADATA_KEY) or ""
+
+
+def is_refusal(code_name: str, trailing: Metadata) -> bool:
+    """Whether a call that ended ``code_name`` with ``trailing`` metadata was refused without being run."""
+    return code_name == "UNAVAILABLE" and _value(trailing, NOT_RUN_METADATA_KEY) is not None

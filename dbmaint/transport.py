@@ -58,3 +58,7 @@ CLIENT_OPTIONS: Sequence[tuple[str, Any]] = _MESSAGE_SIZES
 # Trailing metadata of a standby's UNAVAILABLE refusal: the address the leader advertises (``--advertise``), sent
 # while its store lease is alive. Clients and workers follow it to the leader; absent, nobody is known to lead.
 LEADER_METADATA_KEY = "dbmaint-leader"
+# Trailing metadata of an UNAVAILABLE that a manager sent before doing anything (a standby's or a starting
+# manager's refusal, a lost lease, an unreachable store): the call was not carried out, so a client may send it
+# to another manager. Its absence proves nothing either way (a COMMIT that was cut may have committed).
+NOT_RUN_METADATA_KEY = "dbmaint-not-run"

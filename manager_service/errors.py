@@ -4,9 +4,14 @@ Nothing else may escape a call as anything but INTERNAL."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class DomainError(Exception):
-    """Base of the errors a request can legitimately end with."""
+    """Base of the errors a request can legitimately end with. ``not_run``: raised before the request changed
+    anything, so a client may send it to another manager (the RPC edge marks the status so)."""
+
+    not_run: ClassVar[bool] = False
 
 
 class RequestInvalid(DomainError):
@@ -94,11 +99,15 @@ class Unavailable(DomainError):
 class ShuttingDown(Unavailable):
     """The manager is shutting down: it takes no new request."""
 
+    not_run = True
+
 
 class NotLeading(Unavailable):
     """This manager does not hold the store's lease (it is starting, or standing by): the message names the
     manager that answers instead; ``leader`` is that manager's advertised address while its lease is alive
     (empty: unknown)."""
+
+    not_run = True
 
     def __init__(self, message: str, leader: str = "") -> None:
         super().__init__(message)
@@ -109,11 +118,15 @@ class StoreUnavailable(Unavailable):
     """The job store cannot be reached (a lost connection, a database restarting). Nothing was changed; the
     request can be retried."""
 
+    not_run = True
+
 
 class CommitOutcomeUnknown(StoreUnavailable):
     """The link to the store broke during COMMIT and the store could not be reached again to look: the write
     may or may not have committed. Unlike its base class, it does NOT mean "nothing changed": rebuild what you
     hold in memory from the store before acting on that write again."""
+
+    not_run = False
 
 
 class LeaseLost(Unavailable):
@@ -121,6 +134,8 @@ class LeaseLost(Unavailable):
     written, and this manager must stop acting on the store. ``holder`` and ``address`` name the holder now
     (empty if nobody holds it); ``leader`` is its address only while its lease is alive (the hint a client may
     follow; empty: unknown)."""
+
+    not_run = True
 
     def __init__(self, message: str, holder: str = "", address: str = "", *, leader: str = "") -> None:
         super().__init__(message)

@@ -3,7 +3,8 @@
 
 Rules: a DomainError ends the call with its mapped code and its own message (a refusal by a manager that does
 not lead, NotLeading or LeaseLost, also with the leader's address in the trailing metadata key
-``dbmaint-leader`` when it is known); any other exception is a bug,
+``dbmaint-leader`` when it is known; an error raised before anything changed, ``not_run``, also with the key
+``dbmaint-not-run``); any other exception is a bug,
 logged with its traceback and answered INTERNAL (never a crash of the process); a cancelled call and a call
 already ended by ``context.abort`` pass through untouched.
 """
@@ -20,7 +21,7 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 
-from dbmaint.transport import LEADER_METADATA_KEY
+from dbmaint.transport import LEADER_METADATA_KEY, NOT_RUN_METADATA_KEY
 from manager_service.errors import (
     DomainError,
     JobAlreadyFinished,
@@ -75,15 +76,17 @@ def status_code_for(error: DomainError) -> grpc.StatusCode:
 async def abort_with(context: Context, error: BaseException, method: str = "the call") -> NoReturn:
     """End the call for ``error``: its mapped status if it is a domain error, INTERNAL (logged) otherwise."""
     if isinstance(error, DomainError):
-        await context.abort(status_code_for(error), str(error), leader_metadata(error))
+        await context.abort(status_code_for(error), str(error), trailing_metadata(error))
     log.exception("%s failed unexpectedly", method, exc_info=error)
     await context.abort(grpc.StatusCode.INTERNAL, f"{method} failed unexpectedly; see the manager log")
 
 
-def leader_metadata(error: DomainError) -> tuple[tuple[str, str], ...]:
-    """The trailing metadata that points a refused client at the leader: none unless ``error`` knows it."""
+def trailing_metadata(error: DomainError) -> tuple[tuple[str, str], ...]:
+    """What a refused client reads besides the status: the leader's address if ``error`` knows it, and the
+    mark that the call was not carried out (``error.not_run``)."""
     leader = error.leader if isinstance(error, (NotLeading, LeaseLost)) else ""
-    return ((LEADER_METADATA_KEY, leader),) if leader else ()
+    hint = ((LEADER_METADATA_KEY, leader),) if leader else ()
+    return hint + (((NOT_RUN_METADATA_KEY, "1"),) if error.not_run else ())
 
 
 Method = TypeVar("Method", bound=Callable[..., Any])

@@ -10,8 +10,8 @@ list), each address tried at most once more than the list is long, by these rule
   the parent the first one made;
 * other writes (CancelJob, DrainWorker, the schedule writes) move only when they cannot have been carried out:
   the connection could not be made (checked before sending), or a manager refused the call without running it
-  (``dbmaint.managers.is_refusal``: a standby, hint or none). After anything else (a leader hint alone included)
-  the answer may be lost, not the work: the error is reported, never resent;
+  (``dbmaint.managers.is_refusal``: the ``dbmaint-not-run`` mark, hint or none). After anything else (a leader
+  hint alone included) the answer may be lost, not the work: the error is reported, never resent;
 * once a call moved, the client stays on the address that answered, for the calls that follow.
 """
 
@@ -104,12 +104,12 @@ def _connection_reason(details: str) -> str:
     return _one_line(details) or "unavailable"
 
 
+def _trailing_of(error: grpc.RpcError) -> Any:
+    return error.trailing_metadata() if isinstance(error, grpc.Call) else None
+
+
 def _hint_of(error: grpc.RpcError) -> str:
-    return leader_hint(error.trailing_metadata()) if isinstance(error, grpc.Call) else ""
-
-
-def _details_of(error: grpc.RpcError) -> str:
-    return (error.details() if isinstance(error, grpc.Call) else None) or ""
+    return leader_hint(_trailing_of(error))
 
 
 def translate(error: grpc.RpcError, address: str, timeout: float | None, what: str = MANAGER) -> CliError:
@@ -123,7 +123,7 @@ def _translate(error: grpc.RpcError, address: str, timeout: float | None, what: 
     code = rpc_code(error)
     details = _one_line((error.details() if isinstance(error, grpc.Call) else None) or "")
     hint = _hint_of(error)
-    if code is grpc.StatusCode.UNAVAILABLE and (hint or is_refusal(code.name, details)):
+    if code is grpc.StatusCode.UNAVAILABLE and (hint or is_refusal(code.name, _trailing_of(error))):
         leader = f" (it names {hint} as the leader)" if hint else ""
         return CliError(f"{what} at {address} does not lead: {details}{leader}", EXIT_UNREACHABLE)
     if code is grpc.StatusCode.UNAVAILABLE:
@@ -273,7 +273,7 @@ class ManagerClient:
         code = rpc_code(error)
         if resend is Resend.ALWAYS:
             return code is grpc.StatusCode.UNAVAILABLE
-        return is_refusal(code.name, _details_of(error))
+        return is_refusal(code.name, _trailing_of(error))
 
     def create(self, request: pb.CreateMaintenanceRequest) -> pb.CreateMaintenanceResponse:
         response: pb.CreateMaintenanceResponse = self._call(_MAINTENANCE, "CreateMaintenance", request)

@@ -33,7 +33,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from dbmaint import wire
 from dbmaint.operations import CHILD_JOB_TYPE, DEFAULT_OPERATIONS, JOB_TYPES, PARENT_JOB_TYPE, Operation
-from dbmaint.transport import LEADER_METADATA_KEY
+from dbmaint.transport import LEADER_METADATA_KEY, NOT_RUN_METADATA_KEY
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import maintenance_pb2_grpc as pb_grpc
 from dbmaint.v1 import schedules_pb2 as spb
@@ -624,14 +624,16 @@ class _NoContext:
 class FakeStandby:
     """A manager that does not lead, on 127.0.0.1:<free port>: every call to dbmaint's services ends UNAVAILABLE
     with ``message`` (by default as the manager's gate words a standby's refusal), with ``leader`` in the
-    ``dbmaint-leader`` trailing metadata when set.
+    ``dbmaint-leader`` trailing metadata when set, and the ``dbmaint-not-run`` mark unless ``not_run`` is False
+    (a manager whose COMMIT was cut: the call may have been carried out).
     Health: the server SERVING, dbmaint's services NOT_SERVING. ``calls`` records (method, request bytes)."""
 
     STANDBY = "this manager (fake-standby) is a standby: held by another"
 
-    def __init__(self, leader: str = "", message: str = STANDBY) -> None:
+    def __init__(self, leader: str = "", message: str = STANDBY, not_run: bool = True) -> None:
         self.leader = leader
         self.message = message
+        self.not_run = not_run
         self.calls: list[tuple[str, bytes]] = []
         self.health = health.HealthServicer()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -655,8 +657,8 @@ class FakeStandby:
 
     def refuse(self, method: str, request: bytes, context: Any) -> None:
         self.calls.append((method, request))
-        if self.leader:
-            context.set_trailing_metadata(((LEADER_METADATA_KEY, self.leader),))
+        hint = ((LEADER_METADATA_KEY, self.leader),) if self.leader else ()
+        context.set_trailing_metadata(hint + (((NOT_RUN_METADATA_KEY, "1"),) if self.not_run else ()))
         context.abort(grpc.StatusCode.UNAVAILABLE, self.message)
 
 

@@ -62,29 +62,19 @@ def test_the_leader_hint_is_read_from_trailing_metadata_of_text_or_bytes() -> No
 
 
 @pytest.mark.parametrize(
-    ("code", "details", "refused"),
+    ("code", "trailing", "refused"),
     [
-        ("UNAVAILABLE", "this manager (m-2) is a standby: the job store is held by m-1 at 10.0.0.1:50051", True),
-        ("UNAVAILABLE", "this manager is starting", True),
-        ("UNAVAILABLE", "this manager (m-1) is rebuilding its state from the job store after a write ...", True),
-        ("UNAVAILABLE", "the manager is shutting down", True),
-        (
-            "UNAVAILABLE",
-            "this manager (m-1, term 3) no longer holds the job store's lease; nothing was written",
-            True,
-        ),
-        (
-            "UNAVAILABLE",
-            "this manager (m-1, term 3) ...; a write's COMMIT was cut and cannot be checked: ...",
-            False,
-        ),
-        ("UNAVAILABLE", "Socket closed", False),
-        ("UNAVAILABLE", "failed to connect to all addresses", False),
-        ("DEADLINE_EXCEEDED", "this manager is starting", False),
-        ("INTERNAL", "", False),
+        ("UNAVAILABLE", [("dbmaint-not-run", "1")], True),
+        ("UNAVAILABLE", [("dbmaint-leader", "b:50051"), ("Dbmaint-Not-Run", b"1")], True),
+        # A hint alone: a write whose COMMIT was cut also names the new leader; it may have committed.
+        ("UNAVAILABLE", [("dbmaint-leader", "b:50051")], False),
+        ("UNAVAILABLE", [], False),  # a reset connection, "failed to connect": the transport's, unmarked
+        ("UNAVAILABLE", None, False),
+        ("DEADLINE_EXCEEDED", [("dbmaint-not-run", "1")], False),
+        ("INTERNAL", [], False),
     ],
 )
-def test_only_an_unavailable_that_says_the_call_was_not_run_is_a_refusal(
-    code: str, details: str, refused: bool
+def test_only_an_unavailable_marked_not_run_is_a_refusal(
+    code: str, trailing: list[tuple[str, str | bytes]] | None, refused: bool
 ) -> None:
-    assert is_refusal(code, details) is refused
+    assert is_refusal(code, trailing) is refused

@@ -100,8 +100,9 @@ def test_a_cancel_whose_commit_was_cut_is_not_resent_even_with_a_leader_hint(
     capsys: pytest.CaptureFixture[str], leader: FakeManager
 ) -> None:
     parent = leader.create("orders").parent
-    cut = "this manager (m-1, term 3) no longer holds the job store's lease; a write's COMMIT was cut"
-    stepped_down = FakeStandby(leader=leader.address, message=cut).start()
+    # Worded as a standby's refusal, but without the not-run mark: the wording is for people, never read.
+    cut = "this manager (m-1, term 3) is a standby: no longer holds the lease; a write's COMMIT was cut"
+    stepped_down = FakeStandby(leader=leader.address, message=cut, not_run=False).start()
     try:
         result = dbmaint(capsys, "--manager", f"{stepped_down.address},{leader.address}", "cancel", parent.id)
     finally:

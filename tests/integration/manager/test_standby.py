@@ -66,6 +66,11 @@ async def _names_the_leader(manager: Manager, address: str) -> bool:
     return _hint(refused.trailing_metadata()) == address
 
 
+def _not_run(metadata: object) -> bool:
+    """Whether a call's trailing metadata carries the manager's mark that it was not carried out."""
+    return "dbmaint-not-run" in dict(metadata or ())  # type: ignore[call-overload]
+
+
 def _hint(metadata: object) -> str | None:
     """The ``dbmaint-leader`` value of a call's trailing metadata (None: absent)."""
     return dict(metadata or ()).get("dbmaint-leader")  # type: ignore[call-overload, no-any-return]
@@ -135,6 +140,7 @@ async def test_a_leader_that_loses_the_lease_stops_acting_and_stands_by(tmp_path
         assert refused.code() == grpc.StatusCode.UNAVAILABLE
         assert "intruder at 10.9.9.9:50051" in (refused.details() or "")
         assert _hint(refused.trailing_metadata()) == "10.9.9.9:50051", "the write that found the lease gone"
+        assert _not_run(refused.trailing_metadata()), "it wrote nothing, and says so"
 
         async def standing_by() -> bool:
             return await _health(manager) == (SERVING, NOT_SERVING, NOT_SERVING)
@@ -159,6 +165,7 @@ async def test_a_standbys_refusals_carry_the_leaders_advertised_address_in_the_t
         create = await _refused(standby.api.CreateMaintenance(pb.CreateMaintenanceRequest(targets=["db"])))
         assert create.code() == grpc.StatusCode.UNAVAILABLE
         assert _hint(create.trailing_metadata()) == "leader.example:50051"
+        assert _not_run(create.trailing_metadata()), "a client may send it to the leader"
         assert "at leader.example:50051" in (create.details() or ""), "--advertise is what the lease row holds"
 
         worker = standby.worker("w1", ["db"])
@@ -169,6 +176,7 @@ async def test_a_standbys_refusals_carry_the_leaders_advertised_address_in_the_t
         answered = a.api.ListWorkers(pb.ListWorkersRequest())
         await answered
         assert _hint(await answered.trailing_metadata()) is None, "the leader answers itself"
+        assert not _not_run(await answered.trailing_metadata())
 
 
 @pytest.mark.timeout(60)

@@ -12,7 +12,7 @@ import pytest
 
 from manager_service import errors
 from manager_service.events import WatcherDropped
-from manager_service.rpc_errors import leader_metadata, status_code_for, translate_errors
+from manager_service.rpc_errors import status_code_for, trailing_metadata, translate_errors
 
 
 def _domain_errors() -> list[type[errors.DomainError]]:
@@ -121,15 +121,21 @@ def test_a_streaming_method_closed_early_runs_its_finally_at_once() -> None:
     asyncio.run(take_one())
 
 
-def test_a_refusal_by_a_manager_that_does_not_lead_names_the_leader_in_the_trailing_metadata() -> None:
+NOT_RUN = ("dbmaint-not-run", "1")
+
+
+def test_a_refusal_by_a_manager_that_does_not_lead_names_the_leader_and_says_nothing_was_run() -> None:
     standby = errors.NotLeading("this manager is a standby", leader="10.0.0.2:50051")
-    assert leader_metadata(standby) == (("dbmaint-leader", "10.0.0.2:50051"),)
+    assert trailing_metadata(standby) == (("dbmaint-leader", "10.0.0.2:50051"), NOT_RUN)
     lost = errors.LeaseLost("another manager took the store", "m2", "10.0.0.2:50051", leader="10.0.0.2:50051")
-    assert leader_metadata(lost) == (("dbmaint-leader", "10.0.0.2:50051"),)
+    assert trailing_metadata(lost) == (("dbmaint-leader", "10.0.0.2:50051"), NOT_RUN)
 
 
-def test_no_leader_hint_when_the_leader_is_unknown_or_the_error_is_not_a_refusal() -> None:
-    assert leader_metadata(errors.NotLeading("this manager is starting")) == ()
+def test_no_leader_hint_when_the_leader_is_unknown_and_no_not_run_mark_when_the_outcome_is_unknown() -> None:
+    assert trailing_metadata(errors.NotLeading("this manager is starting")) == (NOT_RUN,)
     lapsed = errors.LeaseLost("the lease lapsed", "m2", "10.0.0.2:50051")  # named, but its lease is not alive
-    assert leader_metadata(lapsed) == ()
-    assert leader_metadata(errors.StoreUnavailable("the store is down")) == ()
+    assert trailing_metadata(lapsed) == (NOT_RUN,)
+    assert trailing_metadata(errors.StoreUnavailable("the store is down")) == (NOT_RUN,)
+    assert trailing_metadata(errors.ShuttingDown("the manager is shutting down")) == (NOT_RUN,)
+    assert trailing_metadata(errors.CommitOutcomeUnknown("a COMMIT was cut")) == ()
+    assert trailing_metadata(errors.JobNotFound("job-1")) == ()
