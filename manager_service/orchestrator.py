@@ -49,7 +49,7 @@ from manager_service.errors import (
 from manager_service.events import EventBus, wait_set
 from manager_service.fleet import FleetCore, FleetSettings, Lease, Turn, TurnReport, stored_window
 from manager_service.metrics import FleetView, ManagerMetrics
-from manager_service.reads import Snapshot, watch_job
+from manager_service.reads import Snapshot, stored_snapshot, watch_job
 from manager_service.scheduler import ScheduleShell
 from manager_service.store.base import CHANGES_KEPT_FOR, JobStore, Page
 from manager_service.validation import DEFAULT_CHILDREN_PAGE_SIZE
@@ -262,15 +262,9 @@ class Orchestrator:
         after_position: int | None = None,
         statuses: Sequence[JobStatus] = (),
     ) -> Snapshot:
-        """The job and (a parent) one page of its children: ``page_size`` after ``after_position``, in position
-        order, only those with one of ``statuses`` if given."""
-        job = await self._read(self._store.get_job, job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        if not (job.is_parent and with_children):
-            return Snapshot(job, [])
-        page = await self._read(self._store.children_page, job.id, page_size, after_position, statuses)
-        return Snapshot(job, page.children, page.more)
+        return await stored_snapshot(
+            self._read, self._store, job_id, with_children, page_size, after_position, statuses
+        )
 
     async def list_jobs(self, filter: JobFilter, limit: int, before_seq: int | None) -> Page:
         return await self._read(self._store.list_jobs, filter, limit, before_seq)

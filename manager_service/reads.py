@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ParamSpec, Protocol, TypeVar
 
 from dbmaint.operations import JobStatus
 from manager_service.domain import Firing, Job, JobFilter, Schedule
-from manager_service.errors import LimitReached
+from manager_service.errors import JobNotFound, LimitReached
 from manager_service.events import EventBus
-from manager_service.store.base import Page
+from manager_service.store.base import JobStore, Page
 from manager_service.validation import DEFAULT_CHILDREN_PAGE_SIZE
 from manager_service.workers import WorkerView
 
@@ -73,6 +73,36 @@ class ScheduleReads(Protocol):
     async def firings(
         self, schedule_id: str, limit: int, before_seq: int | None
     ) -> tuple[list[Firing], int | None]: ...
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class StoreCall(Protocol):
+    """Runs one store call off the event loop (each reader owns the threads it runs on)."""
+
+    async def __call__(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+
+async def stored_snapshot(
+    read: StoreCall,
+    store: JobStore,
+    job_id: str,
+    with_children: bool,
+    page_size: int,
+    after_position: int | None,
+    statuses: Sequence[JobStatus],
+) -> Snapshot:
+    """GetJob from the store, for leader and standby alike: the job and (a parent) one page of its children,
+    ``page_size`` after ``after_position`` in position order, only those with one of ``statuses`` if given."""
+    job = await read(store.get_job, job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    if not (job.is_parent and with_children):
+        return Snapshot(job, [])
+    page = await read(store.children_page, job.id, page_size, after_position, statuses)
+    return Snapshot(job, page.children, page.more)
 
 
 def unserved(pending_targets: Sequence[str], workers: Sequence[WorkerView]) -> list[str]:

@@ -30,9 +30,9 @@ import psycopg
 
 from dbmaint.operations import JobStatus
 from manager_service.domain import Firing, Job, JobChange, JobFilter, Schedule
-from manager_service.errors import JobNotFound, ScheduleNotFound, StoreUnavailable
+from manager_service.errors import ScheduleNotFound, StoreUnavailable
 from manager_service.events import EventBus, wait_set
-from manager_service.reads import Snapshot, unserved, watch_job
+from manager_service.reads import Snapshot, stored_snapshot, unserved, watch_job
 from manager_service.store.base import CHANGES_KEPT_FOR, JobStore, Page
 from manager_service.store.sqlalchemy_store import CHANGES_CHANNEL
 from manager_service.validation import DEFAULT_CHILDREN_PAGE_SIZE
@@ -212,13 +212,9 @@ class StandbyReader:
         after_position: int | None = None,
         statuses: Sequence[JobStatus] = (),
     ) -> Snapshot:
-        job = await self._read(self._store.get_job, job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        if not (job.is_parent and with_children):
-            return Snapshot(job, [])
-        page = await self._read(self._store.children_page, job.id, page_size, after_position, statuses)
-        return Snapshot(job, page.children, page.more)
+        return await stored_snapshot(
+            self._read, self._store, job_id, with_children, page_size, after_position, statuses
+        )
 
     async def list_jobs(self, filter: JobFilter, limit: int, before_seq: int | None) -> Page:
         return await self._read(self._store.list_jobs, filter, limit, before_seq)
