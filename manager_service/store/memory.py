@@ -15,7 +15,7 @@ It keeps the rules of the SQL store, not just its shape:
   from then on every write checks holder, term and expiry first and raises LeaseLost, having written nothing.
   Time is the database's clock (``time.monotonic`` unless one is given).
 * every write that inserts or changes jobs appends one change per job it touched (the job as it leaves it), with
-  a change_seq from a counter; ``replace_workers`` keeps the workers of the writer's term.
+  a change_seq from a counter, except the children a new parent is created with; ``replace_workers`` keeps the workers of the writer's term.
 
 Nothing survives the process: ``close`` forgets nothing, but there is nowhere to reopen it from.
 """
@@ -300,7 +300,9 @@ class MemoryJobStore:
             if spec.request_id and spec.request_id in self._db.requests:
                 return self._repeated_request(spec)
             outcome = self._new_maintenance(spec)
-            changed.update((job.id, job) for job in (outcome.parent, *outcome.children))
+            changed[outcome.parent.id] = outcome.parent
+            # Stored, but no change in the feed: no watch of the parent can see them before their parent exists.
+            self._db.jobs.update((child.id, child) for child in outcome.children)
             self._db.children_of[outcome.parent.id] = [child.id for child in outcome.children]
             if spec.request_id:
                 self._db.requests[spec.request_id] = (outcome.parent.id, spec.fingerprint)

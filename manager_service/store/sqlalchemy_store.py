@@ -12,7 +12,7 @@ frozen manager cannot hold a takeover up for long. A SQLite store admits one man
 file, held while the store is open.
 
 Every write transaction that inserts or changes jobs appends, just before its COMMIT, one ``job_changes`` row per
-job it touched (the job as it leaves it), under a transaction-level advisory lock on PostgreSQL: ``change_seq``
+job it touched (the job as it leaves it; a new parent's children excepted: nobody can watch them before it exists), under a transaction-level advisory lock on PostgreSQL: ``change_seq``
 values are taken and committed one transaction at a time, so a reader that has seen ``change_seq`` N has seen
 every committed change before it (the leader's writes are serialized anyway: one writer thread, fenced by the
 lease). With ``notify``, such a transaction also sends ONE ``pg_notify`` on ``CHANGES_CHANNEL``: a hint for the
@@ -1083,7 +1083,9 @@ class SQLAlchemyJobStore:
         ]
         children.sort(key=lambda child: child.position)
         parent = self._job(conn, parent_id)
-        _note_changes(conn, [parent, *children])
+        # Its children are no change anyone can miss: no watch of the parent can begin before this commits,
+        # and the snapshot every watch begins with carries them.
+        _note_changes(conn, [parent])
         return CreateOutcome(parent, children, created=True)
 
     def _insert_children(self, conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
