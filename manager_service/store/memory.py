@@ -15,7 +15,8 @@ It keeps the rules of the SQL store, not just its shape:
   from then on every write checks holder, term and expiry first and raises LeaseLost, having written nothing.
   Time is the database's clock (``time.monotonic`` unless one is given).
 * every write that inserts or changes jobs appends one change per job it touched (the job as it leaves it), with
-  a change_seq from a counter, except the children a new parent is created with; ``replace_workers`` keeps the workers of the writer's term.
+  a change_seq from a counter, except the children a new parent is created with; ``replace_workers`` keeps
+  the workers of the writer's term.
 
 Nothing survives the process: ``close`` forgets nothing, but there is nowhere to reopen it from.
 """

@@ -12,11 +12,12 @@ frozen manager cannot hold a takeover up for long. A SQLite store admits one man
 file, held while the store is open.
 
 Every write transaction that inserts or changes jobs appends, just before its COMMIT, one ``job_changes`` row per
-job it touched (the job as it leaves it; a new parent's children excepted: nobody can watch them before it exists), under a transaction-level advisory lock on PostgreSQL: ``change_seq``
-values are taken and committed one transaction at a time, so a reader that has seen ``change_seq`` N has seen
-every committed change before it (the leader's writes are serialized anyway: one writer thread, fenced by the
-lease). With ``notify``, such a transaction also sends ONE ``pg_notify`` on ``CHANGES_CHANNEL``: a hint for the
-standbys' pollers, never the only way they learn of a change.
+job it touched (the job as it leaves it; a new parent's children excepted: nobody can watch them before it
+exists), under a transaction-level advisory lock on PostgreSQL: ``change_seq`` values are taken and committed
+one transaction at a time, so a reader that has seen ``change_seq`` N has seen every committed change before it
+(the leader's writes are serialized anyway: one writer thread, fenced by the lease). With ``notify``, such a
+transaction also sends ONE ``pg_notify`` on ``CHANGES_CHANNEL``: a hint for the standbys' pollers, never the
+only way they learn of a change.
 
 No call of a manager's store can hang forever on a dead link (``link_timeout``): connecting gives up after
 ``connect_timeout``, TCP keepalives and ``tcp_user_timeout`` end a connection whose peer stopped answering, and
