@@ -45,6 +45,8 @@ from dbmaint.v1 import schedules_pb2_grpc as spb_grpc
 DEFAULT_TIMEOUT = 10.0
 # Between two tries once every manager has refused (a failover under way): short, the takeover is near.
 ROUND_PAUSE = 0.25
+# Between a watch stream that broke (or ended before its job) and the next open.
+REWATCH_PAUSE = 0.5
 MANAGER = "the dbmaint manager"
 
 # Exit codes. 1 is "it ran, but the job did not complete" (or "not SERVING"); argparse uses 2 for bad usage.
@@ -385,6 +387,60 @@ class ManagerClient:
             pb.WatchJobRequest(id=job_id, job_only=job_only), metadata=self._metadata
         )
         return stream
+
+    def watch_reopening(
+        self, job_id: str, *, job_only: bool = False
+    ) -> Iterator[pb.WatchJobResponse | StreamLost]:
+        """WatchJob that outlives a failover: the caller stops iterating once the job is terminal.
+
+        A stream that breaks with UNAVAILABLE (a manager restarted, the network blinked, a leader stepped down)
+        is reopened, on the next manager when several are configured (standbys serve WatchJob too), until no
+        message came for ``timeout`` seconds; a ``StreamLost`` says so once per loss, and the reopened stream
+        begins with a fresh snapshot. A stream that ends before the job did is reopened too. A first open
+        refused with UNAVAILABLE moves on the same way, each manager at most once more than the list is long.
+        Anything else raises CliError."""
+        lost_since: float | None = None
+        received = False
+        refused_opens = 0
+        while True:
+            try:
+                messages = 0
+                stream = self.watch(job_id, job_only=job_only)
+                try:
+                    for message in stream:
+                        lost_since, received, messages = None, True, messages + 1
+                        yield message
+                finally:
+                    if isinstance(stream, grpc.Future):
+                        stream.cancel()  # the caller stopped early: end the call now (a no-op once it ended)
+                if messages == 0:
+                    raise CliError(f"the manager ended the watch of {job_id} without a snapshot", EXIT_FAILURE)
+                time.sleep(REWATCH_PAUSE)  # it ended before the job did: reopen for a fresh snapshot
+            except grpc.RpcError as error:
+                if rpc_code(error) is not grpc.StatusCode.UNAVAILABLE:
+                    raise self.error(error) from None
+                if not received:
+                    refused_opens += 1
+                    if refused_opens > len(self.managers) or not self.fail_over(error):
+                        raise self.error(error) from None
+                    continue
+                now = time.monotonic()
+                if lost_since is not None and now - lost_since > self.timeout:
+                    raise self.error(error) from None
+                lost = self.address
+                moved = self.fail_over(error)
+                if lost_since is None:
+                    lost_since = now
+                    yield StreamLost(lost, self.address if moved else "")
+                time.sleep(REWATCH_PAUSE)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StreamLost:
+    """A watch stream to ``lost`` broke; it is reopened on ``moved_to`` (empty: on the same manager)."""
+
+    lost: str
+    moved_to: str
 
 
 def health_status(

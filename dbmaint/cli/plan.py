@@ -26,17 +26,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-import grpc
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from dbmaint.cli.client import EXIT_INTERRUPTED, EXIT_NOT_COMPLETED, EXIT_OK, CliError, ManagerClient, rpc_code
+from dbmaint.cli.client import (
+    EXIT_INTERRUPTED,
+    EXIT_NOT_COMPLETED,
+    EXIT_OK,
+    CliError,
+    ManagerClient,
+    StreamLost,
+)
 from dbmaint.cli.modes import (
     add_threshold_option,
     apply_mode_options,
@@ -77,7 +82,6 @@ _KEY_EVIDENCE_SHOWN = 3
 # How the last maintenance is read from the evidence (PostgreSQL reports the seconds since each).
 _LAST_MAINTENANCE = (("seconds_since_vacuum", "vacuum"), ("seconds_since_analyze", "analyze"))
 # Pause between two attempts to reopen a broken watch.
-_REWATCH_PAUSE = 0.5
 # How many of the newest completed children the "previous" column looks through (one ListJobs page).
 HISTORY_CHILDREN = 500
 # (target, operation) -> (schema, table) -> seconds the table's last maintenance by that operation took.
@@ -246,25 +250,15 @@ def totals_text(rows: list[PlanRow], targets: int) -> str:
 
 
 def wait_for_parent(client: ManagerClient, parent_id: str) -> pb.Job:
-    """Follows the parent alone (WatchJob job_only) until it is terminal; a stream broken by UNAVAILABLE is
-    reopened (on the next manager, when several are configured) for up to the client's timeout."""
-    lost_since: float | None = None
-    while True:
-        try:
-            for message in client.watch(parent_id, job_only=True):
-                lost_since = None
-                job = message.snapshot.job if message.HasField("snapshot") else message.changed
-                if job.id == parent_id and is_terminal(job):
-                    return job
-        except grpc.RpcError as error:
-            if rpc_code(error) is not grpc.StatusCode.UNAVAILABLE:
-                raise client.error(error) from None
-            now = time.monotonic()
-            lost_since = now if lost_since is None else lost_since
-            if now - lost_since > client.timeout:
-                raise client.error(error) from None
-            client.fail_over(error)  # the next manager, when several are configured
-        time.sleep(_REWATCH_PAUSE)
+    """Follows the parent alone (WatchJob job_only) until it is terminal, across broken streams and failovers
+    (``ManagerClient.watch_reopening``)."""
+    for message in client.watch_reopening(parent_id, job_only=True):
+        if isinstance(message, StreamLost):
+            continue
+        job = message.snapshot.job if message.HasField("snapshot") else message.changed
+        if job.id == parent_id and is_terminal(job):
+            return job
+    raise AssertionError("watch_reopening ends only by raising")  # pragma: no cover
 
 
 def read_children(client: ManagerClient, parent_id: str) -> list[pb.Job]:

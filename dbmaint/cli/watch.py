@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import heapq
-import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import grpc
-
-from dbmaint.cli.client import EXIT_FAILURE, CliError, ManagerClient, rpc_code
+from dbmaint.cli.client import ManagerClient, StreamLost
 from dbmaint.operations import PARENT_JOB_TYPE, JobStatus
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.wire import status_from_proto
@@ -98,54 +95,31 @@ class WatchView(Protocol):
 def follow(client: ManagerClient, job_id: str, view: WatchView) -> WatchState:
     """Streams WatchJob into ``view`` until the job is terminal; returns the final state (re-read with GetJob).
 
-    A stream that breaks with UNAVAILABLE (the manager restarted, the network blinked, a leader stepped down) is
-    reopened for up to the client's timeout, on the next manager when several are configured (a standby serves
-    WatchJob too); the fresh snapshot replaces the state. A first open refused with UNAVAILABLE moves on the same
-    way, each manager at most once more than the list is long. Any other error is raised as :class:`CliError`.
+    A broken stream is reopened (``ManagerClient.watch_reopening``: on the next manager when several are
+    configured, for up to the client's timeout); the fresh snapshot replaces the state. Any other error is
+    raised as :class:`CliError`.
     """
     state: WatchState | None = None
-    lost_since: float | None = None
     started = False
-    refused_opens = 0
     try:
-        while state is None or not is_terminal(state.job):
-            try:
-                for message in client.watch(job_id):
-                    lost_since = None
-                    if message.HasField("snapshot"):
-                        state = WatchState.of(message.snapshot)
-                        if not started:
-                            view.start(state)
-                            started = True
-                        else:
-                            view.note(f"reconnected to the manager ({client.address})")
-                            for row in state.rows:
-                                view.changed(state, row, None)
-                    elif state is not None:
-                        previous = state.apply(message.changed)
-                        view.changed(state, message.changed, previous)
-                if state is None:
-                    raise CliError(f"the manager ended the watch of {job_id} without a snapshot", EXIT_FAILURE)
-                if not is_terminal(state.job):
-                    time.sleep(0.2)  # the stream ended early: reopen it for a fresh snapshot
-            except grpc.RpcError as error:
-                if rpc_code(error) is not grpc.StatusCode.UNAVAILABLE:
-                    raise client.error(error) from None
-                if state is None:
-                    refused_opens += 1
-                    if refused_opens > len(client.managers) or not client.fail_over(error):
-                        raise client.error(error) from None
-                    continue
-                now = time.monotonic()
-                if lost_since is not None and now - lost_since > client.timeout:
-                    raise client.error(error) from None
-                lost = client.address
-                moved = client.fail_over(error)
-                if lost_since is None:
-                    lost_since = now
-                    where = f"reconnecting to {client.address}" if moved else "reconnecting"
-                    view.note(f"lost the watch stream ({lost}); {where}")
-                time.sleep(0.5)
+        for message in client.watch_reopening(job_id):
+            if isinstance(message, StreamLost):
+                where = f"reconnecting to {message.moved_to}" if message.moved_to else "reconnecting"
+                view.note(f"lost the watch stream ({message.lost}); {where}")
+            elif message.HasField("snapshot"):
+                state = WatchState.of(message.snapshot)
+                if not started:
+                    view.start(state)
+                    started = True
+                else:
+                    view.note(f"reconnected to the manager ({client.address})")
+                    for row in state.rows:
+                        view.changed(state, row, None)
+            elif state is not None:
+                previous = state.apply(message.changed)
+                view.changed(state, message.changed, previous)
+            if state is not None and is_terminal(state.job):
+                break
     finally:
         if started:
             view.stop()
