@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import dbmaint
-from dbmaint.managers import next_manager
+from dbmaint.managers import Move, next_manager
 from dbmaint.operations import JobStatus
-from worker_service.backoff import Backoff, for_managers
+from worker_service.backoff import Backoff, RoundPacer, for_managers
 from worker_service.config import WorkerConfig
 from worker_service.executor import Assignment, Executor, Outcome, RunKey, failed
 from worker_service.health import HealthServer
@@ -102,7 +102,7 @@ class Worker:
         self._faults_active = faults_active
         self.timings = timings or WorkerTimings()
         self._health = health
-        self._backoff = backoff or for_managers(len(config.managers))
+        self._pacer = RoundPacer(backoff or for_managers(len(config.managers)))
         self._executor = executor or Executor(targets, config.slots)
         self._targets = targets
         self.metrics = WorkerMetrics()
@@ -272,9 +272,10 @@ class Worker:
                 )
             except StreamClosed as exc:
                 failures += 1
-                delay = self._backoff.next_delay()
+                failed, move = address, next_manager(managers, address, exc.leader_hint)
+                delay = self._pacer.delay(failed, move.address)
                 credentials = str(exc).startswith(("UNAUTHENTICATED", "PERMISSION_DENIED"))
-                said = f"{address}: {exc}"
+                said = f"{failed}: {exc}"
                 news = failures <= len(managers) or said != last_said
                 last_said = said if news else last_said
                 log.log(
@@ -282,12 +283,12 @@ class Worker:
                     # first round of the list, or when the reason changes (then the repeats stay quiet).
                     logging.WARNING if credentials else logging.INFO if news else logging.DEBUG,
                     "cannot connect to manager %s (attempt %d): %s; retrying in %.2fs",
-                    address,
+                    failed,
                     failures,
                     exc,
                     delay,
                 )
-                address = self._move(address, exc, quiet=failures > len(managers))
+                address = self._moved(failed, move, quiet=failures > len(managers))
                 await asyncio.sleep(delay)
                 continue
             log.info(
@@ -299,6 +300,7 @@ class Worker:
                 f" after {failures} failed attempt(s)" if failures else "",
             )
             failures = 0
+            self._pacer.connected()
             began = time.monotonic()
             lost: StreamClosed | None = None
             try:
@@ -313,14 +315,15 @@ class Worker:
             if self._closing:
                 break
             if time.monotonic() - began >= self.timings.stable_after:
-                self._backoff.reset()
-            address = self._move(address, lost or StreamClosed("stream ended"))
-            await asyncio.sleep(self._backoff.next_delay())
+                self._pacer.reset()
+            failed, move = address, next_manager(managers, address, (lost or StreamClosed("")).leader_hint)
+            address = self._moved(failed, move)
+            await asyncio.sleep(self._pacer.delay(failed, address))
         log.debug("stream loop done")
 
-    def _move(self, address: str, why: StreamClosed, *, quiet: bool = False) -> str:
-        """The manager to try after ``address`` ended or refused the stream with ``why``; logs the move."""
-        move = next_manager(self.config.managers, address, why.leader_hint)
+    @staticmethod
+    def _moved(address: str, move: Move, *, quiet: bool = False) -> str:
+        """Logs a move away from ``address`` (if it is one) and returns where to go."""
         if move.address != address:
             log.log(
                 logging.DEBUG if quiet else logging.INFO, "moving to manager %s: %s", move.address, move.reason

@@ -228,7 +228,7 @@ async def test_reconnects_with_backoff_until_the_manager_appears(small_db: Path)
     await server.stop()  # a port that refuses connections for now
     worker = make_worker(server.address, {"orders": small_db})
     runner = asyncio.create_task(worker.run())
-    await eventually(lambda: worker._backoff.attempts >= 3, message="several failed attempts")
+    await eventually(lambda: worker._pacer.backoff.attempts >= 3, message="several failed attempts")
     await server.start()
     stream = await first_stream(server)
     await eventually(lambda: worker.connected)

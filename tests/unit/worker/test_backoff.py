@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from worker_service.backoff import Backoff
+from worker_service.backoff import NEXT_ADDRESS_PAUSE, Backoff, RoundPacer
 
 
 def test_starts_at_a_tenth_of_a_second_and_doubles_up_to_five_seconds() -> None:
@@ -39,3 +39,34 @@ def test_never_above_the_cap_even_with_jitter() -> None:
 def test_invalid_parameters(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         Backoff(**kwargs)  # type: ignore[arg-type]
+
+
+def test_with_several_managers_the_backoff_is_paid_once_a_round_not_once_an_address() -> None:
+    pacer = RoundPacer(Backoff(initial=0.4, cap=1.0, jitter=0.0))
+    # A dead leader refuses at once, then the standby: only the end of the round waits.
+    assert pacer.delay("a", "b") == NEXT_ADDRESS_PAUSE
+    assert pacer.delay("b", "a") == 0.4
+    assert pacer.delay("a", "b") == NEXT_ADDRESS_PAUSE
+    assert pacer.delay("b", "a") == 0.8
+    # A hint to an address not tried this round is followed at once too.
+    assert pacer.delay("a", "c") == NEXT_ADDRESS_PAUSE
+    assert pacer.delay("c", "a") == 1.0
+
+
+def test_with_one_manager_every_attempt_waits_the_backoff() -> None:
+    pacer = RoundPacer(Backoff(initial=0.1, cap=5.0, jitter=0.0))
+    assert [pacer.delay("a", "a") for _ in range(3)] == [0.1, 0.2, 0.4]
+
+
+def test_a_stream_opened_begins_a_new_round_and_a_stable_one_resets_the_backoff() -> None:
+    pacer = RoundPacer(Backoff(initial=0.1, cap=5.0, jitter=0.0))
+    assert pacer.delay("a", "b") == NEXT_ADDRESS_PAUSE
+    pacer.connected()
+    assert pacer.delay("b", "a") == NEXT_ADDRESS_PAUSE, "a was tried before the stream to b opened"
+    assert pacer.delay("a", "b") == 0.1
+    pacer.connected()
+    pacer.delay("b", "a")
+    assert pacer.delay("a", "b") == 0.2, "the backoff grows across streams that do not last"
+    pacer.reset()
+    pacer.delay("b", "a")
+    assert pacer.delay("a", "b") == 0.1
