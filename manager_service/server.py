@@ -348,9 +348,10 @@ class ManagerServer:
         self._gate.serve_reads(table)
 
     async def _close_term(self, orchestrator: Orchestrator) -> None:
-        """End a term's orchestrator and its store (a standby looks with a store of its own). On a store that
-        does not answer this waits for its calls to fail: the step down has happened already."""
-        await orchestrator.shutdown()
+        """End a term's orchestrator and its store (a standby looks with a store of its own). Its worker streams
+        end at once, whatever the store does (its store is fenced, or it never started: nothing is settled);
+        closing the store waits for its calls to fail: the step down has happened already."""
+        await orchestrator.shutdown(settle=False)
         await asyncio.to_thread(orchestrator.close_store)
 
     def _store_stopped(self, store: SQLAlchemyJobStore, why: LeaseLost | CommitOutcomeUnknown) -> None:
