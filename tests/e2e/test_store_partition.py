@@ -293,3 +293,36 @@ def test_a_leader_cut_off_from_its_store_steps_down_the_standby_finishes_the_wor
 def _host_port(url: str) -> str:
     parsed = make_url(url)
     return f"{parsed.host or '127.0.0.1'}:{parsed.port or 5432}"
+
+
+def test_a_manager_stopped_while_its_store_link_is_a_black_hole_exits_instead_of_waiting_for_it_forever(
+    tmp_path: Path, pg_store: str
+) -> None:
+    """A store call on a black-holed link never returns (the proxy's kernel ACKs every byte: no keepalive or
+    TCP timeout ends it). SIGTERM must still end the process, and cleanly: the stepped-down manager has nothing
+    left to write."""
+    lease = ("--store-lease", str(STORE_LEASE))
+    with (
+        TcpProxy(_host_port(pg_store)) as link,
+        cluster(tmp_path / "a", store=_as(pg_store, LEADER_APP, via=link)) as old,
+        cluster(tmp_path / "b", store=_as(pg_store, STANDBY_APP)) as new,
+    ):
+        try:
+            old.start_manager(*lease)
+            new.start_manager(*lease)
+            link.blackhole()
+            wait_for(lambda: new.health(WORKER_SERVICE) == SERVING, timeout=30, message="no takeover")
+            assert old.manager is not None
+            assert "stepped down" in old.manager.log()
+            # Its renewal in flight when the link died is still waiting for an answer that never comes.
+            assert "has not been answered" in old.manager.log()
+
+            stopping = time.monotonic()
+            code = old.manager.stop(timeout=20)
+            took = time.monotonic() - stopping
+            assert code == 0, f"the manager did not exit within 20s of SIGTERM:\n{old.manager.log()}"
+            print(f"stopped {took:.1f}s after SIGTERM")
+            assert _health(new) == (SERVING, SERVING, SERVING)
+        except BaseException:
+            print(_show(old, new))
+            raise
