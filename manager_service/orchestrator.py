@@ -225,9 +225,11 @@ class Orchestrator:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def close_store(self) -> None:
-        self._writer.shutdown(wait=True)
-        self._readers.shutdown(wait=True)
+    def close_store(self, *, wait: bool = True) -> None:
+        """Close the store once its calls in flight ended (``wait``), or at once: a call stuck on a dead link
+        then hands its connection back to the closed store when it ends, which closes it."""
+        self._writer.shutdown(wait=wait)
+        self._readers.shutdown(wait=wait)
         self._store.close()
 
     # -- store access off the loop
