@@ -8,6 +8,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 
 from dbmaint import runtime
@@ -21,6 +23,11 @@ from manager_service.store.sqlalchemy_store import make_engine
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 log = logging.getLogger("manager_service")
+
+# Once the manager stopped, how long the process may still wait for threads inside store calls before it exits
+# without them: on a link that swallows every byte without an error (a hung proxy in front of PostgreSQL) such a
+# call never returns, and asyncio.run and the interpreter would wait for it forever.
+EXIT_GRACE = 5.0
 
 # `dbmaint-manager [serve]` runs the server (migrating the store first); `dbmaint-manager migrate` only migrates.
 COMMANDS = ("serve", "migrate")
@@ -48,6 +55,35 @@ async def run(config: ManagerConfig) -> int:
         log.critical("stopped after an internal failure: %r", error)
         return 1
     return 0
+
+
+async def serve(config: ManagerConfig) -> int:
+    """``run``, then a bounded exit: the process ends ``EXIT_GRACE`` after the manager stopped even if threads
+    are still stuck in store calls. By then the manager wrote or released all it could; what is stuck is fenced
+    by the store (its lease, its idle-in-transaction timeout)."""
+    code = await run(config)
+    _exit_after(code, EXIT_GRACE)
+    return code
+
+
+def _exit_after(code: int, grace: float) -> None:
+    """Exit with ``code`` after ``grace`` seconds unless the process has ended by then (a daemon thread: an exit
+    that does not wait for stuck threads ends it first)."""
+
+    def exit_now() -> None:
+        time.sleep(grace)
+        here = (threading.current_thread(), threading.main_thread())
+        stuck = [thread.name for thread in threading.enumerate() if thread not in here]
+        log.warning(
+            "exiting %gs after stopping with threads still waiting on the job store (%s): a dead link",
+            grace,
+            ", ".join(stuck),
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(code)
+
+    threading.Thread(target=exit_now, name="bounded-exit", daemon=True).start()
 
 
 _background: set[asyncio.Task[None]] = set()
@@ -92,4 +128,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     setup_logging(config.log_level, config.log_format, TEXT_FORMAT)
     if command == "migrate":
         sys.exit(migrate(config))
-    sys.exit(asyncio.run(run(config)))
+    sys.exit(asyncio.run(serve(config)))

@@ -191,30 +191,45 @@ class Orchestrator:
         if not self.fatal.done():
             self.fatal.set_exception(error)
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, *, settle: bool = True) -> None:
         """Stop dispatching, settle the results already received, then end worker streams cleanly and watchers
         with UNAVAILABLE. Idempotent. Running children stay RUNNING in the store: their workers keep going and
         report after the restart. No start is committed whose assignment is not queued for sending: the turn in
-        flight finishes (its assignments go out before the Close), and no turn after it starts anything."""
+        flight finishes (its assignments go out before the Close), and no turn after it starts anything.
+
+        Without ``settle`` (a step-down: the term's store is fenced and commits nothing more) nothing waits for the
+        store: the results received stay with the workers, which re-send them to the next leader, and a write
+        stuck on a dead link (a black hole swallows it without an error) cannot keep the workers attached to a
+        manager that no longer leads. The tasks are cancelled; what they had in flight is fenced by the store."""
         if self._shutdown_done:
             return
         self._shutdown_done = True
         self._closing = True
-        async with self._lock:
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            try:
-                await self._commit_once(starts=False)
-            except (StoreUnavailable, LeaseLost) as error:
-                log.warning("could not apply the last results before stopping: %s; workers re-send them", error)
+        if settle:
+            async with self._lock:
+                await self._stop_tasks()
+                try:
+                    await self._commit_once(starts=False)
+                except (StoreUnavailable, LeaseLost) as error:
+                    log.warning(
+                        "could not apply the last results before stopping: %s; workers re-send them", error
+                    )
+        else:
+            await self._stop_tasks()
         for stream in list(self._outboxes):
             self._route([Send(stream, CloseCommand("manager shutting down"))])
         self._events.close_all("manager shutting down; watch again when it is back")
 
-    def close_store(self) -> None:
-        self._writer.shutdown(wait=True)
-        self._readers.shutdown(wait=True)
+    async def _stop_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def close_store(self, *, wait: bool = True) -> None:
+        """Close the store once its calls in flight ended (``wait``), or at once: a call stuck on a dead link
+        then hands its connection back to the closed store when it ends, which closes it."""
+        self._writer.shutdown(wait=wait)
+        self._readers.shutdown(wait=wait)
         self._store.close()
 
     # -- store access off the loop

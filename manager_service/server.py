@@ -348,10 +348,12 @@ class ManagerServer:
         self._gate.serve_reads(table)
 
     async def _close_term(self, orchestrator: Orchestrator) -> None:
-        """End a term's orchestrator and its store (a standby looks with a store of its own). On a store that
-        does not answer this waits for its calls to fail: the step down has happened already."""
-        await orchestrator.shutdown()
-        await asyncio.to_thread(orchestrator.close_store)
+        """End a term's orchestrator and its store (a standby looks with a store of its own). Its worker streams
+        end at once, whatever the store does (its store is fenced, or it never started: nothing is settled), and
+        its store is closed without waiting for calls still in flight (on a link that swallows every byte they
+        never end; what they write is fenced by the lease)."""
+        await orchestrator.shutdown(settle=False)
+        await asyncio.to_thread(orchestrator.close_store, wait=False)
 
     def _store_stopped(self, store: SQLAlchemyJobStore, why: LeaseLost | CommitOutcomeUnknown) -> None:
         """``store`` stopped writing: the lease is gone, or a write's outcome is unknown (called on the loop)."""
