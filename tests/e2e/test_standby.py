@@ -6,12 +6,9 @@ to the new leader (client and worker failover is a later issue). A SQLite store 
 
 from __future__ import annotations
 
-import json
 import signal
 import time
-from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 import grpc
@@ -24,7 +21,8 @@ from tests.support.polling import wait_for
 from tests.support.processes import Cluster, cluster
 from tests.support.proxy import TcpProxy
 from tests.support.servers import fresh_postgres_database
-from tests.support.targets import make_sqlite_target
+from tests.support.targets import make_sqlite_targets
+from tests.support.worker_logs import first_start_after, starts
 
 pytestmark = pytest.mark.e2e
 
@@ -40,28 +38,8 @@ def pg_store() -> Iterator[str]:
         yield url.render_as_string(hide_password=False)
 
 
-def _targets(tmp_path: Path, *names: str) -> dict[str, Path]:
-    paths = {name: tmp_path / "targets" / f"{name}.db" for name in names}
-    for path in paths.values():
-        make_sqlite_target(path, rows=5_000)
-    return paths
-
-
 def _health(fleet: Cluster) -> tuple[int, int, int]:
     return (fleet.health(""), fleet.health(MAINTENANCE_SERVICE), fleet.health(WORKER_SERVICE))
-
-
-def _starts(*workers: ServiceProcess) -> Counter[str]:
-    """How many times each child was started, from the workers' JSON logs."""
-    counts: Counter[str] = Counter()
-    for worker in workers:
-        for line in worker.log().splitlines():
-            if not line.startswith("{"):
-                continue
-            entry = json.loads(line)
-            if entry.get("message", "").startswith("started ") and "job_id" in entry:
-                counts[entry["job_id"]] += 1
-    return counts
 
 
 def _show(*fleets: Cluster) -> str:
@@ -69,7 +47,7 @@ def _show(*fleets: Cluster) -> str:
 
 
 def test_a_second_manager_process_stands_by_and_refuses_workers_and_writes(tmp_path: Path, pg_store: str) -> None:
-    targets = _targets(tmp_path, "t1")
+    targets = make_sqlite_targets(tmp_path / "targets", "t1")
     with cluster(tmp_path / "a", store=pg_store) as leader, cluster(tmp_path / "b", store=pg_store) as standby:
         leader.start_manager("--store-lease", str(STORE_LEASE))
         standby.start_manager("--store-lease", str(STORE_LEASE))
@@ -97,7 +75,7 @@ def test_a_second_manager_process_stands_by_and_refuses_workers_and_writes(tmp_p
 def test_the_standby_takes_over_from_a_killed_leader_within_a_lease_and_completes_the_work(
     tmp_path: Path, pg_store: str
 ) -> None:
-    targets = _targets(tmp_path, "t1", "t2", "t3")
+    targets = make_sqlite_targets(tmp_path / "targets", "t1", "t2", "t3")
     with (
         cluster(tmp_path / "a", store=pg_store) as first,
         cluster(tmp_path / "b", store=pg_store) as second,
@@ -132,21 +110,6 @@ def test_the_standby_takes_over_from_a_killed_leader_within_a_lease_and_complete
             raise
 
 
-def _first_start_after(wall_time: float, *workers: ServiceProcess) -> float | None:
-    """The wall-clock time of the first child start logged by ``workers`` after ``wall_time`` (None: none yet)."""
-    times = []
-    for worker in workers:
-        for line in worker.log().splitlines():
-            if not line.startswith("{"):
-                continue
-            entry = json.loads(line)
-            if entry.get("message", "").startswith("started ") and "job_id" in entry:
-                at = datetime.fromisoformat(entry["time"]).timestamp()
-                if at > wall_time:
-                    times.append(at)
-    return min(times) if times else None
-
-
 def test_with_the_default_lease_a_standby_takes_over_from_a_killed_leader_in_under_ten_seconds(
     tmp_path: Path, pg_store: str
 ) -> None:
@@ -154,7 +117,7 @@ def test_with_the_default_lease_a_standby_takes_over_from_a_killed_leader_in_und
     first child started by the new leader under 10 s. The worker is given both managers and fails over on its
     own (the standby's refusals name the leader; the worker follows); the takeover and the first start after
     the kill are printed (pytest -s shows them)."""
-    targets = _targets(tmp_path, "t1", "t2")
+    targets = make_sqlite_targets(tmp_path / "targets", "t1", "t2")
     with (
         cluster(tmp_path / "a", store=pg_store) as first,
         cluster(tmp_path / "b", store=pg_store) as second,
@@ -177,7 +140,7 @@ def test_with_the_default_lease_a_standby_takes_over_from_a_killed_leader_in_und
 
             done = second.wait_status(created.parent.id, COMPLETED, pb.JOB_STATUS_FAILED, timeout=90)
             assert done.job.status == COMPLETED, second.describe(created.parent.id)
-            started = _first_start_after(killed_wall, worker)
+            started = first_start_after(killed_wall, worker)
             assert started is not None, "no child started after the kill"
             first_start = started - killed_wall
             print(f"failover: took over after {took:.1f}s; first start after the kill at {first_start:.1f}s")
@@ -191,7 +154,7 @@ def test_with_the_default_lease_a_standby_takes_over_from_a_killed_leader_in_und
 def test_a_leader_frozen_past_its_lease_is_replaced_and_on_waking_commits_nothing(
     tmp_path: Path, pg_store: str
 ) -> None:
-    targets = _targets(tmp_path, "t1", "t2", "t3")
+    targets = make_sqlite_targets(tmp_path / "targets", "t1", "t2", "t3")
     with (
         cluster(tmp_path / "a", store=pg_store) as old,
         cluster(tmp_path / "b", store=pg_store) as new,
@@ -210,7 +173,7 @@ def test_a_leader_frozen_past_its_lease_is_replaced_and_on_waking_commits_nothin
             ]
             created = old.create(list(targets), OPERATIONS)
             old.wait_child(created.parent.id, lambda c: c.status == RUNNING)
-            wait_for(lambda: sum(_starts(*workers).values()) >= 1, timeout=20, message="nothing started")
+            wait_for(lambda: sum(starts(*workers).values()) >= 1, timeout=20, message="nothing started")
 
             assert old.manager is not None
             old.manager.signal(signal.SIGSTOP)
@@ -232,9 +195,9 @@ def test_a_leader_frozen_past_its_lease_is_replaced_and_on_waking_commits_nothin
             assert done.job.status == COMPLETED, new.describe(created.parent.id)
             assert done.job.progress.succeeded == len(targets) * len(OPERATIONS)
             assert [c.attempt for c in done.children] == [1] * len(done.children), new.describe(created.parent.id)
-            starts = _starts(*workers)
-            assert {c.id for c in done.children} == set(starts), starts
-            assert set(starts.values()) == {1}, f"a child ran twice: {starts}"
+            started = starts(*workers)
+            assert {c.id for c in done.children} == set(started), started
+            assert set(started.values()) == {1}, f"a child ran twice: {started}"
             assert _health(old) == (SERVING, NOT_SERVING, NOT_SERVING), "it stays a standby"
         except BaseException:
             print(_show(old, new))
@@ -255,7 +218,7 @@ def test_a_second_manager_process_on_one_sqlite_store_exits_naming_the_lock_file
 def test_a_standby_reads_during_a_run_and_its_watch_sees_the_parent_to_its_end_across_a_kill_of_the_leader(
     tmp_path: Path, pg_store: str
 ) -> None:
-    targets = _targets(tmp_path, "t1", "t2")
+    targets = make_sqlite_targets(tmp_path / "targets", "t1", "t2")
     with (
         cluster(tmp_path / "a", store=pg_store) as first,
         cluster(tmp_path / "b", store=pg_store) as second,

@@ -40,6 +40,14 @@ def make_sqlite_target(
     return sqlite_stats(path)
 
 
+def make_sqlite_targets(folder: Path, *names: str, rows: int = 5_000) -> dict[str, Path]:
+    """One SQLite target per name (``make_sqlite_target``) in ``folder``: name -> path."""
+    paths = {name: folder / f"{name}.db" for name in names}
+    for path in paths.values():
+        make_sqlite_target(path, rows=rows)
+    return paths
+
+
 def sqlite_stats(path: Path) -> SqliteStats:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
