@@ -97,10 +97,24 @@ class Lease:
     window_end: datetime | None = None
     # A MODE_PLAN child: it takes a slot but does not hold its target (``dispatch``).
     read_only: bool = False
+    # The holder came back (a new stream, e.g. to a new leader) without listing it, and no heartbeat has named
+    # it since: the assignment never reached it (the manager that stored it stopped first), or it ended and its
+    # result is still on the way.
+    unlisted: bool = False
 
     @property
     def key(self) -> RunKey:
         return (self.job_id, self.attempt)
+
+    def lapse_reason(self, settings: FleetSettings) -> str:
+        """Why the lease lapsed, for the log and the child's record."""
+        worker = self.worker_id or "?"
+        if self.unlisted:
+            return (
+                f"worker {worker} came back without it and sent no result within {settings.reconnect_grace:g}s:"
+                " the assignment never reached it, or its result was lost"
+            )
+        return f"no heartbeat from worker {worker} for {settings.lease_timeout:g}s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,9 +437,11 @@ class FleetCore:
                 lease.stream = stream
                 lease.expires_at = now + self.settings.lease_timeout
                 lease.waiting_reason = report.waiting_reason
+                lease.unlisted = False
             else:
                 # Not running there any more: its result may still be on the way (re-sent after Hello).
                 lease.expires_at = min(lease.expires_at, now + self.settings.reconnect_grace)
+                lease.unlisted = True
         for key in listed:
             session.reported.add(key)
             sends.append(Send(stream, CancelCommand(key[0], key[1], NOT_ASSIGNED)))
@@ -453,6 +469,7 @@ class FleetCore:
             if lease is not None and lease.worker_id == session.worker_id and lease.attempt == report.attempt:
                 lease.expires_at = now + self.settings.lease_timeout
                 lease.waiting_reason = report.waiting_reason
+                lease.unlisted = False
         if session.reported:
             session.reported &= listed
 

@@ -605,8 +605,7 @@ class Orchestrator:
             if self._core.inbox_size:
                 await self._commit_once()
             for lease in self._core.lapsed(time.monotonic()):
-                silent = f"no heartbeat from worker {lease.worker_id or '?'} for {self.settings.lease_timeout:g}s"
-                await self._release(lease, silent)
+                await self._release(lease, lease.lapse_reason(self._core.settings))
 
     async def _release(self, lease: Lease, why: str) -> None:
         """The attempt of ``lease`` is lost: the store re-queues the child (or fails/cancels it) first; then
