@@ -17,10 +17,8 @@ only under its own term, and nothing once the new term began; after the link hea
 
 from __future__ import annotations
 
-import itertools
 import re
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,13 +40,13 @@ from tests.e2e.test_standby import (
     STORE_LEASE,
     _health,
     _show,
-    _starts,
-    _targets,
 )
 from tests.support.polling import wait_for
 from tests.support.processes import cluster
 from tests.support.proxy import TcpProxy
 from tests.support.servers import fresh_postgres_database
+from tests.support.targets import make_sqlite_targets
+from tests.support.worker_logs import overlaps, spans, starts
 
 pytestmark = pytest.mark.e2e
 
@@ -147,27 +145,6 @@ def _manager_id(manager: ServiceProcess) -> str:
     return found.group(1)
 
 
-def _runs(*workers: ServiceProcess) -> dict[str, list[tuple[str, float, float]]]:
-    """Per target, every child run the workers logged: (job id, started, finished) in wall-clock seconds (a run
-    not finished ends at +inf)."""
-    started: dict[str, tuple[str, float]] = {}
-    finished: dict[str, float] = {}
-    for worker in workers:
-        for entry in worker.json_lines():
-            message, job_id = str(entry.get("message", "")), entry.get("job_id")
-            if not isinstance(job_id, str):
-                continue
-            at = datetime.fromisoformat(str(entry["time"])).timestamp()
-            if message.startswith("started "):
-                started[f"{worker.name}/{job_id}/{entry.get('attempt')}"] = (str(entry.get("target")), at)
-            elif " completed in " in message or " cancelled: " in message or " failed: " in message:
-                finished[f"{worker.name}/{job_id}/{entry.get('attempt')}"] = at
-    runs: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
-    for key, (target, at) in started.items():
-        runs[target].append((key.split("/")[1], at, finished.get(key, float("inf"))))
-    return runs
-
-
 def _first_vacuum(*workers: ServiceProcess) -> float | None:
     """The wall-clock time the first VACUUM started, from the workers' JSON logs (None: none yet)."""
     times = [
@@ -179,21 +156,11 @@ def _first_vacuum(*workers: ServiceProcess) -> float | None:
     return min(times) if times else None
 
 
-def _overlaps(runs: dict[str, list[tuple[str, float, float]]]) -> list[str]:
-    found = []
-    for target, spans in runs.items():
-        spans = sorted(spans, key=lambda span: span[1])
-        for (job, _, end), (other, start, _) in itertools.pairwise(spans):
-            if start < end:
-                found.append(f"{target}: {other} started while {job} ran")
-    return found
-
-
 @pytest.mark.parametrize("partition", ["cut", "blackhole"])
 def test_a_leader_cut_off_from_its_store_steps_down_the_standby_finishes_the_work_and_it_comes_back_standing_by(
     tmp_path: Path, pg_store: str, partition: str
 ) -> None:
-    targets = _targets(tmp_path, "t1", "t2", "t3")
+    targets = make_sqlite_targets(tmp_path / "targets", "t1", "t2", "t3")
     lease = ("--store-lease", str(STORE_LEASE), "--lease-timeout", "20")
     with (
         TcpProxy(_host_port(pg_store)) as link,
@@ -253,12 +220,12 @@ def test_a_leader_cut_off_from_its_store_steps_down_the_standby_finishes_the_wor
             )
             assert (progress.pending, progress.running) == (0, 0)
             assert all(c.status == COMPLETED for c in done.children), new.describe(created.parent.id)
-            starts = _starts(*workers)
-            assert {c.id for c in done.children} == set(starts), starts
-            assert set(starts.values()) == {1}, f"a child ran twice: {starts}"
-            runs = _runs(*workers)
-            assert sorted(runs) == sorted(targets), runs
-            assert not _overlaps(runs), runs
+            runs_of = starts(*workers)
+            assert {c.id for c in done.children} == set(runs_of), runs_of
+            assert set(runs_of.values()) == {1}, f"a child ran twice: {runs_of}"
+            runs = spans(*workers)
+            assert {run.target for run in runs} == set(targets), [str(run) for run in runs]
+            assert not overlaps(runs), [f"{a} / {b}" for a, b in overlaps(runs)]
 
             # The link heals, and the black-holed connections are cut: the old leader comes back as a standby.
             link.heal()
