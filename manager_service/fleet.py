@@ -14,13 +14,15 @@ The rules:
   worker that holds it, its target. A target with a lease is busy (the dispatch queue's busy map is an index of
   the leases, kept in step by ``_hold``/``_unhold`` only). A worker's used slots are its leases plus the foreign
   attempts it still runs.
-* **A lease ends only when the attempt's end is known or its time is up.** A result (applied or stale) ends it;
-  a stream that ends does not: the worker may come back and list the child in its Hello (the lease is renewed)
-  or re-send its result. A lease lapses after ``lease_timeout`` without a heartbeat naming it (shortened to
-  ``reconnect_grace`` when the worker came back without listing it); the store then re-queues the child with
-  the next attempt. The old attempt's end is then still unknown: a worker that is alive but silent is told to
-  stop, and the target's **resource lock** (held by the worker for the whole operation) keeps a new attempt
-  waiting until the old one really ended. That lock, not the lease, is what keeps one operation per target.
+* **A lease ends only when the attempt's end is known or its time is up.** A result (applied or stale) ends it; a
+  stream that ends does not: the worker may come back and list the child in its Hello (the lease is renewed) or
+  re-send its result. A lease lapses after ``lease_timeout`` without a heartbeat naming it; when the worker came
+  back without listing it, at its first heartbeat on that stream that does not name it either (the results it
+  re-sends come before that heartbeat on the ordered stream), or ``reconnect_grace`` after the Hello at the latest.
+  The store then re-queues the child with the next attempt. The old attempt's end is then still unknown: a worker
+  that is alive but silent is told to stop, and the target's **resource lock** (held by the worker for the whole
+  operation) keeps a new attempt waiting until the old one really ended. That lock, not the lease, is what keeps
+  one operation per target.
 * **Slots are never over-committed**: held leases + foreign attempts <= slots, per connected worker.
 * **A result is applied at most once**: results are keyed by (job_id, attempt); the store fences each on the
   running attempt and its worker. Every result a worker sends is acknowledged once settled (applied or stale),
@@ -111,7 +113,7 @@ class Lease:
         worker = self.worker_id or "?"
         if self.unlisted:
             return (
-                f"worker {worker} came back without it and sent no result within {settings.reconnect_grace:g}s:"
+                f"worker {worker} came back without it and sent no result for it:"
                 " the assignment never reached it, or its result was lost"
             )
         return f"no heartbeat from worker {worker} for {settings.lease_timeout:g}s"
@@ -470,6 +472,11 @@ class FleetCore:
                 lease.expires_at = now + self.settings.lease_timeout
                 lease.waiting_reason = report.waiting_reason
                 lease.unlisted = False
+        for lease in self.held_by(session.worker_id):
+            if lease.unlisted and lease.key not in listed:
+                # Missing from its Hello and from this heartbeat, with no result before it on the stream: it
+                # does not run there. Its slot is not held for the rest of the grace.
+                lease.expires_at = min(lease.expires_at, now)
         if session.reported:
             session.reported &= listed
 

@@ -333,6 +333,9 @@ class Worker:
     async def _serve(self, stream: ManagerStream, welcome: Welcome) -> None:
         """Re-send the outbox (right after Hello), go live, then handle what the manager sends until the end."""
         await self._flush(stream, welcome)
+        # A heartbeat right after the re-sent results: a manager holding a lease this worker did not list in its
+        # Hello (an assignment that never arrived) learns at once that it does not run here, and frees its slot.
+        self._heartbeat_now.set()
         await self._set_stream(stream, welcome)
         await self._announce_drain(stream)
         while True:

@@ -1,6 +1,6 @@
 """The fleet core's leases across a takeover: a new leader rebuilds a lease for every child the store has
-RUNNING; the holder's Hello keeps the ones it lists and gives the others a short grace; the reason a lease
-lapsed says which of the two happened."""
+RUNNING; the holder's Hello keeps the ones it lists and gives the others a short grace, cut short by its first
+heartbeat that does not name them either; the reason a lease lapsed says which of the two happened."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def test_a_child_the_returning_holder_did_not_list_lapses_after_the_grace_saying
     (lapsed,) = core.lapsed(6.1)
     assert lapsed.job_id == "never-delivered"
     assert lapsed.lapse_reason(SETTINGS) == (
-        "worker w2 came back without it and sent no result within 1s:"
+        "worker w2 came back without it and sent no result for it:"
         " the assignment never reached it, or its result was lost"
     )
 
@@ -63,3 +63,22 @@ def test_a_heartbeat_that_names_an_unlisted_child_keeps_it_as_an_ordinary_lease(
     assert core.lapsed(6.1) == [], "renewed for a whole lease"
     (lapsed,) = core.lapsed(25.6)
     assert lapsed.lapse_reason(SETTINGS) == "no heartbeat from worker w2 for 20s"
+
+
+def test_the_first_heartbeat_after_a_hello_that_does_not_name_an_unlisted_child_ends_its_lease_at_once() -> None:
+    core = a_new_leader(running("never-delivered"), running("other", worker_id="w3"))
+    stream = core.open_stream()
+    core.connect(stream, HelloInfo("w2", frozenset({"t"}), 1), 5.0)
+    assert core.lapsed(5.1) == []
+    core.heartbeat(stream, [], 5.2)
+    (lapsed,) = core.lapsed(5.2)
+    assert lapsed.job_id == "never-delivered", "only the holder's unlisted leases; w3's keeps its lease"
+    assert lapsed.lapse_reason(SETTINGS).startswith("worker w2 came back without it")
+
+
+def test_a_heartbeat_never_ends_a_lease_the_hello_listed_or_one_assigned_since() -> None:
+    core = a_new_leader(running("listed"))
+    stream = core.open_stream()
+    core.connect(stream, HelloInfo("w2", frozenset({"t"}), 2, running=(RunningReport("listed", 1),)), 5.0)
+    core.heartbeat(stream, [], 5.2)  # sent before it saw the child? it listed it: not this rule's business
+    assert core.lapsed(5.3) == []
