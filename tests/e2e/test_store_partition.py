@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -42,7 +43,7 @@ from tests.e2e.test_standby import (
     _show,
 )
 from tests.support.polling import wait_for
-from tests.support.processes import cluster
+from tests.support.processes import Cluster, cluster
 from tests.support.proxy import TcpProxy
 from tests.support.servers import fresh_postgres_database
 from tests.support.targets import make_sqlite_targets
@@ -156,17 +157,24 @@ def _first_vacuum(*workers: ServiceProcess) -> float | None:
     return min(times) if times else None
 
 
+@contextmanager
+def _two_managers(tmp_path: Path, pg_store: str) -> Iterator[tuple[TcpProxy, Cluster, Cluster]]:
+    """The leader-to-be ("a") reaches PostgreSQL through a proxy the test breaks; the standby ("b") directly."""
+    with (
+        TcpProxy(_host_port(pg_store)) as link,
+        cluster(tmp_path / "a", store=_as(pg_store, LEADER_APP, via=link)) as old,
+        cluster(tmp_path / "b", store=_as(pg_store, STANDBY_APP)) as new,
+    ):
+        yield link, old, new
+
+
 @pytest.mark.parametrize("partition", ["cut", "blackhole"])
 def test_a_leader_cut_off_from_its_store_steps_down_the_standby_finishes_the_work_and_it_comes_back_standing_by(
     tmp_path: Path, pg_store: str, partition: str
 ) -> None:
     targets = make_sqlite_targets(tmp_path / "targets", "t1", "t2", "t3")
     lease = ("--store-lease", str(STORE_LEASE), "--lease-timeout", "20")
-    with (
-        TcpProxy(_host_port(pg_store)) as link,
-        cluster(tmp_path / "a", store=_as(pg_store, LEADER_APP, via=link)) as old,
-        cluster(tmp_path / "b", store=_as(pg_store, STANDBY_APP)) as new,
-    ):
+    with _two_managers(tmp_path, pg_store) as (link, old, new):
         try:
             old.start_manager(*lease)
             _run_sql(pg_store, AUDIT)  # the schema is there once the first manager serves
@@ -269,11 +277,7 @@ def test_a_manager_stopped_while_its_store_link_is_a_black_hole_exits_instead_of
     TCP timeout ends it). SIGTERM must still end the process, and cleanly: the stepped-down manager has nothing
     left to write."""
     lease = ("--store-lease", str(STORE_LEASE))
-    with (
-        TcpProxy(_host_port(pg_store)) as link,
-        cluster(tmp_path / "a", store=_as(pg_store, LEADER_APP, via=link)) as old,
-        cluster(tmp_path / "b", store=_as(pg_store, STANDBY_APP)) as new,
-    ):
+    with _two_managers(tmp_path, pg_store) as (link, old, new):
         try:
             old.start_manager(*lease)
             new.start_manager(*lease)
