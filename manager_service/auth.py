@@ -1,5 +1,7 @@
-"""Who may call what. Two roles with separate bearer tokens: clients call MaintenanceService, workers call
-WorkerService.Connect. grpc.health.v1 and reflection stay open (reflection is switched by its own flag).
+"""Who may call what. Three roles with separate bearer tokens: clients call MaintenanceService and
+ScheduleService, workers call WorkerService.Connect, and the read-only role (the web console's viewers, scripts
+that only look) calls only the read methods (``manager_service.gate.READ_METHODS``, those a standby answers).
+grpc.health.v1 and reflection stay open (reflection is switched by its own flag).
 
 ``decide`` is the whole policy, pure; ``AuthInterceptor`` applies it before any servicer runs, so a refused call
 never reaches the orchestrator or the store.
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from dbmaint.auth import AUTHORIZATION, BEARER_PREFIX
+from manager_service.gate import READ_METHODS
 
 # How long a refused streaming call waits for the client's first message before ending.
 REFUSAL_READ_SECONDS = 1.0
@@ -26,6 +29,7 @@ REFUSAL_READ_SECONDS = 1.0
 class Role(StrEnum):
     CLIENT = "client"
     WORKER = "worker"
+    READONLY = "readonly"
 
 
 # Method prefixes and the role they need; anything not listed is open (health, reflection) or unknown (gRPC
@@ -42,18 +46,24 @@ class AuthPolicy:
     # repr=False: a config printed in a log or a traceback never shows a token.
     client_tokens: tuple[str, ...] = field(default=(), repr=False)
     worker_tokens: tuple[str, ...] = field(default=(), repr=False)
+    readonly_tokens: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def enabled(self) -> bool:
         """With no token configured at all, auth is off (the loopback quickstart)."""
-        return bool(self.client_tokens or self.worker_tokens)
+        return bool(self.client_tokens or self.worker_tokens or self.readonly_tokens)
 
     def role_of(self, token: str) -> Role | None:
         """The role ``token`` grants. Every configured token is compared, each in constant time, so the time
         taken says nothing about which one (or how much of one) matched."""
         presented = token.encode()
         found: Role | None = None
-        for role, tokens in ((Role.CLIENT, self.client_tokens), (Role.WORKER, self.worker_tokens)):
+        roles = (
+            (Role.CLIENT, self.client_tokens),
+            (Role.WORKER, self.worker_tokens),
+            (Role.READONLY, self.readonly_tokens),
+        )
+        for role, tokens in roles:
             for candidate in tokens:
                 if hmac.compare_digest(presented, candidate.encode()) and found is None:
                     found = role
@@ -92,6 +102,8 @@ def decide(policy: AuthPolicy, method: str, metadata: Iterable[tuple[str, str | 
     role = policy.role_of(token)
     if role is None:
         return Refusal(grpc.StatusCode.UNAUTHENTICATED, "invalid credentials")
+    if role is Role.READONLY and needed is Role.CLIENT and method in READ_METHODS:
+        return None
     if role is not needed:
         return Refusal(grpc.StatusCode.PERMISSION_DENIED, f"a {role} credential cannot call {method}")
     return None
