@@ -19,6 +19,7 @@ from dbmaint.config import (
     Option,
     Program,
     Settings,
+    listener,
     pem_file,
 )
 from manager_service.auth import AuthPolicy
@@ -29,6 +30,7 @@ from manager_service.validation import Limits
 # to every user of the machine.
 ENV_CLIENT_TOKENS = "DBMAINT_CLIENT_TOKENS"
 ENV_WORKER_TOKENS = "DBMAINT_WORKER_TOKENS"
+ENV_READONLY_TOKENS = "DBMAINT_READONLY_TOKENS"
 
 
 def is_loopback(host: str) -> bool:
@@ -71,6 +73,10 @@ class ManagerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
+    # The web console and its JSON API (empty: off); its TLS files default to the gRPC listener's.
+    http_listen: str = ""
+    http_tls_cert: str | None = None
+    http_tls_key: str | None = None
     auth: AuthPolicy = field(default_factory=AuthPolicy)
 
     @property
@@ -80,6 +86,15 @@ class ManagerConfig:
     @property
     def tls(self) -> TlsFiles | None:
         return TlsFiles.from_settings(self.tls_client_ca, self.tls_cert, self.tls_key)
+
+    @property
+    def http_tls(self) -> tuple[str, str] | None:
+        """The console's certificate and key files (its own, else the gRPC listener's); None: plain HTTP."""
+        if self.http_tls_cert and self.http_tls_key:
+            return self.http_tls_cert, self.http_tls_key
+        if self.tls_cert and self.tls_key:
+            return self.tls_cert, self.tls_key
+        return None
 
     @property
     def limits(self) -> Limits:
@@ -244,6 +259,28 @@ OPTIONS = (
     ),
     _tokens("client_tokens", ENV_CLIENT_TOKENS, "client"),
     _tokens("worker_tokens", ENV_WORKER_TOKENS, "worker"),
+    _tokens("readonly_tokens", ENV_READONLY_TOKENS, "read-only (reads and the web console, no writes)"),
+    listener(
+        "http_listen",
+        "HOST:PORT of the web console and its JSON API (`/api/v1/`); a non-loopback host needs tokens (the "
+        "console asks for one)",
+        "--http-listen",
+        "DBMAINT_HTTP_LISTEN",
+    ),
+    pem_file(
+        "http_tls_cert",
+        "PEM certificate chain of the web console (with `--http-tls-key`): it speaks HTTPS",
+        "--http-tls-cert",
+        "DBMAINT_HTTP_TLS_CERT",
+        default_text="`--tls-cert` when set, else plain HTTP",
+    ),
+    pem_file(
+        "http_tls_key",
+        "PEM private key of the web console",
+        "--http-tls-key",
+        "DBMAINT_HTTP_TLS_KEY",
+        default_text="`--tls-key`",
+    ),
 )
 MANAGER = Program(
     "dbmaint-manager",
@@ -270,7 +307,7 @@ def parse_config(
 def build_config(settings: Settings) -> ManagerConfig:
     """The validated ManagerConfig of resolved ``settings``."""
     values = {option.name: settings[option.name] for option in OPTIONS}
-    tokens = (values.pop("client_tokens"), values.pop("worker_tokens"))
+    tokens = (values.pop("client_tokens"), values.pop("worker_tokens"), values.pop("readonly_tokens"))
     config = ManagerConfig(**values, auth=AuthPolicy(*tokens))
     _check(config)
     return config
@@ -283,6 +320,16 @@ def _check(config: ManagerConfig) -> None:
     if config.tls_client_ca and not config.tls_cert:
         raise ConfigError(
             "--tls-client-ca asks clients for certificates: the listener needs --tls-cert and --tls-key"
+        )
+    if bool(config.http_tls_cert) != bool(config.http_tls_key):
+        raise ConfigError("--http-tls-cert and --http-tls-key go together: set both or neither")
+    for name, path in (("--http-tls-cert", config.http_tls_cert), ("--http-tls-key", config.http_tls_key)):
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"{name}: no such file: {path}")
+    if config.http_listen and not config.auth.enabled and not is_loopback(config.http_listen.rpartition(":")[0]):
+        raise ConfigError(
+            f"--http-listen {config.http_listen} is reachable from other machines and no token is configured: "
+            f"set {ENV_CLIENT_TOKENS} (and {ENV_READONLY_TOKENS} for viewers), or listen on 127.0.0.1"
         )
     try:
         config.tls  # noqa: B018 - checks that the files exist and go together
