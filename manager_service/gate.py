@@ -130,6 +130,10 @@ class LeaderGate(_ServerInterceptor):
         self._refusal = refusal
         self._leader = leader or _unknown
 
+    def leader_hint(self) -> str:
+        """The leader's address a refusal names now ("" while this manager leads, or when it is not known)."""
+        return "" if self._table is not None else self._leader()
+
     def serve_reads(self, table: HandlerTable | None) -> None:
         """While standing by, answer ``READ_METHODS`` with ``table``'s handlers (None: refuse them too)."""
         self._reads = table

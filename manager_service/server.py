@@ -10,6 +10,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -26,6 +27,7 @@ from dbmaint.v1 import schedules_pb2 as spb
 from dbmaint.v1 import schedules_pb2_grpc as spb_grpc
 from manager_service.auth import AuthInterceptor
 from manager_service.config import ManagerConfig, is_loopback
+from manager_service.console import Console
 from manager_service.errors import CommitOutcomeUnknown, LeaseLost, LeaseNotRenewed, StoreUnavailable
 from manager_service.gate import HandlerTable, LeaderGate
 from manager_service.malformed import MalformedRequestInterceptor
@@ -40,6 +42,24 @@ from manager_service.store.base import LeaseState
 from manager_service.store.sqlalchemy_store import make_engine
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RoleServicers:
+    """The servicers answering dbmaint's RPCs now: the term's own while leading (reads and writes), the
+    standby's read servicers otherwise. The web console calls these very objects, so it reads and writes
+    through the same paths (and validation) as the RPCs."""
+
+    maintenance: MaintenanceReadServicer  # a MaintenanceServicer while leading
+    schedules: ScheduleReadServicer  # a ScheduleServicer while leading
+
+    @property
+    def writes(self) -> tuple[MaintenanceServicer, ScheduleServicer] | None:
+        """The write servicers, None on a standby."""
+        if isinstance(self.maintenance, MaintenanceServicer) and isinstance(self.schedules, ScheduleServicer):
+            return self.maintenance, self.schedules
+        return None
+
 
 MAINTENANCE_SERVICE = pb.DESCRIPTOR.services_by_name["MaintenanceService"].full_name
 WORKER_SERVICE = pb.DESCRIPTOR.services_by_name["WorkerService"].full_name
@@ -100,10 +120,24 @@ class ManagerServer:
         self.metrics = ManagerMetrics()
         self.metrics_port = 0
         self._metrics_server: WSGIServer | None = None
+        self._servicers: RoleServicers | None = None
+        self.term = 0  # of the lease, as last seen
+        self._console: Console | None = None
+        self.http_port = 0
 
     @property
     def leading(self) -> bool:
         return self._orchestrator is not None
+
+    @property
+    def servicers(self) -> RoleServicers | None:
+        """What answers the RPCs in the current role (None while starting or stopping)."""
+        return self._servicers
+
+    @property
+    def leader_hint(self) -> str:
+        """On a standby, the leader's advertised address while its lease is alive ("" otherwise)."""
+        return self._gate.leader_hint()
 
     @property
     def advertised_address(self) -> str:
@@ -159,7 +193,7 @@ class ManagerServer:
         state = await asyncio.to_thread(
             self._store.acquire_lease, self.manager_id, self.config.store_lease, self.advertised_address
         )
-        self.metrics.saw_term(state.term)
+        self._saw_term(state.term)
         if state.held:
             await self._lead(self._store, state, sent)
             self._first_look = self._first_renewal(sent)
@@ -168,6 +202,9 @@ class ManagerServer:
         await server.start()
         self._server = server
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        if self.config.http_listen:
+            self._console = Console(self)
+            self.http_port = await self._console.start()
         self._lease_task = asyncio.create_task(self._hold_lease(), name="store-lease")
         self._lease_task.add_done_callback(self._on_lease_task_done)
         host = self.config.listen.rpartition(":")[0]
@@ -189,6 +226,10 @@ class ManagerServer:
                 host,
             )
         return self.port
+
+    def _saw_term(self, term: int) -> None:
+        self.term = term
+        self.metrics.saw_term(term)
 
     def _open_store(self, migrate: bool) -> SQLAlchemyJobStore:
         store = open_store(
@@ -231,12 +272,13 @@ class ManagerServer:
             raise
         orchestrator.fatal.add_done_callback(lambda fatal: self._on_fatal(orchestrator, fatal))
         table = HandlerTable()
-        pb_grpc.add_MaintenanceServiceServicer_to_server(
-            MaintenanceServicer(orchestrator, self.config.limits), table
-        )
+        maintenance = MaintenanceServicer(orchestrator, self.config.limits)
+        schedules = ScheduleServicer(orchestrator, self.config.limits)
+        pb_grpc.add_MaintenanceServiceServicer_to_server(maintenance, table)
         pb_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(orchestrator), table)
-        spb_grpc.add_ScheduleServiceServicer_to_server(ScheduleServicer(orchestrator, self.config.limits), table)
+        spb_grpc.add_ScheduleServiceServicer_to_server(schedules, table)
         self._orchestrator = orchestrator
+        self._servicers = RoleServicers(maintenance, schedules)
         self._valid_until = sent + self.config.store_lease
         self._watchdog = asyncio.create_task(self._watch_lease(orchestrator), name="store-lease-watchdog")
         self._gate.lead(table)
@@ -294,6 +336,7 @@ class ManagerServer:
         # Nothing awaited before this point: from here no new call reaches the term, and its store writes nothing
         # more (a write already past its lease check is fenced by the database: a takeover waits for it).
         self._orchestrator = None
+        self._servicers = None
         store, self._store = self._store, None
         if store is not None and isinstance(why, LeaseLost):
             store.stop_writing(why)
@@ -341,11 +384,12 @@ class ManagerServer:
             )
             self._standby.start()
         table = HandlerTable()
-        pb_grpc.add_MaintenanceServiceServicer_to_server(
-            MaintenanceReadServicer(self._standby, self.config.limits), table
-        )
-        spb_grpc.add_ScheduleServiceServicer_to_server(ScheduleReadServicer(self._standby.schedules), table)
+        maintenance = MaintenanceReadServicer(self._standby, self.config.limits)
+        schedules = ScheduleReadServicer(self._standby.schedules)
+        pb_grpc.add_MaintenanceServiceServicer_to_server(maintenance, table)
+        spb_grpc.add_ScheduleServiceServicer_to_server(schedules, table)
         self._gate.serve_reads(table)
+        self._servicers = RoleServicers(maintenance, schedules)
 
     async def _close_term(self, orchestrator: Orchestrator) -> None:
         """End a term's orchestrator and its store (a standby looks with a store of its own). Its worker streams
@@ -433,7 +477,7 @@ class ManagerServer:
             return
         if self._orchestrator is orchestrator:
             self._valid_until = max(self._valid_until, sent + self.config.store_lease)
-            self.metrics.saw_term(state.term)
+            self._saw_term(state.term)
 
     async def _try_to_lead(self) -> float:
         """One look at the lease by a standby: take it if it is free. Returns the seconds until the next look."""
@@ -444,7 +488,7 @@ class ManagerServer:
         state = await asyncio.to_thread(
             store.acquire_lease, self.manager_id, self.config.store_lease, self.advertised_address
         )
-        self.metrics.saw_term(state.term)
+        self._saw_term(state.term)
         if state.held:
             await self._lead(store, state, sent)
             return self._first_renewal(sent)
@@ -468,6 +512,8 @@ class ManagerServer:
         self._shutdown_started = True
         log.info("shutting down: health NOT_SERVING, closing worker streams")
         await self._health.enter_graceful_shutdown()
+        if self._console is not None:
+            await self._console.stop()
         if self._lease_task is not None:
             self._lease_task.cancel()
             await asyncio.gather(self._lease_task, return_exceptions=True)
@@ -479,6 +525,7 @@ class ManagerServer:
         async with self._role:
             self._gate.stand_by("the manager is shutting down")
             self._gate.serve_reads(None)
+            self._servicers = None
             if self._standby is not None:
                 await self._standby.close()  # its watches end before the server stops
             orchestrator, store = self._orchestrator, self._store

@@ -16,7 +16,9 @@ from tests.support.manager import Manager, running_manager
 CLIENT_TOKEN = "client-token-for-the-console"
 READONLY_TOKEN = "readonly-token-for-the-console"
 WORKER_TOKEN = "worker-token-for-the-console"
-TOKENS = AuthPolicy(client_tokens=(CLIENT_TOKEN,), worker_tokens=(WORKER_TOKEN,), readonly_tokens=(READONLY_TOKEN,))
+TOKENS = AuthPolicy(
+    client_tokens=(CLIENT_TOKEN,), worker_tokens=(WORKER_TOKEN,), readonly_tokens=(READONLY_TOKEN,)
+)
 
 
 def bearer(token: str) -> dict[str, str]:
