@@ -32,6 +32,7 @@ from manager_service.domain import (
     ChildOutcome,
     CreateOutcome,
     Job,
+    JobChange,
     JobFilter,
     MaintenanceSpec,
     Transition,
@@ -350,6 +351,13 @@ class Orchestrator:
 
     async def unserved_targets(self) -> list[str]:
         return self._core.unserved_targets()
+
+    async def changes_after(self, after_seq: int, limit: int) -> list[JobChange]:
+        """The store's change feed (the web console's event stream reads it, on leader and standby alike)."""
+        return await self._read(self._store.changes_after, after_seq, limit)
+
+    async def last_change_seq(self) -> int:
+        return await self._read(self._store.last_change_seq)
 
     def waiting_reason(self, child: Job) -> str:
         return self._core.waiting_reason(child, utcnow())

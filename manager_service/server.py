@@ -28,6 +28,7 @@ from dbmaint.v1 import schedules_pb2_grpc as spb_grpc
 from manager_service.auth import AuthInterceptor
 from manager_service.config import ManagerConfig, is_loopback
 from manager_service.console import Console
+from manager_service.console.events import ChangeFeed
 from manager_service.errors import CommitOutcomeUnknown, LeaseLost, LeaseNotRenewed, StoreUnavailable
 from manager_service.gate import HandlerTable, LeaderGate
 from manager_service.malformed import MalformedRequestInterceptor
@@ -52,6 +53,7 @@ class RoleServicers:
 
     maintenance: MaintenanceReadServicer  # a MaintenanceServicer while leading
     schedules: ScheduleReadServicer  # a ScheduleServicer while leading
+    changes: ChangeFeed  # the store's change feed, read through the same reader (the orchestrator or standby)
 
     @property
     def writes(self) -> tuple[MaintenanceServicer, ScheduleServicer] | None:
@@ -278,7 +280,7 @@ class ManagerServer:
         pb_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(orchestrator), table)
         spb_grpc.add_ScheduleServiceServicer_to_server(schedules, table)
         self._orchestrator = orchestrator
-        self._servicers = RoleServicers(maintenance, schedules)
+        self._servicers = RoleServicers(maintenance, schedules, orchestrator)
         self._valid_until = sent + self.config.store_lease
         self._watchdog = asyncio.create_task(self._watch_lease(orchestrator), name="store-lease-watchdog")
         self._gate.lead(table)
@@ -389,7 +391,7 @@ class ManagerServer:
         pb_grpc.add_MaintenanceServiceServicer_to_server(maintenance, table)
         spb_grpc.add_ScheduleServiceServicer_to_server(schedules, table)
         self._gate.serve_reads(table)
-        self._servicers = RoleServicers(maintenance, schedules)
+        self._servicers = RoleServicers(maintenance, schedules, self._standby)
 
     async def _close_term(self, orchestrator: Orchestrator) -> None:
         """End a term's orchestrator and its store (a standby looks with a store of its own). Its worker streams

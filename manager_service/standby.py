@@ -240,3 +240,10 @@ class StandbyReader:
     async def unserved_targets(self) -> list[str]:
         pending = await self._read(self._store.pending_targets)
         return unserved(pending, await self.workers())
+
+    async def changes_after(self, after_seq: int, limit: int) -> list[JobChange]:
+        """The store's change feed (the web console's event stream reads it, on leader and standby alike)."""
+        return await self._read(self._store.changes_after, after_seq, limit)
+
+    async def last_change_seq(self) -> int:
+        return await self._read(self._store.last_change_seq)

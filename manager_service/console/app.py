@@ -4,6 +4,7 @@ a minimal front page."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import ssl
@@ -18,6 +19,7 @@ from dbmaint.v1 import maintenance_pb2 as pb
 from manager_service.auth import Role, bearer_token
 from manager_service.console import security
 from manager_service.console.api import Api, ApiError, call
+from manager_service.console.events import ChangeFeed, EventStream
 from manager_service.console.security import Principal, Session, Sessions, Verdict
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ class Console:
         self._sessions = Sessions()
         self._runner: web.AppRunner | None = None
         self._allowed_hosts: frozenset[str] = frozenset()
+        self._closing = asyncio.Event()  # ends the event streams
         tls = self._config.http_tls
         self._ssl: ssl.SSLContext | None = None
         if tls is not None:
@@ -57,6 +60,7 @@ class Console:
         app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
         app.on_response_prepare.append(_security_headers)
         app.add_routes(Api(self._server).routes())
+        app.add_routes([web.get("/api/v1/events", EventStream(self._feed, self._closing).handle)])
         app.add_routes(
             [
                 web.get("/", self._front_page),
@@ -71,7 +75,9 @@ class Console:
         """Bind and serve; returns the bound port."""
         host, _, port = self._config.http_listen.rpartition(":")
         self._allowed_hosts = security.allowed_hosts(self._config.http_listen, self._server.advertised_address)
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, shutdown_timeout=self._config.shutdown_grace
+        )
         await runner.setup()
         site = web.TCPSite(runner, host.strip("[]") or None, int(port), ssl_context=self._ssl)
         try:
@@ -84,7 +90,12 @@ class Console:
         log.info("web console on %s://%s:%d/", self.scheme, host, self.port)
         return self.port
 
+    def _feed(self) -> ChangeFeed | None:
+        servicers = self._server.servicers
+        return servicers.changes if servicers is not None else None
+
     async def stop(self) -> None:
+        self._closing.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dbmaint.v1 import maintenance_pb2 as pb
-from tests.integration.console.support import console
+from tests.integration.console.support import console, of, stream
 from tests.support.servers import fresh_postgres_database
 
 
@@ -48,3 +48,15 @@ async def test_a_standby_console_reads_and_refuses_writes_naming_the_leader(tmp_
                 assert "standby" in body["message"]
         job = await leader.manager.api.GetJob(pb.GetJobRequest(id=parent_id))
         assert not job.job.cancel_requested and job.job.status == pb.JOB_STATUS_PENDING
+
+
+async def test_a_standby_console_streams_the_leader_s_changes(tmp_path: Path, pg_url: str) -> None:
+    async with (
+        console(tmp_path / "a", database_url=pg_url, store_lease=3.0) as leader,
+        console(tmp_path / "b", database_url=pg_url, store_lease=3.0) as standby,
+        stream(standby) as events,
+    ):
+        created = await leader.manager.create(["db1"])
+        await events.until(of(created.parent.id, "JOB_STATUS_PENDING"))
+        await leader.manager.api.CancelJob(pb.CancelJobRequest(id=created.parent.id))
+        await events.until(of(created.parent.id, "JOB_STATUS_CANCELLED"))
