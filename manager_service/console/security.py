@@ -18,6 +18,8 @@ SESSION_COOKIE = "dbmaint_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 SESSION_SECONDS = 12 * 3600.0
+# Sessions kept at most: beyond it the oldest goes (with auth off, every cookie-less page view opens one).
+MAX_SESSIONS = 10_000
 
 SECURITY_HEADERS: dict[str, str] = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -71,13 +73,21 @@ class Sessions:
     """The server-side session table, in memory (a restart logs everyone out), each session ending
     ``SESSION_SECONDS`` after it began."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, lifetime: float = SESSION_SECONDS) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        lifetime: float = SESSION_SECONDS,
+        max_sessions: int = MAX_SESSIONS,
+    ) -> None:
         self._clock = clock
         self._lifetime = lifetime
+        self._max_sessions = max_sessions
         self._sessions: dict[str, Session] = {}
 
     def open(self, role: Role) -> Session:
         self._prune()
+        while len(self._sessions) >= self._max_sessions:
+            del self._sessions[next(iter(self._sessions))]  # the oldest: dicts keep insertion order
         session = Session(
             secrets.token_urlsafe(32), role, secrets.token_urlsafe(32), self._clock() + self._lifetime
         )

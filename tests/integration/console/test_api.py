@@ -15,6 +15,7 @@ from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import schedules_pb2 as spb
 from dbmaint.v1 import schedules_pb2_grpc as spb_grpc
 from tests.integration.console.support import CLIENT_TOKEN, TOKENS, Console, bearer, console
+from tests.support.manager import running_manager
 
 SCRIPT = bearer(CLIENT_TOKEN)
 GRPC = bearer_metadata(CLIENT_TOKEN)
@@ -162,3 +163,18 @@ async def test_the_manager_endpoint_names_the_role_the_leader_and_the_term(tmp_p
         assert body["role"] == "leader"
         assert body["leader"] == c.manager.server.advertised_address
         assert body["term"] >= 1 and body["managerId"] == c.manager.server.manager_id
+
+
+async def test_the_console_starts_and_stops_with_the_manager_and_is_off_unless_asked_for(tmp_path: Path) -> None:
+    async with console(tmp_path / "on") as c:
+        url = c.url
+        async with c.client() as http, http.get("/api/v1/manager") as response:
+            assert response.status == 200
+    async with aiohttp.ClientSession() as http:
+        try:
+            async with http.get(f"{url}/api/v1/manager") as response:
+                raise AssertionError(f"still serving after the manager stopped: {response.status}")
+        except aiohttp.ClientConnectionError:
+            pass
+    async with running_manager(tmp_path / "off") as manager:
+        assert manager.server.http_port == 0

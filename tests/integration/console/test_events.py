@@ -76,3 +76,11 @@ async def test_a_batch_sends_only_the_latest_version_of_each_job(tmp_path: Path)
             assert len(parent_events) == 1
             ids = [e.data["id"] for e in events.events if e.kind == "job"]
             assert len(ids) == len(set(ids))
+
+
+async def test_an_open_stream_ends_when_the_manager_stops(tmp_path: Path) -> None:
+    async with console(tmp_path) as c, stream(c) as events:
+        created = await c.manager.create(["db1"])
+        await events.until(of(created.parent.id))
+        await asyncio.wait_for(c.manager.server.shutdown(), 10)
+        await asyncio.wait_for(events.task, 10)  # the server ended the response

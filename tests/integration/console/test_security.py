@@ -188,3 +188,11 @@ def test_sessions_end_after_their_lifetime() -> None:
     now[0] = 10.0
     assert sessions.get(session.id) is None
     assert sessions.get("made-up") is None
+
+
+def test_the_session_table_is_bounded_and_drops_the_oldest_session() -> None:
+    sessions = Sessions(max_sessions=3)
+    opened = [sessions.open(Role.CLIENT) for _ in range(4)]
+    assert len(sessions) == 3
+    assert sessions.get(opened[0].id) is None
+    assert all(sessions.get(session.id) is session for session in opened[1:])
