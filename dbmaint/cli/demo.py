@@ -30,7 +30,7 @@ from dbmaint.cli.client import (
 from dbmaint.cli.render import print_outcome, watch_view
 from dbmaint.cli.render_tables import format_bytes, format_seconds
 from dbmaint.cli.watch import WatchState, follow
-from dbmaint.local import LocalFleet, ProcessExited, StartTimeout
+from dbmaint.local import LocalFleet, ProcessExited, StartTimeout, free_port
 from dbmaint.operations import Operation
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.wire import operation_to_proto
@@ -159,6 +159,8 @@ class Demo:
         self.databases = {name: workdir / f"{name}.db" for name in DEMO_TARGETS}
         self.fleet = LocalFleet(workdir, store_url=f"sqlite:///{workdir / 'manager.db'}", log_dir=self.logs)
         self.address = self.fleet.address
+        # The manager's web console, on loopback: no token is needed there (it refuses other Host names).
+        self.console_url = f"http://127.0.0.1:{free_port()}/"
 
     def say(self, text: str, style: str = "") -> None:
         self.console.print(Text(text, style=style))
@@ -176,8 +178,12 @@ class Demo:
         started = time.monotonic()
         self.say(f"starting the manager on {self.address} and {len(WORKER_IDS)} workers (logs: {self.logs})")
         try:
-            self.fleet.start_manager("--log-level", "INFO", timeout=START_TIMEOUT)
+            listen = self.console_url.removeprefix("http://").rstrip("/")
+            self.fleet.start_manager("--log-level", "INFO", "--http-listen", listen, timeout=START_TIMEOUT)
             self.say(f"  manager SERVING after {format_seconds(time.monotonic() - started)}")
+            self.say(
+                f"  web console: {self.console_url} (open it in a browser while the demo runs; --stay keeps it)"
+            )
             targets = {name: f"sqlite:///{db}" for name, db in self.databases.items()}
             for worker_id in WORKER_IDS:
                 self.fleet.start_worker(worker_id, "--log-level", "INFO", targets=targets, slots=2, wait=False)
@@ -215,6 +221,18 @@ class Demo:
             )
         self.say(f"maintenance took {format_seconds(seconds)} (create → parent terminal)")
 
+    def stay(self) -> None:
+        """Keep the fleet (and its console) running until Ctrl-C."""
+        self.say(f"the fleet keeps running: web console at {self.console_url}; Ctrl-C stops it", "bold")
+        try:
+            while True:
+                self.fleet.check_alive()
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            self.say("")
+        except ProcessExited as error:
+            raise CliError(error.headline, EXIT_FAILURE) from None
+
     def stop_fleet(self) -> bool:
         """SIGTERMs the workers (they drain), then the manager. True if every process exited 0 on SIGTERM."""
         codes = self.fleet.stop(STOP_TIMEOUT)
@@ -227,7 +245,9 @@ class Demo:
         return all(code == 0 for code in codes.values())
 
 
-def run_demo(console: Console, workdir: Path | None, keep: bool, rows: int, timeout: float) -> int:
+def run_demo(
+    console: Console, workdir: Path | None, keep: bool, rows: int, timeout: float, stay: bool = False
+) -> int:
     began = time.monotonic()
     temporary = workdir is None
     try:
@@ -243,6 +263,8 @@ def run_demo(console: Console, workdir: Path | None, keep: bool, rows: int, time
         state, seconds = demo.run_maintenance()
         demo.report(state, seconds)
         code = EXIT_OK if state.completed else EXIT_NOT_COMPLETED
+        if stay:
+            demo.stay()
     except CliError as error:
         code = error.exit_code
         raise CliError(f"{error.message} (logs in {demo.logs})", error.exit_code) from None

@@ -342,7 +342,7 @@ def cmd_make_demo_db(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     workdir = Path(args.workdir) if args.workdir else None
-    return run_demo(console, workdir, args.keep, args.rows, args.timeout)
+    return run_demo(console, workdir, args.keep, args.rows, args.timeout, stay=args.stay)
 
 
 # -- parser -----------------------------------------------------------------------------------------------------
@@ -501,6 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command("demo", cmd_demo, "run a manager and two workers over two demo databases, end to end")
     demo.add_argument("--workdir", metavar="DIR", help="where the databases and logs go (default: a temp dir)")
     demo.add_argument("--keep", action="store_true", help="keep the temporary workdir")
+    demo.add_argument(
+        "--stay",
+        action="store_true",
+        help="after the maintenance, keep the fleet and its web console running until Ctrl-C",
+    )
     demo.add_argument(
         "--rows",
         type=_ranged(int, 2),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,7 @@ def test_demo_runs_the_fleet_reclaims_space_and_cleans_up(tmp_path: Path) -> Non
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     out = result.stdout
     assert "manager SERVING after" in out
+    assert re.search(r"web console: http://127\.0\.0\.1:\d+/ ", out), "the demo prints its console's URL"
     assert "workers demo-worker-1, demo-worker-2 connected" in out
     assert re.search(r"parent \S+ completed in [\d.]+s: 8 succeeded, 0 failed, 0 cancelled", out)
     for target in ("alpha", "beta"):
@@ -56,3 +59,30 @@ def test_demo_keeps_a_given_workdir_with_databases_and_logs(tmp_path: Path) -> N
     }
     for target in ("alpha", "beta"):
         assert sqlite_stats(workdir / f"{target}.db").freelist_count == 0  # VACUUM gave the pages back
+
+
+@pytest.mark.e2e
+def test_demo_prints_its_web_console_url_and_with_stay_serves_it_until_ctrl_c(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DBMAINT_")}
+    env["TMPDIR"] = str(tmp_path)
+    demo = subprocess.Popen(
+        [str(DBMAINT), "demo", "--rows", "2000", "--stay"], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert demo.stdout is not None
+        seen = []
+        for line in demo.stdout:
+            seen.append(line)
+            if "the fleet keeps running" in line:
+                break
+        url = re.search(r"web console: (http://127\.0\.0\.1:\d+/)", "".join(seen))
+        assert url, "".join(seen)
+        with urllib.request.urlopen(url.group(1), timeout=10) as page:
+            assert page.status == 200 and "dbmaint" in page.read().decode()
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=60)
+        assert demo.returncode == 0, "".join(seen) + rest
+        assert "all processes exited cleanly" in rest
+    finally:
+        if demo.poll() is None:
+            demo.kill()
