@@ -291,6 +291,11 @@ class Worker:
                 address = self._moved(failed, move, quiet=failures > len(managers))
                 await asyncio.sleep(delay)
                 continue
+            if self._closing:
+                # A drain ended while this stream was being opened: it saw no stream to half-close, so none may
+                # begin now (nothing would ever close it).
+                await stream.close()
+                break
             log.info(
                 "connected to manager %s (manager_id=%s, heartbeat every %gs, lease %gs)%s",
                 address,

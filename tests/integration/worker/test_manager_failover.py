@@ -41,7 +41,7 @@ async def test_the_worker_skips_a_refusing_standby_and_follows_its_hint_to_the_l
         # The hint skipped the rotation: the address between the standby and the leader was never tried.
         assert standby.refusals == 1 and bystander.refusals == 0
         assert f"moving to manager {leader_server.address}: {standby_server.address} named" in caplog.text
-        assert f"connected to manager {leader_server.address}" in caplog.text
+        await eventually(lambda: f"connected to manager {leader_server.address}" in caplog.text)
         await within(worker.shutdown(), 5, "shutdown")
         assert await runner == 0
 
