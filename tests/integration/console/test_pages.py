@@ -26,6 +26,7 @@ from tests.integration.console.support import (
     console,
 )
 from tests.support.manager import FakeWorker
+from tests.support.polling import eventually
 
 GRPC = bearer_metadata(CLIENT_TOKEN)
 PAGES = ("/", "/jobs", "/workers", "/schedules")
@@ -302,3 +303,63 @@ async def test_a_missing_job_is_a_404_page(tmp_path: Path) -> None:
     async with console(tmp_path) as c, c.client() as http:
         html = await page(http, "/jobs/00000000-0000-0000-0000-000000000000", status=404)
         assert 'class="error"' in html and "<nav" in html  # the servicer's NOT_FOUND, as a page
+
+
+async def test_the_parent_page_shows_each_childs_worker_attempt_bytes_reports_and_errors(tmp_path: Path) -> None:
+    async with console(tmp_path, auth=TOKENS) as c, logged_in(c, CLIENT_TOKEN) as http:
+        worker = AuthorizedWorker(c.manager.channel, "w1", ["db1", "db2"], slots=2)
+        c.manager.workers.append(worker)
+        await worker.connect()
+        created = await c.manager.api.CreateMaintenance(
+            pb.CreateMaintenanceRequest(targets=["db1", "db2"], operations=[pb.OPERATION_VACUUM]), metadata=GRPC
+        )
+        first, second = await worker.wait_assignments(2)
+        running = await page(http, f"/jobs/{created.parent.id}")
+        assert 'id="parent-status" class="status" data-status="running"' in running
+        assert f'<td data-child="{first.job_id}" data-status="running">running</td>' in running
+        worker.outstanding.pop(first.job_id, None)
+        await worker.write(
+            pb.WorkerMessage(
+                result=pb.Result(
+                    job_id=first.job_id,
+                    attempt=first.attempt,
+                    status=pb.JOB_STATUS_COMPLETED,
+                    result=pb.OperationResult(
+                        engine="postgres",
+                        bytes_before=3 * 1024 * 1024,
+                        bytes_after=1024 * 1024,
+                        tables=[
+                            pb.TableReport(
+                                schema="public",
+                                table="orders",
+                                action=pb.TABLE_ACTION_VACUUM,
+                                reasons=["dead tuples 40% > 20%"],
+                                evidence={"dead_ratio": 0.4},
+                            )
+                        ],
+                    ),
+                )
+            )
+        )
+        await worker.send_result(second.job_id, second.attempt, "failed", error="lock timeout on <orders>")
+
+        async def parent_failed() -> bool:
+            job = await c.manager.api.GetJob(pb.GetJobRequest(id=created.parent.id), metadata=GRPC)
+            return bool(job.job.status == pb.JOB_STATUS_FAILED)
+
+        await eventually(parent_failed, message="the parent fails")
+        html = await page(http, f"/jobs/{created.parent.id}")
+        assert 'id="parent-status" class="status" data-status="failed"' in html
+        assert f'<td data-child="{first.job_id}" data-status="completed">completed</td>' in html
+        assert f'<td data-child="{second.job_id}" data-status="failed">failed</td>' in html
+        assert 'id="reclaimed" data-bytes="2097152">2.0 MiB<' in html
+        assert "3.0 MiB" in html and "1.0 MiB" in html
+        assert "lock timeout on &lt;orders&gt;" in html  # autoescaped
+        assert "<td>w1</td>" in html and "<td>1/" in html
+        assert 'id="cancel"' not in html
+        assert f'href="/jobs/{first.job_id}"' in html
+        child = await page(http, f"/jobs/{first.job_id}")  # the per-table reports: GetJob of the child has them
+        assert_csp_safe("child", child)
+        assert 'id="parent-status" class="status" data-status="completed"' in child
+        assert "public.orders" in child and "dead tuples 40% &gt; 20%" in child and "dead_ratio=0.4" in child
+        assert "<td>vacuum</td>" in child and "<dd>postgres</dd>" in child
