@@ -27,6 +27,7 @@ from tests.integration.console.support import (
 )
 from tests.support.manager import FakeWorker
 from tests.support.polling import eventually
+from tests.support.servers import fresh_postgres_database
 
 GRPC = bearer_metadata(CLIENT_TOKEN)
 PAGES = ("/", "/jobs", "/workers", "/schedules")
@@ -363,3 +364,44 @@ async def test_the_parent_page_shows_each_childs_worker_attempt_bytes_reports_an
         assert 'id="parent-status" class="status" data-status="completed"' in child
         assert "public.orders" in child and "dead tuples 40% &gt; 20%" in child and "dead_ratio=0.4" in child
         assert "<td>vacuum</td>" in child and "<dd>postgres</dd>" in child
+
+
+async def test_a_standby_shows_its_role_and_links_every_action_to_the_leader(tmp_path: Path) -> None:
+    with fresh_postgres_database("dbmaint_pages_standby") as url:
+        database_url = url.render_as_string(hide_password=False)
+        async with (
+            console(tmp_path / "a", database_url=database_url, store_lease=3.0) as leader,
+            console(tmp_path / "b", database_url=database_url, store_lease=3.0) as standby,
+            standby.client() as http,
+        ):
+            assert leader.manager.server.leading and not standby.manager.server.leading
+            created = await leader.manager.api.CreateMaintenance(pb.CreateMaintenanceRequest(targets=["db1"]))
+            parent_id = created.parent.id
+            await spb_grpc.ScheduleServiceStub(leader.manager.channel).CreateSchedule(
+                spb.CreateScheduleRequest(
+                    schedule=spb.Schedule(
+                        id="nightly", cron="0 3 * * *", maintenance=pb.CreateMaintenanceRequest(targets=["db1"])
+                    )
+                )
+            )
+            leader_address = leader.manager.server.advertised_address
+            leader_host = leader_address.rpartition(":")[0]
+            for path in (*PAGES, f"/jobs/{parent_id}", "/schedules/nightly", f"/jobs/{parent_id}/cancel"):
+                html = await page(http, path)
+                assert_csp_safe(path, html)
+                assert_nav(path, html, role="standby")
+                assert (
+                    f'act on the leader at <a href="http://{leader_host}:{standby.manager.server.http_port}{path}">{leader_address}</a>'
+                    in html
+                ), path
+                for action in (*ACTION_IDS, 'id="confirm-cancel"'):
+                    assert action not in html, (path, action)
+            parent = await page(http, f"/jobs/{parent_id}")
+            assert f'<td data-child="{created.children[0].id}" data-status="pending">' in parent
+            async with http.post(
+                f"/jobs/{parent_id}/cancel", data={CSRF_FIELD: csrf_of(parent)}, allow_redirects=False
+            ) as response:
+                assert response.status == 503
+                assert f"act on the leader at {leader_address}" in await response.text()
+            job = await leader.manager.api.GetJob(pb.GetJobRequest(id=parent_id))
+            assert not job.job.cancel_requested
