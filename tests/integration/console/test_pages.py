@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -405,3 +406,24 @@ async def test_a_standby_shows_its_role_and_links_every_action_to_the_leader(tmp
                 assert f"act on the leader at {leader_address}" in await response.text()
             job = await leader.manager.api.GetJob(pb.GetJobRequest(id=parent_id))
             assert not job.job.cancel_requested
+
+
+async def test_a_parent_of_10000_children_shows_every_child_in_its_grid(tmp_path: Path) -> None:
+    async with console(tmp_path, max_targets=2500) as c, c.client() as http:
+        created = await c.manager.api.CreateMaintenance(
+            pb.CreateMaintenanceRequest(
+                targets=[f"db{index:04}" for index in range(2500)],
+                operations=[
+                    pb.OPERATION_VACUUM,
+                    pb.OPERATION_ANALYZE,
+                    pb.OPERATION_REINDEX,
+                    pb.OPERATION_OPTIMIZE,
+                ],
+            )
+        )
+        started = time.perf_counter()
+        html = await page(http, f"/jobs/{created.parent.id}")
+        print(f"10,000-child parent page: {len(html) / 1e6:.1f} MB in {time.perf_counter() - started:.2f} s")
+        cells = re.findall(r'<td data-child="([^"]+)" data-status="pending">pending</td>', html)
+        assert len(cells) == len(set(cells)) == 10_000  # more than one page of children (5000 a page)
+        assert '<th scope="row">db2499</th>' in html
