@@ -20,6 +20,7 @@ from aiohttp import web
 from google.protobuf import field_mask_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from dbmaint.cli.render_schedules import cadence_words
 from dbmaint.operations import PARENT_JOB_TYPE
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import schedules_pb2 as spb
@@ -208,6 +209,7 @@ class Pages:
         self._env.filters.update(
             utc=lambda ts: utc_text(when(ts)),
             size=size_text,
+            cadence=cadence_words,  # the cron in words, as the CLI says it
             status=status_word,
             operation=operation_word,
             action=lambda a: pb.TableAction.Name(a).removeprefix("TABLE_ACTION_").lower(),
@@ -282,6 +284,7 @@ class Pages:
             csrf=session.csrf_token if session is not None else "",
             csrf_field=security.CSRF_FIELD,
             path=request.path,
+            auth_enabled=self._server.config.auth.enabled,
             **context,
         )
         response = web.Response(text=text, status=http_status, content_type="text/html")

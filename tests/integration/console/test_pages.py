@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 
 from dbmaint.auth import bearer_metadata
+from dbmaint.cron_words import describe
 from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import schedules_pb2 as spb
 from dbmaint.v1 import schedules_pb2_grpc as spb_grpc
@@ -62,8 +63,10 @@ async def page(http: aiohttp.ClientSession, path: str, status: int = 200) -> str
 
 
 def csrf_of(html: str) -> str:
-    found = re.search(rf'name="{CSRF_FIELD}" value="([^"]+)"', html)
-    assert found is not None, "the page has no form with a CSRF token"
+    found = re.search(rf'name="{CSRF_FIELD}" value="([^"]+)"', html) or re.search(
+        r'<meta name="csrf-token" content="([^"]+)">', html
+    )
+    assert found is not None, "the page has no CSRF token"
     return found.group(1)
 
 
@@ -141,6 +144,7 @@ async def test_every_page_renders_for_a_client_with_the_contract_ids_and_no_inli
 
         schedules = await page(http, "/schedules")
         assert '<tr data-schedule="nightly">' in schedules and "<code>0 3 * * *</code>" in schedules
+        assert describe("0 3 * * *") in schedules and describe("0 3 * * *") != "0 3 * * *"  # the cron in words
         assert re.search(r"\d{4}-\d\d-\d\d 03:00:00 Europe/Paris", schedules)
         assert "UTC" in schedules
         schedule = await page(http, "/schedules/nightly")
@@ -305,6 +309,7 @@ async def test_a_missing_job_is_a_404_page(tmp_path: Path) -> None:
     async with console(tmp_path) as c, c.client() as http:
         html = await page(http, "/jobs/00000000-0000-0000-0000-000000000000", status=404)
         assert 'class="error"' in html and "<nav" in html  # the servicer's NOT_FOUND, as a page
+        assert 'action="/logout"' not in html  # with auth off there is nobody to log out
 
 
 async def test_the_parent_page_shows_each_childs_worker_attempt_bytes_reports_and_errors(tmp_path: Path) -> None:
