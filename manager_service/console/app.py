@@ -199,7 +199,7 @@ def _page(title: str, body: str, status: int = 200, csrf: str = "") -> web.Respo
     text = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<link rel="stylesheet" href="/static/console.css">'
+        '<link rel="icon" href="data:,"><link rel="stylesheet" href="/static/console.css">'
         f'<meta name="csrf-token" content="{html.escape(csrf)}"><title>{html.escape(title)}</title></head>'
         f'<body><main class="login">{body}</main></body></html>'
     )

@@ -26,7 +26,9 @@ SECURITY_HEADERS: dict[str, str] = {
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not "no-referrer": with it a browser sends "Origin: null" on the console's own form POSTs, which the
+    # cross-site check must refuse. "same-origin" sends the real Origin to the console and nothing elsewhere.
+    "Referrer-Policy": "same-origin",
 }
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})

@@ -204,9 +204,17 @@ async def test_cancel_asks_for_confirmation_then_cancels_by_a_post_with_the_csrf
         still = await c.manager.api.GetJob(pb.GetJobRequest(id=parent_id), metadata=GRPC)
         assert not still.job.cancel_requested
 
+        async with http.get(f"/jobs/{parent_id}/cancel") as response:
+            # A browser sends "Origin: null" on a form POST under "no-referrer", and the console refuses that
+            assert response.headers["Referrer-Policy"] == "same-origin"
+        async with http.post(
+            f"/jobs/{parent_id}/cancel", data={CSRF_FIELD: csrf_of(confirm)}, headers={"Origin": "null"}
+        ) as response:
+            assert response.status == 403  # an opaque origin is not this console
         async with http.post(
             f"/jobs/{parent_id}/cancel",
             data={CSRF_FIELD: csrf_of(confirm), "reason": "wrong day"},
+            headers={"Origin": c.url},
             allow_redirects=False,
         ) as response:
             assert response.status == 303 and response.headers["Location"] == f"/jobs/{parent_id}"
