@@ -361,7 +361,8 @@ class Pages:
                 waiting.setdefault(job.target, set()).add(job.waiting_reason or "waiting for a free worker slot")
         listed = await self._workers()
         for target in listed.unserved_targets:
-            waiting.setdefault(target, set()).add("unserved: no connected worker serves it")
+            if target not in waiting:  # a waiting child already says why, in the words of the dispatcher
+                waiting[target] = {"unserved: no connected worker serves it"}
         schedules = [s for s in await self._schedules() if not s.paused and when(s.next_fire_time) is not None]
         schedules.sort(key=lambda s: s.next_fire_time.ToNanoseconds())
         return self.render(

@@ -223,6 +223,7 @@ async def test_cancel_asks_for_confirmation_then_cancels_by_a_post_with_the_csrf
         after = await page(http, f"/jobs/{parent_id}")
         assert 'id="parent-status" class="status" data-status="cancelled"' in after
         assert 'id="cancel"' not in after  # a finished parent has nothing to cancel
+        assert "Waiting:" not in after  # a finished child waits for nothing, whatever reason it last had
         for child in done.children:
             assert f'<td data-child="{child.id}" data-status="cancelled">cancelled</td>' in after
 
