@@ -186,6 +186,13 @@ async def test_cancel_asks_for_confirmation_then_cancels_by_a_post_with_the_csrf
             pb.CreateMaintenanceRequest(targets=["db1", "db2"]), metadata=GRPC
         )
         parent_id = created.parent.id
+
+        async def waiting() -> bool:  # the dispatcher says why the children wait: no worker serves db1, db2
+            got = await c.manager.api.GetJob(pb.GetJobRequest(id=parent_id), metadata=GRPC)
+            return all(child.waiting_reason for child in got.children)
+
+        await eventually(waiting, message="the children have a waiting reason")
+        assert "Waiting:" in await page(http, f"/jobs/{parent_id}")
         confirm = await page(http, f"/jobs/{parent_id}/cancel")
         assert_csp_safe("confirm", confirm)
         assert f'<form method="post" action="/jobs/{parent_id}/cancel"' in confirm
