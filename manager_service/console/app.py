@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING
 import grpc
 from aiohttp import web
 
-from dbmaint.operations import PARENT_JOB_TYPE
-from dbmaint.v1 import maintenance_pb2 as pb
 from manager_service.auth import Role, bearer_token
 from manager_service.console import security
-from manager_service.console.api import Api, ApiError, call
+from manager_service.console.api import Api, ApiError
 from manager_service.console.events import ChangeFeed, EventStream
+from manager_service.console.pages import Pages
 from manager_service.console.security import Principal, Session, Sessions, Verdict
 
 if TYPE_CHECKING:
@@ -31,7 +30,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PRINCIPAL = web.RequestKey("principal", Principal)
 # Pages and endpoints open without a login: the login form itself.
 OPEN_PATHS = frozenset({"/login"})
-PARENTS_ON_FRONT_PAGE = 50
+STATIC_PREFIX = "/static/"  # the stylesheet and script: the login form needs them too
 
 
 class Console:
@@ -63,13 +62,30 @@ class Console:
         app.add_routes([web.get("/api/v1/events", EventStream(self._feed, self._closing).handle)])
         app.add_routes(
             [
-                web.get("/", self._front_page),
                 web.get("/login", self._login_form),
                 web.post("/login", self._login),
                 web.post("/logout", self._logout),
             ]
         )
+        app.add_routes(Pages(self).routes())
         return app
+
+    @property
+    def server(self) -> ManagerServer:
+        return self._server
+
+    def principal(self, request: web.Request) -> Principal:
+        return request[PRINCIPAL]
+
+    def page_session(self, who: Principal) -> tuple[Session | None, bool]:
+        """The session whose CSRF token a page's forms carry, and whether it was opened now (with auth off, a
+        cookie-less visitor gets one; its cookie must then be set)."""
+        if who.session is None and not self._config.auth.enabled and not who.by_bearer:
+            return self._sessions.open(Role.CLIENT), True
+        return who.session, False
+
+    def set_session_cookie(self, response: web.StreamResponse, session: Session) -> None:
+        self._set_cookie(response, session)
 
     async def start(self) -> int:
         """Bind and serve; returns the bound port."""
@@ -111,7 +127,7 @@ class Console:
         origin = request.headers.get("Origin")
         if writes and origin is not None and not _same_origin(origin, self._allowed_hosts):
             return _refusal(is_api, 403, "PERMISSION_DENIED", "a request from another site")
-        if request.path in OPEN_PATHS:
+        if request.path in OPEN_PATHS or request.path.startswith(STATIC_PREFIX):
             return await handler(request)
         session = self._sessions.get(request.cookies.get(security.SESSION_COOKIE))
         bearer = bearer_token(request.headers.items()) if "Authorization" in request.headers else None
@@ -170,37 +186,6 @@ class Console:
         response.del_cookie(security.SESSION_COOKIE, path="/")
         return response
 
-    async def _front_page(self, request: web.Request) -> web.StreamResponse:
-        who = request[PRINCIPAL]
-        servicers = self._server.servicers
-        rows = ""
-        if servicers is not None:
-            listed = await call(
-                servicers.maintenance.ListJobs,
-                pb.ListJobsRequest(type=PARENT_JOB_TYPE, page_size=PARENTS_ON_FRONT_PAGE),
-            )
-            assert isinstance(listed, pb.ListJobsResponse)
-            rows = "".join(
-                f"<tr><td>{html.escape(job.id)}</td><td>{html.escape(pb.JobStatus.Name(job.status))}</td></tr>"
-                for job in listed.jobs
-            )
-        session, opened = who.session, False
-        if session is None and not self._config.auth.enabled and not who.by_bearer:
-            session, opened = self._sessions.open(Role.CLIENT), True  # with auth off: for its CSRF token
-        csrf = session.csrf_token if session is not None else ""
-        response = _page(
-            "dbmaint",
-            f"<h1>dbmaint</h1><p>{'Leader' if self._server.leading else 'Standby'}</p>"
-            f"<table><thead><tr><th>Parent</th><th>Status</th></tr></thead><tbody>{rows}</tbody></table>"
-            '<form method="post" action="/logout">'
-            f'<input type="hidden" name="{security.CSRF_FIELD}" value="{html.escape(csrf)}">'
-            '<button type="submit">Log out</button></form>',
-            csrf=csrf,
-        )
-        if opened and session is not None:
-            self._set_cookie(response, session)
-        return response
-
 
 _LOGIN_FORM = (
     '<h1>dbmaint</h1><form method="post" action="/login">{error}'
@@ -214,8 +199,9 @@ def _page(title: str, body: str, status: int = 200, csrf: str = "") -> web.Respo
     text = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<link rel="icon" href="data:,"><link rel="stylesheet" href="/static/console.css">'
         f'<meta name="csrf-token" content="{html.escape(csrf)}"><title>{html.escape(title)}</title></head>'
-        f"<body>{body}</body></html>"
+        f'<body><main class="login">{body}</main></body></html>'
     )
     return web.Response(text=text, status=status, content_type="text/html")
 
