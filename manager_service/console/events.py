@@ -90,7 +90,9 @@ class EventStream:
         await response.prepare(request)
         await response.write(f"retry: {RETRY_MILLISECONDS}\n\n".encode())
         try:
-            cursor = await self._start(response, resume_point(request.headers.get("Last-Event-ID")))
+            # A reconnect says where it was (Last-Event-ID); a page first opens where its data was read (?after=).
+            where = request.headers.get("Last-Event-ID") or request.query.get("after")
+            cursor = await self._start(response, resume_point(where))
             idle = 0.0
             while True:
                 await self._pause(DEBOUNCE_SECONDS)

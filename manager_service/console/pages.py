@@ -425,6 +425,10 @@ class Pages:
         )
 
     async def parent(self, request: web.Request) -> web.StreamResponse:
+        # Where the page's live updates begin, read BEFORE the job: a change committed between the two is sent
+        # again (the script keeps the newest version), never lost.
+        servicers = self._server.servicers
+        since = await servicers.changes.last_change_seq() if servicers is not None else 0
         job, children = await self._all_children(request.match_info["id"])
         views = [child_view(child) for child in children]
         targets, operations, cells = grid(views)
@@ -443,7 +447,7 @@ class Pages:
             cells=cells,
             done=done,
             reclaimed=sum(view.reclaimed for view in views),
-            page_attrs={"page": "parent", "job-id": job.id},
+            page_attrs={"page": "parent", "job-id": job.id, "since": since},
         )
 
     async def cancel_form(self, request: web.Request) -> web.StreamResponse:

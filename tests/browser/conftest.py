@@ -1,4 +1,6 @@
-"""The browser tier: one Chromium per test session, a fresh context (cookies, storage) per test."""
+"""The browser tier: one Chromium per test module, a fresh context (cookies, storage) per test. Not per session:
+Playwright's sync API runs its own event loop in the main thread until it stops, and the async tests that follow
+need that thread free."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ def pytest_report_header() -> list[str]:
     return [f"browser tests: Playwright {playwright_version()}, {chromium_version()}"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     path = require_chromium()
     from playwright.sync_api import sync_playwright  # here: only the browser tier needs it

@@ -121,7 +121,9 @@
       .catch(reloadPage);
   }
 
-  var source = new EventSource("/api/v1/events");
+  // From the change the page's data was read at: nothing committed since is missed.
+  var since = body.getAttribute("data-since");
+  var source = new EventSource("/api/v1/events" + (since ? "?after=" + encodeURIComponent(since) : ""));
   source.addEventListener("job", function (event) {
     var job;
     try {

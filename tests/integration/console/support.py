@@ -84,9 +84,10 @@ class Stream:
 
 
 @asynccontextmanager
-async def stream(c: Console, last_event_id: str | None = None) -> AsyncIterator[Stream]:
+async def stream(c: Console, last_event_id: str | None = None, after: str | None = None) -> AsyncIterator[Stream]:
     headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
-    async with c.client() as http, http.get("/api/v1/events", headers=headers) as response:
+    path = "/api/v1/events" + (f"?after={after}" if after is not None else "")
+    async with c.client() as http, http.get(path, headers=headers) as response:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/event-stream")
         opened = Stream(response)

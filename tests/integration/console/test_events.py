@@ -38,6 +38,19 @@ async def test_a_reconnect_with_last_event_id_resumes_after_it(tmp_path: Path) -
             assert all(int(e.id) > int(seen.id) for e in events.events)
 
 
+async def test_a_page_opens_its_stream_after_the_change_its_data_was_read_at(tmp_path: Path) -> None:
+    """What a parent page does (``?after=`` its data-since): a change committed between the page's read and the
+    stream's open is sent, not lost (the race a browser test met: a cancel that landed right after the page
+    loaded never reached it)."""
+    async with console(tmp_path) as c:
+        async with stream(c) as events:
+            before = await c.manager.create(["db1"])
+            read_at = await events.until(of(before.parent.id))
+        await c.manager.api.CancelJob(pb.CancelJobRequest(id=before.parent.id))  # after the "page" was read
+        async with stream(c, after=read_at.id) as events:
+            await events.until(of(before.parent.id, "JOB_STATUS_CANCELLED"))
+
+
 async def test_an_unknown_last_event_id_gets_a_reset(tmp_path: Path) -> None:
     async with console(tmp_path) as c, stream(c, last_event_id="999999") as events:
         await events.until(lambda e: e.kind == "reset")

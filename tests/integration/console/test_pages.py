@@ -313,7 +313,7 @@ async def test_static_files_are_served_without_a_login(tmp_path: Path) -> None:
                 "text/javascript",
             )
             script = await response.text()
-        assert 'new EventSource("/api/v1/events")' in script
+        assert 'new EventSource("/api/v1/events"' in script
         assert "parent-status" in script and "data-child" in script and '"reset"' in script
         async with http.get("/static/app.py", allow_redirects=False) as response:
             assert response.status == 404  # only the static folder is served
