@@ -150,22 +150,10 @@ class Api:
         ]
 
     def _servicers(self) -> RoleServicers:
-        servicers = self._server.servicers
-        if servicers is None:
-            raise ApiError(grpc.StatusCode.UNAVAILABLE, "the manager is starting or stopping; try again")
-        return servicers
+        return current_servicers(self._server)
 
     def _writes(self) -> tuple[MaintenanceServicer, ScheduleServicer]:
-        writes = self._servicers().writes
-        if writes is None:
-            leader = self._server.leader_hint
-            where = f"; the leader is {leader}" if leader else "; no leader is known now"
-            raise ApiError(
-                grpc.StatusCode.UNAVAILABLE,
-                f"this manager ({self._server.manager_id}) is a standby: it answers reads only{where}",
-                leader,
-            )
-        return writes
+        return current_writes(self._server)
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         servicer = self._servicers().maintenance
@@ -239,3 +227,25 @@ class Api:
                 "term": server.term,
             }
         )
+
+
+def current_servicers(server: ManagerServer) -> RoleServicers:
+    """The servicers of the manager's current role (the API's and the pages' one way in)."""
+    servicers = server.servicers
+    if servicers is None:
+        raise ApiError(grpc.StatusCode.UNAVAILABLE, "the manager is starting or stopping; try again")
+    return servicers
+
+
+def current_writes(server: ManagerServer) -> tuple[MaintenanceServicer, ScheduleServicer]:
+    """The servicers that write, on the leader; on a standby, UNAVAILABLE naming the leader."""
+    writes = current_servicers(server).writes
+    if writes is None:
+        leader = server.leader_hint
+        where = f"; act on the leader at {leader}" if leader else "; no leader is known now"
+        raise ApiError(
+            grpc.StatusCode.UNAVAILABLE,
+            f"this manager ({server.manager_id}) is a standby: it answers reads only{where}",
+            leader,
+        )
+    return writes

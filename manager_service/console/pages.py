@@ -26,7 +26,7 @@ from dbmaint.v1 import maintenance_pb2 as pb
 from dbmaint.v1 import schedules_pb2 as spb
 from manager_service.auth import Role
 from manager_service.console import security
-from manager_service.console.api import ApiError, call
+from manager_service.console.api import ApiError, call, current_servicers, current_writes
 
 if TYPE_CHECKING:
     from manager_service.console.app import Console
@@ -248,18 +248,10 @@ class Pages:
     # -- shared
 
     def _servicers(self) -> RoleServicers:
-        servicers = self._server.servicers
-        if servicers is None:
-            raise ApiError(grpc.StatusCode.UNAVAILABLE, "the manager is starting or stopping; try again")
-        return servicers
+        return current_servicers(self._server)
 
     def _writes(self) -> tuple[MaintenanceServicer, ScheduleServicer]:
-        writes = self._servicers().writes
-        if writes is None:
-            leader = self._server.leader_hint
-            where = f"; act on the leader at {leader}" if leader else "; no leader is known now"
-            raise ApiError(grpc.StatusCode.UNAVAILABLE, f"this manager is a standby{where}", leader)
-        return writes
+        return current_writes(self._server)
 
     def leader_url(self, request: web.Request) -> str:
         """The same path on the leader's console (its advertised host, this console's port and scheme)."""
